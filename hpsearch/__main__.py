@@ -1,0 +1,3 @@
+from hpsearch.cli import app
+
+app(prog_name="hpsearch")

@@ -1,0 +1,136 @@
+"""The command line: parse -> call the library -> render. The one module that knows the terminal."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from hpsearch import __version__
+from hpsearch.errors import HpsearchError
+from hpsearch.report import rich_table
+from hpsearch.search import StageOptions, StageOutcome, run_coarse, with_overrides
+from hpsearch.spec import load_spec
+from hpsearch.trial import TrialResult
+
+app = typer.Typer(
+    help="Hyperparameter search the cs231n way: sanity checks, coarse random search, refine, report.\n\n"
+    "Example: hpsearch coarse configs/smoke.yaml",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+# Results on stdout, progress and diagnostics on stderr. Piped output gets a wide table, not a folded one.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+TABLE_LIMIT = 20  # rows shown in the terminal; the files hold every trial
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=code)
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        out.print(f"hpsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        Optional[bool], typer.Option("--version", callback=version_callback, is_eager=True, help="Show the version.")
+    ] = None,
+) -> None:
+    """Hyperparameter search the cs231n way. Example: hpsearch coarse configs/smoke.yaml"""
+
+
+class TrialProgress:
+    """A progress bar on stderr, shown from the first update: the data download if any, then
+    trial i/N, elapsed time and best so far."""
+
+    def __init__(self) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[count]}"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[best]}"),
+            console=err,
+        )
+        self.tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> TrialProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tasks:
+            self.progress.stop()
+
+    def _task(self, key: str, desc: str, total: float | None) -> TaskID:
+        if not self.tasks:
+            self.progress.start()
+        if key not in self.tasks:
+            self.tasks[key] = self.progress.add_task(desc, total=total, count="", best="")
+        return self.tasks[key]
+
+    def on_data(self, desc: str, done: int, total: int | None) -> None:
+        task = self._task("data", desc, total)
+        size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        self.progress.update(task, completed=done, total=total, count=size)
+
+    def on_trial(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None:
+        task = self._task("trials", "search", total)
+        shown = f"best val_acc {best.val_acc:.3f} (trial {best.trial})" if best and best.val_acc is not None else ""
+        self.progress.update(task, completed=done, count=f"trial {done}/{total}", best=shown)
+
+
+def render_outcome(outcome: StageOutcome) -> None:
+    title = f"{outcome.stage}: {len(outcome.ranked)} trials, ranked by validation accuracy"
+    out.print(rich_table(title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT))
+    for e in outcome.edges:
+        if e.flag:
+            err.print(f"[bold yellow]warning:[/] {e.advice()}", highlight=False)
+    err.print(f"results: {outcome.stage_dir}/results.md, results.csv, results.json", highlight=False)
+
+
+@app.command()
+def coarse(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="YAML spec file.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<name>).")] = None,
+    trials: Annotated[Optional[int], typer.Option(min=1, help="Override search.trials.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Override search.seed.")] = None,
+    data_root: Annotated[
+        Optional[Path], typer.Option("--data-root", help="Where CIFAR-10 lives (beats $HPSEARCH_DATA_ROOT, data.root).")
+    ] = None,
+) -> None:
+    """Random search: short trainings, a ranked table, and warnings for best values on a range's edge.
+
+    Example: hpsearch coarse configs/cifar10_coarse.yaml --trials 10 --epochs 1
+    """
+    try:
+        spec = with_overrides(load_spec(spec_path), trials=trials, epochs=epochs, seed=seed)
+        with TrialProgress() as progress:
+            outcome = run_coarse(
+                spec,
+                str(spec_path),
+                StageOptions(out=out_dir, data_root=data_root, command=tuple(sys.argv)),
+                on_data=progress.on_data,
+                on_trial=progress.on_trial,
+            )
+    except HpsearchError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted; finished trials are in the run directory's trials.jsonl", code=130) from None
+    render_outcome(outcome)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,80 @@
+"""Ranking trials and flagging best values on the border of their range."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from hpsearch.spec import Categorical, NumericRange
+from hpsearch.trial import TrialResult, TrialState
+
+EDGE_FRACTION = 0.1  # a best value in the outer 10% of its range is "on the border"
+
+_STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.DIVERGED: 1, TrialState.FAILED: 2}
+
+
+def rank(results: list[TrialResult]) -> list[TrialResult]:
+    """Best first: complete trials by validation accuracy (ties: lower train loss), then the rest."""
+
+    def key(r: TrialResult) -> tuple[Any, ...]:
+        order = _STATE_ORDER.get(r.state, 3)
+        acc = -(r.val_acc if r.val_acc is not None else -1.0)
+        loss = r.train_loss if r.train_loss is not None and math.isfinite(r.train_loss) else math.inf
+        return (order, acc, loss, r.trial)
+
+    return sorted(results, key=key)
+
+
+@dataclass(frozen=True)
+class Edge:
+    name: str
+    low: float
+    high: float
+    log: bool
+    best: float
+    position: float  # 0 = low end, 1 = high end; measured in log10 space for log ranges
+    flag: str | None  # "low", "high" or None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("low", "high", "log", "best", "position", "flag")}
+
+    def advice(self) -> str:
+        where = "high" if self.flag == "high" else "low"
+        direction = "upward" if self.flag == "high" else "downward"
+        return (
+            f"{self.name}: best {fmt_value(self.best)} is at the {where} edge of "
+            f"[{fmt_value(self.low)}, {fmt_value(self.high)}]: widen the range {direction}"
+        )
+
+
+def position_in_range(value: float, dom: NumericRange) -> float:
+    if dom.log:
+        return (math.log10(value) - math.log10(dom.low)) / (math.log10(dom.high) - math.log10(dom.low))
+    return (value - dom.low) / (dom.high - dom.low)
+
+
+def edges(space: dict[str, NumericRange | Categorical], best: TrialResult | None) -> list[Edge]:
+    """For each searched numeric parameter, where the best complete trial's value sits in its range."""
+    if best is None or best.state is not TrialState.COMPLETE:
+        return []
+    out = []
+    for name, dom in sorted(space.items()):
+        if not isinstance(dom, NumericRange):
+            continue
+        value = float(best.params[name])
+        pos = position_in_range(value, dom)
+        flag = "low" if pos < EDGE_FRACTION else "high" if pos > 1 - EDGE_FRACTION else None
+        out.append(Edge(name, dom.low, dom.high, dom.log, value, pos, flag))
+    return out
+
+
+def fmt_value(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(getattr(v, "value", v))
+    if isinstance(v, int) or float(v).is_integer() and abs(v) < 1e6:
+        return str(int(v))
+    if abs(v) < 1e-2 or abs(v) >= 1e4:
+        short = f"{v:.0e}"
+        return short if float(short) == v else f"{v:.1e}"
+    return f"{v:.3g}"

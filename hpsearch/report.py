@@ -1,0 +1,102 @@
+"""Result tables: rich for the terminal, Markdown, CSV and the results.json document."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+
+from rich.table import Table
+
+from hpsearch.rank import Edge, fmt_value
+from hpsearch.trial import TrialResult, TrialState
+
+STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.DIVERGED: "red", TrialState.FAILED: "magenta"}
+
+
+def _acc(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _loss(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def table_rows(ranked: list[TrialResult], param_names: list[str]) -> list[list[str]]:
+    rows = []
+    for i, r in enumerate(ranked, 1):
+        params = [fmt_value(r.params.get(p, "-")) for p in param_names]
+        rows.append(
+            [str(i), str(r.trial), r.state.value, _acc(r.val_acc), _acc(r.train_acc), _loss(r.train_loss)]
+            + params
+            + [f"{r.wall_time:.1f}"]
+        )
+    return rows
+
+
+def headers(param_names: list[str]) -> list[str]:
+    return ["rank", "trial", "state", "val_acc", "train_acc", "train_loss", *param_names, "time_s"]
+
+
+def rich_table(title: str, ranked: list[TrialResult], param_names: list[str], limit: int | None = None) -> Table:
+    table = Table(title=title, title_justify="left")
+    for h in headers(param_names):
+        table.add_column(h, justify="left" if h == "state" else "right")
+    shown = ranked if limit is None else ranked[:limit]
+    for r, row in zip(shown, table_rows(shown, param_names), strict=True):
+        table.add_row(*row, style=STATE_STYLE.get(r.state) if r.state is not TrialState.COMPLETE else None)
+    if limit is not None and len(ranked) > limit:
+        table.caption = f"top {limit} of {len(ranked)} trials; all are in results.md/csv/json"
+    return table
+
+
+def markdown_table(ranked: list[TrialResult], param_names: list[str]) -> str:
+    head = headers(param_names)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(ranked, param_names)]
+    return "\n".join(lines) + "\n"
+
+
+def csv_table(ranked: list[TrialResult], param_names: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(headers(param_names) + ["error"])
+    for i, r in enumerate(ranked, 1):
+        w.writerow(
+            [i, r.trial, r.state.value, r.val_acc, r.train_acc, r.train_loss]
+            + [fmt_csv(r.params.get(p)) for p in param_names]
+            + [round(r.wall_time, 3), r.error or ""]
+        )
+    return buf.getvalue()
+
+
+def fmt_csv(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return "x".join(str(x) for x in v)
+    return getattr(v, "value", v)
+
+
+def results_document(
+    stage: str, ranked: list[TrialResult], edge_list: list[Edge], extra: dict[str, Any]
+) -> dict[str, Any]:
+    """results.json: the stage, every trial best first with its rank, and the edge analysis."""
+    rows = []
+    for i, r in enumerate(ranked, 1):
+        d = r.to_dict()
+        rows.append(
+            {"rank": i, **{k: d[k] for k in ("trial", "state", "params", "val_acc", "train_acc", "train_loss")}}
+        )
+    return {
+        "stage": stage,
+        **extra,
+        "ranked": rows,
+        "edges": {e.name: e.to_dict() for e in edge_list},
+    }
+
+
+def markdown_report(title: str, ranked: list[TrialResult], param_names: list[str], edge_list: list[Edge]) -> str:
+    flags = [f"- {e.advice()}" for e in edge_list if e.flag]
+    parts = [f"# {title}\n", markdown_table(ranked, param_names)]
+    if flags:
+        parts.append("\n**Careful with best values on the border:**\n\n" + "\n".join(flags) + "\n")
+    return "\n".join(parts)

@@ -1,0 +1,341 @@
+"""YAML spec -> typed, frozen spec objects. Every validation message names file, key and value."""
+
+from __future__ import annotations
+
+import difflib
+import enum
+import math
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from hpsearch.errors import SpecError
+
+
+class Activation(str, enum.Enum):
+    RELU = "relu"
+    LEAKY_RELU = "leaky_relu"
+    PRELU = "prelu"
+    ELU = "elu"
+    SELU = "selu"
+    GELU = "gelu"
+    TANH = "tanh"
+    SIGMOID = "sigmoid"
+    MAXOUT = "maxout"
+
+
+class Init(str, enum.Enum):
+    SMALL_RANDOM = "small_random"  # N(0, init_std^2), the lecture's 0.01 * randn
+    XAVIER = "xavier"  # N(0, 1/fan_in)
+    KAIMING = "kaiming"  # N(0, 2/fan_in)
+
+
+class Optimizer(str, enum.Enum):
+    SGD = "sgd"
+    MOMENTUM = "momentum"
+    NESTEROV = "nesterov"
+    ADAM = "adam"
+
+
+class Preprocess(str, enum.Enum):
+    NONE = "none"
+    MEAN_IMAGE = "mean_image"
+    PER_CHANNEL_MEAN = "per_channel_mean"
+    PER_CHANNEL_STANDARDIZE = "per_channel_standardize"
+
+
+class Sampler(str, enum.Enum):
+    RANDOM = "random"
+    GRID = "grid"
+
+
+def spec_error(key: str, message: str, value: Any) -> PydanticCustomError:
+    """An error raised inside a validator that names a key below the validated object."""
+    return PydanticCustomError("hpsearch", message, {"key": key, "value": value})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+
+class DataSpec(_Strict):
+    dataset: Literal["cifar10", "synthetic"] = "cifar10"
+    root: Path | None = None  # where CIFAR-10 lives or is downloaded to; None: the user cache dir
+    val_size: int = Field(1000, ge=1)  # taken from the end of the training set
+    train_subset: int | None = Field(None, ge=1)  # first N training examples after the val split
+    preprocess: Preprocess = Preprocess.MEAN_IMAGE
+    download: bool = True
+    synthetic_train: int = Field(5000, ge=10)  # synthetic dataset size (train + val)
+    synthetic_test: int = Field(1000, ge=10)
+
+
+class ModelSpec(_Strict):
+    kind: Literal["mlp", "convnet"] = "mlp"
+    hidden: tuple[int, ...] = (50,)  # layer widths (mlp) or channels per conv block (convnet)
+    activation: Activation = Activation.RELU
+    init: Init = Init.KAIMING
+    init_std: float = Field(0.01, gt=0)  # used by small_random only
+    bias_init: float = 0.0  # the lecture: "slightly positive biases (e.g. 0.01)" for ReLU
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _hidden_int_or_list(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("hidden")
+    @classmethod
+    def _hidden_positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        for i, width in enumerate(v):
+            if width < 1:
+                raise spec_error(str(i), "every layer width must be >= 1", width)
+        return v
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(100, ge=1)
+    optimizer: Optimizer = Optimizer.MOMENTUM
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)  # L2 penalty 0.5 * wd * sum(W^2) on weights, not biases
+    momentum: float = Field(0.9, ge=0, lt=1)  # momentum and nesterov
+    beta1: float = Field(0.9, ge=0, lt=1)  # adam
+    beta2: float = Field(0.999, ge=0, lt=1)  # adam
+    eps: float = Field(1e-8, gt=0)  # adam
+    lr_decay: float = Field(1.0, gt=0, le=1)  # per-epoch multiplier of the learning rate
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class NumericRange(_Strict):
+    low: float
+    high: float
+    log: bool = False
+    points: int | None = Field(None, ge=1)  # grid sampler only: values along this axis
+
+    @model_validator(mode="after")
+    def _check(self) -> NumericRange:
+        for key in ("low", "high"):
+            if not math.isfinite(getattr(self, key)):
+                raise spec_error(key, "must be a finite number", getattr(self, key))
+        if self.log and self.low <= 0:
+            raise spec_error("low", "must be > 0 when log is true", _num(self.low))
+        if self.low >= self.high:
+            raise spec_error("high", f"must be > low ({_num(self.low)})", _num(self.high))
+        return self
+
+
+class Categorical(_Strict):
+    values: tuple[Any, ...]
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _values_list(cls, v: Any) -> Any:
+        if not isinstance(v, (list, tuple)) or not v:
+            raise spec_error("", "must be a non-empty list of values", v)
+        return tuple(tuple(x) if isinstance(x, list) else x for x in v)
+
+
+def _space_kind(body: Any) -> str | None:
+    if isinstance(body, dict):
+        return "categorical" if "values" in body else "numeric-range"
+    return "categorical" if isinstance(body, Categorical) else "numeric-range"
+
+
+ParamSpace = Annotated[
+    Union[Annotated[NumericRange, Tag("numeric-range")], Annotated[Categorical, Tag("categorical")]],
+    Discriminator(_space_kind),
+]
+
+# Fields a search may override, with the spec section that owns each.
+SEARCHABLE: dict[str, str] = {name: "train" for name in TrainSpec.model_fields if name != "device"}
+SEARCHABLE.update({name: "model" for name in ModelSpec.model_fields})
+
+
+class SearchSpec(_Strict):
+    trials: int = Field(20, ge=1)
+    sampler: Sampler = Sampler.RANDOM
+    seed: int = 0
+    space: dict[str, ParamSpace] = Field(default_factory=dict)
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _space_shape(cls, v: Any) -> Any:
+        if not isinstance(v, dict):
+            return v
+        for name, body in v.items():
+            if name not in SEARCHABLE:
+                raise spec_error(str(name), f"not a searchable parameter{_did_you_mean(name, SEARCHABLE)}", name)
+            if not isinstance(body, dict) or not ({"values"} <= body.keys() or {"low", "high"} <= body.keys()):
+                raise spec_error(str(name), "must be {low, high, log} or {values: [...]}", body)
+        return v
+
+
+class Spec(_Strict):
+    name: str = Field(min_length=1)
+    data: DataSpec = Field(default_factory=DataSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if "/" in v or v.startswith(".") or "\x00" in v:
+            raise spec_error("", "must be a plain name (no '/', not starting with '.')", v)
+        return v
+
+    @model_validator(mode="after")
+    def _space_values_fit_fields(self) -> Spec:
+        space: dict[str, NumericRange | Categorical] = {}
+        for name, dom in self.search.space.items():
+            where = f"search.space.{name}"
+            if isinstance(dom, Categorical):
+                values = tuple(self._coerce(name, v, f"{where}.values.{i}") for i, v in enumerate(dom.values))
+                space[name] = Categorical(values=values)
+            else:
+                space[name] = self._check_range(name, dom, where)
+        # Frozen models: the coerced values replace the raw ones once, here, at construction.
+        object.__setattr__(self.search, "space", space)
+        return self
+
+    def _coerce(self, name: str, value: Any, key: str) -> Any:
+        owner = self.train if SEARCHABLE[name] == "train" else self.model
+        try:
+            checked = type(owner).model_validate({**owner.model_dump(), name: value})
+        except ValidationError as e:
+            raise spec_error(key, _message(e.errors()[0]), value) from None
+        return getattr(checked, name)
+
+    def _check_range(self, name: str, dom: NumericRange, where: str) -> NumericRange:
+        if _field_type(name) not in (int, float):
+            raise spec_error(where, "is not numeric: give {values: [...]} instead", name)
+        for key in ("low", "high"):
+            v = getattr(dom, key)
+            if is_int_param(name) and v != int(v):
+                raise spec_error(f"{where}.{key}", f"{name} is an integer", _num(v))
+            self._coerce(name, int(v) if is_int_param(name) else v, f"{where}.{key}")
+        return dom
+
+    def resolved(self, params: dict[str, Any]) -> Spec:
+        """This spec with `params` overriding the fixed train/model fields (a trial's spec)."""
+        train = {k: v for k, v in params.items() if SEARCHABLE[k] == "train"}
+        model = {k: v for k, v in params.items() if SEARCHABLE[k] == "model"}
+        return self.model_copy(
+            update={
+                "train": TrainSpec.model_validate({**self.train.model_dump(), **train}),
+                "model": ModelSpec.model_validate({**self.model.model_dump(), **model}),
+            }
+        )
+
+
+def is_int_param(name: str) -> bool:
+    return _field_type(name) is int
+
+
+def _field_type(name: str) -> Any:
+    section = TrainSpec if SEARCHABLE[name] == "train" else ModelSpec
+    return section.model_fields[name].annotation
+
+
+def _num(v: float) -> int | float:
+    return int(v) if float(v).is_integer() else v
+
+
+def _did_you_mean(word: Any, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "hpsearch":
+        return str(err["msg"])
+    msg = str(err["msg"])
+    msg = msg.removeprefix("Value error, ")
+    return msg[:1].lower() + msg[1:]
+
+
+def _format_error(path: str, err: Any) -> str:
+    loc = [str(p) for p in err["loc"] if p not in ("numeric-range", "categorical")]
+    ctx = err.get("ctx") or {}
+    value = err.get("input")
+    if err["type"] == "hpsearch":
+        if ctx.get("key"):
+            loc.append(str(ctx["key"]))
+        value = ctx.get("value", value)
+    if err["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        hint = _did_you_mean(loc[-1], parent.model_fields) if parent else ""
+        return f"{path}: {'.'.join(loc)}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{path}: {'.'.join(loc)}: required key is missing"
+    if err["type"] == "enum":
+        return f"{path}: {'.'.join(loc)}: must be one of {err['ctx']['expected']} (got {value!r})"
+    key = ".".join(loc) or "(top level)"
+    return f"{path}: {key}: {_message(err)} (got {_short(value)})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _model_at(loc: list[str]) -> type[BaseModel] | None:
+    if loc[:2] == ["search", "space"] and len(loc) == 3:
+        return NumericRange
+    model: type[BaseModel] = Spec
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        model = field.annotation
+    return model
+
+
+def parse_spec(data: Any, path: str = "<spec>") -> Spec:
+    """Validate already-parsed YAML into a Spec, or raise SpecError naming path, key and value."""
+    if data is None:
+        raise SpecError(f"{path}: the spec is empty")
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: the spec must be a mapping of keys to values (got {type(data).__name__})")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_format_error(path, e.errors()[0])) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read a YAML spec with yaml.safe_load and validate it."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise SpecError(f"{p}: is a directory, not a spec file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpecError(f"{p}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SpecError(f"{p}: invalid YAML{where}: {problem}") from None
+    return parse_spec(data, str(p))
+
+
+def spec_to_yaml(spec: Spec) -> str:
+    """The resolved spec as YAML that load_spec reads back to an equal Spec."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,92 @@
+"""The run directory: resolved spec, run.json, append-only trials.jsonl, atomic rewrites."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hpsearch.errors import StoreError
+from hpsearch.trial import TrialResult
+
+TRIALS_FILE = "trials.jsonl"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a temp file in the same directory, fsync, rename: readers see old or new, never half."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise StoreError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def pick_run_dir(runs: Path, name: str) -> Path:
+    """runs/<name>, or runs/<name>-2, -3, ... when that already holds a run: never overwrite one."""
+    candidate, n = runs / name, 1
+    while candidate.exists() and any(candidate.iterdir()):
+        n += 1
+        candidate = runs / f"{name}-{n}"
+    return candidate
+
+
+class StageStore:
+    """One stage's directory, e.g. RUN/coarse/."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def create(self) -> None:
+        """Make the directory; refuse one that already holds trials (nothing written is ever lost)."""
+        if (self.path / TRIALS_FILE).exists():
+            raise StoreError(f"{self.path}: already holds a search; choose another --out")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"{self.path}: cannot create the run directory: {e.strerror or e}") from None
+        if not os.access(self.path, os.W_OK):
+            raise StoreError(f"{self.path}: the run directory is not writable")
+
+    def append_trial(self, result: TrialResult) -> None:
+        """One JSON line per finished trial, flushed and fsynced before the next trial starts."""
+        line = json.dumps(result.to_dict(), allow_nan=False) + "\n"
+        try:
+            with open(self.path / TRIALS_FILE, "a", encoding="utf-8") as f:
+                f.write(line)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise StoreError(f"{self.path / TRIALS_FILE}: cannot append: {e.strerror or e}") from None
+
+    def read_trials(self) -> list[TrialResult]:
+        """Every complete record; a last line cut mid-write (a crash) is skipped."""
+        path = self.path / TRIALS_FILE
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                out.append(TrialResult.from_dict(json.loads(line)))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        return out
+
+    def write_text(self, name: str, text: str) -> None:
+        atomic_write_text(self.path / name, text)
+
+    def write_json(self, name: str, data: Any) -> None:
+        write_json(self.path / name, data)

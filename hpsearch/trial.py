@@ -1,0 +1,172 @@
+"""One trial: train the spec's model with one set of hyperparameters -> TrialResult."""
+
+from __future__ import annotations
+
+import enum
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hpsearch.data import Dataset
+from hpsearch.models import Net, build_model, l2_penalty
+from hpsearch.spec import ModelSpec, Optimizer, TrainSpec
+
+MAX_CURVE_POINTS = 500  # per-iteration losses kept in a record (evenly strided)
+TRAIN_ACC_SAMPLE = 1000  # training accuracy is measured on this many fixed training examples
+EVAL_CHUNK = 1000  # examples per forward pass when evaluating
+
+
+class TrialState(str, enum.Enum):
+    COMPLETE = "complete"
+    DIVERGED = "diverged"  # the loss became NaN or inf
+    FAILED = "failed"  # an unexpected exception; the message is kept
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    trial_id: int
+    params: dict[str, Any]  # the searched values only
+    model: ModelSpec  # with the searched values applied
+    train: TrainSpec
+    seed: int  # the search seed: batch order depends on it alone, the init also on trial_id
+
+
+@dataclass
+class TrialResult:
+    trial: int
+    state: TrialState
+    params: dict[str, Any]
+    val_acc: float | None = None  # at the last epoch trained
+    train_acc: float | None = None
+    train_loss: float | None = None  # mean training loss (data + L2) over the last epoch
+    initial_loss: float | None = None  # data loss at init on the first minibatch; ln(C) expected
+    epochs_done: int = 0
+    iterations: int = 0
+    val_acc_per_epoch: list[float] = field(default_factory=list)
+    train_acc_per_epoch: list[float] = field(default_factory=list)
+    train_loss_per_epoch: list[float] = field(default_factory=list)
+    loss_every: int = 1  # losses[i] is the loss at iteration i * loss_every
+    losses: list[float] = field(default_factory=list)
+    wall_time: float = 0.0  # seconds
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state"] = self.state.value
+        d["params"] = _jsonable(self.params)
+        # JSON has no NaN/inf: a diverged loss is written as null.
+        d["losses"] = [v if math.isfinite(v) else None for v in self.losses]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialResult:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        known["state"] = TrialState(known["state"])
+        known["losses"] = [math.nan if v is None else v for v in known.get("losses", [])]
+        return cls(**known)
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else getattr(v, "value", v)) for k, v in params.items()}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def init_seed(seed: int, trial_id: int) -> int:
+    """Seed of a trial's weight init and dropout: distinct per trial, fixed by (search seed, trial)."""
+    return (seed * 1_000_003 + trial_id) % (2**63)
+
+
+def batch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Tensor:
+    """The permutation of training examples for one epoch, shared by every trial of a search."""
+    g = torch.Generator().manual_seed((seed * 7919 + epoch) % (2**63))
+    return torch.randperm(n, generator=g).to(device)
+
+
+def make_optimizer(net: Net, train: TrainSpec) -> torch.optim.Optimizer:
+    params = list(net.parameters())
+    if train.optimizer is Optimizer.ADAM:
+        return torch.optim.Adam(params, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps)
+    momentum = 0.0 if train.optimizer is Optimizer.SGD else train.momentum
+    nesterov = train.optimizer is Optimizer.NESTEROV and momentum > 0
+    return torch.optim.SGD(params, lr=train.lr, momentum=momentum, nesterov=nesterov)
+
+
+@torch.no_grad()
+def accuracy(net: Net, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> float:
+    was_training = net.training
+    net.eval()
+    correct = 0
+    for i in range(0, len(x), EVAL_CHUNK):
+        logits = net(data.normalize(x[i : i + EVAL_CHUNK]))
+        correct += int((logits.argmax(1) == y[i : i + EVAL_CHUNK]).sum())
+    net.train(was_training)
+    return correct / max(1, len(x))
+
+
+def run_trial(config: TrialConfig, data: Dataset) -> TrialResult:
+    """Train one trial on `data` (already on its device). Never raises for a bad trial:
+    NaN/inf is DIVERGED, any other exception FAILED with its message."""
+    start = time.perf_counter()
+    result = TrialResult(trial=config.trial_id, state=TrialState.COMPLETE, params=dict(config.params))
+    try:
+        _train(config, data, result)
+    except Exception as e:  # one trial's error must not end the search; it is recorded, not hidden
+        result.state = TrialState.FAILED
+        result.error = f"{type(e).__name__}: {e}"
+    result.wall_time = time.perf_counter() - start
+    return result
+
+
+def _train(config: TrialConfig, data: Dataset, result: TrialResult) -> None:
+    train = config.train
+    device = data.x_train.device
+    torch.manual_seed(init_seed(config.seed, config.trial_id))
+    net = build_model(config.model, data.input_shape, data.num_classes).to(device)
+    opt = make_optimizer(net, train)
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / train.batch_size)
+    result.loss_every = max(1, math.ceil(train.epochs * steps_per_epoch / MAX_CURVE_POINTS))
+    acc_idx = torch.linspace(0, n - 1, min(n, TRAIN_ACC_SAMPLE), device=device).long()
+    x_acc, y_acc = data.x_train[acc_idx], data.y_train[acc_idx]
+    it = 0
+    for epoch in range(train.epochs):
+        order = batch_order(n, config.seed, epoch, device)
+        epoch_loss = 0.0
+        for start in range(0, n, train.batch_size):
+            idx = order[start : start + train.batch_size]
+            logits = net(data.normalize(data.x_train[idx]))
+            data_loss = F.cross_entropy(logits, data.y_train[idx])
+            loss = data_loss + l2_penalty(net, train.weight_decay) if train.weight_decay else data_loss
+            value = float(loss.detach())
+            if it == 0:
+                result.initial_loss = float(data_loss.detach())
+            if it % result.loss_every == 0:
+                result.losses.append(value)
+            if not math.isfinite(value):
+                result.state = TrialState.DIVERGED
+                result.iterations = it + 1
+                return
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            epoch_loss += value
+            it += 1
+        for group in opt.param_groups:
+            group["lr"] *= train.lr_decay
+        result.iterations = it
+        result.epochs_done = epoch + 1
+        result.train_loss = epoch_loss / steps_per_epoch
+        result.train_loss_per_epoch.append(result.train_loss)
+        result.train_acc_per_epoch.append(accuracy(net, data, x_acc, y_acc))
+        result.val_acc_per_epoch.append(accuracy(net, data, data.x_val, data.y_val))
+        result.train_acc = result.train_acc_per_epoch[-1]
+        result.val_acc = result.val_acc_per_epoch[-1]

@@ -1,0 +1,118 @@
+"""The command line as a user runs it: real processes, exit codes, stdout vs stderr, help everywhere."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpsearch.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hpsearch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def command_names() -> list[str]:
+    return [c.name or c.callback.__name__ for c in app.registered_commands]  # type: ignore[union-attr]
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    top = hpsearch("--help")
+    assert top.returncode == 0 and "Example" in top.stdout
+    assert command_names(), "no commands registered"
+    for name in command_names():
+        res = hpsearch(name, "--help")
+        assert res.returncode == 0, name
+        assert "Example: hpsearch " + name in " ".join(res.stdout.split()), name
+        assert app.registered_commands[command_names().index(name)].callback.__doc__  # type: ignore[union-attr]
+
+
+def test_smoke_config_end_to_end(tmp_path: Path) -> None:
+    res = hpsearch("coarse", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr
+    # The ranked table goes to stdout, progress and diagnostics to stderr.
+    assert "val_acc" in res.stdout and "rank" in res.stdout
+    assert "trial 8/8" in res.stderr and "results:" in res.stderr
+    assert "trials.jsonl" not in res.stdout
+    doc = json.loads((tmp_path / "run/coarse/results.json").read_text())
+    assert len(doc["ranked"]) == 8
+    best = doc["ranked"][0]
+    assert best["state"] == "complete" and best["val_acc"] > 0.3  # synthetic data is learnable
+    # Every flagged edge is warned about on stderr, and nothing is warned that is not flagged.
+    flagged = [name for name, e in doc["edges"].items() if e["flag"]]
+    assert res.stderr.count("warning:") == len(flagged)
+    for name in flagged:
+        assert f"{name}: best" in res.stderr
+
+
+def test_default_out_never_overwrites(tmp_path: Path) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text((ROOT / "configs/smoke.yaml").read_text().replace("trials: 8", "trials: 1"))
+    first = hpsearch("coarse", str(spec), cwd=tmp_path)
+    second = hpsearch("coarse", str(spec), cwd=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert (tmp_path / "runs/smoke/coarse/results.json").is_file()
+    assert (tmp_path / "runs/smoke-2/coarse/results.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (
+            "name: x\nsearch:\n  space:\n    lr: {low: 0, high: 1, log: true}\n",
+            "search.space.lr.low: must be > 0 when log is true (got 0)",
+        ),
+        ("name: x\ntrain: {epochs: 3\n", "invalid YAML"),
+        ("name: !!python/object/apply:os.system ['echo hi']\n", "invalid YAML"),
+        ("", "the spec is empty"),
+        ("name: x\nmodel: {activaton: relu}\n", "model.activaton: unknown key (did you mean 'activation'?)"),
+    ],
+)
+def test_bad_spec_is_one_line_exit_1(tmp_path: Path, content: str, message: str) -> None:
+    spec = tmp_path / "x.yaml"
+    spec.write_text(content)
+    res = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and str(spec) in lines[0]
+    assert res.stdout == ""
+
+
+def test_missing_spec_file_and_usage_errors() -> None:
+    res = hpsearch("coarse", "no/such.yaml")
+    assert res.returncode == 1 and "no/such.yaml: no such file" in res.stderr and "Traceback" not in res.stderr
+    assert hpsearch("coarse").returncode == 2  # missing argument
+    assert hpsearch("coarse", "configs/smoke.yaml", "--trials", "0").returncode == 2
+    assert hpsearch("nonsense").returncode == 2
+
+
+def test_unwritable_output_is_one_line_exit_1(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    res = hpsearch("coarse", str(ROOT / "configs/smoke.yaml"), "--out", str(blocker / "run"))
+    assert res.returncode == 1 and "cannot create the run directory" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert blocker.read_text() == "not a directory"
+
+
+def test_data_errors_are_one_line_and_leave_no_run_behind(tmp_path: Path) -> None:
+    spec = tmp_path / "c.yaml"
+    spec.write_text("name: c\ndata: {dataset: cifar10, download: false}\nsearch: {trials: 1}\n")
+    res = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "empty"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and str(tmp_path / "empty") in res.stderr
+    broken = tmp_path / "broken/cifar-10-batches-bin"
+    broken.mkdir(parents=True)
+    (broken / "data_batch_1.bin").write_bytes(bytes(1000))
+    res = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "broken"))
+    assert res.returncode == 1 and "data_batch_1.bin: expected 30730000 bytes, found 1000" in res.stderr
+    assert not (tmp_path / "run").exists()

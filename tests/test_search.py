@@ -1,0 +1,103 @@
+"""The coarse stage end to end on synthetic data: files on disk, ranking, edge flags, NaN containment."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from hpsearch.errors import StoreError
+from hpsearch.search import StageOptions, run_coarse, with_overrides
+from hpsearch.spec import Spec, parse_spec
+from hpsearch.trial import TrialState
+
+
+def smoke_spec(space: dict, trials: int = 6, sampler: str = "random", **train: object) -> Spec:
+    return parse_spec(
+        {
+            "name": "t",
+            "data": {"dataset": "synthetic", "synthetic_train": 1200, "synthetic_test": 100, "val_size": 200},
+            "model": {"hidden": [16]},
+            "train": {"epochs": 1, "batch_size": 50, "device": "cpu", **train},
+            "search": {"trials": trials, "seed": 1, "sampler": sampler, "space": space},
+        }
+    )
+
+
+def test_stage_writes_every_file_and_ranks(tmp_path: Path) -> None:
+    spec = smoke_spec(
+        {"lr": {"low": 1e-4, "high": 1e-1, "log": True}, "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True}}
+    )
+    outcome = run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "run"))
+    stage = tmp_path / "run" / "coarse"
+    assert outcome.stage_dir == stage
+    for name in ("spec.yaml", "run.json", "trials.jsonl", "results.json", "results.csv", "results.md"):
+        assert (stage / name).is_file(), name
+    records = [json.loads(line) for line in (stage / "trials.jsonl").read_text().splitlines()]
+    assert sorted(r["trial"] for r in records) == list(range(6))
+    doc = json.loads((stage / "results.json").read_text())
+    assert doc["stage"] == "coarse"
+    accs = [r["val_acc"] for r in doc["ranked"] if r["state"] == "complete"]
+    assert accs == sorted(accs, reverse=True)
+    assert [r["rank"] for r in doc["ranked"]] == list(range(1, 7))
+    assert set(doc["edges"]) == {"lr", "weight_decay"}
+    for e in doc["edges"].values():
+        assert set(e) == {"low", "high", "log", "best", "position", "flag"}
+    rows = list(csv.DictReader((stage / "results.csv").open()))
+    assert [int(r["trial"]) for r in rows] == [r["trial"] for r in doc["ranked"]]
+    run = json.loads((stage / "run.json").read_text())
+    assert run["seed"] == 1 and run["end_time"] and run["torch"]
+
+
+def test_best_at_edge_is_flagged_interior_is_not(tmp_path: Path) -> None:
+    # lr in [1e-6, 1e-3]: every value is too small for one epoch, so the best trial is the one with
+    # the largest lr, which a grid puts exactly at the high edge.
+    spec = smoke_spec({"lr": {"low": 1e-6, "high": 1e-3, "log": True, "points": 4}}, trials=4, sampler="grid")
+    outcome = run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "edge"))
+    (lr_edge,) = outcome.edges
+    assert outcome.best is not None and outcome.best.params["lr"] == pytest.approx(1e-3)
+    assert lr_edge.flag == "high"
+    # lr in [1e-3, 1e1]: the good values (~1e-2..1e-1) are inside, the largest diverge.
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e1, "log": True, "points": 9}}, trials=9, sampler="grid")
+    outcome = run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "interior"))
+    (lr_edge,) = outcome.edges
+    assert lr_edge.flag is None and 0.1 < lr_edge.position < 0.9
+
+
+def test_diverged_trials_are_contained_and_ranked_last(tmp_path: Path) -> None:
+    spec = smoke_spec({"lr": {"values": [0.05, 1e7, 0.01]}}, trials=3, sampler="grid", optimizer="sgd")
+    outcome = run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "nan"))
+    states = [r.state for r in outcome.ranked]
+    assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.DIVERGED]
+    assert outcome.ranked[-1].params["lr"] == 1e7
+    doc = json.loads((tmp_path / "nan" / "coarse" / "results.json").read_text())  # valid JSON, no NaN
+    assert doc["ranked"][-1]["state"] == "diverged"
+
+
+def test_integer_and_categorical_parameters_reach_the_trials(tmp_path: Path) -> None:
+    spec = smoke_spec(
+        {"batch_size": {"low": 20, "high": 200, "log": True}, "activation": {"values": ["tanh", "relu"]}}, trials=4
+    )
+    outcome = run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "mixed"))
+    for r in outcome.ranked:
+        assert isinstance(r.params["batch_size"], int)
+        assert r.iterations == -(-1000 // r.params["batch_size"])  # ceil: the batch size was used
+    assert {r.params["activation"].value for r in outcome.ranked} <= {"tanh", "relu"}
+
+
+def test_existing_stage_is_never_overwritten(tmp_path: Path) -> None:
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e-1, "log": True}}, trials=1)
+    run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "r"))
+    before = (tmp_path / "r" / "coarse" / "trials.jsonl").read_bytes()
+    with pytest.raises(StoreError, match="already holds a search"):
+        run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "r"))
+    assert (tmp_path / "r" / "coarse" / "trials.jsonl").read_bytes() == before
+
+
+def test_overrides() -> None:
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e-1, "log": True}})
+    over = with_overrides(spec, trials=3, epochs=7, seed=9)
+    assert (over.search.trials, over.train.epochs, over.search.seed) == (3, 7, 9)
+    assert with_overrides(spec) == spec

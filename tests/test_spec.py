@@ -1,0 +1,138 @@
+"""Spec validation: every error names the file, the key path and the bad value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hpsearch.errors import SpecError
+from hpsearch.spec import Activation, Categorical, NumericRange, load_spec, parse_spec, spec_to_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def error_of(data: object) -> str:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, "configs/x.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"name": "x", "search": {"space": {"lr": {"low": 0, "high": 1, "log": True}}}},
+            "configs/x.yaml: search.space.lr.low: must be > 0 when log is true (got 0)",
+        ),
+        (
+            {"name": "x", "search": {"space": {"lr": {"low": 1e-3, "high": 1e-3}}}},
+            "configs/x.yaml: search.space.lr.high: must be > low (0.001) (got 0.001)",
+        ),
+        (
+            {"name": "x", "search": {"space": {"lr": {"low": 1, "high": 0.5}}}},
+            "configs/x.yaml: search.space.lr.high: must be > low (1) (got 0.5)",
+        ),
+        ({"name": "x", "trian": {}}, "configs/x.yaml: trian: unknown key (did you mean 'train'?)"),
+        ({"name": "x", "train": {"lrr": 0.1}}, "configs/x.yaml: train.lrr: unknown key (did you mean 'lr'?)"),
+        (
+            {"name": "x", "search": {"space": {"lr": {"low": 1, "high": 2, "lg": True}}}},
+            "configs/x.yaml: search.space.lr.lg: unknown key (did you mean 'log'?)",
+        ),
+        (
+            {"name": "x", "search": {"space": {"learning_rate": {"low": 1, "high": 2}}}},
+            "configs/x.yaml: search.space.learning_rate: not a searchable parameter",
+        ),
+        (
+            {"name": "x", "search": {"trials": 0}},
+            "configs/x.yaml: search.trials: input should be greater than or equal to 1 (got 0)",
+        ),
+        ({"name": "x", "model": {"activation": "relux"}}, "configs/x.yaml: model.activation: must be one of"),
+        (
+            {"name": "x", "search": {"space": {"activation": {"values": ["relu", "swish"]}}}},
+            "configs/x.yaml: search.space.activation.values.1: input should be 'relu'",
+        ),
+        (
+            {"name": "x", "search": {"space": {"batch_size": {"low": 10.5, "high": 100}}}},
+            "configs/x.yaml: search.space.batch_size.low: batch_size is an integer (got 10.5)",
+        ),
+        (
+            {"name": "x", "search": {"space": {"dropout": {"low": 0, "high": 1}}}},
+            "configs/x.yaml: search.space.dropout.high: input should be less than 1 (got 1.0)",
+        ),
+        (
+            {"name": "x", "search": {"space": {"init": {"low": 0, "high": 1}}}},
+            "configs/x.yaml: search.space.init: is not numeric",
+        ),
+        ({"name": "x", "search": {"space": {"lr": 0.1}}}, "configs/x.yaml: search.space.lr: must be {low, high, log}"),
+        ({"name": "x", "train": {"epochs": "five"}}, "configs/x.yaml: train.epochs: input should be a valid integer"),
+        (
+            {"name": "x", "model": {"hidden": [50, 0]}},
+            "configs/x.yaml: model.hidden.1: every layer width must be >= 1 (got 0)",
+        ),
+        ({"train": {}}, "configs/x.yaml: name: required key is missing"),
+        ({"name": "../evil"}, "configs/x.yaml: name: must be a plain name"),
+        (None, "configs/x.yaml: the spec is empty"),
+        ([1, 2], "configs/x.yaml: the spec must be a mapping"),
+    ],
+)
+def test_validation_errors_name_file_key_and_value(data: object, expected: str) -> None:
+    assert error_of(data).startswith(expected)
+
+
+def test_defaults_and_types() -> None:
+    spec = parse_spec({"name": "x"})
+    assert spec.data.val_size == 1000
+    assert spec.model.activation is Activation.RELU
+    assert spec.model.hidden == (50,)
+    assert spec.train.lr_decay == 1.0
+
+
+def test_yaml_exponent_without_dot_is_a_number() -> None:
+    # YAML 1.1 reads 1e-3 as a string; a spec author means the number.
+    spec = parse_spec({"name": "x", "search": {"space": {"lr": {"low": "1e-6", "high": "1e-3", "log": True}}}})
+    lr = spec.search.space["lr"]
+    assert isinstance(lr, NumericRange) and lr.low == 1e-6 and lr.high == 1e-3
+
+
+def test_categorical_values_are_coerced_to_field_types() -> None:
+    spec = parse_spec(
+        {
+            "name": "x",
+            "search": {"space": {"activation": {"values": ["tanh", "relu"]}, "hidden": {"values": [[50], [100, 50]]}}},
+        }
+    )
+    act = spec.search.space["activation"]
+    assert isinstance(act, Categorical) and act.values == (Activation.TANH, Activation.RELU)
+    assert spec.search.space["hidden"].values == ((50,), (100, 50))  # type: ignore[union-attr]
+
+
+def test_resolved_overrides_fixed_values() -> None:
+    spec = parse_spec({"name": "x", "train": {"lr": 0.1, "batch_size": 64}, "model": {"activation": "relu"}})
+    trial = spec.resolved({"lr": 0.003, "activation": Activation.TANH, "batch_size": 32})
+    assert (trial.train.lr, trial.train.batch_size, trial.model.activation) == (0.003, 32, Activation.TANH)
+    assert spec.train.lr == 0.1  # the original is untouched
+
+
+def test_load_spec_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match=r"missing\.yaml: no such file"):
+        load_spec(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntrain: {epochs: 3\n")
+    with pytest.raises(SpecError, match=r"bad\.yaml: invalid YAML at line \d+"):
+        load_spec(bad)
+    evil = tmp_path / "evil.yaml"
+    evil.write_text("name: !!python/object/apply:os.system ['touch pwned']\n")
+    with pytest.raises(SpecError, match=r"evil\.yaml: invalid YAML"):
+        load_spec(evil)
+    assert not Path("pwned").exists()
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_validate_and_round_trip(config: Path, tmp_path: Path) -> None:
+    spec = load_spec(config)
+    again = tmp_path / "again.yaml"
+    again.write_text(spec_to_yaml(spec))
+    assert load_spec(again) == spec

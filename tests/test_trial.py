@@ -1,0 +1,79 @@
+"""One trial: initial loss is ln(C), the loss falls on learnable data, NaN is contained, errors recorded."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from hpsearch.data import Dataset, build_dataset
+from hpsearch.spec import DataSpec, ModelSpec, TrainSpec
+from hpsearch.trial import TrialConfig, TrialResult, TrialState, run_trial
+
+
+@pytest.fixture(scope="module")
+def synthetic() -> Dataset:
+    return build_dataset(DataSpec(dataset="synthetic", synthetic_train=2000, synthetic_test=100, val_size=400))
+
+
+def config(trial_id: int = 0, seed: int = 0, model: ModelSpec | None = None, **train: object) -> TrialConfig:
+    train_spec = TrainSpec.model_validate({"epochs": 2, "batch_size": 50, "lr": 0.01, "device": "cpu", **train})
+    return TrialConfig(trial_id, {"lr": train_spec.lr}, model or ModelSpec(hidden=(32,)), train_spec, seed)
+
+
+def test_initial_loss_is_ln_num_classes_with_small_init(synthetic: Dataset) -> None:
+    result = run_trial(config(model=ModelSpec(hidden=(32,), init="small_random", init_std=1e-3)), synthetic)  # type: ignore[arg-type]
+    assert result.initial_loss == pytest.approx(math.log(10), abs=0.01)
+
+
+def test_a_good_trial_learns(synthetic: Dataset) -> None:
+    result = run_trial(config(), synthetic)
+    assert result.state is TrialState.COMPLETE
+    assert result.epochs_done == 2 and len(result.val_acc_per_epoch) == 2
+    assert result.iterations == 2 * 1600 // 50
+    assert result.val_acc is not None and result.val_acc > 0.5  # chance is 0.1
+    assert result.train_loss is not None and result.train_loss < result.losses[0]
+    assert result.wall_time > 0
+
+
+def test_same_config_same_result_other_trial_other_init(synthetic: Dataset) -> None:
+    a, b = run_trial(config(trial_id=3), synthetic), run_trial(config(trial_id=3), synthetic)
+    assert a.losses == b.losses and a.val_acc == b.val_acc
+    c = run_trial(config(trial_id=4), synthetic)
+    assert c.losses != a.losses
+
+
+def test_nan_loss_is_diverged_not_a_crash(synthetic: Dataset) -> None:
+    result = run_trial(config(lr=1e6, optimizer="sgd"), synthetic)
+    assert result.state is TrialState.DIVERGED
+    assert result.iterations < 2 * 1600 // 50  # stopped early
+    assert not math.isfinite(result.losses[-1]) or result.losses
+    again = TrialResult.from_dict(result.to_dict())  # NaN survives a JSON round trip as null
+    assert again.state is TrialState.DIVERGED
+
+
+def test_unexpected_exception_is_failed_with_message(synthetic: Dataset) -> None:
+    # Images with 2 channels where the model and the preprocessing expect 3: a shape error mid-trial.
+    broken = dataclasses.replace(synthetic, x_train=synthetic.x_train[:, :2])
+    result = run_trial(config(), broken)
+    assert result.state is TrialState.FAILED
+    assert result.error and result.error.startswith("RuntimeError")
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
+def test_every_optimizer_reduces_the_loss(synthetic: Dataset, optimizer: str) -> None:
+    lr = 1e-3 if optimizer == "adam" else 0.05
+    result = run_trial(config(optimizer=optimizer, lr=lr), synthetic)
+    assert result.state is TrialState.COMPLETE
+    assert result.train_loss_per_epoch[-1] < result.losses[0] * 0.8
+
+
+def test_lr_decay_and_weight_decay_change_training(synthetic: Dataset) -> None:
+    base = run_trial(config(), synthetic)
+    decayed = run_trial(config(lr_decay=0.1), synthetic)
+    regularized = run_trial(config(weight_decay=1.0), synthetic)
+    assert base.losses[:10] == decayed.losses[:10]  # the first epoch is the same...
+    assert base.losses[-1] != decayed.losses[-1]  # ...the second is not
+    assert regularized.train_loss is not None and base.train_loss is not None
+    assert regularized.train_loss > base.train_loss  # the L2 term is in the loss
