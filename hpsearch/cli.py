@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -12,8 +13,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
-from hpsearch.report import rich_table
-from hpsearch.search import StageOptions, StageOutcome, run_coarse, with_overrides
+from hpsearch.report import rich_table, sanity_tables
+from hpsearch.search import StageOptions, StageOutcome, run_coarse, run_sanity, with_overrides
 from hpsearch.spec import load_spec
 from hpsearch.trial import TrialResult
 
@@ -65,11 +66,14 @@ class TrialProgress:
             console=err,
         )
         self.tasks: dict[str, TaskID] = {}
+        self.steps: list[str] = []
 
     def __enter__(self) -> TrialProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if "steps" in self.tasks and exc[0] is None:
+            self.progress.update(self.tasks["steps"], completed=4, count="4/4", best="done")
         if self.tasks:
             self.progress.stop()
 
@@ -84,6 +88,12 @@ class TrialProgress:
         task = self._task("data", desc, total)
         size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
         self.progress.update(task, completed=done, total=total, count=size)
+
+    def on_step(self, name: str) -> None:
+        task = self._task("steps", "sanity-check", 4)
+        done = len(self.steps)
+        self.steps.append(name)
+        self.progress.update(task, completed=done, count=f"{done}/4", best=name)
 
     def on_trial(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None:
         task = self._task("trials", "search", total)
@@ -100,6 +110,53 @@ def render_outcome(outcome: StageOutcome) -> None:
     err.print(f"results: {outcome.stage_dir}/results.md, results.csv, results.json", highlight=False)
 
 
+DATA_ROOT_HELP = "Where CIFAR-10 lives (beats $HPSEARCH_DATA_ROOT and data.root)."
+
+
+@app.command("sanity-check")
+def sanity_check(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="YAML spec file.")],
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<name>).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
+    write_spec: Annotated[
+        Optional[Path], typer.Option("--write-spec", help="Write a copy of the spec with the recommended lr range.")
+    ] = None,
+) -> None:
+    """The lecture's checks before a search: initial loss = ln(C), activation statistics at init,
+    overfitting 20 examples, and a learning-rate probe. Exit code 1 if any check FAILs.
+
+    Example: hpsearch sanity-check configs/cifar10_coarse.yaml --write-spec configs/next.yaml
+    """
+    try:
+        spec = load_spec(spec_path)
+        with TrialProgress() as progress:
+            outcome = run_sanity(
+                spec,
+                str(spec_path),
+                StageOptions(out=out_dir, data_root=data_root, command=tuple(sys.argv)),
+                write_spec=write_spec,
+                on_data=progress.on_data,
+                on_step=progress.on_step,
+            )
+    except HpsearchError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", code=130) from None
+    if as_json:
+        out.print_json(json.dumps(outcome.report.to_dict()))
+    else:
+        for table in sanity_tables(outcome.report):
+            out.print(table)
+    err.print(f"report: {outcome.report_path}", highlight=False)
+    if outcome.written_spec:
+        err.print(f"wrote {outcome.written_spec}: run hpsearch coarse {outcome.written_spec}", highlight=False)
+    elif write_spec:
+        err.print(f"[yellow]warning:[/] no lr range to recommend, so {write_spec} was not written", highlight=False)
+    if outcome.report.failed:
+        raise typer.Exit(code=1)
+
+
 @app.command()
 def coarse(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="YAML spec file.")],
@@ -107,9 +164,7 @@ def coarse(
     trials: Annotated[Optional[int], typer.Option(min=1, help="Override search.trials.")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override search.seed.")] = None,
-    data_root: Annotated[
-        Optional[Path], typer.Option("--data-root", help="Where CIFAR-10 lives (beats $HPSEARCH_DATA_ROOT, data.root).")
-    ] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
 ) -> None:
     """Random search: short trainings, a ranked table, and warnings for best values on a range's edge.
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from typing import Any
 
 from rich.table import Table
 
 from hpsearch.rank import Edge, fmt_value
+from hpsearch.sanity import SanityReport
 from hpsearch.trial import TrialResult, TrialState
 
 STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.DIVERGED: "red", TrialState.FAILED: "magenta"}
@@ -100,3 +102,31 @@ def markdown_report(title: str, ranked: list[TrialResult], param_names: list[str
     if flags:
         parts.append("\n**Careful with best values on the border:**\n\n" + "\n".join(flags) + "\n")
     return "\n".join(parts)
+
+
+VERDICT_STYLE = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red"}
+
+
+def sanity_tables(report: SanityReport) -> list[Table]:
+    """The checks (one row each), the per-layer activation statistics and the lr probe."""
+    checks = Table(title="sanity checks", title_justify="left")
+    for h in ("check", "verdict", "measured", "diagnosis"):
+        checks.add_column(h, overflow="fold")
+    for c in report.checks:
+        v = c.verdict.value
+        checks.add_row(c.check, f"[{VERDICT_STYLE[v]}]{v}[/]", c.measured, c.diagnosis)
+    layers = Table(title="activation statistics at init", title_justify="left")
+    for h in ("layer", "mean", "std", "dead", "saturated", "grad norm"):
+        layers.add_column(h, justify="right")
+    for s in report.layers:
+        sat = "-" if s.saturated is None else f"{s.saturated:.1%}"
+        layers.add_row(str(s.layer), f"{s.mean:.3g}", f"{s.std:.3g}", f"{s.dead:.1%}", sat, f"{s.grad_norm:.3g}")
+    probe = Table(title="learning-rate probe", title_justify="left")
+    for h in ("lr", "start loss", "end loss", "drop", ""):
+        probe.add_column(h, justify="right")
+    for r in report.probe:
+        status = "[red]diverged[/]" if r.diverged else ""
+        end = "inf" if not math.isfinite(r.end_loss) else f"{r.end_loss:.3f}"
+        drop = "-" if not math.isfinite(r.drop) else f"{r.drop:+.1%}"
+        probe.add_row(f"{r.lr:g}", f"{r.start_loss:.3f}", end, drop, status)
+    return [checks, layers, probe]

@@ -15,12 +15,13 @@ import torch
 
 from hpsearch import __version__
 from hpsearch.data import Dataset, ProgressFn, build_dataset
-from hpsearch.errors import SpecError
+from hpsearch.errors import SpecError, StoreError
 from hpsearch.rank import Edge, edges, rank
 from hpsearch.report import csv_table, markdown_report, results_document
+from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
 from hpsearch.space import TrialSampler
 from hpsearch.spec import Spec, spec_to_yaml
-from hpsearch.store import StageStore, pick_run_dir
+from hpsearch.store import StageStore, atomic_write_text, pick_run_dir
 from hpsearch.trial import TrialConfig, TrialResult, TrialState, resolve_device, run_trial
 
 RUNS_DIR = Path("runs")
@@ -149,3 +150,38 @@ def _run_info(spec: Spec, spec_path: str, options: StageOptions) -> dict[str, An
         "start_time": _now(),
         "end_time": None,
     }
+
+
+@dataclass
+class SanityOutcome:
+    report: SanityReport
+    report_path: Path
+    written_spec: Path | None
+
+
+def run_sanity(
+    spec: Spec,
+    spec_path: str,
+    options: StageOptions,
+    write_spec: Path | None = None,
+    on_data: ProgressFn | None = None,
+    on_step: StepCallback | None = None,
+) -> SanityOutcome:
+    """Run the four sanity checks, write RUN/sanity/report.json and, if asked and the probe
+    recommends a range, a copy of the spec with that lr range."""
+    if write_spec is not None and write_spec.exists():
+        raise StoreError(f"{write_spec}: already exists; choose another --write-spec path")
+    data = load_data(spec, options.data_root, on_data)
+    report = run_sanity_checks(spec, data, on_step)
+    run_dir = options.out if options.out is not None else RUNS_DIR / spec.name
+    store = StageStore(run_dir / "sanity")
+    store.make_dir()
+    doc = {"spec_path": spec_path, **report.to_dict(), "run": _run_info(spec, spec_path, options)}
+    store.write_json("report.json", doc)
+    written = None
+    if write_spec is not None and report.recommended_lr is not None:
+        low, high = report.recommended_lr
+        header = f"# Written by hpsearch sanity-check from {spec_path}: lr range from the learning-rate probe.\n"
+        atomic_write_text(write_spec, header + spec_to_yaml(spec_with_lr_range(spec, low, high)))
+        written = write_spec
+    return SanityOutcome(report, store.path / "report.json", written)

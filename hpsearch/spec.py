@@ -118,6 +118,30 @@ class TrainSpec(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
+class SanitySpec(_Strict):
+    """Settings of `hpsearch sanity-check` (the lecture's steps 1-3 and its activation statistics)."""
+
+    initial_batches: int = Field(5, ge=1)  # minibatches averaged for the initial loss
+    activation_batch: int = Field(256, ge=2)  # examples in the forward pass for activation statistics
+    overfit_examples: int = Field(20, ge=1)  # "take the first 20 examples from CIFAR-10"
+    overfit_epochs: int = Field(200, ge=1)
+    overfit_optimizer: Optimizer = Optimizer.SGD  # "use simple vanilla SGD"
+    overfit_lr: float | None = Field(None, gt=0)  # None: train.lr
+    probe_lrs: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4)  # "good learning rates to try"
+    probe_iterations: int = Field(100, ge=2)
+    probe_weight_decay: float = Field(1e-4, ge=0)  # "turn on small weight decay"
+
+    @field_validator("probe_lrs")
+    @classmethod
+    def _positive_lrs(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v:
+            raise spec_error("", "must list at least one learning rate", v)
+        for i, lr in enumerate(v):
+            if not (lr > 0 and math.isfinite(lr)):
+                raise spec_error(str(i), "must be a positive number", lr)
+        return v
+
+
 class NumericRange(_Strict):
     low: float
     high: float
@@ -188,6 +212,7 @@ class Spec(_Strict):
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    sanity: SanitySpec = Field(default_factory=SanitySpec)
 
     @field_validator("name")
     @classmethod

@@ -19,6 +19,7 @@ def atomic_write_text(path: Path, text: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
                 f.flush()
@@ -31,14 +32,20 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise StoreError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
 
 
-def pick_run_dir(runs: Path, name: str) -> Path:
-    """runs/<name>, or runs/<name>-2, -3, ... when that already holds a run: never overwrite one."""
+def pick_run_dir(runs: Path, name: str, stage: str = "coarse") -> Path:
+    """runs/<name>, or runs/<name>-2, -3, ... when that already holds `stage`: never overwrite one."""
     candidate, n = runs / name, 1
-    while candidate.exists() and any(candidate.iterdir()):
+    while (candidate / stage).exists():
         n += 1
         candidate = runs / f"{name}-{n}"
     return candidate
@@ -54,6 +61,9 @@ class StageStore:
         """Make the directory; refuse one that already holds trials (nothing written is ever lost)."""
         if (self.path / TRIALS_FILE).exists():
             raise StoreError(f"{self.path}: already holds a search; choose another --out")
+        self.make_dir()
+
+    def make_dir(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -112,6 +112,12 @@ def accuracy(net: Net, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> float
     return correct / max(1, len(x))
 
 
+def training_loss(net: Net, x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, data loss): softmax cross-entropy plus the L2 penalty when weight_decay > 0."""
+    data_loss = F.cross_entropy(net(x), y)
+    return (data_loss + l2_penalty(net, weight_decay) if weight_decay else data_loss), data_loss
+
+
 def run_trial(config: TrialConfig, data: Dataset) -> TrialResult:
     """Train one trial on `data` (already on its device). Never raises for a bad trial:
     NaN/inf is DIVERGED, any other exception FAILED with its message."""
@@ -143,9 +149,9 @@ def _train(config: TrialConfig, data: Dataset, result: TrialResult) -> None:
         epoch_loss = 0.0
         for start in range(0, n, train.batch_size):
             idx = order[start : start + train.batch_size]
-            logits = net(data.normalize(data.x_train[idx]))
-            data_loss = F.cross_entropy(logits, data.y_train[idx])
-            loss = data_loss + l2_penalty(net, train.weight_decay) if train.weight_decay else data_loss
+            loss, data_loss = training_loss(
+                net, data.normalize(data.x_train[idx]), data.y_train[idx], train.weight_decay
+            )
             value = float(loss.detach())
             if it == 0:
                 result.initial_loss = float(data_loss.detach())
