@@ -13,8 +13,18 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
+from hpsearch.refine import RangePlan
 from hpsearch.report import rich_table, sanity_tables
-from hpsearch.search import StageOptions, StageOutcome, run_coarse, run_sanity, with_overrides
+from hpsearch.search import (
+    RefineOptions,
+    StageOptions,
+    StageOutcome,
+    run_coarse,
+    run_refine,
+    run_report,
+    run_sanity,
+    with_overrides,
+)
 from hpsearch.spec import load_spec
 from hpsearch.trial import TrialResult
 
@@ -185,6 +195,65 @@ def coarse(
     except KeyboardInterrupt:
         raise fail("interrupted; finished trials are in the run directory's trials.jsonl", code=130) from None
     render_outcome(outcome)
+
+
+@app.command()
+def refine(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory holding a coarse stage.")],
+    top_k: Annotated[Optional[int], typer.Option("--top-k", min=1, help="Plan around the best K trials.")] = None,
+    trials: Annotated[Optional[int], typer.Option(min=1, help="Trials in the new stage.")] = None,
+    epochs: Annotated[
+        Optional[int], typer.Option(min=1, help="Epochs per trial (default: refine.epochs_factor x).")
+    ] = None,
+    data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
+) -> None:
+    """Plan the next stage from the latest one and run it: ranges narrowed around the top-k trials
+    (or moved outward where the best sat on an edge), longer training, no lr decay. Run it again
+    to refine further.
+
+    Example: hpsearch refine runs/cifar10_coarse --top-k 5 --trials 20
+    """
+    options = RefineOptions(top_k=top_k, trials=trials, epochs=epochs, data_root=data_root, command=tuple(sys.argv))
+    try:
+        with TrialProgress() as progress:
+            result = run_refine(
+                run_dir, options, on_data=progress.on_data, on_trial=progress.on_trial, on_plan=render_plan
+            )
+    except HpsearchError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; finished trials are in {run_dir}'s newest stage", code=130) from None
+    if result.skipped:
+        err.print(f"skipped {len(result.skipped)} configurations already trained at this budget", highlight=False)
+    if result.outcome is None:
+        err.print("nothing new to train: raise --epochs or --trials, or widen the space", highlight=False)
+        return
+    render_outcome(result.outcome)
+
+
+def render_plan(plans: list[RangePlan]) -> None:
+    for p in plans:
+        err.print(p.describe(), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory.")],
+) -> None:
+    """Learning curves and search pictures as PNG files under RUN/report/, and one ranked table
+    across all stages with each trial's stage and curve label.
+
+    Example: hpsearch report runs/cifar10_coarse
+    """
+    try:
+        outcome = run_report(run_dir)
+    except HpsearchError as e:
+        raise fail(str(e)) from None
+    title = f"all stages ({', '.join(s.name for s in outcome.stages)}): {len(outcome.ranked)} trials"
+    out.print(rich_table(title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT, stages=outcome.stage_of))
+    for path in outcome.plots:
+        err.print(f"plot: {path}", highlight=False)
+    err.print(f"results: {outcome.results_path}", highlight=False)
 
 
 if __name__ == "__main__":

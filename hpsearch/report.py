@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.table import Table
 
+from hpsearch.curves import curve_label
 from hpsearch.rank import Edge, fmt_value
 from hpsearch.sanity import SanityReport
 from hpsearch.trial import TrialResult, TrialState
@@ -24,38 +25,51 @@ def _loss(v: float | None) -> str:
     return "-" if v is None else f"{v:.4g}"
 
 
-def table_rows(ranked: list[TrialResult], param_names: list[str]) -> list[list[str]]:
+def curve_text(r: TrialResult) -> str:
+    label = curve_label(r)
+    return label.value if label else ""
+
+
+def table_rows(ranked: list[TrialResult], param_names: list[str], stages: list[str] | None = None) -> list[list[str]]:
     rows = []
     for i, r in enumerate(ranked, 1):
         params = [fmt_value(r.params.get(p, "-")) for p in param_names]
+        where = [stages[i - 1]] if stages else []
         rows.append(
-            [str(i), str(r.trial), r.state.value, _acc(r.val_acc), _acc(r.train_acc), _loss(r.train_loss)]
+            [str(i), *where, str(r.trial), r.state.value, _acc(r.val_acc), _acc(r.train_acc), _loss(r.train_loss)]
             + params
-            + [f"{r.wall_time:.1f}"]
+            + [curve_text(r), f"{r.wall_time:.1f}"]
         )
     return rows
 
 
-def headers(param_names: list[str]) -> list[str]:
-    return ["rank", "trial", "state", "val_acc", "train_acc", "train_loss", *param_names, "time_s"]
+def headers(param_names: list[str], with_stage: bool = False) -> list[str]:
+    stage = ["stage"] if with_stage else []
+    return ["rank", *stage, "trial", "state", "val_acc", "train_acc", "train_loss", *param_names, "curve", "time_s"]
 
 
-def rich_table(title: str, ranked: list[TrialResult], param_names: list[str], limit: int | None = None) -> Table:
+def rich_table(
+    title: str,
+    ranked: list[TrialResult],
+    param_names: list[str],
+    limit: int | None = None,
+    stages: list[str] | None = None,
+) -> Table:
     table = Table(title=title, title_justify="left")
-    for h in headers(param_names):
-        table.add_column(h, justify="left" if h == "state" else "right")
+    for h in headers(param_names, with_stage=stages is not None):
+        table.add_column(h, justify="left" if h in ("state", "stage", "curve") else "right")
     shown = ranked if limit is None else ranked[:limit]
-    for r, row in zip(shown, table_rows(shown, param_names), strict=True):
+    for r, row in zip(shown, table_rows(shown, param_names, stages), strict=True):
         table.add_row(*row, style=STATE_STYLE.get(r.state) if r.state is not TrialState.COMPLETE else None)
     if limit is not None and len(ranked) > limit:
         table.caption = f"top {limit} of {len(ranked)} trials; all are in results.md/csv/json"
     return table
 
 
-def markdown_table(ranked: list[TrialResult], param_names: list[str]) -> str:
-    head = headers(param_names)
+def markdown_table(ranked: list[TrialResult], param_names: list[str], stages: list[str] | None = None) -> str:
+    head = headers(param_names, with_stage=stages is not None)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(ranked, param_names)]
+    lines += ["| " + " | ".join(row) + " |" for row in table_rows(ranked, param_names, stages)]
     return "\n".join(lines) + "\n"
 
 
@@ -67,7 +81,7 @@ def csv_table(ranked: list[TrialResult], param_names: list[str]) -> str:
         w.writerow(
             [i, r.trial, r.state.value, r.val_acc, r.train_acc, r.train_loss]
             + [fmt_csv(r.params.get(p)) for p in param_names]
-            + [round(r.wall_time, 3), r.error or ""]
+            + [curve_text(r), round(r.wall_time, 3), r.error or ""]
         )
     return buf.getvalue()
 
@@ -85,9 +99,8 @@ def results_document(
     rows = []
     for i, r in enumerate(ranked, 1):
         d = r.to_dict()
-        rows.append(
-            {"rank": i, **{k: d[k] for k in ("trial", "state", "params", "val_acc", "train_acc", "train_loss")}}
-        )
+        keys = ("trial", "state", "params", "val_acc", "train_acc", "train_loss")
+        rows.append({"rank": i, **{k: d[k] for k in keys}, "curve": curve_text(r) or None})
     return {
         "stage": stage,
         **extra,

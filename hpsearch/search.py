@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import platform
 import sys
 from collections.abc import Callable
@@ -16,15 +17,18 @@ import torch
 from hpsearch import __version__
 from hpsearch.data import Dataset, ProgressFn, build_dataset
 from hpsearch.errors import SpecError, StoreError
+from hpsearch.plots import StageData, write_report_plots
 from hpsearch.rank import Edge, edges, rank
-from hpsearch.report import csv_table, markdown_report, results_document
+from hpsearch.refine import RangePlan, plan_ranges, top_complete
+from hpsearch.report import csv_table, markdown_report, markdown_table, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
 from hpsearch.space import TrialSampler
-from hpsearch.spec import Spec, spec_to_yaml
-from hpsearch.store import StageStore, atomic_write_text, pick_run_dir
+from hpsearch.spec import Sampler, Spec, load_spec, spec_to_yaml
+from hpsearch.store import StageStore, atomic_write_text, pick_run_dir, read_json
 from hpsearch.trial import TrialConfig, TrialResult, TrialState, resolve_device, run_trial
 
 RUNS_DIR = Path("runs")
+COARSE = "coarse"
 
 
 @dataclass(frozen=True)
@@ -85,16 +89,33 @@ def run_coarse(
     on_trial: TrialCallback | None = None,
 ) -> StageOutcome:
     """Run the coarse stage of `spec` into RUN/coarse and return the ranked outcome."""
-    try:
-        sampler = TrialSampler(spec.search)
-    except SpecError as e:
-        raise SpecError(f"{spec_path}: {e}") from None
-    configs = trial_configs(spec, sampler)
+    configs = trial_configs(spec, _sampler(spec, spec_path))
     # Data first: a missing dataset leaves no half-made run directory behind.
     data = load_data(spec, options.data_root, on_data)
     run_dir = options.out if options.out is not None else pick_run_dir(RUNS_DIR, spec.name)
-    store = StageStore(run_dir / "coarse")
+    store = StageStore(run_dir / COARSE)
     store.create()
+    history = [{"stage": COARSE, "planned_from": None, "trials": len(configs), "epochs": spec.train.epochs}]
+    return _run_stage(store, spec, spec_path, options, configs, data, history, on_trial)
+
+
+def _sampler(spec: Spec, spec_path: str) -> TrialSampler:
+    try:
+        return TrialSampler(spec.search)
+    except SpecError as e:
+        raise SpecError(f"{spec_path}: {e}") from None
+
+
+def _run_stage(
+    store: StageStore,
+    spec: Spec,
+    spec_path: str,
+    options: StageOptions,
+    configs: list[TrialConfig],
+    data: Dataset,
+    history: list[dict[str, Any]],
+    on_trial: TrialCallback | None,
+) -> StageOutcome:
     store.write_text("spec.yaml", spec_to_yaml(spec))
     run_info = _run_info(spec, spec_path, options)
     store.write_json("run.json", run_info)
@@ -109,7 +130,7 @@ def run_coarse(
             on_trial(result, len(results), len(configs), best)
     run_info["end_time"] = _now()
     store.write_json("run.json", run_info)
-    return write_stage_results(store, spec, "coarse", results, run_dir)
+    return write_stage_results(store, spec, store.path.name, results, store.path.parent, history)
 
 
 def _better(result: TrialResult, best: TrialResult | None) -> TrialResult | None:
@@ -119,13 +140,13 @@ def _better(result: TrialResult, best: TrialResult | None) -> TrialResult | None
 
 
 def write_stage_results(
-    store: StageStore, spec: Spec, stage: str, results: list[TrialResult], run_dir: Path
+    store: StageStore, spec: Spec, stage: str, results: list[TrialResult], run_dir: Path, history: list[dict[str, Any]]
 ) -> StageOutcome:
     ranked = rank(results)
     best = ranked[0] if ranked and ranked[0].state is TrialState.COMPLETE else None
     edge_list = edges(spec.search.space, best)
     names = sorted(spec.search.space)
-    doc = results_document(stage, ranked, edge_list, {"name": spec.name, "metric": "val_acc"})
+    doc = results_document(stage, ranked, edge_list, {"name": spec.name, "metric": "val_acc", "history": history})
     store.write_json("results.json", doc)
     store.write_text("results.csv", csv_table(ranked, names))
     store.write_text("results.md", markdown_report(f"{spec.name}: {stage}", ranked, names, edge_list))
@@ -185,3 +206,173 @@ def run_sanity(
         atomic_write_text(write_spec, header + spec_to_yaml(spec_with_lr_range(spec, low, high)))
         written = write_spec
     return SanityOutcome(report, store.path / "report.json", written)
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    top_k: int | None = None  # None: the spec's refine.top_k
+    trials: int | None = None  # None: refine.trials, else as many as the previous stage
+    epochs: int | None = None  # None: the previous stage's epochs x refine.epochs_factor
+    data_root: Path | None = None
+    command: tuple[str, ...] = ()
+
+
+@dataclass
+class RefineOutcome:
+    outcome: StageOutcome | None  # None when every planned configuration was already trained
+    planned_from: str
+    plans: list[RangePlan]
+    skipped: list[dict[str, Any]]  # planned configurations already trained at this budget
+
+
+def stages(run_dir: Path) -> list[str]:
+    """The finished stages of a run, in order: coarse, refine-1, refine-2, ..."""
+    found = []
+    name = COARSE
+    while (run_dir / name / "results.json").is_file():
+        found.append(name)
+        name = f"refine-{len(found)}"
+    return found
+
+
+def load_stage(run_dir: Path, stage: str) -> tuple[Spec, list[TrialResult], dict[str, Any]]:
+    """A finished stage's resolved spec, trial records and results document."""
+    path = run_dir / stage
+    spec = load_spec(path / "spec.yaml")
+    doc = read_json(path / "results.json")
+    return spec, StageStore(path).read_trials(), doc
+
+
+def run_refine(
+    run_dir: Path,
+    options: RefineOptions,
+    on_data: ProgressFn | None = None,
+    on_trial: TrialCallback | None = None,
+    on_plan: Callable[[list[RangePlan]], None] | None = None,
+) -> RefineOutcome:
+    """Plan the next stage from the latest one (narrower around its top-k, outward at an edge),
+    train longer without lr decay, and never re-run a configuration already trained at that budget."""
+    done = stages(run_dir)
+    if not done:
+        raise StoreError(f"{run_dir}: no finished stage to refine; run hpsearch coarse SPEC --out {run_dir} first")
+    previous = done[-1]
+    spec, results, _ = load_stage(run_dir, previous)
+    top_k = options.top_k or spec.refine.top_k
+    top = top_complete(results, top_k)
+    if not top:
+        raise StoreError(f"{run_dir / previous}: no complete trial to refine around")
+    plans = plan_ranges(spec.search.space, top, edges(spec.search.space, top[0]))
+    if on_plan:
+        on_plan(plans)
+    new_spec = _refined_spec(spec, plans, options, previous_trials=len(results), stage_index=len(done))
+    trained = {_config_key(c) for stage in done for c in _stage_configs(run_dir, stage)}
+    configs: list[TrialConfig] = []
+    skipped: list[TrialConfig] = []
+    for cfg in trial_configs(new_spec, _sampler(new_spec, str(run_dir / previous / "spec.yaml"))):
+        key = _config_key(cfg)
+        (skipped if key in trained else configs).append(cfg)
+        trained.add(key)  # a configuration drawn twice in this stage also trains once
+    if not configs:  # everything planned is already trained: a stage with no trials is no stage
+        return RefineOutcome(None, previous, plans, [_jsonable(c.params) for c in skipped])
+    data = load_data(new_spec, options.data_root, on_data)
+    stage = f"refine-{len(done)}"
+    store = StageStore(run_dir / stage)
+    store.create()
+    _, _, previous_doc = load_stage(run_dir, previous)
+    entry = {
+        "stage": stage,
+        "planned_from": previous,
+        "top_k": top_k,
+        "top_trials": [r.trial for r in top],
+        "trials": len(configs),
+        "epochs": new_spec.train.epochs,
+        "lr_decay": new_spec.train.lr_decay,
+        "ranges": {p.name: p.to_dict() for p in plans},
+        "skipped_already_trained": [c.params for c in skipped],
+    }
+    history = [*previous_doc.get("history", []), _jsonable(entry)]
+    spec_path = str(run_dir / previous / "spec.yaml")
+    outcome = _run_stage(store, new_spec, spec_path, _stage_options(options), configs, data, history, on_trial)
+    return RefineOutcome(outcome, previous, plans, [_jsonable(c.params) for c in skipped])
+
+
+def _stage_options(options: RefineOptions) -> StageOptions:
+    return StageOptions(data_root=options.data_root, command=options.command)
+
+
+def _refined_spec(
+    spec: Spec, plans: list[RangePlan], options: RefineOptions, previous_trials: int, stage_index: int
+) -> Spec:
+    data = spec.model_dump()
+    data["search"]["space"] = {p.name: p.new.model_dump(exclude_none=True) for p in plans}
+    data["search"]["trials"] = options.trials or spec.refine.trials or previous_trials
+    # A new seed per stage: the same seed would redraw the same positions in the new ranges.
+    data["search"]["seed"] = spec.search.seed + 1
+    data["search"]["sampler"] = Sampler.RANDOM
+    data["train"]["epochs"] = options.epochs or max(1, round(spec.train.epochs * spec.refine.epochs_factor))
+    data["train"]["lr_decay"] = spec.refine.lr_decay
+    return Spec.model_validate(data)
+
+
+def _stage_configs(run_dir: Path, stage: str) -> list[TrialConfig]:
+    spec, results, _ = load_stage(run_dir, stage)
+    out = []
+    for r in results:
+        params = {k: _restore(v) for k, v in r.params.items()}
+        resolved = spec.resolved(params)
+        out.append(TrialConfig(r.trial, params, resolved.model, resolved.train, spec.search.seed))
+    return out
+
+
+def _restore(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _config_key(cfg: TrialConfig) -> str:
+    """What makes two trainings the same: the whole model and training setup, budget included."""
+    return json.dumps(
+        {"model": cfg.model.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}, sort_keys=True
+    )
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return getattr(value, "value", value)
+
+
+@dataclass
+class ReportOutcome:
+    stages: list[StageData]
+    ranked: list[TrialResult]  # every trial of every stage, best first
+    stage_of: list[str]  # the stage of each ranked trial
+    param_names: list[str]
+    plots: list[Path]
+    results_path: Path
+
+
+def run_report(run_dir: Path) -> ReportOutcome:
+    """Plots of every stage under RUN/report/, and one ranked table across stages (with each trial's
+    stage and curve label) as RUN/report/results.json and results.md."""
+    names = stages(run_dir)
+    if not names:
+        raise StoreError(f"{run_dir}: no finished stage to report on; run hpsearch coarse SPEC --out {run_dir} first")
+    data = []
+    for name in names:
+        spec, results, _ = load_stage(run_dir, name)
+        data.append(StageData(name, spec, results))
+    owner = {id(r): s.name for s in data for r in s.results}
+    ranked = rank([r for s in data for r in s.results])
+    stage_of = [owner[id(r)] for r in ranked]
+    params = sorted({p for s in data for p in s.spec.search.space})
+    out = StageStore(run_dir / "report")
+    out.make_dir()
+    plots = write_report_plots(data, out.path)
+    doc = results_document("all", ranked, [], {"stages": names})
+    for row, stage in zip(doc["ranked"], stage_of, strict=True):
+        row["stage"] = stage
+    out.write_json("results.json", doc)
+    out.write_text("results.md", f"# {data[0].spec.name}: all stages\n\n" + markdown_table(ranked, params, stage_of))
+    return ReportOutcome(data, ranked, stage_of, params, plots, out.path / "results.json")

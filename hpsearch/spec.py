@@ -142,6 +142,15 @@ class SanitySpec(_Strict):
         return v
 
 
+class RefineSpec(_Strict):
+    """Settings of `hpsearch refine` (the lecture's step 5: "refine grid, train longer")."""
+
+    top_k: int = Field(5, ge=1)  # the best complete trials the new ranges are planned around
+    trials: int | None = Field(None, ge=1)  # None: as many as the previous stage
+    epochs_factor: float = Field(3.0, ge=1)  # train this many times longer than the previous stage
+    lr_decay: float = Field(1.0, gt=0, le=1)  # "without learning rate decay" unless set here
+
+
 class NumericRange(_Strict):
     low: float
     high: float
@@ -213,6 +222,7 @@ class Spec(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
     sanity: SanitySpec = Field(default_factory=SanitySpec)
+    refine: RefineSpec = Field(default_factory=RefineSpec)
 
     @field_validator("name")
     @classmethod

@@ -32,6 +32,15 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise StoreError(f"{path}: cannot write: {e.strerror or e}") from None
 
 
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"{path}: cannot read: {e}") from None
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -77,3 +77,25 @@ def test_lr_decay_and_weight_decay_change_training(synthetic: Dataset) -> None:
     assert base.losses[-1] != decayed.losses[-1]  # ...the second is not
     assert regularized.train_loss is not None and base.train_loss is not None
     assert regularized.train_loss > base.train_loss  # the L2 term is in the loss
+
+
+def test_flush_tiny_zeroes_only_values_below_tiny() -> None:
+    import torch
+
+    from hpsearch.models import build_model
+    from hpsearch.trial import TINY, flush_tiny_, make_optimizer
+
+    net = build_model(ModelSpec(hidden=(4,)), (3, 32, 32), 10)
+    opt = make_optimizer(net, TrainSpec(optimizer="momentum"))
+    w = next(net.parameters())
+    w.sum().backward()
+    opt.step()  # creates the momentum buffers
+    with torch.no_grad():
+        w[0, :3] = torch.tensor([1e-38, TINY / 2, TINY * 2])  # a denormal, tiny, and small but kept
+        opt.state[w]["momentum_buffer"][0, 0] = 1e-39
+    kept = w.detach().clone()
+    flush_tiny_(net, opt)
+    assert w[0, 0].item() == 0.0 and w[0, 1].item() == 0.0
+    assert w[0, 2].item() != 0.0
+    assert opt.state[w]["momentum_buffer"][0, 0].item() == 0.0
+    assert torch.count_nonzero(w[1:]) == torch.count_nonzero(kept[1:])  # the rest untouched

@@ -1,0 +1,184 @@
+"""Refine: narrower around interior bests, outward past an edge, categorical values kept from the
+top-k, nothing re-run, stages numbered; and the report's plots."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from hpsearch.errors import StoreError
+from hpsearch.rank import edges
+from hpsearch.refine import plan_ranges
+from hpsearch.search import RefineOptions, StageOptions, run_coarse, run_refine, run_report, stages
+from hpsearch.spec import Categorical, NumericRange, parse_spec
+from hpsearch.trial import TrialResult, TrialState
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def result(trial: int, val: float, **params: object) -> TrialResult:
+    return TrialResult(trial=trial, state=TrialState.COMPLETE, params=dict(params), val_acc=val, train_loss=1.0)
+
+
+def space(**entries: dict) -> dict:
+    return parse_spec({"name": "x", "search": {"space": entries}}).search.space
+
+
+def log_width(dom: NumericRange) -> float:
+    return math.log10(dom.high) - math.log10(dom.low)
+
+
+def test_interior_best_gives_a_narrower_range_containing_it() -> None:
+    sp = space(lr={"low": 1e-6, "high": 1e-3, "log": True})
+    top = [result(0, 0.53, lr=5.8e-5), result(1, 0.52, lr=9.5e-5), result(2, 0.51, lr=3.1e-5)]
+    (plan,) = plan_ranges(sp, top, edges(sp, top[0]))
+    new, old = plan.new, sp["lr"]
+    assert isinstance(new, NumericRange) and isinstance(old, NumericRange) and new.log
+    assert log_width(new) < log_width(old)
+    assert new.low <= 3.1e-5 and new.high >= 9.5e-5  # spans the top-k
+    assert old.low <= new.low and new.high <= old.high  # stays inside: the best is interior
+    assert "top-3 span 3.1e-05..9.5e-05" in plan.describe()
+
+
+def test_best_at_high_edge_moves_the_range_above_the_old_high() -> None:
+    sp = space(lr={"low": 1e-6, "high": 1e-3, "log": True})
+    top = [result(0, 0.53, lr=9.6e-4), result(1, 0.50, lr=6.0e-4), result(2, 0.49, lr=3.0e-4)]
+    (edge,) = edges(sp, top[0])
+    assert edge.flag == "high"
+    (plan,) = plan_ranges(sp, top, [edge])
+    assert isinstance(plan.new, NumericRange)
+    assert plan.new.high > 1e-3 and plan.new.low <= 3.0e-4
+    assert "best at high edge: extended upward" in plan.describe()
+    assert plan.describe().startswith("lr: [1e-06, 1e-03] → [")
+
+
+def test_best_at_low_edge_moves_the_range_below_the_old_low() -> None:
+    sp = space(weight_decay={"low": 1e-5, "high": 1e5, "log": True})
+    top = [result(0, 0.5, weight_decay=1.5e-5), result(1, 0.4, weight_decay=1e-3)]
+    (plan,) = plan_ranges(sp, top, edges(sp, top[0]))
+    assert isinstance(plan.new, NumericRange) and plan.new.low < 1e-5 and plan.new.high >= 1e-3
+    assert "extended downward" in plan.rule
+
+
+def test_spread_out_top_trials_still_narrow_around_the_best() -> None:
+    sp = space(lr={"low": 1e-6, "high": 1e-3, "log": True})
+    top = [result(0, 0.5, lr=1e-4), result(1, 0.4, lr=2e-6), result(2, 0.4, lr=8e-4)]
+    (plan,) = plan_ranges(sp, top, edges(sp, top[0]))
+    assert isinstance(plan.new, NumericRange)
+    assert log_width(plan.new) <= 0.5 * 3 + 1e-9 and plan.new.low < 1e-4 < plan.new.high
+
+
+def test_linear_and_bounded_and_integer_parameters() -> None:
+    sp = space(dropout={"low": 0.0, "high": 0.9}, batch_size={"low": 16, "high": 512, "log": True})
+    top = [result(0, 0.5, dropout=0.89, batch_size=64), result(1, 0.4, dropout=0.7, batch_size=100)]
+    plans = {p.name: p for p in plan_ranges(sp, top, edges(sp, top[0]))}
+    dropout, batch = plans["dropout"].new, plans["batch_size"].new
+    assert isinstance(dropout, NumericRange) and isinstance(batch, NumericRange)
+    assert 0.9 < dropout.high < 1.0  # extended past the old high, but dropout must stay below 1
+    assert batch.low == int(batch.low) and batch.high == int(batch.high) and batch.low <= 64 <= batch.high
+
+
+def test_categorical_keeps_the_values_seen_in_the_top_k() -> None:
+    sp = space(activation={"values": ["relu", "tanh", "elu", "sigmoid"]})
+    a = sp["activation"].values  # type: ignore[union-attr]
+    top = [result(0, 0.5, activation=a[1]), result(1, 0.45, activation=a[0]), result(2, 0.4, activation=a[1])]
+    (plan,) = plan_ranges(sp, top, [])
+    assert isinstance(plan.new, Categorical) and [v.value for v in plan.new.values] == ["relu", "tanh"]
+
+
+def smoke_spec(space: dict, trials: int = 6) -> object:
+    return parse_spec(
+        {
+            "name": "r",
+            "data": {"dataset": "synthetic", "synthetic_train": 1200, "synthetic_test": 100, "val_size": 200},
+            "model": {"hidden": [16]},
+            "train": {"epochs": 1, "batch_size": 50, "device": "cpu", "lr_decay": 0.9},
+            "search": {"trials": trials, "seed": 2, "space": space},
+            "refine": {"top_k": 3, "epochs_factor": 2},
+        }
+    )
+
+
+def test_refine_stages_are_numbered_train_longer_without_decay(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run_coarse(smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}), "s.yaml", StageOptions(out=run))  # type: ignore[arg-type]
+    first = run_refine(run, RefineOptions(trials=3))
+    second = run_refine(run, RefineOptions(trials=2))
+    assert stages(run) == ["coarse", "refine-1", "refine-2"]
+    assert (first.planned_from, second.planned_from) == ("coarse", "refine-1")
+    doc = json.loads((run / "refine-2/results.json").read_text())
+    assert [h["stage"] for h in doc["history"]] == ["coarse", "refine-1", "refine-2"]
+    assert doc["history"][1]["ranges"]["lr"]["old"] == {"low": 1e-3, "high": 1.0, "log": True}
+    assert doc["history"][1]["epochs"] == 2 and doc["history"][2]["epochs"] == 4  # 2x each time
+    assert second.outcome is not None
+    assert all(r.epochs_done == 4 for r in second.outcome.ranked if r.state is TrialState.COMPLETE)
+    spec_text = (run / "refine-1/spec.yaml").read_text()
+    assert "lr_decay: 1.0" in spec_text  # "without learning rate decay"
+
+
+def test_refine_never_reruns_a_configuration_trained_at_the_same_budget(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    spec = smoke_spec({"activation": {"values": ["relu", "tanh"]}}, trials=4)
+    spec = spec.model_copy(update={"train": spec.train.model_copy(update={"lr_decay": 1.0})})  # type: ignore[attr-defined]
+    run_coarse(spec, "s.yaml", StageOptions(out=run))  # type: ignore[arg-type]
+    # The same epochs and schedule: both configurations are already trained; nothing runs again.
+    same = run_refine(run, RefineOptions(epochs=1, trials=6))
+    assert same.outcome is None and len(same.skipped) == 6
+    assert stages(run) == ["coarse"]  # no empty stage is left behind
+    # Longer: a new budget, so each trains, once, however often it is drawn.
+    longer = run_refine(run, RefineOptions(epochs=2, trials=5))
+    assert longer.outcome is not None
+    kept = longer.plans[0].new.values  # type: ignore[union-attr]
+    trained = [r.params["activation"] for r in longer.outcome.ranked]
+    assert sorted(trained) == sorted(set(trained)) and set(trained) <= set(kept)
+    assert len(trained) + len(longer.skipped) == 5
+
+
+def test_refine_without_a_stage_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no finished stage to refine"):
+        run_refine(tmp_path, RefineOptions())
+
+
+def test_report_plots_render_headless_and_rank_across_stages(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    spec = smoke_spec(
+        {"lr": {"low": 1e-3, "high": 1.0, "log": True}, "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True}}
+    )
+    run_coarse(spec, "s.yaml", StageOptions(out=run))  # type: ignore[arg-type]
+    run_refine(run, RefineOptions(trials=3))
+    outcome = run_report(run)
+    names = sorted(p.name for p in outcome.plots)
+    assert names == ["accuracy_curves.png", "loss_curves.png", "lr_weight_decay.png", "val_acc_vs_params.png"]
+    for path in outcome.plots:
+        with Image.open(path) as img:
+            assert img.format == "PNG" and img.width >= 600 and img.height >= 400
+            assert len(set(img.convert("L").get_flattened_data())) > 20  # something is drawn, not a blank canvas
+    doc = json.loads(outcome.results_path.read_text())
+    assert sorted({r["stage"] for r in doc["ranked"]}) == ["coarse", "refine-1"]
+    assert len(doc["ranked"]) == 9
+    assert all("curve" in r for r in doc["ranked"])
+
+
+def test_cli_refine_and_report(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    spec = tmp_path / "s.yaml"
+    spec.write_text((ROOT / "configs/smoke.yaml").read_text().replace("trials: 8", "trials: 4"))
+    cmd = [sys.executable, "-m", "hpsearch"]
+    assert subprocess.run([*cmd, "coarse", str(spec), "--out", str(run)], capture_output=True).returncode == 0
+    res = subprocess.run([*cmd, "refine", str(run), "--trials", "2", "--epochs", "1"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "lr: [1e-04, 1] → [" in res.stderr and "refine-1" in res.stdout
+    rep = subprocess.run([*cmd, "report", str(run)], capture_output=True, text=True)
+    assert rep.returncode == 0 and "stage" in rep.stdout and rep.stderr.count("plot: ") == 4
+    missing = subprocess.run([*cmd, "refine", str(tmp_path / "nothing")], capture_output=True, text=True)
+    assert (
+        missing.returncode == 1
+        and "no finished stage to refine" in missing.stderr
+        and "Traceback" not in missing.stderr
+    )
