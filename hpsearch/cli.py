@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -36,8 +37,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # Results on stdout, progress and diagnostics on stderr. Piped output gets a wide table, not a folded one.
-out = Console(width=None if sys.stdout.isatty() else 200)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+def _width(stream: object) -> int | None:
+    return None if getattr(stream, "isatty", lambda: False)() or "COLUMNS" in os.environ else 200
+
+
+out = Console(width=_width(sys.stdout))
+err = Console(stderr=True, width=_width(sys.stderr))
 
 TABLE_LIMIT = 20  # rows shown in the terminal; the files hold every trial
 

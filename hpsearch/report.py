@@ -135,10 +135,10 @@ def sanity_tables(report: SanityReport) -> list[Table]:
         sat = "-" if s.saturated is None else f"{s.saturated:.1%}"
         layers.add_row(str(s.layer), f"{s.mean:.3g}", f"{s.std:.3g}", f"{s.dead:.1%}", sat, f"{s.grad_norm:.3g}")
     probe = Table(title="learning-rate probe", title_justify="left")
-    for h in ("lr", "start loss", "end loss", "drop", ""):
+    for h in ("lr", "start loss", "end loss", "drop", "status"):
         probe.add_column(h, justify="right")
     for r in report.probe:
-        status = "[red]diverged[/]" if r.diverged else ""
+        status = "[red]diverged[/]" if r.diverged else "ok"
         end = "inf" if not math.isfinite(r.end_loss) else f"{r.end_loss:.3f}"
         drop = "-" if not math.isfinite(r.drop) else f"{r.drop:+.1%}"
         probe.add_row(f"{r.lr:g}", f"{r.start_loss:.3f}", end, drop, status)
