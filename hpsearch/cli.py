@@ -36,6 +36,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
 # Results on stdout, progress and diagnostics on stderr. Piped output gets a wide table, not a folded one.
 def _width(stream: object) -> int | None:
     return None if getattr(stream, "isatty", lambda: False)() or "COLUMNS" in os.environ else 200

@@ -17,6 +17,7 @@ import torch
 from hpsearch import __version__
 from hpsearch.data import Dataset, ProgressFn, build_dataset
 from hpsearch.errors import SpecError, StoreError
+from hpsearch.executor import DataRecipe, ExecOptions, execute
 from hpsearch.plots import StageData, write_report_plots
 from hpsearch.rank import Edge, edges, rank
 from hpsearch.refine import RangePlan, plan_ranges, top_complete
@@ -25,7 +26,7 @@ from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_
 from hpsearch.space import TrialSampler
 from hpsearch.spec import Sampler, Spec, load_spec, spec_to_yaml
 from hpsearch.store import StageStore, atomic_write_text, pick_run_dir, read_json
-from hpsearch.trial import TrialConfig, TrialResult, TrialState, resolve_device, run_trial
+from hpsearch.trial import TrialConfig, TrialResult, TrialState, resolve_device
 
 RUNS_DIR = Path("runs")
 COARSE = "coarse"
@@ -36,6 +37,7 @@ class StageOptions:
     out: Path | None = None  # the run directory; None: runs/<name> (or -2, -3, ... if taken)
     data_root: Path | None = None
     command: tuple[str, ...] = ()
+    execution: ExecOptions = ExecOptions()
 
 
 @dataclass
@@ -121,13 +123,18 @@ def _run_stage(
     store.write_json("run.json", run_info)
     results: list[TrialResult] = []
     best: TrialResult | None = None
-    for cfg in configs:
-        result = run_trial(cfg, data)
+
+    def record(result: TrialResult) -> None:
+        nonlocal best
         store.append_trial(result)
         results.append(result)
         best = _better(result, best)
         if on_trial:
             on_trial(result, len(results), len(configs), best)
+
+    recipe = DataRecipe(spec_to_yaml(spec), options.data_root)
+    execute(configs, data, options.execution, record, worker_data=recipe)
+    results.sort(key=lambda r: r.trial)
     run_info["end_time"] = _now()
     store.write_json("run.json", run_info)
     return write_stage_results(store, spec, store.path.name, results, store.path.parent, history)
@@ -215,6 +222,7 @@ class RefineOptions:
     epochs: int | None = None  # None: the previous stage's epochs x refine.epochs_factor
     data_root: Path | None = None
     command: tuple[str, ...] = ()
+    execution: ExecOptions = ExecOptions()
 
 
 @dataclass
@@ -297,7 +305,7 @@ def run_refine(
 
 
 def _stage_options(options: RefineOptions) -> StageOptions:
-    return StageOptions(data_root=options.data_root, command=options.command)
+    return StageOptions(data_root=options.data_root, command=options.command, execution=options.execution)
 
 
 def _refined_spec(

@@ -25,3 +25,14 @@ def cifar10_root() -> Path:
     # Idempotent: a complete cifar-10-batches-bin/ is left alone, so later sessions take no time here.
     subprocess.run([sys.executable, str(MAKE_CIFAR10), str(root)], check=True, stdout=subprocess.DEVNULL)
     return root
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_hpsearch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """The CLI as a user runs it: a real process; a wide terminal so tables are not folded."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "hpsearch", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_hpsearch as hpsearch
 
 from hpsearch.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def hpsearch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hpsearch", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
 
 
 def command_names() -> list[str]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_hpsearch as hpsearch
 from PIL import Image
 
 from hpsearch.errors import StoreError
@@ -169,14 +168,13 @@ def test_cli_refine_and_report(tmp_path: Path) -> None:
     run = tmp_path / "run"
     spec = tmp_path / "s.yaml"
     spec.write_text((ROOT / "configs/smoke.yaml").read_text().replace("trials: 8", "trials: 4"))
-    cmd = [sys.executable, "-m", "hpsearch"]
-    assert subprocess.run([*cmd, "coarse", str(spec), "--out", str(run)], capture_output=True).returncode == 0
-    res = subprocess.run([*cmd, "refine", str(run), "--trials", "2", "--epochs", "1"], capture_output=True, text=True)
+    assert hpsearch("coarse", str(spec), "--out", str(run)).returncode == 0
+    res = hpsearch("refine", str(run), "--trials", "2", "--epochs", "1")
     assert res.returncode == 0, res.stderr
     assert "lr: [1e-04, 1] → [" in res.stderr and "refine-1" in res.stdout
-    rep = subprocess.run([*cmd, "report", str(run)], capture_output=True, text=True)
+    rep = hpsearch("report", str(run))
     assert rep.returncode == 0 and "stage" in rep.stdout and rep.stderr.count("plot: ") == 4
-    missing = subprocess.run([*cmd, "refine", str(tmp_path / "nothing")], capture_output=True, text=True)
+    missing = hpsearch("refine", str(tmp_path / "nothing"))
     assert (
         missing.returncode == 1
         and "no finished stage to refine" in missing.stderr

@@ -4,12 +4,11 @@ Xavier, overfitting 20 examples, and a learning-rate probe whose range really tr
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_hpsearch as hpsearch
 
 from hpsearch.data import Dataset
 from hpsearch.sanity import (
@@ -160,12 +159,6 @@ def test_probe_on_real_cifar10_recommends_a_range_that_trains(cifar10_root: Path
         accs[lr] = run_trial(TrialConfig(0, {}, spec.model, train, 0), data).val_acc
     assert accs[middle] is not None and accs[middle] >= 0.38, accs  # trains well
     assert all(a is not None and a > 0.3 for a in accs.values()), accs
-
-
-def hpsearch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hpsearch", *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_cli_passes_writes_report_and_spec(tmp_path: Path) -> None:

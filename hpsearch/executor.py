@@ -1,0 +1,131 @@
+"""Running a stage's trials: populations in this process, or spread over worker processes.
+
+Defaults, measured on the 2-core machine this was built on (benchmarks/search_speed.py): one
+process training populations with both cores beats two single-threaded worker processes running
+side by side by a little (0.24 vs 0.25 s per trial-epoch of the two-layer net) and skips their
+start-up, so `workers` defaults to 1. On a many-core machine one population's matmuls (about 1
+GFLOP a step for 16 two-layer nets) stop scaling past roughly 8 threads, so the default there is one
+worker per 8 cores, each with cores / workers threads; that part is reasoning, not a measurement.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+import yaml
+
+from hpsearch.data import Dataset
+from hpsearch.models import build_model
+from hpsearch.population import plan_populations, run_population
+from hpsearch.spec import parse_spec
+from hpsearch.trial import TrialConfig, TrialResult, run_trial
+
+CPU_POPULATION_BYTES = 64 * 2**20  # weights + grads + optimizer state of one population on a CPU:
+# larger populations fall out of cache and got slower per trial (P=16: 0.24 s, P=64: 0.28 s,
+# P=100: 0.32 s per trial-epoch of the two-layer net)
+GPU_MEMORY_FRACTION = 0.25  # of the free GPU memory for one population
+THREADS_PER_WORKER = 8
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    population: int | None = None  # trials trained together; None: chosen from memory; 1: one at a time
+    workers: int | None = None  # processes; None: the default above
+
+
+def default_workers() -> int:
+    return max(1, (os.cpu_count() or 1) // THREADS_PER_WORKER)
+
+
+def auto_population(cfg: TrialConfig, data: Dataset) -> int:
+    """How many trials of this shape to train together, from the memory one trial needs."""
+    params = sum(p.numel() for p in build_model(cfg.model, data.input_shape, data.num_classes).parameters())
+    copies = 4 if cfg.train.optimizer.value == "adam" else 3  # weights, grads, 1-2 optimizer buffers
+    per_trial = params * 4 * copies
+    if data.x_train.device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(data.x_train.device)
+        budget = GPU_MEMORY_FRACTION * free
+    else:
+        budget = CPU_POPULATION_BYTES
+    return max(1, min(256, int(budget // per_trial)))
+
+
+ResultCallback = Callable[[TrialResult], None]
+
+
+def execute(
+    configs: list[TrialConfig],
+    data: Dataset,
+    options: ExecOptions,
+    on_result: ResultCallback,
+    worker_data: Callable[[], Dataset] | None = None,
+) -> None:
+    """Train every config, calling on_result as each trial's result is known (in this process).
+    `worker_data` builds the dataset inside a worker process (each loads it once)."""
+    if not configs:
+        return
+    size = options.population if options.population is not None else auto_population(configs[0], data)
+    populations = plan_populations(configs, size)
+    workers = options.workers if options.workers is not None else default_workers()
+    if workers <= 1 or len(populations) == 1 or worker_data is None:
+        for pop in populations:
+            for result in _train(pop, data):
+                on_result(result)
+        return
+    _execute_in_workers(populations, workers, worker_data, on_result)
+
+
+def _train(pop: list[TrialConfig], data: Dataset) -> list[TrialResult]:
+    return run_population(pop, data) if len(pop) > 1 else [run_trial(pop[0], data)]
+
+
+# --------------------------------------------------------------------------- worker processes
+
+_WORKER_DATA: Dataset | None = None
+
+
+def _worker_init(make_data: Callable[[], Dataset], threads: int) -> None:
+    global _WORKER_DATA
+    torch.set_num_threads(threads)  # cores / workers: the workers must not oversubscribe the cores
+    _WORKER_DATA = make_data()  # once per process, never once per trial
+
+
+def _worker_train(pop: list[TrialConfig]) -> list[TrialResult]:
+    assert _WORKER_DATA is not None
+    return _train(pop, _WORKER_DATA)
+
+
+def _execute_in_workers(
+    populations: list[list[TrialConfig]], workers: int, make_data: Callable[[], Dataset], on_result: ResultCallback
+) -> None:
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(make_data, threads)
+    ) as pool:
+        pending: set[Future[list[TrialResult]]] = {pool.submit(_worker_train, pop) for pop in populations}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                for result in future.result():
+                    on_result(result)
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """A picklable way for a worker process to build the same dataset as the driver."""
+
+    spec_yaml: str
+    data_root: Path | None
+
+    def __call__(self) -> Dataset:
+        from hpsearch.search import load_data  # the driver module imports this one
+
+        spec = parse_spec(yaml.safe_load(self.spec_yaml))
+        return load_data(spec, self.data_root, None)

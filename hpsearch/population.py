@@ -1,0 +1,389 @@
+"""Population training: P trials of one shape trained at once in one process.
+
+Every trial sees the same minibatches (the batch order depends on the search seed alone). The MLP's
+first layer is one matmul of the shared batch against all trials' weights side by side; later layers
+are batched matmuls. The convnet's first conv is one conv with P x C output channels, later convs
+are grouped convolutions (groups = P). Each trial keeps its own init (the same seed as one-at-a-time
+training), learning rate, weight decay, momentum or Adam betas and lr decay, applied in one
+vectorized update. A trial whose loss turns NaN/inf is frozen and masked out of the others' way.
+The results equal one-at-a-time training (`run_trial`) up to float rounding."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hpsearch.data import Dataset
+from hpsearch.models import Maxout, Net, build_model
+from hpsearch.spec import Activation, Optimizer
+from hpsearch.trial import (
+    EVAL_CHUNK,
+    FLUSH_EVERY,
+    MAX_CURVE_POINTS,
+    TINY,
+    TRAIN_ACC_SAMPLE,
+    TrialConfig,
+    TrialResult,
+    TrialState,
+    batch_order,
+    init_seed,
+)
+
+UNSUPPORTED_ACTIVATIONS = {Activation.PRELU}  # a learned slope per unit: trained one at a time
+
+
+def group_key(cfg: TrialConfig) -> tuple[Any, ...] | None:
+    """Trials with equal keys train together; None: this trial trains alone (run_trial)."""
+    m, t = cfg.model, cfg.train
+    if m.activation in UNSUPPORTED_ACTIVATIONS or m.dropout > 0 or not m.hidden:
+        return None  # dropout masks drawn per trial cannot match one-at-a-time training
+    adam = t.optimizer is Optimizer.ADAM
+    return (m.kind, m.hidden, m.activation, t.batch_size, t.epochs, adam, t.optimizer is Optimizer.NESTEROV)
+
+
+def plan_populations(configs: list[TrialConfig], size: int) -> list[list[TrialConfig]]:
+    """Split trials into populations of at most `size` that share a group key, in trial order."""
+    groups: dict[Any, list[TrialConfig]] = {}
+    out: list[list[TrialConfig]] = []
+    for cfg in configs:
+        key = group_key(cfg)
+        if key is None or size <= 1:
+            out.append([cfg])
+            continue
+        groups.setdefault(key, []).append(cfg)
+    for members in groups.values():
+        out.extend(members[i : i + size] for i in range(0, len(members), size))
+    return sorted(out, key=lambda pop: pop[0].trial_id)
+
+
+@dataclass
+class _Param:
+    """A stacked parameter and how a per-trial scalar (P,) broadcasts onto it."""
+
+    tensor: torch.Tensor
+    expand: Callable[[torch.Tensor], torch.Tensor]
+    decays: bool  # a weight (L2-regularized), not a bias
+
+
+Expand = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _blocks(size: int, trailing: int) -> Expand:
+    """(P,) -> each value repeated `size` times along dim 0, then `trailing` singleton dims."""
+    return lambda s: s.repeat_interleave(size).view(-1, *([1] * trailing))
+
+
+def _columns(size: int) -> Expand:
+    return lambda s: s.repeat_interleave(size)[None, :]
+
+
+def _leading(trailing: int) -> Expand:
+    return lambda s: s.view(-1, *([1] * trailing))
+
+
+class PopulationNet(nn.Module):
+    """P copies of one architecture, each with its own weights, evaluated on one shared batch."""
+
+    def __init__(self, nets: list[Net], kind: str, activation: Activation) -> None:
+        super().__init__()
+        self.p = len(nets)
+        self.kind = kind
+        self.activation = activation
+        layers = [[m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))] for net in nets]
+        self.act = nets[0].hidden_layers[0] if nets[0].hidden_layers else nn.Identity()
+        self.params: list[_Param] = []
+        self.convs: list[tuple[nn.Parameter, nn.Parameter]] = []
+        self.linears: list[tuple[nn.Parameter, nn.Parameter]] = []
+        for i, first in enumerate(layers[0]):
+            ws = [ls[i].weight.detach() for ls in layers]
+            bs = [ls[i].bias.detach() for ls in layers]  # type: ignore[union-attr]  # every layer has a bias
+            if isinstance(first, nn.Conv2d):
+                # Output channels of all trials side by side: (P * C_out, C_in, k, k).
+                w = nn.Parameter(torch.cat(ws).contiguous())
+                b = nn.Parameter(torch.cat(bs).contiguous())
+                self.params += [
+                    _Param(w, _blocks(first.out_channels, 3), True),
+                    _Param(b, _blocks(first.out_channels, 0), False),
+                ]
+                self.convs.append((w, b))
+            elif i == 0 and kind == "mlp":
+                # The shared input times every trial's first layer: one (D, P * H) matmul; trial p
+                # owns a block of H columns.
+                w = nn.Parameter(torch.cat([x.T for x in ws], dim=1).contiguous())
+                b = nn.Parameter(torch.stack(bs).contiguous())
+                self.params += [_Param(w, _columns(first.out_features), True), _Param(b, _leading(1), False)]
+                self.linears.append((w, b))
+            else:
+                w = nn.Parameter(torch.stack([x.T for x in ws]).contiguous())  # (P, in, out)
+                b = nn.Parameter(torch.stack(bs).contiguous())  # (P, out)
+                self.params += [_Param(w, _leading(2), True), _Param(b, _leading(1), False)]
+                self.linears.append((w, b))
+        for i, prm in enumerate(self.params):
+            self.register_parameter(f"p{i}", prm.tensor)  # type: ignore[arg-type]
+        self._first: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
+        self._w0_grad: torch.Tensor | None = None
+        self._sq: torch.Tensor | None = None
+
+    def _act(self, h: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        if isinstance(self.act, Maxout):  # pairs adjacent units, as Maxout does on one model
+            a, b = h.unflatten(channel_dim, (-1, 2)).unbind(channel_dim + 1)
+            return torch.maximum(a, b)
+        return self.act(h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, C, H, W) shared by every trial -> logits (P, B, classes)."""
+        p, batch = self.p, x.shape[0]
+        if self.kind == "mlp":
+            w0, b0 = self.linears[0]
+            flat = x.flatten(1)
+            with torch.no_grad():
+                z = (flat @ w0).view(batch, p, -1).transpose(0, 1)  # (P, B, H)
+            if torch.is_grad_enabled():
+                # The first layer's weight gradient is computed by hand (first_layer_grad): autograd's
+                # own matmul here ran ~3x slower and allocated a fresh P x 3072 x H tensor each step.
+                z.requires_grad_(True)
+                self._first = (flat, z)
+            h = self._act(z + b0[:, None, :], 2)
+            for w, b in self.linears[1:-1]:
+                h = self._act(torch.baddbmm(b[:, None, :], h, w), 2)
+        else:
+            h = x
+            for i, (w, b) in enumerate(self.convs):
+                h = F.conv2d(h, w, b, padding=1, groups=1 if i == 0 else p)
+                h = self._act(h, 1)
+                if h.shape[-1] >= 2:
+                    h = F.max_pool2d(h, 2)
+            h = h.reshape(batch, p, -1).transpose(0, 1)  # (P, B, C * s * s), each trial's flatten order
+        w, b = self.linears[-1]
+        return torch.baddbmm(b[:, None, :], h, w)
+
+    @torch.no_grad()
+    def first_layer_grad(self) -> None:
+        """After backward: dL/dW of the MLP's first layer, x^T dz, into a buffer kept across steps."""
+        if self.kind != "mlp":
+            return
+        flat, z = self._first
+        w0 = self.linears[0][0]
+        assert z.grad is not None
+        dz = z.grad.transpose(0, 1).reshape(flat.shape[0], -1)  # (B, P * H), trial blocks side by side
+        if self._w0_grad is None:
+            self._w0_grad = torch.empty_like(w0)
+        torch.mm(flat.T, dz, out=self._w0_grad)
+        w0.grad = self._w0_grad
+
+    @torch.no_grad()
+    def penalty(self, wd: torch.Tensor) -> torch.Tensor:
+        """0.5 * wd_p * sum of trial p's squared weights, per trial (P,)."""
+        total = torch.zeros(self.p, device=wd.device)
+        for prm in self.params:
+            if not prm.decays:
+                continue
+            t = prm.tensor
+            if self.kind == "mlp" and t is self.linears[0][0]:
+                # (D, P * H): square into a kept buffer, sum the rows, then each trial's H columns.
+                if self._sq is None:
+                    self._sq = torch.empty_like(t)
+                torch.mul(t, t, out=self._sq)
+                total += self._sq.sum(0).view(self.p, -1).sum(1)
+            else:
+                total += _rows(t, self.p)
+        return 0.5 * wd * total
+
+
+def _rows(t: torch.Tensor, p: int) -> torch.Tensor:
+    """Per-trial sum of squares of a weight whose leading rows are grouped by trial: (P, in, out)
+    or a conv's (P * C_out, C_in, k, k)."""
+    return t.detach().reshape(p, -1).square().sum(1)
+
+
+class PopulationOptimizer:
+    """torch.optim.SGD (momentum, nesterov) / Adam semantics with a per-trial lr, wd, momentum,
+    betas and eps; the L2 gradient wd * W is added here, as autograd would from 0.5 * wd * W^2."""
+
+    def __init__(self, net: PopulationNet, configs: list[TrialConfig], device: torch.device) -> None:
+        def vec(values: list[float]) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float32, device=device)
+
+        trains = [c.train for c in configs]
+        self.net = net
+        self.adam = trains[0].optimizer is Optimizer.ADAM
+        self.nesterov = trains[0].optimizer is Optimizer.NESTEROV
+        self.lr = vec([t.lr for t in trains])
+        self.wd = vec([t.weight_decay for t in trains])
+        self.decay = vec([t.lr_decay for t in trains])
+        self.momentum = vec([0.0 if t.optimizer is Optimizer.SGD else t.momentum for t in trains])
+        self.beta1, self.beta2 = vec([t.beta1 for t in trains]), vec([t.beta2 for t in trains])
+        self.eps = vec([t.eps for t in trains])
+        self.alive = torch.ones(len(configs), dtype=torch.bool, device=device)
+        self.state = [torch.zeros_like(p.tensor) for p in net.params]
+        self.state2 = [torch.zeros_like(p.tensor) for p in net.params] if self.adam else []
+        self.steps = 0
+        self._scratch: dict[torch.Size, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def step(self) -> None:
+        # In-place fused updates: at P x 150k parameters the update is memory-bound, so every
+        # pass over the weights counts.
+        self.steps += 1
+        lr = torch.where(self.alive, self.lr, torch.zeros_like(self.lr))
+        for i, prm in enumerate(self.net.params):
+            t, g = prm.tensor, prm.tensor.grad
+            assert g is not None
+            if prm.decays:
+                g.addcmul_(t, prm.expand(self.wd))  # + wd * W: the gradient of 0.5 * wd * W^2
+            if self.adam:
+                self._adam(i, prm, t, g, lr)
+            else:
+                self._sgd(i, prm, t, g, lr)
+
+    def _sgd(self, i: int, prm: _Param, t: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
+        m = prm.expand(self.momentum)
+        buf = self.state[i]
+        torch.addcmul(g, buf, m, out=buf)  # torch: buf = momentum * buf + grad (the first step: buf = grad)
+        update = g.addcmul_(buf, m) if self.nesterov else buf  # with momentum 0, buf is the grad itself
+        t.addcmul_(update, prm.expand(-lr))
+
+    def _adam(self, i: int, prm: _Param, t: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
+        b1, b2 = prm.expand(self.beta1), prm.expand(self.beta2)
+        m, v = self.state[i], self.state2[i]
+        m.mul_(b1).addcmul_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g * g, 1 - b2)
+        c1 = 1 - self.beta1**self.steps
+        c2 = 1 - self.beta2**self.steps
+        denom = (v.sqrt() / prm.expand(c2.sqrt())).add_(prm.expand(self.eps))
+        t.addcdiv_(m, denom.div_(prm.expand(-lr / c1)))
+
+    def end_epoch(self) -> None:
+        self.lr *= self.decay
+
+    @torch.no_grad()
+    def freeze(self) -> None:
+        """Zero the weights and state of trials no longer alive, so nothing NaN flows on."""
+        for i, prm in enumerate(self.net.params):
+            keep = prm.expand(self.alive.float())
+            prm.tensor.mul_(keep).nan_to_num_(0.0, 0.0, 0.0)
+            self.state[i].mul_(keep).nan_to_num_(0.0, 0.0, 0.0)
+            if self.adam:
+                self.state2[i].mul_(keep).nan_to_num_(0.0, 0.0, 0.0)
+
+    @torch.no_grad()
+    def flush_tiny(self) -> None:
+        """trial.flush_tiny_ for the population, through scratch buffers rather than fresh temporaries."""
+        for t in [p.tensor for p in self.net.params] + self.state + self.state2:
+            scratch = self._scratch.get(t.shape)
+            if scratch is None:
+                scratch = self._scratch[t.shape] = (torch.empty_like(t), torch.empty_like(t, dtype=torch.bool))
+            torch.abs(t, out=scratch[0])
+            torch.lt(scratch[0], TINY, out=scratch[1])
+            t.masked_fill_(scratch[1], 0.0)
+
+
+def _nets(configs: list[TrialConfig], data: Dataset) -> list[Net]:
+    nets = []
+    for cfg in configs:
+        torch.manual_seed(init_seed(cfg.seed, cfg.trial_id))  # the same init as run_trial
+        nets.append(build_model(cfg.model, data.input_shape, data.num_classes).to(data.x_train.device))
+    return nets
+
+
+@torch.no_grad()
+def _accuracy(net: PopulationNet, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    correct = torch.zeros(net.p, device=x.device)
+    for i in range(0, len(x), EVAL_CHUNK):
+        logits = net(data.normalize(x[i : i + EVAL_CHUNK]))
+        correct += (logits.argmax(2) == y[i : i + EVAL_CHUNK]).sum(1)
+    return correct / max(1, len(x))
+
+
+def run_population(configs: list[TrialConfig], data: Dataset) -> list[TrialResult]:
+    """Train `configs` (one group key) together on `data`; one TrialResult per config, in order."""
+    start = time.perf_counter()
+    first = configs[0]
+    p, device = len(configs), data.x_train.device
+    net = PopulationNet(_nets(configs, data), first.model.kind, first.model.activation)
+    opt = PopulationOptimizer(net, configs, device)
+    results = [TrialResult(trial=c.trial_id, state=TrialState.COMPLETE, params=dict(c.params)) for c in configs]
+    train = first.train
+    n = len(data.x_train)
+    steps_per_epoch = math.ceil(n / train.batch_size)
+    every = max(1, math.ceil(train.epochs * steps_per_epoch / MAX_CURVE_POINTS))
+    acc_idx = torch.linspace(0, n - 1, min(n, TRAIN_ACC_SAMPLE), device=device).long()
+    y_rep = None
+    it = 0
+    curve: list[torch.Tensor] = []
+    for epoch in range(train.epochs):
+        order = batch_order(n, first.seed, epoch, device)
+        epoch_sum = torch.zeros(p, dtype=torch.float64, device=device)
+        for s in range(0, n, train.batch_size):
+            idx = order[s : s + train.batch_size]
+            y = data.y_train[idx]
+            logits = net(data.normalize(data.x_train[idx]))  # (P, B, C)
+            if y_rep is None or y_rep.shape[0] != p * len(idx):
+                y_rep = torch.empty(p * len(idx), dtype=torch.long, device=device)
+            y_rep.view(p, -1).copy_(y.expand(p, -1))
+            data_loss = (
+                F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_rep, reduction="none").view(p, -1).mean(1)
+            )
+            loss = data_loss.detach() + net.penalty(opt.wd)
+            if it == 0:
+                for r, v in zip(results, data_loss.tolist(), strict=True):
+                    r.initial_loss = v
+            if it % every == 0:
+                curve.append(loss)
+            dead = ~torch.isfinite(loss) & opt.alive
+            diverged = bool(dead.any())
+            if diverged:
+                _mark_diverged(results, dead, it)
+                opt.alive &= ~dead
+            alive = opt.alive
+            net.zero_grad(set_to_none=True)
+            torch.where(alive, data_loss, torch.zeros_like(data_loss)).sum().backward()
+            net.first_layer_grad()
+            opt.step()
+            if diverged:
+                opt.freeze()
+            if it % FLUSH_EVERY == 0 and device.type == "cpu":
+                opt.flush_tiny()
+            epoch_sum += torch.where(alive, loss, torch.zeros_like(loss)).double()
+            it += 1
+        opt.end_epoch()
+        train_acc = _accuracy(net, data, data.x_train[acc_idx], data.y_train[acc_idx]).tolist()
+        val_acc = _accuracy(net, data, data.x_val, data.y_val).tolist()
+        for j, r in enumerate(results):
+            if r.state is TrialState.COMPLETE:
+                r.iterations, r.epochs_done = it, epoch + 1
+                r.train_loss = float(epoch_sum[j]) / steps_per_epoch
+                r.train_loss_per_epoch.append(r.train_loss)
+                r.train_acc_per_epoch.append(train_acc[j])
+                r.val_acc_per_epoch.append(val_acc[j])
+                r.train_acc, r.val_acc = train_acc[j], val_acc[j]
+    _fill_curves(results, curve, every)
+    elapsed = time.perf_counter() - start
+    for r in results:
+        r.wall_time = elapsed / p  # the population's time, shared evenly
+    return results
+
+
+def _mark_diverged(results: list[TrialResult], dead: torch.Tensor, it: int) -> None:
+    for j in dead.nonzero().flatten().tolist():
+        results[j].state = TrialState.DIVERGED
+        results[j].iterations = it + 1
+
+
+def _fill_curves(results: list[TrialResult], curve: list[torch.Tensor], every: int) -> None:
+    table = torch.stack(curve).T.tolist() if curve else [[] for _ in results]  # (P, points)
+    for r, losses in zip(results, table, strict=True):
+        r.loss_every = every
+        if r.state is TrialState.DIVERGED:
+            # The record stops at the first non-finite loss, as one-at-a-time training does.
+            kept = [v for i, v in enumerate(losses) if i * every < r.iterations]
+            r.losses = kept
+        else:
+            r.losses = losses
