@@ -14,6 +14,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError
+from hpsearch.executor import ExecOptions
 from hpsearch.refine import RangePlan
 from hpsearch.report import rich_table, sanity_tables
 from hpsearch.search import (
@@ -128,6 +129,8 @@ def render_outcome(outcome: StageOutcome) -> None:
 
 
 DATA_ROOT_HELP = "Where CIFAR-10 lives (beats $HPSEARCH_DATA_ROOT and data.root)."
+POPULATION_HELP = "Trials trained together in one process (default: from memory; 1: one at a time)."
+WORKERS_HELP = "Worker processes (default: 1 per 8 cores, at least 1)."
 
 
 @app.command("sanity-check")
@@ -182,6 +185,8 @@ def coarse(
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override search.seed.")] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
+    population: Annotated[Optional[int], typer.Option(min=1, help=POPULATION_HELP)] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help=WORKERS_HELP)] = None,
 ) -> None:
     """Random search: short trainings, a ranked table, and warnings for best values on a range's edge.
 
@@ -193,7 +198,12 @@ def coarse(
             outcome = run_coarse(
                 spec,
                 str(spec_path),
-                StageOptions(out=out_dir, data_root=data_root, command=tuple(sys.argv)),
+                StageOptions(
+                    out=out_dir,
+                    data_root=data_root,
+                    command=tuple(sys.argv),
+                    execution=ExecOptions(population=population, workers=workers),
+                ),
                 on_data=progress.on_data,
                 on_trial=progress.on_trial,
             )
@@ -213,6 +223,8 @@ def refine(
         Optional[int], typer.Option(min=1, help="Epochs per trial (default: refine.epochs_factor x).")
     ] = None,
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
+    population: Annotated[Optional[int], typer.Option(min=1, help=POPULATION_HELP)] = None,
+    workers: Annotated[Optional[int], typer.Option(min=1, help=WORKERS_HELP)] = None,
 ) -> None:
     """Plan the next stage from the latest one and run it: ranges narrowed around the top-k trials
     (or moved outward where the best sat on an edge), longer training, no lr decay. Run it again
@@ -220,7 +232,14 @@ def refine(
 
     Example: hpsearch refine runs/cifar10_coarse --top-k 5 --trials 20
     """
-    options = RefineOptions(top_k=top_k, trials=trials, epochs=epochs, data_root=data_root, command=tuple(sys.argv))
+    options = RefineOptions(
+        top_k=top_k,
+        trials=trials,
+        epochs=epochs,
+        data_root=data_root,
+        command=tuple(sys.argv),
+        execution=ExecOptions(population=population, workers=workers),
+    )
     try:
         with TrialProgress() as progress:
             result = run_refine(

@@ -554,11 +554,11 @@ class Dataset:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> float32 (x/255 - shift)/scale."""
-        gain, offset = self._affine
+        gain, offset = self.affine
         return torch.addcmul(offset, x.to(torch.float32), gain)
 
     @functools.cached_property
-    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         # (x/255 - shift)/scale == x*gain + offset: one fused multiply-add per batch. Cached in the
         # instance __dict__ (cached_property bypasses the frozen __setattr__), computed once per device.
         return 1.0 / (255.0 * self.scale), -self.shift / self.scale

@@ -80,10 +80,6 @@ def _blocks(size: int, trailing: int) -> Expand:
     return lambda s: s.repeat_interleave(size).view(-1, *([1] * trailing))
 
 
-def _columns(size: int) -> Expand:
-    return lambda s: s.repeat_interleave(size)[None, :]
-
-
 def _leading(trailing: int) -> Expand:
     return lambda s: s.view(-1, *([1] * trailing))
 
@@ -114,14 +110,15 @@ class PopulationNet(nn.Module):
                 ]
                 self.convs.append((w, b))
             elif i == 0 and kind == "mlp":
-                # The shared input times every trial's first layer: one (D, P * H) matmul; trial p
-                # owns a block of H columns.
-                w = nn.Parameter(torch.cat([x.T for x in ws], dim=1).contiguous())
-                b = nn.Parameter(torch.stack(bs).contiguous())
-                self.params += [_Param(w, _columns(first.out_features), True), _Param(b, _leading(1), False)]
+                # Every trial's first layer stacked: (P * H, D), trial p owns a block of H rows, so the
+                # shared batch meets all trials in one matmul, and activations stay (P, H, B).
+                w = nn.Parameter(torch.cat(ws).contiguous())
+                b = nn.Parameter(torch.cat(bs).contiguous())
+                h = first.out_features
+                self.params += [_Param(w, _blocks(h, 1), True), _Param(b, _blocks(h, 0), False)]
                 self.linears.append((w, b))
             else:
-                w = nn.Parameter(torch.stack([x.T for x in ws]).contiguous())  # (P, in, out)
+                w = nn.Parameter(torch.stack(ws).contiguous())  # (P, out, in), as nn.Linear keeps it
                 b = nn.Parameter(torch.stack(bs).contiguous())  # (P, out)
                 self.params += [_Param(w, _leading(2), True), _Param(b, _leading(1), False)]
                 self.linears.append((w, b))
@@ -129,7 +126,6 @@ class PopulationNet(nn.Module):
             self.register_parameter(f"p{i}", prm.tensor)  # type: ignore[arg-type]
         self._first: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
         self._w0_grad: torch.Tensor | None = None
-        self._sq: torch.Tensor | None = None
 
     def _act(self, h: torch.Tensor, channel_dim: int) -> torch.Tensor:
         if isinstance(self.act, Maxout):  # pairs adjacent units, as Maxout does on one model
@@ -141,18 +137,19 @@ class PopulationNet(nn.Module):
         """x: (B, C, H, W) shared by every trial -> logits (P, B, classes)."""
         p, batch = self.p, x.shape[0]
         if self.kind == "mlp":
+            # Activations are kept units-first, (P, units, B): every op below runs on contiguous data.
             w0, b0 = self.linears[0]
             flat = x.flatten(1)
             with torch.no_grad():
-                z = (flat @ w0).view(batch, p, -1).transpose(0, 1)  # (P, B, H)
+                z = torch.mm(w0, flat.T).view(p, -1, batch)  # (P, H, B)
             if torch.is_grad_enabled():
                 # The first layer's weight gradient is computed by hand (first_layer_grad): autograd's
-                # own matmul here ran ~3x slower and allocated a fresh P x 3072 x H tensor each step.
+                # own matmul here ran ~3x slower and allocated a fresh P x H x 3072 tensor each step.
                 z.requires_grad_(True)
                 self._first = (flat, z)
-            h = self._act(z + b0[:, None, :], 2)
+            h = self._act(z + b0.view(p, -1, 1), 1)
             for w, b in self.linears[1:-1]:
-                h = self._act(torch.baddbmm(b[:, None, :], h, w), 2)
+                h = self._act(torch.baddbmm(b[:, :, None], w, h), 1)
         else:
             h = x
             for i, (w, b) in enumerate(self.convs):
@@ -160,22 +157,21 @@ class PopulationNet(nn.Module):
                 h = self._act(h, 1)
                 if h.shape[-1] >= 2:
                     h = F.max_pool2d(h, 2)
-            h = h.reshape(batch, p, -1).transpose(0, 1)  # (P, B, C * s * s), each trial's flatten order
+            h = h.reshape(batch, p, -1).permute(1, 2, 0)  # (P, C * s * s, B), each trial's flatten order
         w, b = self.linears[-1]
-        return torch.baddbmm(b[:, None, :], h, w)
+        return torch.baddbmm(b[:, :, None], w, h).transpose(1, 2)  # (P, B, classes)
 
     @torch.no_grad()
     def first_layer_grad(self) -> None:
-        """After backward: dL/dW of the MLP's first layer, x^T dz, into a buffer kept across steps."""
+        """After backward: dL/dW of the MLP's first layer, dz x, into a buffer kept across steps."""
         if self.kind != "mlp":
             return
         flat, z = self._first
         w0 = self.linears[0][0]
         assert z.grad is not None
-        dz = z.grad.transpose(0, 1).reshape(flat.shape[0], -1)  # (B, P * H), trial blocks side by side
         if self._w0_grad is None:
             self._w0_grad = torch.empty_like(w0)
-        torch.mm(flat.T, dz, out=self._w0_grad)
+        torch.mm(z.grad.view(-1, flat.shape[0]), flat, out=self._w0_grad)  # (P * H, B) @ (B, D)
         w0.grad = self._w0_grad
 
     @torch.no_grad()
@@ -185,22 +181,14 @@ class PopulationNet(nn.Module):
         for prm in self.params:
             if not prm.decays:
                 continue
-            t = prm.tensor
-            if self.kind == "mlp" and t is self.linears[0][0]:
-                # (D, P * H): square into a kept buffer, sum the rows, then each trial's H columns.
-                if self._sq is None:
-                    self._sq = torch.empty_like(t)
-                torch.mul(t, t, out=self._sq)
-                total += self._sq.sum(0).view(self.p, -1).sum(1)
-            else:
-                total += _rows(t, self.p)
+            total += _rows(prm.tensor, self.p)
         return 0.5 * wd * total
 
 
 def _rows(t: torch.Tensor, p: int) -> torch.Tensor:
-    """Per-trial sum of squares of a weight whose leading rows are grouped by trial: (P, in, out)
-    or a conv's (P * C_out, C_in, k, k)."""
-    return t.detach().reshape(p, -1).square().sum(1)
+    """Per-trial sum of squares of a weight whose leading rows are grouped by trial: (P * H, D),
+    (P, out, in) or a conv's (P * C_out, C_in, k, k)."""
+    return torch.linalg.vector_norm(t.detach().view(p, -1), dim=1).square()
 
 
 class PopulationOptimizer:
@@ -315,29 +303,26 @@ def run_population(configs: list[TrialConfig], data: Dataset) -> list[TrialResul
     steps_per_epoch = math.ceil(n / train.batch_size)
     every = max(1, math.ceil(train.epochs * steps_per_epoch / MAX_CURVE_POINTS))
     acc_idx = torch.linspace(0, n - 1, min(n, TRAIN_ACC_SAMPLE), device=device).long()
-    y_rep = None
     it = 0
     curve: list[torch.Tensor] = []
+    batch = _BatchBuffers(data, train.batch_size, p)
     for epoch in range(train.epochs):
         order = batch_order(n, first.seed, epoch, device)
-        epoch_sum = torch.zeros(p, dtype=torch.float64, device=device)
+        epoch_data = torch.zeros(p, dtype=torch.float64, device=device)
         for s in range(0, n, train.batch_size):
-            idx = order[s : s + train.batch_size]
-            y = data.y_train[idx]
-            logits = net(data.normalize(data.x_train[idx]))  # (P, B, C)
-            if y_rep is None or y_rep.shape[0] != p * len(idx):
-                y_rep = torch.empty(p * len(idx), dtype=torch.long, device=device)
-            y_rep.view(p, -1).copy_(y.expand(p, -1))
-            data_loss = (
-                F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_rep, reduction="none").view(p, -1).mean(1)
-            )
-            loss = data_loss.detach() + net.penalty(opt.wd)
+            x, y_rep = batch.load(order[s : s + train.batch_size])
+            logits = net(x)  # (P, B, C)
+            per_example = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_rep, reduction="none")
+            data_loss = per_example.view(p, -1).mean(1)
             if it == 0:
                 for r, v in zip(results, data_loss.tolist(), strict=True):
                     r.initial_loss = v
+            watched = data_loss.detach()
             if it % every == 0:
-                curve.append(loss)
-            dead = ~torch.isfinite(loss) & opt.alive
+                # The L2 term costs a pass over all weights, so it is added where the curve is sampled.
+                watched = watched + net.penalty(opt.wd)
+                curve.append(watched)
+            dead = ~torch.isfinite(watched) & opt.alive
             diverged = bool(dead.any())
             if diverged:
                 _mark_diverged(results, dead, it)
@@ -351,15 +336,16 @@ def run_population(configs: list[TrialConfig], data: Dataset) -> list[TrialResul
                 opt.freeze()
             if it % FLUSH_EVERY == 0 and device.type == "cpu":
                 opt.flush_tiny()
-            epoch_sum += torch.where(alive, loss, torch.zeros_like(loss)).double()
+            epoch_data += torch.where(alive, data_loss.detach(), torch.zeros_like(data_loss)).double()
             it += 1
+        epoch_loss = epoch_data / steps_per_epoch + net.penalty(opt.wd).double()
         opt.end_epoch()
         train_acc = _accuracy(net, data, data.x_train[acc_idx], data.y_train[acc_idx]).tolist()
         val_acc = _accuracy(net, data, data.x_val, data.y_val).tolist()
         for j, r in enumerate(results):
             if r.state is TrialState.COMPLETE:
                 r.iterations, r.epochs_done = it, epoch + 1
-                r.train_loss = float(epoch_sum[j]) / steps_per_epoch
+                r.train_loss = float(epoch_loss[j])
                 r.train_loss_per_epoch.append(r.train_loss)
                 r.train_acc_per_epoch.append(train_acc[j])
                 r.val_acc_per_epoch.append(val_acc[j])
@@ -369,6 +355,28 @@ def run_population(configs: list[TrialConfig], data: Dataset) -> list[TrialResul
     for r in results:
         r.wall_time = elapsed / p  # the population's time, shared evenly
     return results
+
+
+class _BatchBuffers:
+    """The minibatch gathered and normalized into buffers kept across steps: fresh megabyte-sized
+    tensors each step cost page faults that showed up as much as the conversion itself."""
+
+    def __init__(self, data: Dataset, batch_size: int, p: int) -> None:
+        self.data, self.p = data, p
+        self.raw = torch.empty((batch_size, *data.x_train.shape[1:]), dtype=torch.uint8, device=data.x_train.device)
+        self.x = torch.empty(self.raw.shape, dtype=torch.float32, device=data.x_train.device)
+        self.y = torch.empty(p * batch_size, dtype=torch.long, device=data.x_train.device)
+
+    def load(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = len(idx)
+        raw, x = self.raw[:b], self.x[:b]
+        torch.index_select(self.data.x_train, 0, idx, out=raw)
+        x.copy_(raw)
+        gain, offset = self.data.affine
+        torch.addcmul(offset, x, gain, out=x)  # the same arithmetic as Dataset.normalize
+        y = self.y[: self.p * b]
+        y.view(self.p, b).copy_(self.data.y_train[idx].expand(self.p, b))
+        return x, y
 
 
 def _mark_diverged(results: list[TrialResult], dead: torch.Tensor, it: int) -> None:

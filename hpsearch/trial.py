@@ -15,7 +15,7 @@ from hpsearch.data import Dataset
 from hpsearch.models import Net, build_model, l2_penalty
 from hpsearch.spec import ModelSpec, Optimizer, TrainSpec
 
-MAX_CURVE_POINTS = 500  # per-iteration losses kept in a record (evenly strided)
+MAX_CURVE_POINTS = 250  # per-iteration losses kept in a record (evenly strided)
 TRAIN_ACC_SAMPLE = 1000  # training accuracy is measured on this many fixed training examples
 EVAL_CHUNK = 1000  # examples per forward pass when evaluating
 # Strong weight decay drives weights toward 0 until they are denormal floats, and CPU matmuls on
@@ -48,7 +48,7 @@ class TrialResult:
     params: dict[str, Any]
     val_acc: float | None = None  # at the last epoch trained
     train_acc: float | None = None
-    train_loss: float | None = None  # mean training loss (data + L2) over the last epoch
+    train_loss: float | None = None  # mean data loss over the last epoch + the L2 penalty at its end
     initial_loss: float | None = None  # data loss at init on the first minibatch; ln(C) expected
     epochs_done: int = 0
     iterations: int = 0
@@ -162,7 +162,7 @@ def _train(config: TrialConfig, data: Dataset, result: TrialResult) -> None:
     it = 0
     for epoch in range(train.epochs):
         order = batch_order(n, config.seed, epoch, device)
-        epoch_loss = 0.0
+        epoch_data_loss = 0.0
         for start in range(0, n, train.batch_size):
             idx = order[start : start + train.batch_size]
             loss, data_loss = training_loss(
@@ -182,13 +182,13 @@ def _train(config: TrialConfig, data: Dataset, result: TrialResult) -> None:
             opt.step()
             if it % FLUSH_EVERY == 0 and device.type == "cpu":
                 flush_tiny_(net, opt)
-            epoch_loss += value
+            epoch_data_loss += float(data_loss.detach())
             it += 1
         for group in opt.param_groups:
             group["lr"] *= train.lr_decay
         result.iterations = it
         result.epochs_done = epoch + 1
-        result.train_loss = epoch_loss / steps_per_epoch
+        result.train_loss = epoch_data_loss / steps_per_epoch + float(l2_penalty(net, train.weight_decay).detach())
         result.train_loss_per_epoch.append(result.train_loss)
         result.train_acc_per_epoch.append(accuracy(net, data, x_acc, y_acc))
         result.val_acc_per_epoch.append(accuracy(net, data, data.x_val, data.y_val))
