@@ -1,0 +1,122 @@
+"""Population training equals one-at-a-time training, contains divergence, groups by shape; the
+executor's worker processes give the same results."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from hpsearch.data import Dataset, build_dataset
+from hpsearch.executor import DataRecipe, ExecOptions, auto_population, execute
+from hpsearch.population import group_key, plan_populations, run_population
+from hpsearch.spec import DataSpec, ModelSpec, TrainSpec, parse_spec, spec_to_yaml
+from hpsearch.trial import TrialConfig, TrialResult, TrialState, run_trial
+
+# 1,000 training images in batches of 20: one epoch is exactly 50 steps.
+DATA = DataSpec(dataset="synthetic", synthetic_train=1100, synthetic_test=100, val_size=100)
+
+
+@pytest.fixture(scope="module")
+def data() -> Dataset:
+    return build_dataset(DATA)
+
+
+def configs(
+    model: ModelSpec, optimizer: str, lrs: list[float], wds: list[float], momenta: list[float]
+) -> list[TrialConfig]:
+    out = []
+    for i, (lr, wd, m) in enumerate(zip(lrs, wds, momenta, strict=True)):
+        train = TrainSpec(
+            epochs=1, batch_size=20, optimizer=optimizer, lr=lr, weight_decay=wd, momentum=m, lr_decay=0.9, device="cpu"
+        )  # type: ignore[arg-type]
+        out.append(TrialConfig(i, {"lr": lr, "weight_decay": wd}, model, train, seed=7))
+    return out
+
+
+def max_relative_difference(a: list[TrialResult], b: list[TrialResult]) -> float:
+    worst = 0.0
+    for x, y in zip(a, b, strict=True):
+        assert x.trial == y.trial and x.state is y.state and len(x.losses) == len(y.losses)
+        for u, v in zip(x.losses, y.losses, strict=True):
+            worst = max(worst, abs(u - v) / abs(u))
+    return worst
+
+
+CASES = [
+    (ModelSpec(hidden=(32,)), "momentum"),
+    (ModelSpec(hidden=(32, 16), activation="tanh", init="xavier"), "nesterov"),
+    (ModelSpec(hidden=(16,), activation="maxout"), "sgd"),
+    (ModelSpec(hidden=(24,)), "adam"),
+    (ModelSpec(kind="convnet", hidden=(8, 16)), "momentum"),
+    (ModelSpec(kind="convnet", hidden=(6,), activation="elu"), "adam"),
+]
+
+
+@pytest.mark.parametrize(("model", "optimizer"), CASES, ids=[f"{m.kind}-{o}-{m.activation.value}" for m, o in CASES])
+def test_population_equals_one_at_a_time_after_50_steps(data: Dataset, model: ModelSpec, optimizer: str) -> None:
+    lrs = [1e-3, 3e-4, 2e-3, 5e-4] if optimizer == "adam" else [0.02, 0.01, 0.005, 0.002]
+    cs = configs(model, optimizer, lrs, [1e-3, 0.0, 1e-2, 0.1], [0.9, 0.5, 0.8, 0.95])
+    single = [run_trial(c, data) for c in cs]
+    together = run_population(cs, data)
+    assert all(r.iterations == 50 for r in single + together)
+    assert max_relative_difference(single, together) <= 1e-4
+    for s, t in zip(single, together, strict=True):
+        assert t.val_acc == pytest.approx(s.val_acc, abs=0.011)  # at most one of 100 validation images
+        assert t.train_loss == pytest.approx(s.train_loss, rel=1e-4)
+        assert t.initial_loss == pytest.approx(s.initial_loss, rel=1e-6)
+
+
+def test_a_diverged_trial_does_not_poison_the_others(data: Dataset) -> None:
+    model = ModelSpec(hidden=(32,))
+    cs = configs(model, "sgd", [0.02, 1e6, 0.01], [1e-3, 1e-3, 0.0], [0.0, 0.0, 0.0])
+    together = run_population(cs, data)
+    assert [r.state for r in together] == [TrialState.COMPLETE, TrialState.DIVERGED, TrialState.COMPLETE]
+    alone = [run_trial(c, data) for c in (cs[0], cs[2])]
+    assert max_relative_difference(alone, [together[0], together[2]]) <= 1e-4
+    assert together[1].iterations == run_trial(cs[1], data).iterations  # stopped at the same step
+
+
+def test_trials_of_different_shapes_train_in_separate_populations() -> None:
+    base = TrainSpec(device="cpu")
+    mk = lambda i, model, train=base: TrialConfig(i, {}, model, train, 0)  # noqa: E731
+    cs = [
+        mk(0, ModelSpec(hidden=(50,))),
+        mk(1, ModelSpec(hidden=(100,))),
+        mk(2, ModelSpec(hidden=(50,))),
+        mk(3, ModelSpec(hidden=(50,)), TrainSpec(device="cpu", batch_size=64)),
+        mk(4, ModelSpec(hidden=(50,), dropout=0.5)),  # dropout trains alone
+        mk(5, ModelSpec(hidden=(50,), activation="prelu")),  # so does a learned slope
+        mk(6, ModelSpec(hidden=(50,))),
+    ]
+    pops = plan_populations(cs, size=2)
+    assert [[c.trial_id for c in pop] for pop in pops] == [[0, 2], [1], [3], [4], [5], [6]]
+    assert group_key(cs[4]) is None and group_key(cs[5]) is None
+
+
+def test_auto_population_fits_the_memory_budget(data: Dataset) -> None:
+    small = TrialConfig(0, {}, ModelSpec(hidden=(16,)), TrainSpec(device="cpu"), 0)
+    large = TrialConfig(0, {}, ModelSpec(hidden=(1024, 1024)), TrainSpec(device="cpu"), 0)
+    assert auto_population(small, data) > auto_population(large, data) >= 1
+
+
+def test_worker_processes_give_the_same_results(data: Dataset) -> None:
+    spec = parse_spec({"name": "w", "data": DATA.model_dump(mode="json"), "train": {"device": "cpu"}})
+    cs = configs(ModelSpec(hidden=(16,)), "momentum", [0.02, 0.01, 0.005, 0.002], [1e-3] * 4, [0.9] * 4)
+    here: list[TrialResult] = []
+    execute(cs, data, ExecOptions(population=2, workers=1), here.append)
+    there: list[TrialResult] = []
+    execute(
+        cs, data, ExecOptions(population=2, workers=2), there.append, worker_data=DataRecipe(spec_to_yaml(spec), None)
+    )
+    assert sorted(r.trial for r in there) == [0, 1, 2, 3]
+    by_trial = {r.trial: r for r in there}
+    assert max_relative_difference(here, [by_trial[r.trial] for r in here]) <= 1e-6
+    assert all(math.isfinite(r.val_acc or math.nan) for r in there)
+
+
+def test_data_recipe_rebuilds_the_same_dataset(data: Dataset, tmp_path: Path) -> None:
+    spec = parse_spec({"name": "w", "data": DATA.model_dump(mode="json"), "train": {"device": "cpu"}})
+    again = DataRecipe(spec_to_yaml(spec), None)()
+    assert bool((again.x_train == data.x_train).all()) and bool((again.shift == data.shift).all())
