@@ -23,6 +23,7 @@ optimizer updates are not counted. The GEMM peak is the best of three 4096^3 fp3
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -100,14 +101,13 @@ def run_way(name: str, fn, flops: float, peak: float, work: int) -> dict:  # typ
         "way": name,
         "wall_s": wall,
         "trial_epochs_per_min": work / wall * 60,
-        "useful_gflops": flops / wall / 1e9,
-        "pct_of_gemm_peak": 100 * flops / wall / 1e9 / peak,
+        "useful_gflops": flops / wall / 1e9 if flops else None,
+        "pct_of_gemm_peak": 100 * flops / wall / 1e9 / peak if flops else None,
     }
-    print(
-        f"{name:28s} {wall:8.2f} s  {row['trial_epochs_per_min']:8.1f} trial-epochs/min  "
-        f"{row['useful_gflops']:7.1f} GFLOP/s useful  {row['pct_of_gemm_peak']:5.1f}% of GEMM peak",
-        flush=True,
-    )
+    line = f"{name:28s} {wall:8.2f} s  {row['trial_epochs_per_min']:8.1f} trial-epochs/min"
+    if flops:
+        line += f"  {row['useful_gflops']:7.1f} GFLOP/s useful  {row['pct_of_gemm_peak']:5.1f}% of GEMM peak"
+    print(line, flush=True)
     return row
 
 
@@ -118,19 +118,33 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--population", type=int, default=None, help="hpsearch population size (default: auto)")
     ap.add_argument("--skip-tutorial", action="store_true")
+    ap.add_argument(
+        "--convnet",
+        action="store_true",
+        help="the convnet (3x3 conv 16 and 32 channels, pooling) instead of the two-layer net; "
+        "no tutorial loop, and FLOPs not counted",
+    )
+    ap.add_argument("--images", type=int, default=None, help="train on the first N images only")
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()
 
     spec: Spec = load_spec(ROOT / "configs/cifar10_coarse.yaml")
     raw = spec.model_dump()
     raw["train"].update(epochs=args.epochs, device="cpu")
+    if args.convnet:
+        raw["model"].update(kind="convnet", hidden=[16, 32])
+        args.skip_tutorial = True
     raw["search"]["trials"] = args.trials
     spec = Spec.model_validate(raw)
+    t = time.perf_counter()
     data = load_data(spec, args.data_root, None) if args.data_root else random_cifar_shaped()
+    load_s = time.perf_counter() - t
+    if args.images:
+        data = dataclasses.replace(data, x_train=data.x_train[: args.images], y_train=data.y_train[: args.images])
     configs = trial_configs(spec, TrialSampler(spec.search))
     n = len(data.x_train)
     work = args.trials * args.epochs
-    flops = work * n * (4 * D * H + 6 * H * C)
+    flops = 0.0 if args.convnet else work * n * (4 * D * H + 6 * H * C)
     peak = gemm_peak()
     print(
         f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
@@ -138,6 +152,7 @@ def main() -> None:
         f"{n} training images; {args.trials} trials x {args.epochs} epochs"
     )
     print(f"fp32 GEMM peak (4096^3 matmul): {peak:.1f} GFLOP/s", flush=True)
+    print(f"data into memory (read, split, preprocessing statistics): {load_s:.2f} s", flush=True)
 
     rows = []
     if not args.skip_tutorial:
@@ -171,22 +186,29 @@ def main() -> None:
         )
     )
     by_trial = {r.trial: r for r in results}
-    worst = max(
-        (
-            abs(a - b) / abs(a)
-            for r in pop
-            for a, b in zip(by_trial[r.trial].losses, r.losses, strict=False)
-            if math.isfinite(a) and a != 0
-        ),
-        default=0.0,
-    )
+    per_trial = {}
+    for r in pop:
+        # The first 50 steps, as the tests check: later, and in trials whose learning rate sits at the
+        # edge of stability, float rounding differences grow chaotically.
+        pairs = [
+            (a, b)
+            for i, (a, b) in enumerate(zip(by_trial[r.trial].losses, r.losses, strict=False))
+            if i * r.loss_every < 50 and math.isfinite(a) and a != 0
+        ]
+        per_trial[r.trial] = max((abs(a - b) / abs(a) for a, b in pairs), default=0.0)
+    close = [t for t, d in per_trial.items() if d <= 1e-4]
+    worst = max(per_trial.values(), default=0.0)
     speedups = {}
     base = {r["way"]: r["wall_s"] for r in rows}
     names = list(base)
     for other in names[:-1]:
         speedups[f"population vs {other}"] = base[other] / base[names[-1]]
         print(f"speed-up, population vs {other}: {speedups[f'population vs {other}']:.2f}x")
-    print(f"population vs one at a time, largest relative loss difference over all iterations: {worst:.1e}")
+    far = {t: f"{d:.1e} (lr {by_trial[t].params['lr']:.2g})" for t, d in per_trial.items() if d > 1e-4}
+    print(
+        f"population vs one at a time, losses in the first 50 steps: {len(close)} of {len(per_trial)} trials "
+        f"within 1e-4 relative" + (f"; the others: {far}" if far else "")
+    )
     if args.json:
         args.json.write_text(
             json.dumps(
