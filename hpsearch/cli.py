@@ -92,6 +92,9 @@ class TrialProgress:
     def __exit__(self, *exc: object) -> None:
         if "steps" in self.tasks and exc[0] is None:
             self.progress.update(self.tasks["steps"], completed=4, count="4/4", best="done")
+        if "trials" in self.tasks and exc[0] is None:  # trials that diverged early never report epochs
+            task = self.tasks["trials"]
+            self.progress.update(task, completed=self.progress.tasks[task].total)
         if self.tasks:
             self.progress.stop()
 
@@ -113,10 +116,18 @@ class TrialProgress:
         self.steps.append(name)
         self.progress.update(task, completed=done, count=f"{done}/4", best=name)
 
-    def on_trial(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None:
-        task = self._task("trials", "search", total)
+    def start(self, trials: int, trial_epochs: int) -> None:
+        """A stage begins: the bar counts trial-epochs, so populations show progress every epoch."""
+        task = self._task("trials", "search", trial_epochs)
+        self.progress.update(task, total=trial_epochs, completed=0, count=f"trial 0/{trials}")
+
+    def epochs_done(self, count: int) -> None:
+        self.progress.advance(self._task("trials", "search", None), count)
+
+    def trial_done(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None:
+        task = self._task("trials", "search", None)
         shown = f"best val_acc {best.val_acc:.3f} (trial {best.trial})" if best and best.val_acc is not None else ""
-        self.progress.update(task, completed=done, count=f"trial {done}/{total}", best=shown)
+        self.progress.update(task, count=f"trial {done}/{total}", best=shown)
 
 
 def render_outcome(outcome: StageOutcome) -> None:
@@ -205,7 +216,7 @@ def coarse(
                     execution=ExecOptions(population=population, workers=workers),
                 ),
                 on_data=progress.on_data,
-                on_trial=progress.on_trial,
+                progress=progress,
             )
     except HpsearchError as e:
         raise fail(str(e)) from None
@@ -242,9 +253,7 @@ def refine(
     )
     try:
         with TrialProgress() as progress:
-            result = run_refine(
-                run_dir, options, on_data=progress.on_data, on_trial=progress.on_trial, on_plan=render_plan
-            )
+            result = run_refine(run_dir, options, on_data=progress.on_data, progress=progress, on_plan=render_plan)
     except HpsearchError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt:

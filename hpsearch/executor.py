@@ -24,7 +24,7 @@ from hpsearch.data import Dataset
 from hpsearch.models import build_model
 from hpsearch.population import plan_populations, run_population
 from hpsearch.spec import parse_spec
-from hpsearch.trial import TrialConfig, TrialResult, run_trial
+from hpsearch.trial import EpochCallback, TrialConfig, TrialResult, run_trial
 
 CPU_POPULATION_BYTES = 64 * 2**20  # weights + grads + optimizer state of one population on a CPU:
 # larger populations fall out of cache and got slower per trial (P=16: 0.24 s, P=64: 0.28 s,
@@ -69,6 +69,7 @@ def execute(
     options: ExecOptions,
     on_result: ResultCallback,
     worker_data: Callable[[], Dataset] | None = None,
+    on_epoch: EpochCallback | None = None,
 ) -> None:
     """Train every config, calling on_result as each trial's result is known (in this process).
     `worker_data` builds the dataset inside a worker process (each loads it once)."""
@@ -79,14 +80,14 @@ def execute(
     workers = options.workers if options.workers is not None else default_workers()
     if workers <= 1 or len(populations) == 1 or worker_data is None:
         for pop in populations:
-            for result in _train(pop, data):
+            for result in _train(pop, data, on_epoch):
                 on_result(result)
         return
-    _execute_in_workers(populations, workers, worker_data, on_result)
+    _execute_in_workers(populations, workers, worker_data, on_result, on_epoch)
 
 
-def _train(pop: list[TrialConfig], data: Dataset) -> list[TrialResult]:
-    return run_population(pop, data) if len(pop) > 1 else [run_trial(pop[0], data)]
+def _train(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None = None) -> list[TrialResult]:
+    return run_population(pop, data, on_epoch) if len(pop) > 1 else [run_trial(pop[0], data, on_epoch)]
 
 
 # --------------------------------------------------------------------------- worker processes
@@ -106,7 +107,11 @@ def _worker_train(pop: list[TrialConfig]) -> list[TrialResult]:
 
 
 def _execute_in_workers(
-    populations: list[list[TrialConfig]], workers: int, make_data: Callable[[], Dataset], on_result: ResultCallback
+    populations: list[list[TrialConfig]],
+    workers: int,
+    make_data: Callable[[], Dataset],
+    on_result: ResultCallback,
+    on_epoch: EpochCallback | None,
 ) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
@@ -119,6 +124,8 @@ def _execute_in_workers(
             for future in done:
                 for result in future.result():
                     on_result(result)
+                    if on_epoch:  # a worker's epochs are only known when its population returns
+                        on_epoch(result.epochs_done)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from hpsearch.trial import (
     MAX_CURVE_POINTS,
     TINY,
     TRAIN_ACC_SAMPLE,
+    EpochCallback,
     TrialConfig,
     TrialResult,
     TrialState,
@@ -290,7 +291,9 @@ def _accuracy(net: PopulationNet, data: Dataset, x: torch.Tensor, y: torch.Tenso
     return correct / max(1, len(x))
 
 
-def run_population(configs: list[TrialConfig], data: Dataset) -> list[TrialResult]:
+def run_population(
+    configs: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None = None
+) -> list[TrialResult]:
     """Train `configs` (one group key) together on `data`; one TrialResult per config, in order."""
     start = time.perf_counter()
     first = configs[0]
@@ -350,6 +353,8 @@ def run_population(configs: list[TrialConfig], data: Dataset) -> list[TrialResul
                 r.train_acc_per_epoch.append(train_acc[j])
                 r.val_acc_per_epoch.append(val_acc[j])
                 r.train_acc, r.val_acc = train_acc[j], val_acc[j]
+        if on_epoch:
+            on_epoch(p)
     _fill_curves(results, curve, every)
     elapsed = time.perf_counter() - start
     for r in results:

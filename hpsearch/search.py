@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy
 import torch
@@ -54,7 +54,14 @@ class StageOutcome:
         return self.ranked[0] if self.ranked and self.ranked[0].state is TrialState.COMPLETE else None
 
 
-TrialCallback = Callable[[TrialResult, int, int, TrialResult | None], None]  # result, done, total, best
+class StageProgress(Protocol):
+    """What a stage reports while it runs (the CLI draws it as a progress bar)."""
+
+    def start(self, trials: int, trial_epochs: int) -> None: ...
+
+    def trial_done(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None: ...
+
+    def epochs_done(self, count: int) -> None: ...
 
 
 def with_overrides(spec: Spec, trials: int | None = None, epochs: int | None = None, seed: int | None = None) -> Spec:
@@ -88,7 +95,7 @@ def run_coarse(
     spec_path: str,
     options: StageOptions,
     on_data: ProgressFn | None = None,
-    on_trial: TrialCallback | None = None,
+    progress: StageProgress | None = None,
 ) -> StageOutcome:
     """Run the coarse stage of `spec` into RUN/coarse and return the ranked outcome."""
     configs = trial_configs(spec, _sampler(spec, spec_path))
@@ -98,7 +105,7 @@ def run_coarse(
     store = StageStore(run_dir / COARSE)
     store.create()
     history = [{"stage": COARSE, "planned_from": None, "trials": len(configs), "epochs": spec.train.epochs}]
-    return _run_stage(store, spec, spec_path, options, configs, data, history, on_trial)
+    return _run_stage(store, spec, spec_path, options, configs, data, history, progress)
 
 
 def _sampler(spec: Spec, spec_path: str) -> TrialSampler:
@@ -116,7 +123,7 @@ def _run_stage(
     configs: list[TrialConfig],
     data: Dataset,
     history: list[dict[str, Any]],
-    on_trial: TrialCallback | None,
+    progress: StageProgress | None,
 ) -> StageOutcome:
     store.write_text("spec.yaml", spec_to_yaml(spec))
     run_info = _run_info(spec, spec_path, options)
@@ -129,11 +136,13 @@ def _run_stage(
         store.append_trial(result)
         results.append(result)
         best = _better(result, best)
-        if on_trial:
-            on_trial(result, len(results), len(configs), best)
+        if progress:
+            progress.trial_done(result, len(results), len(configs), best)
 
     recipe = DataRecipe(spec_to_yaml(spec), options.data_root)
-    execute(configs, data, options.execution, record, worker_data=recipe)
+    if progress:
+        progress.start(len(configs), sum(c.train.epochs for c in configs))
+    execute(configs, data, options.execution, record, recipe, progress.epochs_done if progress else None)
     results.sort(key=lambda r: r.trial)
     run_info["end_time"] = _now()
     store.write_json("run.json", run_info)
@@ -255,7 +264,7 @@ def run_refine(
     run_dir: Path,
     options: RefineOptions,
     on_data: ProgressFn | None = None,
-    on_trial: TrialCallback | None = None,
+    progress: StageProgress | None = None,
     on_plan: Callable[[list[RangePlan]], None] | None = None,
 ) -> RefineOutcome:
     """Plan the next stage from the latest one (narrower around its top-k, outward at an edge),
@@ -300,7 +309,7 @@ def run_refine(
     }
     history = [*previous_doc.get("history", []), _jsonable(entry)]
     spec_path = str(run_dir / previous / "spec.yaml")
-    outcome = _run_stage(store, new_spec, spec_path, _stage_options(options), configs, data, history, on_trial)
+    outcome = _run_stage(store, new_spec, spec_path, _stage_options(options), configs, data, history, progress)
     return RefineOutcome(outcome, previous, plans, [_jsonable(c.params) for c in skipped])
 
 

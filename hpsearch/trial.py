@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -134,13 +135,16 @@ def training_loss(net: Net, x: torch.Tensor, y: torch.Tensor, weight_decay: floa
     return (data_loss + l2_penalty(net, weight_decay) if weight_decay else data_loss), data_loss
 
 
-def run_trial(config: TrialConfig, data: Dataset) -> TrialResult:
+EpochCallback = Callable[[int], None]  # called with the number of trial-epochs just finished
+
+
+def run_trial(config: TrialConfig, data: Dataset, on_epoch: EpochCallback | None = None) -> TrialResult:
     """Train one trial on `data` (already on its device). Never raises for a bad trial:
     NaN/inf is DIVERGED, any other exception FAILED with its message."""
     start = time.perf_counter()
     result = TrialResult(trial=config.trial_id, state=TrialState.COMPLETE, params=dict(config.params))
     try:
-        _train(config, data, result)
+        _train(config, data, result, on_epoch)
     except Exception as e:  # one trial's error must not end the search; it is recorded, not hidden
         result.state = TrialState.FAILED
         result.error = f"{type(e).__name__}: {e}"
@@ -148,7 +152,7 @@ def run_trial(config: TrialConfig, data: Dataset) -> TrialResult:
     return result
 
 
-def _train(config: TrialConfig, data: Dataset, result: TrialResult) -> None:
+def _train(config: TrialConfig, data: Dataset, result: TrialResult, on_epoch: EpochCallback | None) -> None:
     train = config.train
     device = data.x_train.device
     torch.manual_seed(init_seed(config.seed, config.trial_id))
@@ -194,3 +198,5 @@ def _train(config: TrialConfig, data: Dataset, result: TrialResult) -> None:
         result.val_acc_per_epoch.append(accuracy(net, data, data.x_val, data.y_val))
         result.train_acc = result.train_acc_per_epoch[-1]
         result.val_acc = result.val_acc_per_epoch[-1]
+        if on_epoch:
+            on_epoch(1)
