@@ -211,6 +211,14 @@ class PopulationOptimizer:
         self.beta1, self.beta2 = vec([t.beta1 for t in trains]), vec([t.beta2 for t in trains])
         self.eps = vec([t.eps for t in trains])
         self.alive = torch.ones(len(configs), dtype=torch.bool, device=device)
+        # The common case, momentum fixed in the spec and only lr / weight decay searched, gets the
+        # first layer's update fused into its gradient matmul (see _fused_first_layer).
+        self.fused_first = (
+            net.kind == "mlp"
+            and not self.adam
+            and not self.nesterov
+            and bool((self.momentum == self.momentum[0]).all())
+        )
         self.state = [torch.zeros_like(p.tensor) for p in net.params]
         self.state2 = [torch.zeros_like(p.tensor) for p in net.params] if self.adam else []
         self.steps = 0
@@ -223,6 +231,9 @@ class PopulationOptimizer:
         self.steps += 1
         lr = torch.where(self.alive, self.lr, torch.zeros_like(self.lr))
         for i, prm in enumerate(self.net.params):
+            if i == 0 and self.fused_first:
+                self._fused_first_layer(prm, lr)
+                continue
             t, g = prm.tensor, prm.tensor.grad
             assert g is not None
             if prm.decays:
@@ -231,6 +242,17 @@ class PopulationOptimizer:
                 self._adam(i, prm, t, g, lr)
             else:
                 self._sgd(i, prm, t, g, lr)
+
+    def _fused_first_layer(self, prm: _Param, lr: torch.Tensor) -> None:
+        """SGD with one momentum for every trial, on the MLP's first layer: the matmul that makes the
+        gradient adds it straight into the momentum buffer (buf = m * buf + dz x), so the gradient
+        itself is never written out; then buf += wd * W and W -= lr * buf, as torch.optim.SGD does."""
+        flat, z = self.net._first
+        assert z.grad is not None
+        buf = self.state[0]
+        buf.addmm_(z.grad.view(-1, flat.shape[0]), flat, beta=float(self.momentum[0]))
+        buf.addcmul_(prm.tensor, prm.expand(self.wd))
+        prm.tensor.addcmul_(buf, prm.expand(-lr))
 
     def _sgd(self, i: int, prm: _Param, t: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         m = prm.expand(self.momentum)
@@ -333,7 +355,8 @@ def run_population(
             alive = opt.alive
             net.zero_grad(set_to_none=True)
             torch.where(alive, data_loss, torch.zeros_like(data_loss)).sum().backward()
-            net.first_layer_grad()
+            if not opt.fused_first:
+                net.first_layer_grad()
             opt.step()
             if diverged:
                 opt.freeze()

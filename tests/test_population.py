@@ -68,6 +68,14 @@ def test_population_equals_one_at_a_time_after_50_steps(data: Dataset, model: Mo
         assert t.initial_loss == pytest.approx(s.initial_loss, rel=1e-6)
 
 
+def test_fused_update_with_one_momentum_equals_one_at_a_time(data: Dataset) -> None:
+    # Momentum fixed in the spec, lr and weight decay searched: the first layer's update is fused.
+    cs = configs(ModelSpec(hidden=(32,)), "momentum", [0.02, 0.01, 0.005, 0.002], [1e-3, 0.0, 1e-2, 0.1], [0.9] * 4)
+    single = [run_trial(c, data) for c in cs]
+    together = run_population(cs, data)
+    assert max_relative_difference(single, together) <= 1e-4
+
+
 def test_a_diverged_trial_does_not_poison_the_others(data: Dataset) -> None:
     model = ModelSpec(hidden=(32,))
     cs = configs(model, "sgd", [0.02, 1e6, 0.01], [1e-3, 1e-3, 0.0], [0.0, 0.0, 0.0])
