@@ -13,8 +13,9 @@ matplotlib.use("Agg")  # headless: no display needed, before pyplot is imported
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.collections import PathCollection  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hpsearch.rank import fmt_value, rank  # noqa: E402
 from hpsearch.spec import NumericRange, Spec  # noqa: E402
@@ -103,6 +104,7 @@ def plot_accuracy_curves(stages: list[StageData], path: Path, top: int = 5) -> P
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy")
     ax.set_title(f"Train (dashed) and validation (solid) accuracy of the top {len(ranked)} trials")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     if ranked:
         ax.legend(fontsize=7, loc="lower right")
@@ -193,10 +195,14 @@ def plot_lr_wd(stages: list[StageData], path: Path) -> Path | None:
     ax.set_ylabel("weight decay")
     ax.set_title("Learning rate x weight decay, coloured by validation accuracy")
     fig.colorbar(sc, ax=ax).set_label("validation accuracy")
-    legend = ax.legend(fontsize=8)
-    for handle in legend.legend_handles[: len(stages)]:
-        if isinstance(handle, PathCollection):
-            handle.set_facecolor("lightgray")  # the marker says the stage; the colour is the accuracy
+    # Legend entries in grey: the marker says the stage, the colour is the accuracy.
+    handles = [
+        Line2D([], [], ls="", marker=STAGE_MARKERS[i % len(STAGE_MARKERS)], mfc="lightgray", mec="black", label=s.name)
+        for i, s in enumerate(stages)
+    ]
+    if failed:
+        handles.append(Line2D([], [], ls="", marker="x", color="red", label="diverged / failed"))
+    ax.legend(handles=handles, fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, path)
 

@@ -273,7 +273,7 @@ def run_refine(
     if not done:
         raise StoreError(f"{run_dir}: no finished stage to refine; run hpsearch coarse SPEC --out {run_dir} first")
     previous = done[-1]
-    spec, results, _ = load_stage(run_dir, previous)
+    spec, results, previous_doc = load_stage(run_dir, previous)
     top_k = options.top_k or spec.refine.top_k
     top = top_complete(results, top_k)
     if not top:
@@ -281,7 +281,7 @@ def run_refine(
     plans = plan_ranges(spec.search.space, top, edges(spec.search.space, top[0]))
     if on_plan:
         on_plan(plans)
-    new_spec = _refined_spec(spec, plans, options, previous_trials=len(results), stage_index=len(done))
+    new_spec = _refined_spec(spec, plans, options, previous_trials=len(results))
     trained = {_config_key(c) for stage in done for c in _stage_configs(run_dir, stage)}
     configs: list[TrialConfig] = []
     skipped: list[TrialConfig] = []
@@ -295,7 +295,6 @@ def run_refine(
     stage = f"refine-{len(done)}"
     store = StageStore(run_dir / stage)
     store.create()
-    _, _, previous_doc = load_stage(run_dir, previous)
     entry = {
         "stage": stage,
         "planned_from": previous,
@@ -317,9 +316,7 @@ def _stage_options(options: RefineOptions) -> StageOptions:
     return StageOptions(data_root=options.data_root, command=options.command, execution=options.execution)
 
 
-def _refined_spec(
-    spec: Spec, plans: list[RangePlan], options: RefineOptions, previous_trials: int, stage_index: int
-) -> Spec:
+def _refined_spec(spec: Spec, plans: list[RangePlan], options: RefineOptions, previous_trials: int) -> Spec:
     data = spec.model_dump()
     data["search"]["space"] = {p.name: p.new.model_dump(exclude_none=True) for p in plans}
     data["search"]["trials"] = options.trials or spec.refine.trials or previous_trials
