@@ -38,7 +38,7 @@ def table_rows(ranked: list[TrialResult], param_names: list[str], stages: list[s
         rows.append(
             [str(i), *where, str(r.trial), r.state.value, _acc(r.val_acc), _acc(r.train_acc), _loss(r.train_loss)]
             + params
-            + [curve_text(r), f"{r.wall_time:.1f}"]
+            + [curve_text(r), f"{r.wall_time:.2f}"]
         )
     return rows
 
