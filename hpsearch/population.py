@@ -305,12 +305,12 @@ def _nets(configs: list[TrialConfig], data: Dataset) -> list[Net]:
 
 
 @torch.no_grad()
-def _accuracy(net: PopulationNet, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    correct = torch.zeros(net.p, device=x.device)
+def _accuracy(net: PopulationNet, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    correct = torch.zeros(net.p, dtype=torch.long, device=x.device)  # counts: exact, as run_trial's
     for i in range(0, len(x), EVAL_CHUNK):
         logits = net(data.normalize(x[i : i + EVAL_CHUNK]))
         correct += (logits.argmax(2) == y[i : i + EVAL_CHUNK]).sum(1)
-    return correct / max(1, len(x))
+    return [c / max(1, len(x)) for c in correct.tolist()]
 
 
 def run_population(
@@ -366,8 +366,13 @@ def run_population(
             it += 1
         epoch_loss = epoch_data / steps_per_epoch + net.penalty(opt.wd).double()
         opt.end_epoch()
-        train_acc = _accuracy(net, data, data.x_train[acc_idx], data.y_train[acc_idx]).tolist()
-        val_acc = _accuracy(net, data, data.x_val, data.y_val).tolist()
+        train_acc = _accuracy(net, data, data.x_train[acc_idx], data.y_train[acc_idx])
+        val_acc = _accuracy(net, data, data.x_val, data.y_val)
+        blown = ~torch.isfinite(epoch_loss) & opt.alive  # weights blew up on the epoch's last step
+        if bool(blown.any()):
+            _mark_diverged(results, blown, it - 1)
+            opt.alive &= ~blown
+            opt.freeze()
         for j, r in enumerate(results):
             if r.state is TrialState.COMPLETE:
                 r.iterations, r.epochs_done = it, epoch + 1

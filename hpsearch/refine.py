@@ -11,7 +11,7 @@ from typing import Any
 
 import annotated_types
 
-from hpsearch.rank import Edge, fmt_value
+from hpsearch.rank import Edge, fmt_value, rank
 from hpsearch.spec import SEARCHABLE, Categorical, ModelSpec, NumericRange, TrainSpec, is_int_param
 from hpsearch.trial import TrialResult, TrialState
 
@@ -47,8 +47,8 @@ def _dump(dom: NumericRange | Categorical) -> dict[str, Any]:
 
 
 def top_complete(results: list[TrialResult], k: int) -> list[TrialResult]:
-    done = [r for r in results if r.state is TrialState.COMPLETE and r.val_acc is not None]
-    return sorted(done, key=lambda r: (-(r.val_acc or 0.0), r.trial))[:k]
+    """The best k complete trials, in the ranking's order (ties broken as rank() breaks them)."""
+    return [r for r in rank(results) if r.state is TrialState.COMPLETE and r.val_acc is not None][:k]
 
 
 def plan_ranges(
@@ -87,15 +87,14 @@ def _plan_numeric(name: str, dom: NumericRange, top: list[TrialResult], flag: st
     lo, hi = span_lo - margin, span_hi + margin
     best = to(values[0])
     span = f"top-{len(top)} span {fmt_value(min(values))}..{fmt_value(max(values))}"
-    if flag == "high":
-        # Centre the new range on the old high edge: as far above it as the best trials reach below.
-        lo = min(lo, old_hi - margin)
-        hi = old_hi + (old_hi - lo)
-        rule = f"{span}; best at high edge: extended upward"
-    elif flag == "low":
-        hi = max(hi, old_lo + margin)
-        lo = old_lo - (hi - old_lo)
-        rule = f"{span}; best at low edge: extended downward"
+    if flag in ("high", "low"):
+        # Centre the new range on the edge the best sits on, reaching as far inside as the top
+        # trials (plus the margin), but never wider than MAX_WIDTH of the old range.
+        edge = old_hi if flag == "high" else old_lo
+        reach = (edge - lo) if flag == "high" else (hi - edge)
+        half = min(max(reach, margin), MAX_WIDTH * width / 2)
+        lo, hi = edge - half, edge + half
+        rule = f"{span}; best at {flag} edge: extended {'upward' if flag == 'high' else 'downward'}"
     else:
         lo, hi = max(lo, old_lo), min(hi, old_hi)
         if hi - lo > MAX_WIDTH * width:

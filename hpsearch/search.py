@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import torch
 
 from hpsearch import __version__
 from hpsearch.data import Dataset, ProgressFn, build_dataset
-from hpsearch.errors import SpecError, StoreError
+from hpsearch.errors import DataError, SpecError, StoreError
 from hpsearch.executor import DataRecipe, ExecOptions, execute
 from hpsearch.plots import StageData, write_report_plots
 from hpsearch.rank import Edge, edges, rank
@@ -85,9 +86,15 @@ def trial_configs(spec: Spec, sampler: TrialSampler) -> list[TrialConfig]:
     return configs
 
 
-def load_data(spec: Spec, data_root: Path | None, progress: ProgressFn | None) -> Dataset:
-    data = build_dataset(spec.data, data_root, progress, seed=spec.search.seed)
-    return data.to(resolve_device(spec.train.device))
+def load_data(spec: Spec, data_root: Path | None, progress: ProgressFn | None, spec_path: str | None = None) -> Dataset:
+    """The spec's dataset on the spec's device. Errors about the spec's own keys name its file."""
+    try:
+        data = build_dataset(spec.data, data_root, progress, seed=spec.search.seed)
+        return data.to(resolve_device(spec.train.device))
+    except (DataError, SpecError) as e:
+        if spec_path and str(e).startswith(("data.", "train.")):
+            raise type(e)(f"{spec_path}: {e}") from None
+        raise
 
 
 def run_coarse(
@@ -100,7 +107,7 @@ def run_coarse(
     """Run the coarse stage of `spec` into RUN/coarse and return the ranked outcome."""
     configs = trial_configs(spec, _sampler(spec, spec_path))
     # Data first: a missing dataset leaves no half-made run directory behind.
-    data = load_data(spec, options.data_root, on_data)
+    data = load_data(spec, options.data_root, on_data, spec_path)
     run_dir = options.out if options.out is not None else pick_run_dir(RUNS_DIR, spec.name)
     store = StageStore(run_dir / COARSE)
     store.create()
@@ -183,6 +190,7 @@ def _run_info(spec: Spec, spec_path: str, options: StageOptions) -> dict[str, An
         "device": str(resolve_device(spec.train.device)),
         "command": list(options.command) or sys.argv,
         "spec_path": spec_path,
+        "data_root": str(options.data_root) if options.data_root else None,
         "seed": spec.search.seed,
         "start_time": _now(),
         "end_time": None,
@@ -208,11 +216,13 @@ def run_sanity(
     recommends a range, a copy of the spec with that lr range."""
     if write_spec is not None and write_spec.exists():
         raise StoreError(f"{write_spec}: already exists; choose another --write-spec path")
-    data = load_data(spec, options.data_root, on_data)
-    report = run_sanity_checks(spec, data, on_step)
+    if write_spec is not None and not (write_spec.parent.is_dir() and os.access(write_spec.parent, os.W_OK)):
+        raise StoreError(f"{write_spec}: its folder {write_spec.parent} does not exist or is not writable")
     run_dir = options.out if options.out is not None else RUNS_DIR / spec.name
     store = StageStore(run_dir / "sanity")
-    store.make_dir()
+    store.make_dir()  # before the checks run: an unwritable --out fails at once
+    data = load_data(spec, options.data_root, on_data, spec_path)
+    report = run_sanity_checks(spec, data, on_step)
     doc = {"spec_path": spec_path, **report.to_dict(), "run": _run_info(spec, spec_path, options)}
     store.write_json("report.json", doc)
     written = None
@@ -291,9 +301,15 @@ def run_refine(
         trained.add(key)  # a configuration drawn twice in this stage also trains once
     if not configs:  # everything planned is already trained: a stage with no trials is no stage
         return RefineOutcome(None, previous, plans, [_jsonable(c.params) for c in skipped])
-    data = load_data(new_spec, options.data_root, on_data)
     stage = f"refine-{len(done)}"
     store = StageStore(run_dir / stage)
+    if store.path.exists():
+        raise StoreError(
+            f"{store.path}: an earlier refine into this stage did not finish; remove the folder to plan it again"
+        )
+    # The data root the previous stage used, unless the command line gives one.
+    data_root = options.data_root or _previous_data_root(run_dir / previous)
+    data = load_data(new_spec, data_root, on_data, str(run_dir / previous / "spec.yaml"))
     store.create()
     entry = {
         "stage": stage,
@@ -308,12 +324,15 @@ def run_refine(
     }
     history = [*previous_doc.get("history", []), _jsonable(entry)]
     spec_path = str(run_dir / previous / "spec.yaml")
-    outcome = _run_stage(store, new_spec, spec_path, _stage_options(options), configs, data, history, progress)
+    stage_options = StageOptions(data_root=data_root, command=options.command, execution=options.execution)
+    outcome = _run_stage(store, new_spec, spec_path, stage_options, configs, data, history, progress)
     return RefineOutcome(outcome, previous, plans, [_jsonable(c.params) for c in skipped])
 
 
-def _stage_options(options: RefineOptions) -> StageOptions:
-    return StageOptions(data_root=options.data_root, command=options.command, execution=options.execution)
+def _previous_data_root(stage_dir: Path) -> Path | None:
+    info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
+    root = info.get("data_root") if isinstance(info, dict) else None
+    return Path(root) if root else None
 
 
 def _refined_spec(spec: Spec, plans: list[RangePlan], options: RefineOptions, previous_trials: int) -> Spec:

@@ -199,7 +199,7 @@ SEARCHABLE.update({name: "model" for name in ModelSpec.model_fields})
 class SearchSpec(_Strict):
     trials: int = Field(20, ge=1)
     sampler: Sampler = Sampler.RANDOM
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     space: dict[str, ParamSpace] = Field(default_factory=dict)
 
     @field_validator("space", mode="before")
@@ -212,6 +212,8 @@ class SearchSpec(_Strict):
                 raise spec_error(str(name), f"not a searchable parameter{_did_you_mean(name, SEARCHABLE)}", name)
             if not isinstance(body, dict) or not ({"values"} <= body.keys() or {"low", "high"} <= body.keys()):
                 raise spec_error(str(name), "must be {low, high, log} or {values: [...]}", body)
+            if "values" in body and body.keys() & {"low", "high", "log", "points"}:
+                raise spec_error(str(name), "give either {low, high, log} or {values: [...]}, not both", body)
         return v
 
 

@@ -65,6 +65,7 @@ class StageStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.unreadable_lines = 0  # set by read_trials
 
     def create(self) -> None:
         """Make the directory; refuse one that already holds trials (nothing written is ever lost)."""
@@ -97,11 +98,19 @@ class StageStore:
         if not path.exists():
             return []
         out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
+        self.unreadable_lines = 0
+        for line in raw.splitlines():
             try:
-                out.append(TrialResult.from_dict(json.loads(line)))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                continue
+                record = json.loads(line.decode("utf-8"))
+                if not isinstance(record, dict):
+                    raise ValueError("not a record")
+                out.append(TrialResult.from_dict(record))
+            except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+                self.unreadable_lines += 1  # a line cut by a crash, or not ours: skipped, counted
         return out
 
     def write_text(self, name: str, text: str) -> None:

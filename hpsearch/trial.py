@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from hpsearch.data import Dataset
+from hpsearch.errors import SpecError
 from hpsearch.models import Net, build_model, l2_penalty
 from hpsearch.spec import ModelSpec, Optimizer, TrainSpec
 
@@ -65,16 +66,24 @@ class TrialResult:
         d = asdict(self)
         d["state"] = self.state.value
         d["params"] = _jsonable(self.params)
-        # JSON has no NaN/inf: a diverged loss is written as null.
-        d["losses"] = [v if math.isfinite(v) else None for v in self.losses]
+        # JSON has no NaN/inf: a non-finite number is written as null.
+        for key in ("losses", "train_loss_per_epoch", "train_acc_per_epoch", "val_acc_per_epoch"):
+            d[key] = [_finite(v) for v in d[key]]
+        for key in ("train_loss", "initial_loss", "train_acc", "val_acc"):
+            d[key] = _finite(d[key])
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialResult:
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known["state"] = TrialState(known["state"])
-        known["losses"] = [math.nan if v is None else v for v in known.get("losses", [])]
+        for key in ("losses", "train_loss_per_epoch"):
+            known[key] = [math.nan if v is None else v for v in known.get(key, [])]
         return cls(**known)
+
+
+def _finite(v: float | None) -> float | None:
+    return v if v is not None and math.isfinite(v) else None
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -94,6 +103,8 @@ def flush_tiny_(net: Net, opt: torch.optim.Optimizer) -> None:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SpecError("train.device: 'cuda' was asked for but no CUDA device is available (use auto or cpu)")
     return torch.device(name)
 
 
@@ -193,6 +204,10 @@ def _train(config: TrialConfig, data: Dataset, result: TrialResult, on_epoch: Ep
         result.iterations = it
         result.epochs_done = epoch + 1
         result.train_loss = epoch_data_loss / steps_per_epoch + float(l2_penalty(net, train.weight_decay).detach())
+        if not math.isfinite(result.train_loss):  # the weights blew up on the epoch's last step
+            result.state = TrialState.DIVERGED
+            result.iterations = it
+            return
         result.train_loss_per_epoch.append(result.train_loss)
         result.train_acc_per_epoch.append(accuracy(net, data, x_acc, y_acc))
         result.val_acc_per_epoch.append(accuracy(net, data, data.x_val, data.y_val))

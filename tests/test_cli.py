@@ -109,3 +109,28 @@ def test_data_errors_are_one_line_and_leave_no_run_behind(tmp_path: Path) -> Non
     res = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "broken"))
     assert res.returncode == 1 and "data_batch_1.bin: expected 30730000 bytes, found 1000" in res.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    spec = tmp_path / "c.yaml"
+    spec.write_text((ROOT / "configs/smoke.yaml").read_text().replace("device: cpu", "device: cuda"))
+    res = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    assert f"{spec}: train.device: 'cuda' was asked for but no CUDA device is available" in res.stderr
+
+
+def test_sanity_write_spec_into_a_missing_folder_fails_before_any_check(tmp_path: Path) -> None:
+    res = hpsearch(
+        "sanity-check",
+        str(ROOT / "configs/smoke.yaml"),
+        "--out",
+        str(tmp_path / "r"),
+        "--write-spec",
+        str(tmp_path / "nope/next.yaml"),
+    )
+    assert res.returncode == 1 and "does not exist or is not writable" in res.stderr
+    assert not (tmp_path / "r").exists()

@@ -64,6 +64,7 @@ def test_population_equals_one_at_a_time_after_50_steps(data: Dataset, model: Mo
     assert max_relative_difference(single, together) <= 1e-4
     for s, t in zip(single, together, strict=True):
         assert t.val_acc == pytest.approx(s.val_acc, abs=0.011)  # at most one of 100 validation images
+        assert t.val_acc is not None and t.val_acc == round(t.val_acc * 100) / 100  # an exact count / 100
         assert t.train_loss == pytest.approx(s.train_loss, rel=1e-4)
         assert t.initial_loss == pytest.approx(s.initial_loss, rel=1e-6)
 

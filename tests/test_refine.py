@@ -180,3 +180,33 @@ def test_cli_refine_and_report(tmp_path: Path) -> None:
         and "no finished stage to refine" in missing.stderr
         and "Traceback" not in missing.stderr
     )
+
+
+def test_edge_extension_is_bounded_even_when_the_top_trials_are_spread_out() -> None:
+    sp = space(lr={"low": 1e-5, "high": 1.0, "log": True})
+    top = [result(0, 0.5, lr=0.9), result(1, 0.4, lr=1e-4), result(2, 0.4, lr=1e-3), result(3, 0.3, lr=2e-5)]
+    (plan,) = plan_ranges(sp, top, edges(sp, top[0]))
+    assert isinstance(plan.new, NumericRange)
+    assert plan.new.high > 1.0 and log_width(plan.new) <= 0.5 * 5 + 0.01  # outward, no wider than half (+ rounding)
+    assert math.sqrt(plan.new.low * plan.new.high) == pytest.approx(1.0, rel=0.05)  # centred on the edge
+
+
+def test_refine_and_rank_agree_on_the_best_trial_when_accuracies_tie() -> None:
+    from hpsearch.rank import rank
+    from hpsearch.refine import top_complete
+
+    a = TrialResult(trial=0, state=TrialState.COMPLETE, params={}, val_acc=0.5, train_loss=2.0)
+    b = TrialResult(trial=1, state=TrialState.COMPLETE, params={}, val_acc=0.5, train_loss=1.0)
+    assert top_complete([a, b], 1)[0] is rank([a, b])[0] is b
+
+
+def test_interrupted_refine_stage_gets_a_clear_message_and_data_root_is_remembered(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=3)
+    run_coarse(spec, "s.yaml", StageOptions(out=run, data_root=tmp_path / "data"))  # type: ignore[arg-type]
+    run_refine(run, RefineOptions(trials=2))
+    assert json.loads((run / "refine-1/run.json").read_text())["data_root"] == str(tmp_path / "data")
+    (run / "refine-2").mkdir()
+    (run / "refine-2/trials.jsonl").write_text("")  # what a refine killed mid-stage leaves
+    with pytest.raises(StoreError, match="did not finish; remove the folder to plan it again"):
+        run_refine(run, RefineOptions(trials=2))

@@ -101,3 +101,26 @@ def test_overrides() -> None:
     over = with_overrides(spec, trials=3, epochs=7, seed=9)
     assert (over.search.trials, over.train.epochs, over.search.seed) == (3, 7, 9)
     assert with_overrides(spec) == spec
+
+
+def test_unreadable_trial_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    from hpsearch.store import StageStore
+
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e-1, "log": True}}, trials=2)
+    run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "r"))
+    path = tmp_path / "r/coarse/trials.jsonl"
+    with path.open("ab") as f:
+        f.write(b'\xff\xfe x\n5\n{"trial": 9, "sta')  # bad bytes, not a record, a line cut mid-write
+    store = StageStore(tmp_path / "r/coarse")
+    assert [r.trial for r in store.read_trials()] == [0, 1]
+    assert store.unreadable_lines == 3
+
+
+def test_data_errors_about_the_spec_name_its_file(tmp_path: Path) -> None:
+    from hpsearch.errors import DataError
+
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e-1, "log": True}}, trials=1)
+    spec = spec.model_copy(update={"data": spec.data.model_copy(update={"val_size": 10**9})})
+    with pytest.raises(DataError, match=r"^configs/s\.yaml: data\.val_size: 1000000000 must be"):
+        run_coarse(spec, "configs/s.yaml", StageOptions(out=tmp_path / "r"))
+    assert not (tmp_path / "r").exists()

@@ -136,3 +136,20 @@ def test_shipped_configs_validate_and_round_trip(config: Path, tmp_path: Path) -
     again = tmp_path / "again.yaml"
     again.write_text(spec_to_yaml(spec))
     assert load_spec(again) == spec
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (
+            {"name": "x", "search": {"seed": -1}},
+            "configs/x.yaml: search.seed: input should be greater than or equal to 0",
+        ),
+        (
+            {"name": "x", "search": {"space": {"lr": {"low": 1e-4, "high": 1, "values": [1]}}}},
+            "configs/x.yaml: search.space.lr: give either {low, high, log} or {values: [...]}, not both",
+        ),
+    ],
+)
+def test_more_validation_errors(data: object, expected: str) -> None:
+    assert error_of(data).startswith(expected)

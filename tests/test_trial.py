@@ -99,3 +99,26 @@ def test_flush_tiny_zeroes_only_values_below_tiny() -> None:
     assert w[0, 2].item() != 0.0
     assert opt.state[w]["momentum_buffer"][0, 0].item() == 0.0
     assert torch.count_nonzero(w[1:]) == torch.count_nonzero(kept[1:])  # the rest untouched
+
+
+def test_non_finite_numbers_are_written_as_null() -> None:
+    import json
+
+    r = TrialResult(
+        trial=0,
+        state=TrialState.DIVERGED,
+        params={},
+        train_loss=math.inf,
+        initial_loss=math.nan,
+        train_loss_per_epoch=[1.0, math.inf],
+        losses=[2.3, math.nan],
+    )
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert d["train_loss"] is None and d["initial_loss"] is None
+    assert d["train_loss_per_epoch"] == [1.0, None] and d["losses"] == [2.3, None]
+
+
+def test_loss_that_blows_up_on_an_epochs_last_step_is_diverged(synthetic: Dataset) -> None:
+    # One step per epoch: the weights leave float range on that step, so only the epoch-end loss sees it.
+    result = run_trial(config(batch_size=5000, lr=1e25, weight_decay=1.0, optimizer="sgd"), synthetic)
+    assert result.state is TrialState.DIVERGED
