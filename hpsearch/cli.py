@@ -259,7 +259,10 @@ def refine(
     except KeyboardInterrupt:
         raise fail(f"interrupted; finished trials are in {run_dir}'s newest stage", code=130) from None
     if result.skipped:
-        err.print(f"skipped {len(result.skipped)} configurations already trained at this budget", highlight=False)
+        err.print(
+            f"skipped {len(result.skipped)} configurations already trained at this budget (or drawn twice)",
+            highlight=False,
+        )
     if result.outcome is None:
         err.print("nothing new to train: raise --epochs or --trials, or widen the space", highlight=False)
         return
