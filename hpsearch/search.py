@@ -344,6 +344,19 @@ def _refined_spec(spec: Spec, plans: list[RangePlan], options: RefineOptions, pr
     data["search"]["sampler"] = Sampler.RANDOM
     data["train"]["epochs"] = options.epochs or max(1, round(spec.train.epochs * spec.refine.epochs_factor))
     data["train"]["lr_decay"] = spec.refine.lr_decay
+    space = data["search"]["space"]
+    if "epochs" in space:
+        # Searched epochs would override the longer training: --epochs fixes them, otherwise the
+        # searched range itself is stretched by the same factor.
+        if options.epochs or "values" in space["epochs"]:
+            del space["epochs"]
+        else:
+            factor = spec.refine.epochs_factor
+            space["epochs"] = {
+                **space["epochs"],
+                "low": round(space["epochs"]["low"] * factor),
+                "high": max(round(space["epochs"]["high"] * factor), round(space["epochs"]["low"] * factor) + 1),
+            }
     return Spec.model_validate(data)
 
 

@@ -210,3 +210,14 @@ def test_interrupted_refine_stage_gets_a_clear_message_and_data_root_is_remember
     (run / "refine-2/trials.jsonl").write_text("")  # what a refine killed mid-stage leaves
     with pytest.raises(StoreError, match="did not finish; remove the folder to plan it again"):
         run_refine(run, RefineOptions(trials=2))
+
+
+def test_searched_epochs_still_train_longer(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}, "epochs": {"low": 1, "high": 2}}, trials=3)
+    run_coarse(spec, "s.yaml", StageOptions(out=run))  # type: ignore[arg-type]
+    longer = run_refine(run, RefineOptions(trials=2))
+    assert longer.outcome is not None
+    assert all(r.epochs_done >= 2 for r in longer.outcome.ranked)  # epochs_factor 2 on a 1..2 range
+    fixed = run_refine(run, RefineOptions(trials=2, epochs=1))
+    assert fixed.outcome is not None and all(r.epochs_done == 1 for r in fixed.outcome.ranked)
