@@ -17,6 +17,7 @@ from hpsearch.errors import HpsearchError
 from hpsearch.executor import ExecOptions
 from hpsearch.refine import RangePlan
 from hpsearch.report import rich_table, sanity_tables
+from hpsearch.sanity import CHECK_NAMES
 from hpsearch.search import (
     RefineOptions,
     StageOptions,
@@ -91,7 +92,8 @@ class TrialProgress:
 
     def __exit__(self, *exc: object) -> None:
         if "steps" in self.tasks and exc[0] is None:
-            self.progress.update(self.tasks["steps"], completed=4, count="4/4", best="done")
+            total = len(CHECK_NAMES)
+            self.progress.update(self.tasks["steps"], completed=total, count=f"{total}/{total}", best="done")
         if "trials" in self.tasks and exc[0] is None:  # trials that diverged early never report epochs
             task = self.tasks["trials"]
             self.progress.update(task, completed=self.progress.tasks[task].total)
@@ -111,10 +113,11 @@ class TrialProgress:
         self.progress.update(task, completed=done, total=total, count=size)
 
     def on_step(self, name: str) -> None:
-        task = self._task("steps", "sanity-check", 4)
+        total = len(CHECK_NAMES)
+        task = self._task("steps", "sanity-check", total)
         done = len(self.steps)
         self.steps.append(name)
-        self.progress.update(task, completed=done, count=f"{done}/4", best=name)
+        self.progress.update(task, completed=done, count=f"{done}/{total}", best=name)
 
     def start(self, trials: int, trial_epochs: int) -> None:
         """A stage begins: the bar counts trial-epochs, so populations show progress every epoch."""

@@ -13,7 +13,7 @@ import annotated_types
 
 from hpsearch.rank import Edge, fmt_value, rank
 from hpsearch.spec import SEARCHABLE, Categorical, ModelSpec, NumericRange, TrainSpec, is_int_param
-from hpsearch.trial import TrialResult, TrialState
+from hpsearch.trial import TrialResult, TrialState, jsonable
 
 MARGIN = 0.25  # the top-k span grows by this fraction of itself on each side
 MIN_WIDTH = 0.1  # ... and is at least this fraction of the previous range wide
@@ -72,9 +72,7 @@ def _plan_categorical(name: str, dom: Categorical, top: list[TrialResult]) -> Ra
 
 
 def _same(a: Any, b: Any) -> bool:
-    return (list(a) if isinstance(a, (list, tuple)) else getattr(a, "value", a)) == (
-        list(b) if isinstance(b, (list, tuple)) else getattr(b, "value", b)
-    )
+    return bool(jsonable(a) == jsonable(b))
 
 
 def _plan_numeric(name: str, dom: NumericRange, top: list[TrialResult], flag: str | None) -> RangePlan:

@@ -15,7 +15,7 @@ from torch import nn
 from hpsearch.data import Dataset
 from hpsearch.models import Net, build_model, l2_penalty
 from hpsearch.spec import Activation, Spec, TrainSpec
-from hpsearch.trial import batch_order, init_seed, make_optimizer, training_loss
+from hpsearch.trial import batch_order, finite_or_none, init_seed, make_optimizer, training_loss
 
 # Initial loss / ln(C): inside PASS_BAND passes, inside WARN_BAND warns, outside fails.
 INITIAL_PASS_BAND = (0.9, 1.25)
@@ -34,6 +34,9 @@ FLAT_FRACTION = 0.9
 SIGNIFICANT_DROP = 0.10
 EXPLODED = 1.5  # a probe whose loss ends above 1.5x its start diverged
 CLOSE_TO_BEST = 0.8  # probes within 80% of the best drop count as good too
+
+
+CHECK_NAMES = ("initial loss", "activation statistics", "overfit a small sample", "learning-rate probe")
 
 
 class Verdict(str, enum.Enum):
@@ -91,7 +94,7 @@ class SanityReport:
             "layers": [asdict(s) for s in self.layers],
             # JSON has no inf: a diverged probe's end loss and drop are null.
             "lr_probe": [
-                {k: _finite(v) if isinstance(v, float) else v for k, v in asdict(r).items()} for r in self.probe
+                {k: finite_or_none(v) if isinstance(v, float) else v for k, v in asdict(r).items()} for r in self.probe
             ],
             "recommended_lr": list(self.recommended_lr) if self.recommended_lr else None,
         }
@@ -102,14 +105,14 @@ StepCallback = Callable[[str], None]  # called with the name of the check about 
 
 def run_sanity_checks(spec: Spec, data: Dataset, on_step: StepCallback | None = None) -> SanityReport:
     """All four checks in the lecture's order, each on a freshly initialized model."""
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("initial loss", lambda: check_initial_loss(spec, data)),
-        ("activation statistics", lambda: check_activations(spec, data)),
-        ("overfit a small sample", lambda: check_overfit(spec, data)),
-        ("learning-rate probe", lambda: probe_learning_rates(spec, data)),
+    steps: list[Callable[[], Any]] = [
+        lambda: check_initial_loss(spec, data),
+        lambda: check_activations(spec, data),
+        lambda: check_overfit(spec, data),
+        lambda: probe_learning_rates(spec, data),
     ]
     out = []
-    for name, step in steps:
+    for name, step in zip(CHECK_NAMES, steps, strict=True):
         if on_step:
             on_step(name)
         out.append(step())
@@ -371,15 +374,11 @@ def _overfit_result(
         "examples": n,
         "lr": lr,
         "epochs": epochs,
-        "first_loss": _finite(losses[0]),
-        "last_loss": _finite(losses[-1]),
+        "first_loss": finite_or_none(losses[0]),
+        "last_loss": finite_or_none(losses[-1]),
         "train_acc": acc,
     }
     return CheckResult("overfit", verdict, measured, diagnosis, numbers)
-
-
-def _finite(v: float) -> float | None:
-    return v if math.isfinite(v) else None
 
 
 # --------------------------------------------------------------------------- 4. learning-rate probe

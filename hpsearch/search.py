@@ -27,7 +27,7 @@ from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_
 from hpsearch.space import TrialSampler
 from hpsearch.spec import Sampler, Spec, load_spec, spec_to_yaml
 from hpsearch.store import StageStore, atomic_write_text, pick_run_dir, read_json
-from hpsearch.trial import TrialConfig, TrialResult, TrialState, resolve_device
+from hpsearch.trial import TrialConfig, TrialResult, TrialState, jsonable, resolve_device
 
 RUNS_DIR = Path("runs")
 COARSE = "coarse"
@@ -300,7 +300,7 @@ def run_refine(
         (skipped if key in trained else configs).append(cfg)
         trained.add(key)  # a configuration drawn twice in this stage also trains once
     if not configs:  # everything planned is already trained: a stage with no trials is no stage
-        return RefineOutcome(None, previous, plans, [_jsonable(c.params) for c in skipped])
+        return RefineOutcome(None, previous, plans, [jsonable(c.params) for c in skipped])
     stage = f"refine-{len(done)}"
     store = StageStore(run_dir / stage)
     if store.path.exists():
@@ -322,11 +322,11 @@ def run_refine(
         "ranges": {p.name: p.to_dict() for p in plans},
         "skipped_already_trained": [c.params for c in skipped],
     }
-    history = [*previous_doc.get("history", []), _jsonable(entry)]
+    history = [*previous_doc.get("history", []), jsonable(entry)]
     spec_path = str(run_dir / previous / "spec.yaml")
     stage_options = StageOptions(data_root=data_root, command=options.command, execution=options.execution)
     outcome = _run_stage(store, new_spec, spec_path, stage_options, configs, data, history, progress)
-    return RefineOutcome(outcome, previous, plans, [_jsonable(c.params) for c in skipped])
+    return RefineOutcome(outcome, previous, plans, [jsonable(c.params) for c in skipped])
 
 
 def _previous_data_root(stage_dir: Path) -> Path | None:
@@ -379,14 +379,6 @@ def _config_key(cfg: TrialConfig) -> str:
     return json.dumps(
         {"model": cfg.model.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}, sort_keys=True
     )
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return getattr(value, "value", value)
 
 
 @dataclass

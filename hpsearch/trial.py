@@ -65,12 +65,11 @@ class TrialResult:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["state"] = self.state.value
-        d["params"] = _jsonable(self.params)
-        # JSON has no NaN/inf: a non-finite number is written as null.
+        d["params"] = jsonable(self.params)
         for key in ("losses", "train_loss_per_epoch", "train_acc_per_epoch", "val_acc_per_epoch"):
-            d[key] = [_finite(v) for v in d[key]]
+            d[key] = [finite_or_none(v) for v in d[key]]
         for key in ("train_loss", "initial_loss", "train_acc", "val_acc"):
-            d[key] = _finite(d[key])
+            d[key] = finite_or_none(d[key])
         return d
 
     @classmethod
@@ -82,12 +81,18 @@ class TrialResult:
         return cls(**known)
 
 
-def _finite(v: float | None) -> float | None:
+def finite_or_none(v: float | None) -> float | None:
+    """JSON has no NaN/inf: a non-finite number is written as null."""
     return v if v is not None and math.isfinite(v) else None
 
 
-def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else getattr(v, "value", v)) for k, v in params.items()}
+def jsonable(value: Any) -> Any:
+    """Enums as their values, tuples as lists, all the way down: what json.dumps can write."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return getattr(value, "value", value)
 
 
 @torch.no_grad()
