@@ -27,7 +27,6 @@ from hpsearch.trial import (
     EVAL_CHUNK,
     FLUSH_EVERY,
     MAX_CURVE_POINTS,
-    TINY,
     TRAIN_ACC_SAMPLE,
     EpochCallback,
     TrialConfig,
@@ -35,6 +34,7 @@ from hpsearch.trial import (
     TrialState,
     batch_order,
     init_seed,
+    zero_tiny_,
 )
 
 UNSUPPORTED_ACTIVATIONS = {Activation.PRELU}  # a learned slope per unit: trained one at a time
@@ -222,7 +222,6 @@ class PopulationOptimizer:
         self.state = [torch.zeros_like(p.tensor) for p in net.params]
         self.state2 = [torch.zeros_like(p.tensor) for p in net.params] if self.adam else []
         self.steps = 0
-        self._scratch: dict[torch.Size, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @torch.no_grad()
     def step(self) -> None:
@@ -286,14 +285,9 @@ class PopulationOptimizer:
 
     @torch.no_grad()
     def flush_tiny(self) -> None:
-        """trial.flush_tiny_ for the population, through scratch buffers rather than fresh temporaries."""
+        """trial.flush_tiny_ for the population."""
         for t in [p.tensor for p in self.net.params] + self.state + self.state2:
-            scratch = self._scratch.get(t.shape)
-            if scratch is None:
-                scratch = self._scratch[t.shape] = (torch.empty_like(t), torch.empty_like(t, dtype=torch.bool))
-            torch.abs(t, out=scratch[0])
-            torch.lt(scratch[0], TINY, out=scratch[1])
-            t.masked_fill_(scratch[1], 0.0)
+            zero_tiny_(t)
 
 
 def _nets(configs: list[TrialConfig], data: Dataset) -> list[Net]:

@@ -122,3 +122,15 @@ def test_loss_that_blows_up_on_an_epochs_last_step_is_diverged(synthetic: Datase
     # One step per epoch: the weights leave float range on that step, so only the epoch-end loss sees it.
     result = run_trial(config(batch_size=5000, lr=1e25, weight_decay=1.0, optimizer="sgd"), synthetic)
     assert result.state is TrialState.DIVERGED
+
+
+def test_zero_tiny_keeps_nan_inf_and_sign() -> None:
+    import torch
+
+    from hpsearch.trial import TINY, zero_tiny_
+
+    t = torch.tensor([float("nan"), float("inf"), -float("inf"), -TINY / 2, TINY / 2, -2 * TINY, 0.5, 1e-45])
+    zero_tiny_(t)
+    assert torch.isnan(t[0]) and t[1] == float("inf") and t[2] == -float("inf")  # a blow-up stays visible
+    assert t[3:5].tolist() == [0.0, 0.0] and t[7].item() == 0.0
+    assert t[5].item() == pytest.approx(-2 * TINY) and t[6].item() == 0.5  # float32 rounding of 2e-30
