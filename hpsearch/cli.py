@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,7 +16,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from hpsearch import __version__
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, Interrupted
 from hpsearch.executor import ExecOptions
 from hpsearch.refine import RangePlan
 from hpsearch.report import rich_table, sanity_tables
@@ -22,6 +25,7 @@ from hpsearch.search import (
     RefineOptions,
     StageOptions,
     StageOutcome,
+    StageStopped,
     run_coarse,
     run_refine,
     run_report,
@@ -119,10 +123,13 @@ class TrialProgress:
         self.steps.append(name)
         self.progress.update(task, completed=done, count=f"{done}/{total}", best=name)
 
-    def start(self, trials: int, trial_epochs: int) -> None:
-        """A stage begins: the bar counts trial-epochs, so populations show progress every epoch."""
+    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
+        """A stage begins: the bar counts trial-epochs, so populations show progress every epoch.
+        `finished`: trials already done before a resume."""
         task = self._task("trials", "search", trial_epochs)
-        self.progress.update(task, total=trial_epochs, completed=0, count=f"trial 0/{trials}")
+        self.progress.update(task, total=trial_epochs, completed=0, count=f"trial {finished}/{trials}")
+        if finished:
+            err.print(f"resuming: {finished} of {trials} trials already finished, {trials - finished} to run")
 
     def epochs_done(self, count: int) -> None:
         self.progress.advance(self._task("trials", "search", None), count)
@@ -133,7 +140,43 @@ class TrialProgress:
         self.progress.update(task, count=f"trial {done}/{total}", best=shown)
 
 
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """Ctrl-C raises KeyboardInterrupt even where the shell started us ignoring SIGINT (a background
+    job), and SIGTERM raises Interrupted(143), so a stage can record what was running and say how to
+    resume. The previous handlers come back afterwards."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise Interrupted(128 + signum)
+
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old_int)
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def stopped(e: KeyboardInterrupt, resume_command: str) -> typer.Exit:
+    """Exit 130 (Ctrl-C) or 143 (SIGTERM), saying what is saved and how to go on."""
+    code = e.code if isinstance(e, Interrupted) else 130
+    if isinstance(e, StageStopped):
+        return fail(f"interrupted: {e.message}; resume with: {resume_command}", code=code)
+    return fail("interrupted before any trial ran", code=code)
+
+
+def resume_command(command: str, out_dir: Path | None, run_dir: Path | None) -> str:
+    """The command line that continues this run: the user's own, with --out and --resume."""
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    if out_dir is None and run_dir is not None:
+        args += ["--out", str(run_dir)]
+    return " ".join(["hpsearch", *args, "--resume"]) if args else f"hpsearch {command} --resume"
+
+
 def render_outcome(outcome: StageOutcome) -> None:
+    for w in outcome.warnings:
+        err.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
     title = f"{outcome.stage}: {len(outcome.ranked)} trials, ranked by validation accuracy"
     out.print(rich_table(title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT))
     for e in outcome.edges:
@@ -145,6 +188,11 @@ def render_outcome(outcome: StageOutcome) -> None:
 DATA_ROOT_HELP = "Where CIFAR-10 lives (beats $HPSEARCH_DATA_ROOT and data.root)."
 POPULATION_HELP = "Trials trained together in one process (default: from memory; 1: one at a time)."
 WORKERS_HELP = "Worker processes (default: 1 per 8 cores, at least 1)."
+RESUME_HELP = (
+    "Continue the run in --out after a crash, kill or Ctrl-C: finished trials are kept, the others run. "
+    "The spec and options must be the same as the first time (starts the run if it does not exist)."
+)
+RESUME_REFINE_HELP = "Finish the newest refine stage after a crash, kill or Ctrl-C (same options as before)."
 
 
 @app.command("sanity-check")
@@ -201,30 +249,34 @@ def coarse(
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
     population: Annotated[Optional[int], typer.Option(min=1, help=POPULATION_HELP)] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help=WORKERS_HELP)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
 ) -> None:
     """Random search: short trainings, a ranked table, and warnings for best values on a range's edge.
 
-    Example: hpsearch coarse configs/cifar10_coarse.yaml --trials 10 --epochs 1
+    Example: hpsearch coarse configs/cifar10_coarse.yaml --trials 10 --epochs 1 --out runs/quick
     """
     try:
-        spec = with_overrides(load_spec(spec_path), trials=trials, epochs=epochs, seed=seed)
-        with TrialProgress() as progress:
-            outcome = run_coarse(
-                spec,
-                str(spec_path),
-                StageOptions(
-                    out=out_dir,
-                    data_root=data_root,
-                    command=tuple(sys.argv),
-                    execution=ExecOptions(population=population, workers=workers),
-                ),
-                on_data=progress.on_data,
-                progress=progress,
-            )
+        with interruptible():
+            spec = with_overrides(load_spec(spec_path), trials=trials, epochs=epochs, seed=seed)
+            with TrialProgress() as progress:
+                outcome = run_coarse(
+                    spec,
+                    str(spec_path),
+                    StageOptions(
+                        out=out_dir,
+                        data_root=data_root,
+                        command=tuple(sys.argv),
+                        execution=ExecOptions(population=population, workers=workers),
+                        resume=resume,
+                    ),
+                    on_data=progress.on_data,
+                    progress=progress,
+                )
     except HpsearchError as e:
         raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted; finished trials are in the run directory's trials.jsonl", code=130) from None
+    except KeyboardInterrupt as e:
+        run_dir = e.stage_dir.parent if isinstance(e, StageStopped) else None
+        raise stopped(e, resume_command("coarse", out_dir, run_dir)) from None
     render_outcome(outcome)
 
 
@@ -239,6 +291,7 @@ def refine(
     data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
     population: Annotated[Optional[int], typer.Option(min=1, help=POPULATION_HELP)] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help=WORKERS_HELP)] = None,
+    resume: Annotated[bool, typer.Option("--resume", help=RESUME_REFINE_HELP)] = False,
 ) -> None:
     """Plan the next stage from the latest one and run it: ranges narrowed around the top-k trials
     (or moved outward where the best sat on an edge), longer training, no lr decay. Run it again
@@ -253,14 +306,15 @@ def refine(
         data_root=data_root,
         command=tuple(sys.argv),
         execution=ExecOptions(population=population, workers=workers),
+        resume=resume,
     )
     try:
-        with TrialProgress() as progress:
+        with interruptible(), TrialProgress() as progress:
             result = run_refine(run_dir, options, on_data=progress.on_data, progress=progress, on_plan=render_plan)
     except HpsearchError as e:
         raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; finished trials are in {run_dir}'s newest stage", code=130) from None
+    except KeyboardInterrupt as e:
+        raise stopped(e, resume_command("refine", run_dir, None)) from None
     if result.skipped:
         err.print(
             f"skipped {len(result.skipped)} configurations already trained at this budget (or drawn twice)",

@@ -237,6 +237,8 @@ def _load_pickle(path: Path) -> Any:
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, AttributeError) as e:
         # What a truncated or foreign file makes the unpickler (or numpy's __setstate__) raise.
         raise DataError(f"{path}: not a CIFAR-10 pickle ({type(e).__name__}: {e})") from None
+    except MemoryError:  # a few bytes can declare a petabyte-long object, allocated before it is read
+        raise DataError(f"{path}: not a CIFAR-10 pickle (it declares an object too large for memory)") from None
 
 
 _PY_FILES = "data_batch_1 .. data_batch_5, test_batch and batches.meta"
@@ -324,11 +326,16 @@ def _stream(
                 if progress:
                     progress(f"downloading {what}", done, total)
     except (OSError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts, resets are OSErrors
-        raise DataError(
-            f"cannot download {url}: {_network_reason(e, timeout)}. "
-            f"Without network, download {url.rsplit('/', 1)[-1]} elsewhere and {manual}"
-        ) from None
-    return digest.hexdigest()
+        reason = _network_reason(e, timeout)
+    else:
+        if total is None or done >= total:
+            return digest.hexdigest()
+        # http.client ends a body cut short as if it were complete: without this, a dropped connection
+        # would be reported as a checksum mismatch.
+        reason = f"the connection closed after {done} of {total} bytes"
+    raise DataError(
+        f"cannot download {url}: {reason}. Without network, download {url.rsplit('/', 1)[-1]} elsewhere and {manual}"
+    )
 
 
 def _write(out: IO[bytes], chunk: bytes, part: Path) -> None:
@@ -644,7 +651,14 @@ def build_dataset(
 ) -> Dataset:
     """The dataset a spec's `data:` section describes; `data_root` is the CLI's --data-root."""
     if spec.dataset == "synthetic":
-        raw = make_synthetic(spec.synthetic_train, spec.synthetic_test, seed)
+        try:
+            raw = make_synthetic(spec.synthetic_train, spec.synthetic_test, seed)
+        except MemoryError:
+            gb = (spec.synthetic_train + spec.synthetic_test) * PIXELS * 4 / 1e9  # float32 while generating
+            raise DataError(
+                f"data.synthetic_train, data.synthetic_test: {spec.synthetic_train} + {spec.synthetic_test} "
+                f"images need about {gb:.3g} GB to generate, more than this machine can allocate"
+            ) from None
     else:
         raw = load_cifar10(resolve_data_root(data_root, spec.root), download=spec.download, progress=progress)
     return split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess)

@@ -17,3 +17,12 @@ class DataError(HpsearchError):
 
 class StoreError(HpsearchError):
     """A run directory that cannot be written or read."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM while a stage runs; `code` is the exit code (128 + signal)."""
+
+    def __init__(self, code: int = 130, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -10,7 +10,10 @@ worker per 8 cores, each with cores / workers threads; that part is reasoning, n
 
 from __future__ import annotations
 
+import ctypes
 import os
+import signal
+import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -61,6 +64,7 @@ def auto_population(cfg: TrialConfig, data: Dataset) -> int:
 
 
 ResultCallback = Callable[[TrialResult], None]
+StartCallback = Callable[[list[TrialConfig]], None]
 
 
 def execute(
@@ -70,9 +74,11 @@ def execute(
     on_result: ResultCallback,
     worker_data: Callable[[], Dataset] | None = None,
     on_epoch: EpochCallback | None = None,
+    on_start: StartCallback | None = None,
 ) -> None:
-    """Train every config, calling on_result as each trial's result is known (in this process).
-    `worker_data` builds the dataset inside a worker process (each loads it once)."""
+    """Train every config, calling on_result as each trial's result is known (in this process) and
+    on_start as each population begins. `worker_data` builds the dataset inside a worker process
+    (each loads it once). On Ctrl-C or SIGTERM the worker processes are stopped at once."""
     if not configs:
         return
     size = options.population if options.population is not None else auto_population(configs[0], data)
@@ -80,10 +86,12 @@ def execute(
     workers = options.workers if options.workers is not None else default_workers()
     if workers <= 1 or len(populations) == 1 or worker_data is None:
         for pop in populations:
+            if on_start:
+                on_start(pop)
             for result in _train(pop, data, on_epoch):
                 on_result(result)
         return
-    _execute_in_workers(populations, workers, worker_data, on_result, on_epoch)
+    _execute_in_workers(populations, workers, worker_data, on_result, on_epoch, on_start)
 
 
 def _train(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None = None) -> list[TrialResult]:
@@ -95,8 +103,11 @@ def _train(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None
 _WORKER_DATA: Dataset | None = None
 
 
-def _worker_init(make_data: Callable[[], Dataset], threads: int) -> None:
+def _worker_init(make_data: Callable[[], Dataset], threads: int, driver: int) -> None:
     global _WORKER_DATA
+    # Ctrl-C reaches the whole process group: the driver alone handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(driver)
     torch.set_num_threads(threads)  # cores / workers: the workers must not oversubscribe the cores
     _WORKER_DATA = make_data()  # once per process, never once per trial
 
@@ -112,20 +123,51 @@ def _execute_in_workers(
     make_data: Callable[[], Dataset],
     on_result: ResultCallback,
     on_epoch: EpochCallback | None,
+    on_start: StartCallback | None,
 ) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
-    with ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(make_data, threads)
-    ) as pool:
-        pending: set[Future[list[TrialResult]]] = {pool.submit(_worker_train, pop) for pop in populations}
-        while pending:
+    pool = ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(make_data, threads, os.getpid())
+    )
+    queue = list(reversed(populations))
+    pending: set[Future[list[TrialResult]]] = set()
+    try:
+        while queue or pending:
+            while queue and len(pending) < workers:  # one population per worker in flight: the
+                pop = queue.pop()  # ones on_start has seen are the ones running
+                if on_start:
+                    on_start(pop)
+                pending.add(pool.submit(_worker_train, pop))
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 for result in future.result():
                     on_result(result)
                     if on_epoch:  # a worker's epochs are only known when its population returns
                         on_epoch(result.epochs_done)
+    except BaseException:
+        _stop_workers(pool)
+        raise
+    pool.shutdown()
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Kill the workers now rather than wait for their populations to finish."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public API before 3.14
+    for proc in processes:
+        proc.terminate()
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _die_with_parent(driver: int) -> None:
+    """Linux: a worker is killed when the driver dies, even by kill -9, instead of training on."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != driver:  # the driver died while this worker was still starting up
+        os._exit(1)
 
 
 @dataclass(frozen=True)

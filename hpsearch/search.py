@@ -8,7 +8,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,7 +17,7 @@ import torch
 
 from hpsearch import __version__
 from hpsearch.data import Dataset, ProgressFn, build_dataset
-from hpsearch.errors import DataError, SpecError, StoreError
+from hpsearch.errors import DataError, Interrupted, SpecError, StoreError
 from hpsearch.executor import DataRecipe, ExecOptions, execute
 from hpsearch.plots import StageData, write_report_plots
 from hpsearch.rank import Edge, edges, rank
@@ -39,6 +39,7 @@ class StageOptions:
     data_root: Path | None = None
     command: tuple[str, ...] = ()
     execution: ExecOptions = ExecOptions()
+    resume: bool = False  # continue the run in `out` (same spec): finished trials are kept, the rest run
 
 
 @dataclass
@@ -49,16 +50,27 @@ class StageOutcome:
     ranked: list[TrialResult]
     edges: list[Edge]
     param_names: list[str]
+    warnings: list[str] = field(default_factory=list)
+    resumed: int = 0  # trials already finished before this command (resume)
 
     @property
     def best(self) -> TrialResult | None:
         return self.ranked[0] if self.ranked and self.ranked[0].state is TrialState.COMPLETE else None
 
 
+class StageStopped(Interrupted):
+    """A stage stopped by Ctrl-C or SIGTERM: finished trials are on disk, running ones recorded as
+    interrupted; `--resume` continues it."""
+
+    def __init__(self, code: int, stage_dir: Path, finished: int, total: int) -> None:
+        super().__init__(code, f"{finished} of {total} trials finished and saved in {stage_dir}")
+        self.stage_dir, self.finished, self.total = stage_dir, finished, total
+
+
 class StageProgress(Protocol):
     """What a stage reports while it runs (the CLI draws it as a progress bar)."""
 
-    def start(self, trials: int, trial_epochs: int) -> None: ...
+    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None: ...
 
     def trial_done(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None: ...
 
@@ -104,15 +116,57 @@ def run_coarse(
     on_data: ProgressFn | None = None,
     progress: StageProgress | None = None,
 ) -> StageOutcome:
-    """Run the coarse stage of `spec` into RUN/coarse and return the ranked outcome."""
+    """Run the coarse stage of `spec` into RUN/coarse and return the ranked outcome. With
+    options.resume, continue RUN/coarse if it was started with the same spec (or start it)."""
     configs = trial_configs(spec, _sampler(spec, spec_path))
+    if options.out is not None:
+        run_dir = options.out
+    else:
+        run_dir = RUNS_DIR / spec.name if options.resume else pick_run_dir(RUNS_DIR, spec.name)
+    store = StageStore(run_dir / COARSE)
+    resuming = options.resume and _started(store)
+    if resuming:
+        refuse_changed_spec(store, spec)
+        options = replace(options, data_root=options.data_root or _previous_data_root(store.path))
     # Data first: a missing dataset leaves no half-made run directory behind.
     data = load_data(spec, options.data_root, on_data, spec_path)
-    run_dir = options.out if options.out is not None else pick_run_dir(RUNS_DIR, spec.name)
-    store = StageStore(run_dir / COARSE)
-    store.create()
+    if not resuming:
+        store.create()
     history = [{"stage": COARSE, "planned_from": None, "trials": len(configs), "epochs": spec.train.epochs}]
-    return _run_stage(store, spec, spec_path, options, configs, data, history, progress)
+    return _run_stage(store, spec, spec_path, options, configs, data, history, progress, resuming)
+
+
+def _started(store: StageStore) -> bool:
+    """A stage exists to resume once its resolved spec is written (before any trial runs)."""
+    return (store.path / "spec.yaml").is_file() or (store.path / "trials.jsonl").is_file()
+
+
+def refuse_changed_spec(store: StageStore, spec: Spec) -> None:
+    """Resuming must train what the stored spec says: any difference is refused, naming it."""
+    stored_path = store.path / "spec.yaml"
+    stored = load_spec(stored_path)
+    changes = _diff(stored.model_dump(mode="json"), spec.model_dump(mode="json"))
+    if changes:
+        shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
+        raise SpecError(
+            f"{stored_path}: cannot resume, the spec changed since this stage started ({shown}); "
+            f"resume with the same spec and options, or start a new run without --resume"
+        )
+
+
+def _diff(old: Any, new: Any, key: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new), key=str):
+            sub = f"{key}.{k}" if key else str(k)
+            if k not in old:
+                out.append(f"{sub}: added {new[k]!r}")
+            elif k not in new:
+                out.append(f"{sub}: removed (was {old[k]!r})")
+            else:
+                out += _diff(old[k], new[k], sub)
+        return out
+    return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
 
 
 def _sampler(spec: Spec, spec_path: str) -> TrialSampler:
@@ -131,16 +185,40 @@ def _run_stage(
     data: Dataset,
     history: list[dict[str, Any]],
     progress: StageProgress | None,
+    resuming: bool = False,
 ) -> StageOutcome:
-    store.write_text("spec.yaml", spec_to_yaml(spec))
-    run_info = _run_info(spec, spec_path, options)
+    """Train the stage's configs not yet finished, one record each; on Ctrl-C / SIGTERM mark the
+    running ones interrupted and raise StageStopped."""
+    warnings: list[str] = []
+    if resuming:
+        store.remove_stale_temp_files()
+        planned = {c.trial_id for c in configs}
+        finished = {t: r for t, r in store.final_trials().items() if t in planned}
+        if store.unreadable_lines:
+            warnings.append(
+                f"{store.path / 'trials.jsonl'}: skipped {store.unreadable_lines} unreadable line(s) "
+                "(a write cut by a crash); trials without a readable record were run again"
+            )
+        run_info = _resumed_run_info(store, spec, spec_path, options)
+    else:
+        store.write_text("spec.yaml", spec_to_yaml(spec))
+        finished = {}
+        run_info = _run_info(spec, spec_path, options)
     store.write_json("run.json", run_info)
-    results: list[TrialResult] = []
+    results: list[TrialResult] = list(finished.values())
+    todo = [c for c in configs if c.trial_id not in finished]
+    running: dict[int, TrialConfig] = {}
     best: TrialResult | None = None
+    for r in results:
+        best = _better(r, best)
+
+    def started(pop: list[TrialConfig]) -> None:
+        running.update((c.trial_id, c) for c in pop)
 
     def record(result: TrialResult) -> None:
         nonlocal best
         store.append_trial(result)
+        running.pop(result.trial, None)
         results.append(result)
         best = _better(result, best)
         if progress:
@@ -148,12 +226,35 @@ def _run_stage(
 
     recipe = DataRecipe(spec_to_yaml(spec), options.data_root)
     if progress:
-        progress.start(len(configs), sum(c.train.epochs for c in configs))
-    execute(configs, data, options.execution, record, recipe, progress.epochs_done if progress else None)
+        progress.start(len(configs), sum(c.train.epochs for c in todo), len(finished))
+    try:
+        execute(todo, data, options.execution, record, recipe, progress.epochs_done if progress else None, started)
+    except KeyboardInterrupt as e:
+        for cfg in running.values():
+            store.append_trial(TrialResult(trial=cfg.trial_id, state=TrialState.INTERRUPTED, params=dict(cfg.params)))
+        run_info["interrupted_time"] = _now()
+        store.write_json("run.json", run_info)
+        code = e.code if isinstance(e, Interrupted) else 130
+        raise StageStopped(code, store.path, len(results), len(configs)) from None
     results.sort(key=lambda r: r.trial)
     run_info["end_time"] = _now()
     store.write_json("run.json", run_info)
-    return write_stage_results(store, spec, store.path.name, results, store.path.parent, history)
+    outcome = write_stage_results(store, spec, store.path.name, results, store.path.parent, history)
+    outcome.warnings, outcome.resumed = warnings, len(finished)
+    return outcome
+
+
+def _resumed_run_info(store: StageStore, spec: Spec, spec_path: str, options: StageOptions) -> dict[str, Any]:
+    """run.json of a resumed stage: the first start kept, each resume's time and command added."""
+    try:
+        info = read_json(store.path / "run.json")
+    except StoreError:
+        info = None
+    if not isinstance(info, dict):
+        info = _run_info(spec, spec_path, options)
+    info.setdefault("resumed", []).append({"time": _now(), "command": list(options.command) or sys.argv})
+    info["end_time"] = None
+    return info
 
 
 def _better(result: TrialResult, best: TrialResult | None) -> TrialResult | None:
@@ -242,6 +343,7 @@ class RefineOptions:
     data_root: Path | None = None
     command: tuple[str, ...] = ()
     execution: ExecOptions = ExecOptions()
+    resume: bool = False  # finish an interrupted refine stage (same options) instead of refusing it
 
 
 @dataclass
@@ -303,14 +405,19 @@ def run_refine(
         return RefineOutcome(None, previous, plans, [jsonable(c.params) for c in skipped])
     stage = f"refine-{len(done)}"
     store = StageStore(run_dir / stage)
-    if store.path.exists():
+    resuming = _started(store)
+    if resuming and not options.resume:
         raise StoreError(
-            f"{store.path}: an earlier refine into this stage did not finish; remove the folder to plan it again"
+            f"{store.path}: an earlier refine into this stage did not finish; finish it with "
+            f"hpsearch refine {run_dir} --resume (and the same options), or remove the folder to plan it again"
         )
-    # The data root the previous stage used, unless the command line gives one.
-    data_root = options.data_root or _previous_data_root(run_dir / previous)
+    if resuming:
+        refuse_changed_spec(store, new_spec)
+    # The data root the stage used before, else the previous stage's, unless the command line gives one.
+    data_root = options.data_root or _previous_data_root(store.path if resuming else run_dir / previous)
     data = load_data(new_spec, data_root, on_data, str(run_dir / previous / "spec.yaml"))
-    store.create()
+    if not resuming:
+        store.create()
     entry = {
         "stage": stage,
         "planned_from": previous,
@@ -325,12 +432,15 @@ def run_refine(
     history = [*previous_doc.get("history", []), jsonable(entry)]
     spec_path = str(run_dir / previous / "spec.yaml")
     stage_options = StageOptions(data_root=data_root, command=options.command, execution=options.execution)
-    outcome = _run_stage(store, new_spec, spec_path, stage_options, configs, data, history, progress)
+    outcome = _run_stage(store, new_spec, spec_path, stage_options, configs, data, history, progress, resuming)
     return RefineOutcome(outcome, previous, plans, [jsonable(c.params) for c in skipped])
 
 
 def _previous_data_root(stage_dir: Path) -> Path | None:
-    info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
+    try:
+        info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
+    except StoreError:
+        info = {}
     root = info.get("data_root") if isinstance(info, dict) else None
     return Path(root) if root else None
 

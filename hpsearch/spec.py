@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import enum
 import math
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -16,6 +17,7 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -63,11 +65,23 @@ class Sampler(str, enum.Enum):
 
 def spec_error(key: str, message: str, value: Any) -> PydanticCustomError:
     """An error raised inside a validator that names a key below the validated object."""
-    return PydanticCustomError("hpsearch", message, {"key": key, "value": value})
+    # The value goes in as bounded text: pydantic renders every context entry with str(), which
+    # never ends for a YAML alias bomb (a few lines nesting billions of elements).
+    return PydanticCustomError("hpsearch", message, {"key": key, "shown": _short(value)})
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _enum_names_are_scalars(cls, v: Any, info: ValidationInfo) -> Any:
+        # Checked before pydantic calls the Enum, whose error holds repr(v): endless for an alias bomb.
+        kind = cls.model_fields[info.field_name or ""].annotation
+        if isinstance(kind, type) and issubclass(kind, enum.Enum) and not isinstance(v, (str, int, float, bool)):
+            names = [repr(m.value) for m in kind]
+            raise spec_error("", f"must be one of {', '.join(names[:-1])} or {names[-1]}", v)
+        return v
 
 
 class DataSpec(_Strict):
@@ -307,10 +321,11 @@ def _format_error(path: str, err: Any) -> str:
     loc = [str(p) for p in err["loc"] if p not in ("numeric-range", "categorical")]
     ctx = err.get("ctx") or {}
     value = err.get("input")
+    shown = None
     if err["type"] == "hpsearch":
         if ctx.get("key"):
             loc.append(str(ctx["key"]))
-        value = ctx.get("value", value)
+        shown = ctx.get("shown")
     if err["type"] == "extra_forbidden":
         parent = _model_at(loc[:-1])
         hint = _did_you_mean(loc[-1], parent.model_fields) if parent else ""
@@ -318,13 +333,19 @@ def _format_error(path: str, err: Any) -> str:
     if err["type"] == "missing":
         return f"{path}: {'.'.join(loc)}: required key is missing"
     if err["type"] == "enum":
-        return f"{path}: {'.'.join(loc)}: must be one of {err['ctx']['expected']} (got {value!r})"
+        return f"{path}: {'.'.join(loc)}: must be one of {err['ctx']['expected']} (got {_short(value)})"
     key = ".".join(loc) or "(top level)"
-    return f"{path}: {key}: {_message(err)} (got {_short(value)})"
+    return f"{path}: {key}: {_message(err)} (got {shown if shown is not None else _short(value)})"
+
+
+# Bounded, unlike repr(): a few lines of YAML aliases nest billions of elements whose full repr never ends.
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxdict, _REPR.maxlist, _REPR.maxtuple = 3, 4, 8, 8
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = 60
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -352,8 +373,33 @@ def parse_spec(data: Any, path: str = "<spec>") -> Spec:
         raise SpecError(_format_error(path, e.errors()[0])) from None
 
 
+_INT_LIMIT = 2**63 - 1  # no count, size or seed needs more, and torch and numpy take no more
+_INT_CHARS = 100  # longer integer literals are out of range (int64 in binary with '_' every 4 digits: 82)
+
+
+class _SafeSpecLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, plus: a scalar Python cannot hold (a date like 2001-13-45, an integer
+    beyond 64 bits) is a YAML error at its line and column instead of a ValueError from inside PyYAML."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except ValueError as e:
+            raise yaml.constructor.ConstructorError(None, None, str(e), node.start_mark) from None
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        # Checked before converting: Python refuses to read a decimal integer of over 4300 digits.
+        value = super().construct_yaml_int(node) if len(str(node.value)) <= _INT_CHARS else None
+        if value is None or abs(value) > _INT_LIMIT:
+            raise ValueError("integer out of range (more than 64 bits)")
+        return value
+
+
+_SafeSpecLoader.add_constructor("tag:yaml.org,2002:int", _SafeSpecLoader.construct_yaml_int)
+
+
 def load_spec(path: str | Path) -> Spec:
-    """Read a YAML spec with yaml.safe_load and validate it."""
+    """Read a YAML spec with a yaml.safe_load loader and validate it."""
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
@@ -364,7 +410,9 @@ def load_spec(path: str | Path) -> Spec:
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{p}: cannot read: {getattr(e, 'strerror', None) or e}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeSpecLoader)  # a SafeLoader: plain data, no Python objects
+    except RecursionError:  # PyYAML's parser recurses once per level of nesting
+        raise SpecError(f"{p}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

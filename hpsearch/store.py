@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -30,6 +31,12 @@ def atomic_write_text(path: Path, text: str) -> None:
             raise
     except OSError as e:
         raise StoreError(f"{path}: cannot write: {e.strerror or e}") from None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
 
 
 def read_json(path: Path) -> Any:
@@ -82,18 +89,36 @@ class StageStore:
             raise StoreError(f"{self.path}: the run directory is not writable")
 
     def append_trial(self, result: TrialResult) -> None:
-        """One JSON line per finished trial, flushed and fsynced before the next trial starts."""
-        line = json.dumps(result.to_dict(), allow_nan=False) + "\n"
+        """One JSON line per finished trial, fsynced before the next trial starts. Safe with several
+        writing processes: an exclusive lock, O_APPEND, and the whole line in one write. A line cut
+        by an earlier crash is closed first, so the new record starts on a fresh line."""
+        line = (json.dumps(result.to_dict(), allow_nan=False) + "\n").encode("utf-8")
+        path = self.path / TRIALS_FILE
         try:
-            with open(self.path / TRIALS_FILE, "a", encoding="utf-8") as f:
-                f.write(line)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                size = os.fstat(fd).st_size
+                if size and os.pread(fd, 1, size - 1) != b"\n":
+                    line = b"\n" + line
+                _write_all(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)  # closing releases the lock
         except OSError as e:
-            raise StoreError(f"{self.path / TRIALS_FILE}: cannot append: {e.strerror or e}") from None
+            raise StoreError(f"{path}: cannot append: {e.strerror or e}") from None
+
+    def final_trials(self) -> dict[int, TrialResult]:
+        """The latest record of each trial whose state is final (not interrupted): the trials that
+        are done and never trained again."""
+        latest: dict[int, TrialResult] = {}
+        for r in self.read_trials():
+            latest[r.trial] = r
+        return {t: r for t, r in latest.items() if r.state.final}
 
     def read_trials(self) -> list[TrialResult]:
-        """Every complete record; a last line cut mid-write (a crash) is skipped."""
+        """Every readable record, in file order; a line cut mid-write (a crash) is skipped and
+        counted in `unreadable_lines`."""
         path = self.path / TRIALS_FILE
         if not path.exists():
             return []
@@ -112,6 +137,11 @@ class StageStore:
             except (UnicodeDecodeError, ValueError, KeyError, TypeError):
                 self.unreadable_lines += 1  # a line cut by a crash, or not ours: skipped, counted
         return out
+
+    def remove_stale_temp_files(self) -> None:
+        """Temp files of atomic writes that a kill -9 left behind (the real files are intact)."""
+        for tmp in self.path.glob(".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
     def write_text(self, name: str, text: str) -> None:
         atomic_write_text(self.path / name, text)

@@ -32,6 +32,12 @@ class TrialState(str, enum.Enum):
     COMPLETE = "complete"
     DIVERGED = "diverged"  # the loss became NaN or inf
     FAILED = "failed"  # an unexpected exception; the message is kept
+    INTERRUPTED = "interrupted"  # running when the search was stopped (Ctrl-C, SIGTERM); re-run on --resume
+
+    @property
+    def final(self) -> bool:
+        """A final state is never trained again; an interrupted trial is."""
+        return self is not TrialState.INTERRUPTED
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,11 @@ import pytest
 from conftest import run_hpsearch as hpsearch
 from PIL import Image
 
-from hpsearch.errors import StoreError
+from hpsearch.errors import SpecError, StoreError
+from hpsearch.executor import ExecOptions
 from hpsearch.rank import edges
 from hpsearch.refine import plan_ranges
-from hpsearch.search import RefineOptions, StageOptions, run_coarse, run_refine, run_report, stages
+from hpsearch.search import RefineOptions, StageOptions, StageStopped, run_coarse, run_refine, run_report, stages
 from hpsearch.spec import Categorical, NumericRange, parse_spec
 from hpsearch.trial import TrialResult, TrialState
 
@@ -200,16 +201,41 @@ def test_refine_and_rank_agree_on_the_best_trial_when_accuracies_tie() -> None:
     assert top_complete([a, b], 1)[0] is rank([a, b])[0] is b
 
 
-def test_interrupted_refine_stage_gets_a_clear_message_and_data_root_is_remembered(tmp_path: Path) -> None:
+class StopAfter:
+    """Progress that presses Ctrl-C once `n` trials have finished."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
+        pass
+
+    def epochs_done(self, count: int) -> None:
+        pass
+
+    def trial_done(self, result: object, done: int, total: int, best: object) -> None:
+        if done >= self.n:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_refine_stage_is_refused_then_resumed_and_data_root_is_remembered(tmp_path: Path) -> None:
     run = tmp_path / "run"
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=3)
     run_coarse(spec, "s.yaml", StageOptions(out=run, data_root=tmp_path / "data"))  # type: ignore[arg-type]
     run_refine(run, RefineOptions(trials=2))
     assert json.loads((run / "refine-1/run.json").read_text())["data_root"] == str(tmp_path / "data")
-    (run / "refine-2").mkdir()
-    (run / "refine-2/trials.jsonl").write_text("")  # what a refine killed mid-stage leaves
-    with pytest.raises(StoreError, match="did not finish; remove the folder to plan it again"):
-        run_refine(run, RefineOptions(trials=2))
+    one = ExecOptions(population=1, workers=1)
+    with pytest.raises(StageStopped) as stopped:
+        run_refine(run, RefineOptions(trials=3, execution=one), progress=StopAfter(1))  # type: ignore[arg-type]
+    assert stopped.value.code == 130 and stopped.value.finished == 1
+    with pytest.raises(StoreError, match="did not finish; finish it with hpsearch refine .* --resume"):
+        run_refine(run, RefineOptions(trials=3))
+    with pytest.raises(SpecError, match=r"the spec changed since this stage started \(search.trials: 3 -> 4\)"):
+        run_refine(run, RefineOptions(trials=4, resume=True))
+    resumed = run_refine(run, RefineOptions(trials=3, resume=True, execution=one))
+    assert resumed.outcome is not None and resumed.outcome.stage == "refine-2" and resumed.outcome.resumed == 1
+    assert sorted(r.trial for r in resumed.outcome.ranked) == [0, 1, 2]
+    assert json.loads((run / "refine-2/run.json").read_text())["data_root"] == str(tmp_path / "data")
 
 
 def test_searched_epochs_still_train_longer(tmp_path: Path) -> None:

@@ -1,0 +1,341 @@
+"""Never lose a trial: kill -9 and resume, Ctrl-C / SIGTERM, torn writes, concurrent writers, atomic
+rewrites. Real processes, real signals, real files."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from conftest import ROOT
+from conftest import run_hpsearch as hpsearch
+
+from hpsearch.store import StageStore, atomic_write_text
+from hpsearch.trial import TrialResult, TrialState
+
+SMOKE = str(ROOT / "configs/smoke.yaml")
+FINAL = {"complete", "diverged", "failed"}
+# Long enough trials (about 0.3 s each one at a time) that a kill lands inside one.
+KILL_ARGS = ["--trials", "14", "--epochs", "6", "--population", "1", "--workers", "1"]
+
+
+def start(*args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def records(path: Path) -> list[dict[str, Any]]:
+    """Every readable line of a trials.jsonl (a line cut by a kill is skipped)."""
+    out = []
+    if path.exists():
+        for line in path.read_bytes().splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+    return out
+
+
+def final_records(path: Path) -> list[dict[str, Any]]:
+    return [r for r in records(path) if r["state"] in FINAL]
+
+
+def metrics(r: dict[str, Any]) -> tuple[Any, ...]:
+    return (r["state"], r["val_acc"], r["train_acc"], r["train_loss"], r["val_acc_per_epoch"], r["losses"])
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def kill_and_resume(
+    args: list[str], trials_file: Path, kills: int, rng: random.Random, first: list[str] | None = None
+) -> tuple[int, list[str]]:
+    """Run `hpsearch *args`, kill -9 it at random moments `kills` times (each time after it was
+    resumed with --resume), checking after every kill that no finished trial was recorded twice or
+    changed; then resume to the end. Returns the number of kills that hit a live process."""
+    log: list[str] = []
+    seen: dict[int, dict[str, Any]] = {}  # trial -> its final record, as first written
+    hits = 0
+    for i in range(kills + 1):
+        cmd = (first or args) if i == 0 else [*args, "--resume"]
+        before = len(final_records(trials_file))
+        proc = start(*cmd)
+        if i < kills:
+            if rng.random() < 0.5:
+                delay = rng.uniform(0.2, 4.0)  # any moment: imports, data, planning, a trial, a write
+                time.sleep(delay)
+                log.append(f"kill {i + 1}: {delay:.2f} s after start")
+            else:
+                # Inside the search: once this process has recorded a trial, a moment later.
+                deadline = time.monotonic() + 30
+                while len(final_records(trials_file)) <= before and proc.poll() is None:
+                    assert time.monotonic() < deadline, "no trial recorded in 30 s"
+                    time.sleep(0.02)
+                delay = rng.uniform(0.0, 0.4)
+                time.sleep(delay)
+                log.append(f"kill {i + 1}: {delay:.2f} s after a new record")
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                hits += 1
+        _, err = proc.communicate(timeout=120)
+        if i == kills:
+            assert proc.returncode == 0, f"final resume failed: {err}\n" + "\n".join(log)
+        finals = final_records(trials_file)
+        counts: dict[int, int] = {}
+        for r in finals:
+            counts[r["trial"]] = counts.get(r["trial"], 0) + 1
+            if r["trial"] in seen:
+                assert metrics(r) == metrics(seen[r["trial"]]), f"trial {r['trial']} changed\n" + "\n".join(log)
+            seen.setdefault(r["trial"], r)
+        twice = {t: n for t, n in counts.items() if n > 1}
+        assert not twice, f"finished trials trained again: {twice}\n" + "\n".join(log)
+    return hits, log
+
+
+def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path: Path) -> None:
+    seed = int(os.environ.get("HPSEARCH_KILL_SEED", time.time_ns() % 10**6))
+    rng = random.Random(seed)
+    ref = tmp_path / "uninterrupted"
+    assert hpsearch("coarse", SMOKE, "--out", str(ref), *KILL_ARGS).returncode == 0
+    run = tmp_path / "killed"
+    args = ["coarse", SMOKE, "--out", str(run), *KILL_ARGS]
+    hits, log = kill_and_resume(args, run / "coarse/trials.jsonl", kills=6, rng=rng)
+    assert hits >= 5, f"only {hits} kills hit a running process (seed {seed})\n" + "\n".join(log)
+
+    finals = final_records(run / "coarse/trials.jsonl")
+    expected = {r["trial"]: r for r in final_records(ref / "coarse/trials.jsonl")}
+    assert sorted(r["trial"] for r in finals) == list(range(14)), f"seed {seed}"  # each exactly once
+    for r in finals:  # same trial parameters, and on a CPU with fixed seeds the same results
+        assert r["params"] == expected[r["trial"]]["params"]
+        assert metrics(r) == metrics(expected[r["trial"]]), f"trial {r['trial']} differs (seed {seed})"
+    ranked = json.loads((run / "coarse/results.json").read_text())["ranked"]
+    assert sorted(row["trial"] for row in ranked) == list(range(14))
+    assert not list((run / "coarse").glob(".*.tmp")), "temp files of interrupted writes were left behind"
+    run_info = json.loads((run / "coarse/run.json").read_text())
+    assert run_info["end_time"] and 1 <= len(run_info["resumed"]) <= 6  # resumes killed before any write leave none
+
+    # refine, killed and resumed the same way: every planned trial once, matching an uninterrupted refine
+    assert hpsearch("refine", str(ref), "--trials", "8", "--population", "1").returncode == 0
+    refine_args = ["refine", str(run), "--trials", "8", "--population", "1"]
+    hits, log = kill_and_resume(refine_args, run / "refine-1/trials.jsonl", kills=3, rng=rng)
+    assert hits >= 2, f"seed {seed}\n" + "\n".join(log)
+    finals = final_records(run / "refine-1/trials.jsonl")
+    expected = {r["trial"]: r for r in final_records(ref / "refine-1/trials.jsonl")}
+    assert sorted(r["trial"] for r in finals) == sorted(expected), f"seed {seed}"
+    for r in finals:
+        assert r["params"] == expected[r["trial"]]["params"]
+        assert metrics(r) == metrics(expected[r["trial"]]), f"refine trial {r['trial']} differs (seed {seed})"
+    assert not (run / "refine-2").exists()
+
+
+def test_resume_refuses_a_changed_spec_and_names_the_change(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert hpsearch("coarse", SMOKE, "--out", str(run), "--trials", "2", "--epochs", "1").returncode == 0
+    before = (run / "coarse/trials.jsonl").read_bytes()
+    changed = hpsearch("coarse", SMOKE, "--out", str(run), "--trials", "2", "--epochs", "3", "--resume")
+    assert changed.returncode == 1
+    assert "cannot resume, the spec changed since this stage started (train.epochs: 1 -> 3)" in changed.stderr
+    assert len(changed.stderr.strip().splitlines()) == 1 and "Traceback" not in changed.stderr
+    spec = tmp_path / "edited.yaml"
+    spec.write_text(Path(SMOKE).read_text().replace("hidden: [32]", "hidden: [64]"))
+    edited = hpsearch("coarse", str(spec), "--out", str(run), "--trials", "2", "--epochs", "1", "--resume")
+    assert edited.returncode == 1 and "model.hidden: [32] -> [64]" in edited.stderr
+    assert (run / "coarse/trials.jsonl").read_bytes() == before  # nothing written was lost
+    # Asking for a new run (no --resume, another --out) is always allowed.
+    new = hpsearch("coarse", str(spec), "--out", str(tmp_path / "new"), "--trials", "2", "--epochs", "1")
+    assert new.returncode == 0, new.stderr
+    # Resuming a finished stage with the same spec trains nothing and ranks the same trials.
+    same = hpsearch("coarse", SMOKE, "--out", str(run), "--trials", "2", "--epochs", "1", "--resume")
+    assert same.returncode == 0 and "2 of 2 trials already finished, 0 to run" in same.stderr
+    assert (run / "coarse/trials.jsonl").read_bytes() == before
+
+
+def _result(trial: int, **extra: Any) -> TrialResult:
+    return TrialResult(trial=trial, state=TrialState.COMPLETE, params={"lr": 0.1 * (trial + 1)}, val_acc=0.5, **extra)
+
+
+def test_a_torn_last_line_is_skipped_reported_and_the_next_append_starts_fresh(tmp_path: Path) -> None:
+    store = StageStore(tmp_path)
+    for t in range(3):
+        store.append_trial(_result(t))
+    path = tmp_path / "trials.jsonl"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])  # the last record cut mid-write, as a crash leaves it
+    assert [r.trial for r in store.read_trials()] == [0, 1]
+    assert store.unreadable_lines == 1
+    store.append_trial(_result(2))
+    assert [r.trial for r in store.read_trials()] == [0, 1, 2]
+    assert store.unreadable_lines == 1  # the cut line stays cut; the new record is whole
+    assert path.read_bytes().endswith(b"\n") and path.read_bytes().count(b"\n") == 4
+
+
+def test_resume_after_a_torn_write_reruns_that_trial_and_says_so(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["coarse", SMOKE, "--out", str(run), "--trials", "4", "--epochs", "1", "--population", "1"]
+    assert hpsearch(*args).returncode == 0
+    path = run / "coarse/trials.jsonl"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:-1]) + lines[-1][:50])
+    torn_trial = json.loads(lines[-1])["trial"]
+    (run / "coarse/results.json").unlink()  # the stage did not finish
+    resumed = hpsearch(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "skipped 1 unreadable line(s)" in resumed.stderr and "3 of 4 trials already finished" in resumed.stderr
+    assert sorted(r["trial"] for r in final_records(path)) == [0, 1, 2, 3]
+    assert final_records(path)[-1]["trial"] == torn_trial
+
+
+def _append_many(path: str, writer: int, count: int) -> None:
+    store = StageStore(Path(path))
+    for k in range(count):
+        # Records of very different sizes, so an interleaving would show as a broken line.
+        store.append_trial(_result(writer * 1000 + k, losses=[float(k)] * (k % 7 * 300)))
+
+
+def test_concurrent_writer_processes_lose_and_interleave_nothing(tmp_path: Path) -> None:
+    writers, count = 6, 60
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), w, count)) for w in range(writers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    store = StageStore(tmp_path)
+    got = store.read_trials()
+    assert store.unreadable_lines == 0
+    assert len(got) == writers * count
+    assert sorted(r.trial for r in got) == sorted(w * 1000 + k for w in range(writers) for k in range(count))
+    assert all(len(r.losses) == (r.trial % 1000) % 7 * 300 for r in got)
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "workers"), [(signal.SIGINT, 130, "1"), (signal.SIGTERM, 143, "1"), (signal.SIGTERM, 143, "2")]
+)
+def test_ctrl_c_and_sigterm_mark_the_running_trial_and_say_how_to_resume(
+    tmp_path: Path, sig: signal.Signals, code: int, workers: str
+) -> None:
+    run = tmp_path / "run"
+    args = ["coarse", SMOKE, "--out", str(run), "--trials", "8", "--epochs", "6", "--population", "1"]
+    proc = start(*args, "--workers", workers)
+    path = run / "coarse/trials.jsonl"
+    deadline = time.monotonic() + 60
+    while not final_records(path):
+        assert proc.poll() is None and time.monotonic() < deadline, "no trial finished"
+        time.sleep(0.02)
+    kids = children(proc.pid)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted:") and f"trials finished and saved in {run / 'coarse'}" in last
+    assert last.endswith(f"resume with: hpsearch {' '.join(args)} --workers {workers} --resume")
+    states = [r["state"] for r in records(path)]
+    assert "interrupted" in states and states.index("interrupted") >= 1
+    done = len(final_records(path))
+    assert f"{done} of 8 trials finished" in last
+    deadline = time.monotonic() + 10
+    while any(alive(k) for k in kids):  # worker processes are stopped, not left training
+        assert time.monotonic() < deadline, f"worker processes {kids} still running"
+        time.sleep(0.05)
+    resumed = hpsearch(*args, "--workers", workers, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    finals = final_records(path)
+    assert sorted(r["trial"] for r in finals) == list(range(8))
+
+
+def test_kill_9_of_the_driver_takes_its_worker_processes_down(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = start(
+        "coarse", SMOKE, "--out", str(run), "--trials", "8", "--epochs", "20", "--population", "1", "--workers", "2"
+    )
+    deadline = time.monotonic() + 60
+    while len(children(proc.pid)) < 3:  # the two spawned workers and multiprocessing's resource tracker
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    time.sleep(random.uniform(0.0, 4.0))  # while the workers start up (importing torch) or train
+    kids = children(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(alive(k) for k in kids):
+        assert time.monotonic() < deadline, f"orphaned workers {kids} still running"
+        time.sleep(0.05)
+
+
+def test_a_diverged_trial_fails_alone_and_ranks_last(tmp_path: Path) -> None:
+    raw = yaml.safe_load(Path(SMOKE).read_text())
+    raw["search"].update(sampler="grid", space={"lr": {"values": [0.01, 1.0e6]}})
+    spec = tmp_path / "s.yaml"
+    spec.write_text(yaml.safe_dump(raw))
+    r = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--trials", "2", "--epochs", "2")
+    assert r.returncode == 0, r.stderr
+    ranked = json.loads((tmp_path / "run/coarse/results.json").read_text())["ranked"]
+    assert [row["state"] for row in ranked] == ["complete", "diverged"]
+    assert ranked[0]["val_acc"] > 0.5 and ranked[1]["params"]["lr"] == 1e6
+    assert r.stdout.strip().splitlines()[-2].split("│")[3].strip() == "diverged"  # the table's last row
+
+
+_WRITER = """
+import sys
+from pathlib import Path
+from hpsearch.store import atomic_write_text
+path = Path(sys.argv[1])
+texts = ["A" * 30_000_000 + "\\n", "B" * 40_000_000 + "\\n"]
+i = 0
+while True:
+    atomic_write_text(path, texts[i % 2])
+    i += 1
+"""
+
+
+def test_atomic_rewrites_survive_kill_9_whole(tmp_path: Path) -> None:
+    target = tmp_path / "results.json"
+    atomic_write_text(target, "start\n")
+    rng = random.Random(0)
+    valid = {"start\n", "A" * 30_000_000 + "\n", "B" * 40_000_000 + "\n"}
+    cut_mid_write = kills = 0
+    while cut_mid_write < 2 and kills < 30:  # until 2 kills have landed inside a write
+        kills += 1
+        proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], cwd=ROOT)
+        while target.read_text() == "start\n":  # rewriting has begun
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        text = target.read_text()
+        assert text in valid, f"a half-written file: {len(text)} characters"
+        leftovers = list(tmp_path.glob(".results.json.*.tmp"))  # a kill inside a write leaves its temp file
+        cut_mid_write += bool(leftovers)
+        for tmp in leftovers:
+            tmp.unlink()
+    assert cut_mid_write >= 1  # at least one kill landed inside a write, and the file was still whole
