@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError, Interrupted
 from hpsearch.executor import ExecOptions
+from hpsearch.ray_executor import RayOptions
 from hpsearch.refine import RangePlan
 from hpsearch.report import rich_table, sanity_tables
 from hpsearch.sanity import CHECK_NAMES
@@ -192,6 +194,24 @@ RESUME_HELP = (
     "Continue the run in --out after a crash, kill or Ctrl-C: finished trials are kept, the others run. "
     "The spec and options must be the same as the first time (starts the run if it does not exist)."
 )
+EXECUTOR_HELP = "local: this machine; ray: a Ray cluster (pip install 'hpsearch[ray]')."
+RAY_ADDRESS_HELP = "Ray cluster to join, e.g. 10.0.0.5:6379 (default: start a local Ray instance)."
+
+
+class Executor(str, enum.Enum):
+    LOCAL = "local"
+    RAY = "ray"
+
+
+def execution_options(
+    population: int | None, workers: int | None, executor: Executor, ray_address: str | None
+) -> ExecOptions:
+    if ray_address is not None and executor is not Executor.RAY:
+        raise fail("--ray-address needs --executor ray", code=2)
+    ray = RayOptions(address=ray_address) if executor is Executor.RAY else None
+    return ExecOptions(population=population, workers=workers, ray=ray)
+
+
 RESUME_REFINE_HELP = "Finish the newest refine stage after a crash, kill or Ctrl-C (same options as before)."
 
 
@@ -250,6 +270,8 @@ def coarse(
     population: Annotated[Optional[int], typer.Option(min=1, help=POPULATION_HELP)] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help=WORKERS_HELP)] = None,
     resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
+    executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = Executor.LOCAL,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Random search: short trainings, a ranked table, and warnings for best values on a range's edge.
 
@@ -266,7 +288,7 @@ def coarse(
                         out=out_dir,
                         data_root=data_root,
                         command=tuple(sys.argv),
-                        execution=ExecOptions(population=population, workers=workers),
+                        execution=execution_options(population, workers, executor, ray_address),
                         resume=resume,
                     ),
                     on_data=progress.on_data,
@@ -292,6 +314,8 @@ def refine(
     population: Annotated[Optional[int], typer.Option(min=1, help=POPULATION_HELP)] = None,
     workers: Annotated[Optional[int], typer.Option(min=1, help=WORKERS_HELP)] = None,
     resume: Annotated[bool, typer.Option("--resume", help=RESUME_REFINE_HELP)] = False,
+    executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = Executor.LOCAL,
+    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Plan the next stage from the latest one and run it: ranges narrowed around the top-k trials
     (or moved outward where the best sat on an edge), longer training, no lr decay. Run it again
@@ -305,7 +329,7 @@ def refine(
         epochs=epochs,
         data_root=data_root,
         command=tuple(sys.argv),
-        execution=ExecOptions(population=population, workers=workers),
+        execution=execution_options(population, workers, executor, ray_address),
         resume=resume,
     )
     try:

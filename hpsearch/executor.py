@@ -26,6 +26,7 @@ import yaml
 from hpsearch.data import Dataset
 from hpsearch.models import build_model
 from hpsearch.population import plan_populations, run_population
+from hpsearch.ray_executor import RayOptions, execute_on_ray
 from hpsearch.spec import parse_spec
 from hpsearch.trial import EpochCallback, TrialConfig, TrialResult, run_trial
 
@@ -40,6 +41,7 @@ THREADS_PER_WORKER = 8
 class ExecOptions:
     population: int | None = None  # trials trained together; None: chosen from memory; 1: one at a time
     workers: int | None = None  # processes; None: the default above
+    ray: RayOptions | None = None  # run populations as Ray tasks instead (--executor ray)
 
 
 def default_workers() -> int:
@@ -52,7 +54,10 @@ def auto_population(cfg: TrialConfig, data: Dataset) -> int:
         # Grouped convolutions on a CPU measured slower than one trial at a time (0.66x for 8 trials
         # of a 16-32 channel convnet on 2 cores), so convnets train one at a time there.
         return 1
-    params = sum(p.numel() for p in build_model(cfg.model, data.input_shape, data.num_classes).parameters())
+    try:
+        params = sum(p.numel() for p in build_model(cfg.model, data.input_shape, data.num_classes).parameters())
+    except (RuntimeError, MemoryError):  # too large to build even once: each trial fails on its own
+        return 1
     copies = 4 if cfg.train.optimizer.value == "adam" else 3  # weights, grads, 1-2 optimizer buffers
     per_trial = params * 4 * copies
     if data.x_train.device.type == "cuda":
@@ -83,6 +88,9 @@ def execute(
         return
     size = options.population if options.population is not None else auto_population(configs[0], data)
     populations = plan_populations(configs, size)
+    if options.ray is not None and worker_data is not None:
+        execute_on_ray(populations, worker_data, options.ray, on_result, on_epoch, on_start)
+        return
     workers = options.workers if options.workers is not None else default_workers()
     if workers <= 1 or len(populations) == 1 or worker_data is None:
         for pop in populations:

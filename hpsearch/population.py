@@ -390,9 +390,10 @@ class _BatchBuffers:
 
     def __init__(self, data: Dataset, batch_size: int, p: int) -> None:
         self.data, self.p = data, p
-        self.raw = torch.empty((batch_size, *data.x_train.shape[1:]), dtype=torch.uint8, device=data.x_train.device)
+        rows = min(batch_size, len(data.x_train))  # a batch larger than the data is the whole data
+        self.raw = torch.empty((rows, *data.x_train.shape[1:]), dtype=torch.uint8, device=data.x_train.device)
         self.x = torch.empty(self.raw.shape, dtype=torch.float32, device=data.x_train.device)
-        self.y = torch.empty(p * batch_size, dtype=torch.long, device=data.x_train.device)
+        self.y = torch.empty(p * rows, dtype=torch.long, device=data.x_train.device)
 
     def load(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         b = len(idx)

@@ -225,10 +225,15 @@ def _run_stage(
             progress.trial_done(result, len(results), len(configs), best)
 
     recipe = DataRecipe(spec_to_yaml(spec), options.data_root)
+    execution = options.execution
+    if execution.ray is not None:  # each task's resources come from the spec
+        res = spec.resources
+        ray = replace(execution.ray, num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=res.max_retries)
+        execution = replace(execution, ray=ray)
     if progress:
         progress.start(len(configs), sum(c.train.epochs for c in todo), len(finished))
     try:
-        execute(todo, data, options.execution, record, recipe, progress.epochs_done if progress else None, started)
+        execute(todo, data, execution, record, recipe, progress.epochs_done if progress else None, started)
     except KeyboardInterrupt as e:
         for cfg in running.values():
             store.append_trial(TrialResult(trial=cfg.trial_id, state=TrialState.INTERRUPTED, params=dict(cfg.params)))

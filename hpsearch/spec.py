@@ -165,6 +165,14 @@ class RefineSpec(_Strict):
     lr_decay: float = Field(1.0, gt=0, le=1)  # "without learning rate decay" unless set here
 
 
+class ResourcesSpec(_Strict):
+    """What one trial or population asks of a Ray cluster (`--executor ray`)."""
+
+    num_cpus: float = Field(1.0, gt=0)  # also the torch threads of the task
+    num_gpus: float = Field(0.0, ge=0)
+    max_retries: int = Field(2, ge=0)  # runs again after its worker process died, at most this often
+
+
 class NumericRange(_Strict):
     low: float
     high: float
@@ -239,6 +247,7 @@ class Spec(_Strict):
     search: SearchSpec = Field(default_factory=SearchSpec)
     sanity: SanitySpec = Field(default_factory=SanitySpec)
     refine: RefineSpec = Field(default_factory=RefineSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
 
     @field_validator("name")
     @classmethod

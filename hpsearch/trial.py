@@ -67,6 +67,7 @@ class TrialResult:
     losses: list[float] = field(default_factory=list)
     wall_time: float = 0.0  # seconds
     error: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier runs lost with their worker
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

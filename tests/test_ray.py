@@ -1,0 +1,126 @@
+"""--executor ray against a real Ray instance on 127.0.0.1, started here with `ray start --head`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import ROOT
+from conftest import run_hpsearch as hpsearch
+
+pytest.importorskip("ray")
+SMOKE = str(ROOT / "configs/smoke.yaml")
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    temp = tmp_path_factory.mktemp("ray")
+    # A cluster on loopback for this test only: Ray's token authentication is turned off, for the
+    # head and for every hpsearch process started by these tests (they inherit os.environ).
+    saved = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
+    start += ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
+    subprocess.run(start, check=True, capture_output=True, env=env, timeout=120)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+        if saved is None:
+            os.environ.pop("RAY_AUTH_MODE", None)
+        else:
+            os.environ["RAY_AUTH_MODE"] = saved
+
+
+def final_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if json.loads(line)["state"] != "interrupted"]
+
+
+def test_ray_search_equals_the_local_one(tmp_path: Path, ray_address: str) -> None:
+    args = ["--trials", "6", "--epochs", "2", "--population", "1"]
+    local = hpsearch("coarse", SMOKE, "--out", str(tmp_path / "local"), *args, "--workers", "1")
+    assert local.returncode == 0, local.stderr
+    on_ray = hpsearch(
+        "coarse", SMOKE, "--out", str(tmp_path / "ray"), *args, "--executor", "ray", "--ray-address", ray_address
+    )
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert "trial 6/6" in on_ray.stderr and "best val_acc" in on_ray.stderr  # the same progress bar
+    a = {r["trial"]: r for r in final_records(tmp_path / "ray/coarse/trials.jsonl")}
+    b = {r["trial"]: r for r in final_records(tmp_path / "local/coarse/trials.jsonl")}
+    assert sorted(a) == sorted(b) == list(range(6))
+    for t in a:
+        assert a[t]["params"] == b[t]["params"]
+        assert a[t]["state"] == b[t]["state"] and a[t]["val_acc"] == b[t]["val_acc"]
+        # One Ray task uses num_cpus (1) torch threads, the local run 2: float rounding may differ.
+        pairs = [(x, y) for x, y in zip(a[t]["losses"], b[t]["losses"], strict=True) if x is not None and y]
+        assert max(abs(x - y) / abs(y) for x, y in pairs) < 1e-5
+    # The driver is the only writer: refine and report work on a Ray run unchanged.
+    refined = hpsearch(
+        "refine", str(tmp_path / "ray"), "--trials", "3", "--executor", "ray", "--ray-address", ray_address
+    )
+    assert refined.returncode == 0, refined.stderr
+    assert hpsearch("report", str(tmp_path / "ray")).returncode == 0
+
+
+def _ray_task_pids() -> list[int]:
+    """Ray worker processes running our task (Ray names them ray::<task name>)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError:
+                continue
+            if cmd.startswith(b"ray::hpsearch_trials"):
+                pids.append(int(proc.name))
+    return pids
+
+
+def test_a_killed_ray_worker_is_retried_and_each_trial_recorded_once(tmp_path: Path, ray_address: str) -> None:
+    run = tmp_path / "run"
+    args = ["--trials", "4", "--epochs", "30", "--population", "2", "--executor", "ray", "--ray-address", ray_address]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", "coarse", SMOKE, "--out", str(run), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not (pids := _ray_task_pids()):
+        assert proc.poll() is None and time.monotonic() < deadline, "no Ray task started"
+        time.sleep(0.1)
+    time.sleep(1.0)  # inside the trials
+    victim = pids[0]
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    finals = final_records(run / "coarse/trials.jsonl")
+    assert sorted(r["trial"] for r in finals) == [0, 1, 2, 3]  # each exactly once
+    assert all(r["state"] == "complete" for r in finals)
+    retried = [r for r in finals if r["attempts"]]
+    assert len(retried) == 2  # the killed population's two trials, each with its lost attempt kept
+    for r in retried:
+        assert len(r["attempts"]) == 1 and r["attempts"][0]["attempt"] == 1
+        assert r["attempts"][0]["error"].startswith("WorkerCrashedError: The worker died unexpectedly")
+    assert all(not r["attempts"] for r in finals if r not in retried)
