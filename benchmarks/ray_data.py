@@ -59,6 +59,10 @@ def main() -> None:
     print(f"in a Ray task, from its own data root (read, split, statistics): {disk_s:.2f} s")
     print(f"in a Ray task, ray.get from the object store:                     {store_s:.2f} s")
     print(f"driver, ray.put into the object store:                            {put:.2f} s")
+    print(
+        f"a command's wait for data (workers load in parallel): data root {disk_s:.2f} s, "
+        f"object store {put + store_s:.2f} s (put, then get)"
+    )
     ray.shutdown()
 
 
