@@ -235,12 +235,18 @@ def _run_stage(
     try:
         execute(todo, data, execution, record, recipe, progress.epochs_done if progress else None, started)
     except KeyboardInterrupt as e:
+        # What is on disk decides: the signal may have come between a record's write and the
+        # bookkeeping above, and a trial recorded as finished must never be marked interrupted.
+        planned = {c.trial_id for c in configs}
+        on_disk = {t for t in store.final_trials() if t in planned}
         for cfg in running.values():
-            store.append_trial(TrialResult(trial=cfg.trial_id, state=TrialState.INTERRUPTED, params=dict(cfg.params)))
+            if cfg.trial_id not in on_disk:
+                interrupted = TrialResult(trial=cfg.trial_id, state=TrialState.INTERRUPTED, params=dict(cfg.params))
+                store.append_trial(interrupted)
         run_info["interrupted_time"] = _now()
         store.write_json("run.json", run_info)
         code = e.code if isinstance(e, Interrupted) else 130
-        raise StageStopped(code, store.path, len(results), len(configs)) from None
+        raise StageStopped(code, store.path, len(on_disk), len(configs)) from None
     results.sort(key=lambda r: r.trial)
     run_info["end_time"] = _now()
     store.write_json("run.json", run_info)

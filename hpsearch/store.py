@@ -109,12 +109,13 @@ class StageStore:
             raise StoreError(f"{path}: cannot append: {e.strerror or e}") from None
 
     def final_trials(self) -> dict[int, TrialResult]:
-        """The latest record of each trial whose state is final (not interrupted): the trials that
-        are done and never trained again."""
-        latest: dict[int, TrialResult] = {}
+        """Each trial's first record with a final state (not interrupted): the trials that are done
+        and never trained again, whatever was recorded about them later."""
+        done: dict[int, TrialResult] = {}
         for r in self.read_trials():
-            latest[r.trial] = r
-        return {t: r for t, r in latest.items() if r.state.final}
+            if r.state.final:
+                done.setdefault(r.trial, r)
+        return done
 
     def read_trials(self) -> list[TrialResult]:
         """Every readable record, in file order; a line cut mid-write (a crash) is skipped and

@@ -261,8 +261,10 @@ def test_ctrl_c_and_sigterm_mark_the_running_trial_and_say_how_to_resume(
     assert last.endswith(f"resume with: hpsearch {' '.join(args)} --workers {workers} --resume")
     states = [r["state"] for r in records(path)]
     assert "interrupted" in states and states.index("interrupted") >= 1
-    done = len(final_records(path))
-    assert f"{done} of 8 trials finished" in last
+    finished_before = {r["trial"]: r for r in final_records(path)}
+    interrupted = {r["trial"] for r in records(path) if r["state"] == "interrupted"}
+    assert not interrupted & set(finished_before)  # a recorded trial is never also marked interrupted
+    assert f"{len(finished_before)} of 8 trials finished" in last
     deadline = time.monotonic() + 10
     while any(alive(k) for k in kids):  # worker processes are stopped, not left training
         assert time.monotonic() < deadline, f"worker processes {kids} still running"
@@ -270,7 +272,17 @@ def test_ctrl_c_and_sigterm_mark_the_running_trial_and_say_how_to_resume(
     resumed = hpsearch(*args, "--workers", workers, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     finals = final_records(path)
-    assert sorted(r["trial"] for r in finals) == list(range(8))
+    assert sorted(r["trial"] for r in finals) == list(range(8))  # each once: none trained twice
+    assert all(metrics(r) == metrics(finished_before[r["trial"]]) for r in finals if r["trial"] in finished_before)
+
+
+def test_a_finished_trial_stays_finished_whatever_is_recorded_after_it(tmp_path: Path) -> None:
+    store = StageStore(tmp_path)
+    store.append_trial(_result(0))
+    store.append_trial(TrialResult(trial=0, state=TrialState.INTERRUPTED, params={"lr": 0.1}))
+    store.append_trial(TrialResult(trial=1, state=TrialState.INTERRUPTED, params={"lr": 0.2}))
+    done = store.final_trials()
+    assert list(done) == [0] and done[0].state is TrialState.COMPLETE and done[0].val_acc == 0.5
 
 
 def test_kill_9_of_the_driver_takes_its_worker_processes_down(tmp_path: Path) -> None:
