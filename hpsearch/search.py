@@ -130,10 +130,11 @@ def run_coarse(
         options = replace(options, data_root=options.data_root or _previous_data_root(store.path))
     # Data first: a missing dataset leaves no half-made run directory behind.
     data = load_data(spec, options.data_root, on_data, spec_path)
-    if not resuming:
-        store.create()
     history = [{"stage": COARSE, "planned_from": None, "trials": len(configs), "epochs": spec.train.epochs}]
-    return _run_stage(store, spec, spec_path, options, configs, data, history, progress, resuming)
+    with store.lock():
+        if not resuming:
+            store.create()
+        return _run_stage(store, spec, spec_path, options, configs, data, history, progress, resuming)
 
 
 def _started(store: StageStore) -> bool:
@@ -427,8 +428,6 @@ def run_refine(
     # The data root the stage used before, else the previous stage's, unless the command line gives one.
     data_root = options.data_root or _previous_data_root(store.path if resuming else run_dir / previous)
     data = load_data(new_spec, data_root, on_data, str(run_dir / previous / "spec.yaml"))
-    if not resuming:
-        store.create()
     entry = {
         "stage": stage,
         "planned_from": previous,
@@ -443,7 +442,10 @@ def run_refine(
     history = [*previous_doc.get("history", []), jsonable(entry)]
     spec_path = str(run_dir / previous / "spec.yaml")
     stage_options = StageOptions(data_root=data_root, command=options.command, execution=options.execution)
-    outcome = _run_stage(store, new_spec, spec_path, stage_options, configs, data, history, progress, resuming)
+    with store.lock():
+        if not resuming:
+            store.create()
+        outcome = _run_stage(store, new_spec, spec_path, stage_options, configs, data, history, progress, resuming)
     return RefineOutcome(outcome, previous, plans, [jsonable(c.params) for c in skipped])
 
 

@@ -6,6 +6,8 @@ import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ from hpsearch.errors import StoreError
 from hpsearch.trial import TrialResult
 
 TRIALS_FILE = "trials.jsonl"
+LOCK_FILE = ".lock"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -77,8 +80,29 @@ class StageStore:
     def create(self) -> None:
         """Make the directory; refuse one that already holds trials (nothing written is ever lost)."""
         if (self.path / TRIALS_FILE).exists():
-            raise StoreError(f"{self.path}: already holds a search; choose another --out")
+            raise StoreError(f"{self.path}: already holds a search; continue it with --resume, or choose another --out")
         self.make_dir()
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Held while a command runs this stage, so a second one (say, two --resume at once) is
+        refused instead of training the same trials twice. An flock: the kernel drops it when the
+        holder dies, even by kill -9, so no stale lock is ever left behind."""
+        self.make_dir()
+        try:
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise StoreError(f"{self.path / LOCK_FILE}: cannot open: {e.strerror or e}") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StoreError(
+                    f"{self.path}: another hpsearch process is running this stage; wait for it to finish or stop it"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
 
     def make_dir(self) -> None:
         try:

@@ -178,6 +178,27 @@ def test_resume_refuses_a_changed_spec_and_names_the_change(tmp_path: Path) -> N
     assert (run / "coarse/trials.jsonl").read_bytes() == before
 
 
+def test_a_second_command_on_a_running_stage_is_refused(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["coarse", SMOKE, "--out", str(run), "--trials", "6", "--epochs", "6", "--population", "1"]
+    first = start(*args)
+    deadline = time.monotonic() + 60
+    while not (run / "coarse/spec.yaml").exists():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    second = hpsearch(*args, "--resume")
+    assert second.returncode == 1 and "Traceback" not in second.stderr
+    assert second.stderr.strip().splitlines()[-1] == (
+        f"error: {run / 'coarse'}: another hpsearch process is running this stage; wait for it to finish or stop it"
+    )
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 0, err
+    assert sorted(r["trial"] for r in records(run / "coarse/trials.jsonl")) == list(range(6))  # each once
+    # The lock goes with its holder: a later --resume runs (and finds nothing left to train).
+    again = hpsearch(*args, "--resume")
+    assert again.returncode == 0 and "6 of 6 trials already finished, 0 to run" in again.stderr
+
+
 def _result(trial: int, **extra: Any) -> TrialResult:
     return TrialResult(trial=trial, state=TrialState.COMPLETE, params={"lr": 0.1 * (trial + 1)}, val_acc=0.5, **extra)
 
