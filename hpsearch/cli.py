@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import json
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from hpsearch import __version__
 from hpsearch.errors import HpsearchError, Interrupted
@@ -24,6 +26,7 @@ from hpsearch.refine import RangePlan
 from hpsearch.report import rich_table, sanity_tables
 from hpsearch.sanity import CHECK_NAMES
 from hpsearch.search import (
+    NothingToResume,
     RefineOptions,
     StageOptions,
     StageOutcome,
@@ -51,15 +54,20 @@ def _width(stream: object) -> int | None:
     return None if getattr(stream, "isatty", lambda: False)() or "COLUMNS" in os.environ else 200
 
 
-out = Console(width=_width(sys.stdout))
-err = Console(stderr=True, width=_width(sys.stderr))
+# Markup and emoji codes off: paths, spec values and error messages are printed as they are.
+out = Console(width=_width(sys.stdout), markup=False, emoji=False)
+err = Console(stderr=True, width=_width(sys.stderr), markup=False, emoji=False)
 
 TABLE_LIMIT = 20  # rows shown in the terminal; the files hold every trial
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
     return typer.Exit(code=code)
+
+
+def warn(message: str) -> None:
+    err.print(Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False, soft_wrap=True)
 
 
 def version_callback(value: bool) -> None:
@@ -83,11 +91,11 @@ class TrialProgress:
 
     def __init__(self) -> None:
         self.progress = Progress(
-            TextColumn("{task.description}"),
+            TextColumn("{task.description}", markup=False),
             BarColumn(),
-            TextColumn("{task.fields[count]}"),
+            TextColumn("{task.fields[count]}", markup=False),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[best]}"),
+            TextColumn("{task.fields[best]}", markup=False),
             console=err,
         )
         self.tasks: dict[str, TaskID] = {}
@@ -149,6 +157,7 @@ def interruptible() -> Iterator[None]:
     resume. The previous handlers come back afterwards."""
 
     def on_term(signum: int, frame: object) -> None:
+        _signals_seen.append(signum)
         raise Interrupted(128 + signum)
 
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -160,9 +169,12 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old_term)
 
 
+_signals_seen: list[int] = []  # SIGTERMs received: some libraries (Ray) re-raise a plain KeyboardInterrupt
+
+
 def stopped(e: KeyboardInterrupt, resume_command: str) -> typer.Exit:
     """Exit 130 (Ctrl-C) or 143 (SIGTERM), saying what is saved and how to go on."""
-    code = e.code if isinstance(e, Interrupted) else 130
+    code = 128 + _signals_seen[-1] if _signals_seen else e.code if isinstance(e, Interrupted) else 130
     if isinstance(e, StageStopped):
         return fail(f"interrupted: {e.message}; resume with: {resume_command}", code=code)
     return fail("interrupted before any trial ran", code=code)
@@ -173,17 +185,17 @@ def resume_command(command: str, out_dir: Path | None, run_dir: Path | None) -> 
     args = [a for a in sys.argv[1:] if a != "--resume"]
     if out_dir is None and run_dir is not None:
         args += ["--out", str(run_dir)]
-    return " ".join(["hpsearch", *args, "--resume"]) if args else f"hpsearch {command} --resume"
+    return shlex.join(["hpsearch", *args, "--resume"]) if args else f"hpsearch {command} --resume"
 
 
 def render_outcome(outcome: StageOutcome) -> None:
     for w in outcome.warnings:
-        err.print(f"[bold yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
+        warn(w)
     title = f"{outcome.stage}: {len(outcome.ranked)} trials, ranked by validation accuracy"
     out.print(rich_table(title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT))
     for e in outcome.edges:
         if e.flag:
-            err.print(f"[bold yellow]warning:[/] {e.advice()}", highlight=False)
+            warn(e.advice())
     err.print(f"results: {outcome.stage_dir}/results.md, results.csv, results.json", highlight=False)
 
 
@@ -212,7 +224,9 @@ def execution_options(
     return ExecOptions(population=population, workers=workers, ray=ray)
 
 
-RESUME_REFINE_HELP = "Finish the newest refine stage after a crash, kill or Ctrl-C (same options as before)."
+RESUME_REFINE_HELP = (
+    "Finish the newest refine stage after a crash, kill or Ctrl-C (same options as before); never starts a new stage."
+)
 
 
 @app.command("sanity-check")
@@ -254,7 +268,7 @@ def sanity_check(
     if outcome.written_spec:
         err.print(f"wrote {outcome.written_spec}: run hpsearch coarse {outcome.written_spec}", highlight=False)
     elif write_spec:
-        err.print(f"[yellow]warning:[/] no lr range to recommend, so {write_spec} was not written", highlight=False)
+        warn(f"no lr range to recommend, so {write_spec} was not written")
     if outcome.report.failed:
         raise typer.Exit(code=1)
 
@@ -335,6 +349,9 @@ def refine(
     try:
         with interruptible(), TrialProgress() as progress:
             result = run_refine(run_dir, options, on_data=progress.on_data, progress=progress, on_plan=render_plan)
+    except NothingToResume as e:
+        err.print(str(e), highlight=False, soft_wrap=True)
+        return
     except HpsearchError as e:
         raise fail(str(e)) from None
     except KeyboardInterrupt as e:

@@ -10,6 +10,8 @@ recorded once, with the lost attempts kept in its `attempts` list."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,29 @@ def _ray() -> Any:
     return ray
 
 
+def check_address(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds, with one line, on an address nothing listens at (ray.init would retry for
+    minutes). "auto" and None are left to Ray."""
+    if address is None or address == "auto":
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise HpsearchError(f"--ray-address: expected HOST:PORT (e.g. 10.0.0.5:6379), got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise HpsearchError(
+            f"--ray-address: nothing answers at {address} ({e.strerror or e}); is the Ray head running?"
+        ) from None
+
+
+def preflight(options: RayOptions) -> None:
+    """Before a run directory is touched: Ray is installed and the address answers."""
+    _ray()
+    check_address(options.address)
+
+
 def execute_on_ray(
     populations: list[list[TrialConfig]],
     make_data: Callable[[], Dataset],
@@ -60,6 +85,9 @@ def execute_on_ray(
     ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
+        check_address(options.address)
+        # ray.init installs its own SIGTERM handler: ours (record what ran, exit 143) is put back.
+        handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             ray.init(
                 address=options.address,
@@ -70,12 +98,32 @@ def execute_on_ray(
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = options.address or "a local instance"
-            raise HpsearchError(f"--ray-address: cannot start or join Ray at {where}: {e}") from None
+            raise HpsearchError(f"--ray-address: cannot start or join Ray at {where}: {_first_line(e)}") from None
+        finally:
+            for sig, handler in handlers.items():
+                if handler is not None:
+                    signal.signal(sig, handler)
     try:
+        _check_resources(ray, options)
         _run(ray, populations, make_data, options, on_result, on_epoch, on_start)
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _check_resources(ray: Any, options: RayOptions) -> None:
+    """A task asking for more than the whole cluster has would wait forever."""
+    total = ray.cluster_resources()
+    for key, asked, name in (("CPU", options.num_cpus, "num_cpus"), ("GPU", options.num_gpus, "num_gpus")):
+        if asked > total.get(key, 0):
+            raise HpsearchError(
+                f"resources.{name}: {asked:g} per task, but the Ray cluster has {total.get(key, 0):g} {key}s in all: "
+                "no task could start (lower it, or add nodes)"
+            )
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _package_path() -> list[str]:
@@ -115,8 +163,11 @@ def _run(
             lost = attempts.setdefault(index[id(pop)], [])
             try:
                 results = ray.get(ref)
-            except ray.exceptions.RayTaskError:
-                raise  # our own code failed: not a lost worker, retrying would fail the same way
+            except ray.exceptions.RayTaskError as e:  # our code raised: retrying would fail the same way
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, HpsearchError):  # e.g. no dataset under that worker's data root
+                    raise type(cause)(f"on a Ray worker: {cause}") from None
+                raise HpsearchError(f"a Ray task failed: {_first_line(cause or e)}") from None
             except ray.exceptions.RayError as e:  # the worker process or its node died
                 lost.append({"attempt": len(lost) + 1, "error": f"{type(e).__name__}: {str(e).splitlines()[0]}"})
                 if len(lost) <= options.max_retries:

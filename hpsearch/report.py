@@ -8,6 +8,7 @@ import math
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from hpsearch.curves import curve_label
 from hpsearch.rank import Edge, fmt_value
@@ -127,7 +128,7 @@ def sanity_tables(report: SanityReport) -> list[Table]:
         checks.add_column(h, overflow="fold")
     for c in report.checks:
         v = c.verdict.value
-        checks.add_row(c.check, f"[{VERDICT_STYLE[v]}]{v}[/]", c.measured, c.diagnosis)
+        checks.add_row(c.check, Text(v, style=VERDICT_STYLE[v]), c.measured, c.diagnosis)
     layers = Table(title="activation statistics at init", title_justify="left")
     for h in ("layer", "mean", "std", "dead", "saturated", "grad norm"):
         layers.add_column(h, justify="right")
@@ -138,7 +139,7 @@ def sanity_tables(report: SanityReport) -> list[Table]:
     for h in ("lr", "start loss", "end loss", "drop", "status"):
         probe.add_column(h, justify="right")
     for r in report.probe:
-        status = "[red]diverged[/]" if r.diverged else "ok"
+        status = Text("diverged", style="red") if r.diverged else "ok"
         end = "inf" if not math.isfinite(r.end_loss) else f"{r.end_loss:.3f}"
         drop = "-" if not math.isfinite(r.drop) else f"{r.drop:+.1%}"
         probe.add_row(f"{r.lr:g}", f"{r.start_loss:.3f}", end, drop, status)

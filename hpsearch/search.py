@@ -6,8 +6,10 @@ import datetime as dt
 import json
 import os
 import platform
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -17,10 +19,11 @@ import torch
 
 from hpsearch import __version__
 from hpsearch.data import Dataset, ProgressFn, build_dataset
-from hpsearch.errors import DataError, Interrupted, SpecError, StoreError
+from hpsearch.errors import DataError, HpsearchError, Interrupted, SpecError, StoreError
 from hpsearch.executor import DataRecipe, ExecOptions, execute
 from hpsearch.plots import StageData, write_report_plots
 from hpsearch.rank import Edge, edges, rank
+from hpsearch.ray_executor import preflight
 from hpsearch.refine import RangePlan, plan_ranges, top_complete
 from hpsearch.report import csv_table, markdown_report, markdown_table, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
@@ -124,9 +127,11 @@ def run_coarse(
     else:
         run_dir = RUNS_DIR / spec.name if options.resume else pick_run_dir(RUNS_DIR, spec.name)
     store = StageStore(run_dir / COARSE)
+    if options.execution.ray is not None:
+        preflight(options.execution.ray)
     resuming = options.resume and _started(store)
     if resuming:
-        refuse_changed_spec(store, spec)
+        refuse_changed_spec(store, spec, "start a new run: another --out, without --resume")
         options = replace(options, data_root=options.data_root or _previous_data_root(store.path))
     # Data first: a missing dataset leaves no half-made run directory behind.
     data = load_data(spec, options.data_root, on_data, spec_path)
@@ -142,7 +147,7 @@ def _started(store: StageStore) -> bool:
     return (store.path / "spec.yaml").is_file() or (store.path / "trials.jsonl").is_file()
 
 
-def refuse_changed_spec(store: StageStore, spec: Spec) -> None:
+def refuse_changed_spec(store: StageStore, spec: Spec, otherwise: str) -> None:
     """Resuming must train what the stored spec says: any difference is refused, naming it."""
     stored_path = store.path / "spec.yaml"
     stored = load_spec(stored_path)
@@ -151,7 +156,7 @@ def refuse_changed_spec(store: StageStore, spec: Spec) -> None:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise SpecError(
             f"{stored_path}: cannot resume, the spec changed since this stage started ({shown}); "
-            f"resume with the same spec and options, or start a new run without --resume"
+            f"resume with the same spec and options, or {otherwise}"
         )
 
 
@@ -193,8 +198,19 @@ def _run_stage(
     warnings: list[str] = []
     if resuming:
         store.remove_stale_temp_files()
-        planned = {c.trial_id for c in configs}
-        finished = {t: r for t, r in store.final_trials().items() if t in planned}
+        plan = {c.trial_id: jsonable(c.params) for c in configs}
+        finished: dict[int, TrialResult] = {}
+        foreign = 0
+        for t, r in store.final_trials().items():
+            if t in plan and jsonable(r.params) == plan[t]:
+                finished[t] = r
+            elif t in plan:
+                foreign += 1  # same trial number, other parameters: not this plan's trial
+        if foreign:
+            warnings.append(
+                f"{store.path / 'trials.jsonl'}: {foreign} record(s) with parameters other than the plan's "
+                "for their trial number were ignored; those trials were run again"
+            )
         if store.unreadable_lines:
             warnings.append(
                 f"{store.path / 'trials.jsonl'}: skipped {store.unreadable_lines} unreadable line(s) "
@@ -225,7 +241,8 @@ def _run_stage(
         if progress:
             progress.trial_done(result, len(results), len(configs), best)
 
-    recipe = DataRecipe(spec_to_yaml(spec), options.data_root)
+    # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
+    recipe = DataRecipe(spec_to_yaml(spec), options.data_root.resolve() if options.data_root else None)
     execution = options.execution
     if execution.ray is not None:  # each task's resources come from the spec
         res = spec.resources
@@ -235,25 +252,43 @@ def _run_stage(
         progress.start(len(configs), sum(c.train.epochs for c in todo), len(finished))
     try:
         execute(todo, data, execution, record, recipe, progress.epochs_done if progress else None, started)
-    except KeyboardInterrupt as e:
-        # What is on disk decides: the signal may have come between a record's write and the
-        # bookkeeping above, and a trial recorded as finished must never be marked interrupted.
-        planned = {c.trial_id for c in configs}
-        on_disk = {t for t in store.final_trials() if t in planned}
-        for cfg in running.values():
-            if cfg.trial_id not in on_disk:
-                interrupted = TrialResult(trial=cfg.trial_id, state=TrialState.INTERRUPTED, params=dict(cfg.params))
-                store.append_trial(interrupted)
-        run_info["interrupted_time"] = _now()
+        results.sort(key=lambda r: r.trial)
+        run_info["end_time"] = _now()
         store.write_json("run.json", run_info)
+        outcome = write_stage_results(store, spec, store.path.name, results, store.path.parent, history)
+    except KeyboardInterrupt as e:
+        with _signals_ignored():  # a second Ctrl-C must not cut this bookkeeping short
+            # What is on disk decides: the signal may have come between a record's write and the
+            # bookkeeping above, and a trial recorded as finished must never be marked interrupted.
+            planned = {c.trial_id for c in configs}
+            on_disk = {t for t in store.final_trials() if t in planned}
+            for cfg in running.values():
+                if cfg.trial_id not in on_disk:
+                    stopped = TrialResult(trial=cfg.trial_id, state=TrialState.INTERRUPTED, params=dict(cfg.params))
+                    store.append_trial(stopped)
+            run_info["end_time"] = None
+            run_info["interrupted_time"] = _now()
+            store.write_json("run.json", run_info)
         code = e.code if isinstance(e, Interrupted) else 130
         raise StageStopped(code, store.path, len(on_disk), len(configs)) from None
-    results.sort(key=lambda r: r.trial)
-    run_info["end_time"] = _now()
-    store.write_json("run.json", run_info)
-    outcome = write_stage_results(store, spec, store.path.name, results, store.path.parent, history)
     outcome.warnings, outcome.resumed = warnings, len(finished)
     return outcome
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored inside, the previous handlers back afterwards."""
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread: signals are not delivered here anyway
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 def _resumed_run_info(store: StageStore, spec: Spec, spec_path: str, options: StageOptions) -> dict[str, Any]:
@@ -355,7 +390,11 @@ class RefineOptions:
     data_root: Path | None = None
     command: tuple[str, ...] = ()
     execution: ExecOptions = ExecOptions()
-    resume: bool = False  # finish an interrupted refine stage (same options) instead of refusing it
+    resume: bool = False  # finish an interrupted refine stage (same options); never starts a new one
+
+
+class NothingToResume(HpsearchError):
+    """`refine --resume` with no interrupted stage: a notice, not a failure (exit code 0)."""
 
 
 @dataclass
@@ -376,12 +415,24 @@ def stages(run_dir: Path) -> list[str]:
     return found
 
 
+def _how_to_start(run_dir: Path) -> str:
+    if _started(StageStore(run_dir / COARSE)):
+        return f"its coarse stage did not finish: hpsearch coarse SPEC --out {run_dir} --resume finishes it"
+    return f"run hpsearch coarse SPEC --out {run_dir} first"
+
+
 def load_stage(run_dir: Path, stage: str) -> tuple[Spec, list[TrialResult], dict[str, Any]]:
     """A finished stage's resolved spec, trial records and results document."""
     path = run_dir / stage
     spec = load_spec(path / "spec.yaml")
     doc = read_json(path / "results.json")
-    return spec, StageStore(path).read_trials(), doc
+    # The trials the finished stage ranked, each by its final record: not the interrupted records
+    # of a resumed stage, nor a line that does not belong to it.
+    ranked = (
+        {row.get("trial") for row in doc.get("ranked", []) if isinstance(row, dict)} if isinstance(doc, dict) else set()
+    )
+    final = StageStore(path).final_trials()
+    return spec, [final[t] for t in sorted(final) if t in ranked], doc
 
 
 def run_refine(
@@ -395,8 +446,14 @@ def run_refine(
     train longer without lr decay, and never re-run a configuration already trained at that budget."""
     done = stages(run_dir)
     if not done:
-        raise StoreError(f"{run_dir}: no finished stage to refine; run hpsearch coarse SPEC --out {run_dir} first")
+        raise StoreError(f"{run_dir}: no finished stage to refine; {_how_to_start(run_dir)}")
     previous = done[-1]
+    if options.resume and not _started(StageStore(run_dir / f"refine-{len(done)}")):
+        # Nothing was interrupted: --resume never starts a new stage, so running it twice is harmless.
+        raise NothingToResume(
+            f"nothing to resume in {run_dir}: its newest stage, {previous}, finished; "
+            f"hpsearch refine {run_dir} (without --resume) plans the next one"
+        )
     spec, results, previous_doc = load_stage(run_dir, previous)
     top_k = options.top_k or spec.refine.top_k
     top = top_complete(results, top_k)
@@ -424,7 +481,9 @@ def run_refine(
             f"hpsearch refine {run_dir} --resume (and the same options), or remove the folder to plan it again"
         )
     if resuming:
-        refuse_changed_spec(store, new_spec)
+        refuse_changed_spec(store, new_spec, f"remove {store.path} to plan it again")
+    if options.execution.ray is not None:
+        preflight(options.execution.ray)
     # The data root the stage used before, else the previous stage's, unless the command line gives one.
     data_root = options.data_root or _previous_data_root(store.path if resuming else run_dir / previous)
     data = load_data(new_spec, data_root, on_data, str(run_dir / previous / "spec.yaml"))
@@ -519,7 +578,7 @@ def run_report(run_dir: Path) -> ReportOutcome:
     stage and curve label) as RUN/report/results.json and results.md."""
     names = stages(run_dir)
     if not names:
-        raise StoreError(f"{run_dir}: no finished stage to report on; run hpsearch coarse SPEC --out {run_dir} first")
+        raise StoreError(f"{run_dir}: no finished stage to report on; {_how_to_start(run_dir)}")
     data = []
     for name in names:
         spec, results, _ = load_stage(run_dir, name)

@@ -81,11 +81,37 @@ class TrialResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialResult:
+        """A record read back; ValueError when a field has the wrong type (a line that is not ours)."""
+        _check_record_types(d)
         known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
         known["state"] = TrialState(known["state"])
         for key in ("losses", "train_loss_per_epoch"):
             known[key] = [math.nan if v is None else v for v in known.get(key, [])]
         return cls(**known)
+
+
+_NUMBERS = ("val_acc", "train_acc", "train_loss", "initial_loss", "wall_time")
+_LISTS = ("val_acc_per_epoch", "train_acc_per_epoch", "train_loss_per_epoch", "losses", "attempts")
+
+
+def _check_record_types(d: dict[str, Any]) -> None:
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(d.get("trial"), int) or isinstance(d.get("trial"), bool) or not isinstance(d.get("params"), dict):
+        raise ValueError("trial must be an integer and params a mapping")
+    for key in _NUMBERS:
+        if key in d and d[key] is not None and not number(d[key]):
+            raise ValueError(f"{key} must be a number")
+    for key in ("epochs_done", "iterations", "loss_every"):
+        if key in d and (not isinstance(d[key], int) or isinstance(d[key], bool)):
+            raise ValueError(f"{key} must be an integer")
+    for key in _LISTS:
+        if key in d and not isinstance(d[key], list):
+            raise ValueError(f"{key} must be a list")
+    for key in _LISTS[:4]:
+        if any(v is not None and not number(v) for v in d.get(key, [])):
+            raise ValueError(f"{key} must hold numbers")
 
 
 def finite_or_none(v: float | None) -> float | None:

@@ -134,3 +134,13 @@ def test_sanity_write_spec_into_a_missing_folder_fails_before_any_check(tmp_path
     )
     assert res.returncode == 1 and "does not exist or is not writable" in res.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_messages_are_printed_verbatim_not_as_markup(tmp_path: Path) -> None:
+    odd = tmp_path / "runs [bold]x:smile:"
+    r = hpsearch("report", str(odd))
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{odd}: no finished stage to report on" in r.stderr
+    r = hpsearch("coarse", str(tmp_path / "conf[/]ig.yaml"))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "conf[/]ig.yaml" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

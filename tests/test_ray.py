@@ -124,3 +124,50 @@ def test_a_killed_ray_worker_is_retried_and_each_trial_recorded_once(tmp_path: P
         assert len(r["attempts"]) == 1 and r["attempts"][0]["attempt"] == 1
         assert r["attempts"][0]["error"].startswith("WorkerCrashedError: The worker died unexpectedly")
     assert all(not r["attempts"] for r in finals if r not in retried)
+
+
+def test_a_bad_ray_address_fails_in_seconds_with_one_line(tmp_path: Path) -> None:
+    for address, message in [
+        (f"127.0.0.1:{_free_port()}", "nothing answers at 127.0.0.1:"),
+        ("127.0.0.1:abc", "--ray-address: expected HOST:PORT"),
+    ]:
+        t = time.monotonic()
+        r = hpsearch("coarse", SMOKE, "--out", str(tmp_path / "run"), "--executor", "ray", "--ray-address", address)
+        assert r.returncode == 1 and "Traceback" not in r.stderr and message in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and time.monotonic() - t < 30
+        assert not (tmp_path / "run").exists()  # refused before the run directory was made
+
+
+def test_resources_larger_than_the_cluster_are_refused(tmp_path: Path, ray_address: str) -> None:
+    spec = tmp_path / "big.yaml"
+    spec.write_text(Path(SMOKE).read_text() + "resources:\n  num_cpus: 64\n")
+    r = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--executor", "ray", "--ray-address", ray_address)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert "resources.num_cpus: 64 per task, but the Ray cluster has 2 CPUs in all" in r.stderr.strip().splitlines()[-1]
+
+
+def test_sigterm_during_a_ray_run_records_interrupted_trials_and_exits_143(tmp_path: Path, ray_address: str) -> None:
+    run = tmp_path / "run"
+    args = ["coarse", SMOKE, "--out", str(run), "--trials", "6", "--epochs", "20", "--population", "1"]
+    ray_args = ["--executor", "ray", "--ray-address", ray_address]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "hpsearch", *args, *ray_args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not _ray_task_pids():
+        assert proc.poll() is None and time.monotonic() < deadline, "no Ray task started"
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err and "resume with: hpsearch" in err.strip().splitlines()[-1]
+    states = [json.loads(line)["state"] for line in (run / "coarse/trials.jsonl").read_text().splitlines()]
+    assert "interrupted" in states
+    resumed = hpsearch(*args, *ray_args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(r["trial"] for r in final_records(run / "coarse/trials.jsonl")) == list(range(6))

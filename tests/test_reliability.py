@@ -75,17 +75,17 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def kill_and_resume(
-    args: list[str], trials_file: Path, kills: int, rng: random.Random, first: list[str] | None = None
-) -> tuple[int, list[str]]:
-    """Run `hpsearch *args`, kill -9 it at random moments `kills` times (each time after it was
-    resumed with --resume), checking after every kill that no finished trial was recorded twice or
-    changed; then resume to the end. Returns the number of kills that hit a live process."""
+def kill_and_resume(args: list[str], trials_file: Path, kills: int, rng: random.Random) -> tuple[int, list[str]]:
+    """Run `hpsearch *args`, kill -9 it at random moments `kills` times (each time after it was run
+    again, with --resume once the stage had started), checking after every kill that no finished
+    trial was recorded twice or changed; then resume to the end. Returns the number of kills that hit a live process."""
     log: list[str] = []
     seen: dict[int, dict[str, Any]] = {}  # trial -> its final record, as first written
     hits = 0
+    started = trials_file.parent / "spec.yaml"  # written before the stage's first trial
     for i in range(kills + 1):
-        cmd = (first or args) if i == 0 else [*args, "--resume"]
+        # What a user does: the same command again, with --resume once the stage has started.
+        cmd = [*args, "--resume"] if started.exists() else args
         before = len(final_records(trials_file))
         proc = start(*cmd)
         if i < kills:
@@ -372,3 +372,63 @@ def test_atomic_rewrites_survive_kill_9_whole(tmp_path: Path) -> None:
         for tmp in leftovers:
             tmp.unlink()
     assert cut_mid_write >= 1  # at least one kill landed inside a write, and the file was still whole
+
+
+def test_records_of_the_wrong_types_are_unreadable_lines_not_crashes(tmp_path: Path) -> None:
+    store = StageStore(tmp_path)
+    store.append_trial(_result(0))
+    good = json.loads((tmp_path / "trials.jsonl").read_text())
+    bad = [
+        {**good, "val_acc": "high"},
+        {**good, "trial": "x"},
+        {**good, "params": []},
+        {**good, "losses": ["a"]},
+        {**good, "state": "exploded"},
+        {**good, "epochs_done": 1.5},
+    ]
+    with open(tmp_path / "trials.jsonl", "a") as f:
+        for record in bad:
+            f.write(json.dumps(record) + "\n")
+    assert [r.trial for r in store.read_trials()] == [0]
+    assert store.unreadable_lines == len(bad)
+
+
+def test_resume_ignores_a_record_whose_parameters_are_not_the_plans(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["coarse", SMOKE, "--out", str(run), "--trials", "3", "--epochs", "1", "--population", "1"]
+    assert hpsearch(*args).returncode == 0
+    path = run / "coarse/trials.jsonl"
+    lines = path.read_text().splitlines()
+    forged = json.loads(lines[1])
+    forged["params"]["lr"] = 123.0
+    forged["val_acc"] = 0.99
+    path.write_text("\n".join([lines[0], json.dumps(forged), lines[2]]) + "\n")
+    (run / "coarse/results.json").unlink()
+    resumed = hpsearch(*args, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert "1 record(s) with parameters other than the plan's" in resumed.stderr
+    ranked = json.loads((run / "coarse/results.json").read_text())["ranked"]
+    assert sorted(row["trial"] for row in ranked) == [0, 1, 2]
+    assert all(row["params"]["lr"] != 123.0 for row in ranked)
+
+
+def test_refine_and_report_see_each_planned_trial_once_after_interruptions(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    args = ["coarse", SMOKE, "--out", str(run), "--trials", "6", "--epochs", "4", "--population", "1"]
+    for _ in range(2):  # Ctrl-C twice, each time after a new record: interrupted records pile up
+        proc = start(*args, "--resume")
+        before = len(final_records(run / "coarse/trials.jsonl"))
+        while len(final_records(run / "coarse/trials.jsonl")) <= before:
+            assert proc.poll() is None
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(60) == 130
+    assert hpsearch(*args, "--resume").returncode == 0
+    assert sum(r["state"] == "interrupted" for r in records(run / "coarse/trials.jsonl")) == 2
+    report = hpsearch("report", str(run))
+    assert report.returncode == 0 and "all stages (coarse): 6 trials" in report.stdout
+    refine = hpsearch("refine", str(run), "--epochs", "1", "--population", "1")
+    assert refine.returncode == 0, refine.stderr
+    assert "refine-1: 6 trials" in refine.stdout  # as many as the coarse stage planned, not its records
+    again = hpsearch("refine", str(run), "--resume")
+    assert again.returncode == 0 and "nothing to resume" in again.stderr and not (run / "refine-2").exists()
