@@ -174,7 +174,10 @@ _signals_seen: list[int] = []  # SIGTERMs received: some libraries (Ray) re-rais
 
 def stopped(e: KeyboardInterrupt, resume_command: str) -> typer.Exit:
     """Exit 130 (Ctrl-C) or 143 (SIGTERM), saying what is saved and how to go on."""
-    code = 128 + _signals_seen[-1] if _signals_seen else e.code if isinstance(e, Interrupted) else 130
+    if _signals_seen:
+        code = 128 + _signals_seen[-1]
+    else:
+        code = e.code if isinstance(e, Interrupted) else 130
     if isinstance(e, StageStopped):
         return fail(f"interrupted: {e.message}; resume with: {resume_command}", code=code)
     return fail("interrupted before any trial ran", code=code)
@@ -199,20 +202,41 @@ def render_outcome(outcome: StageOutcome) -> None:
     err.print(f"results: {outcome.stage_dir}/results.md, results.csv, results.json", highlight=False)
 
 
-DATA_ROOT_HELP = "Where CIFAR-10 lives (beats $HPSEARCH_DATA_ROOT and data.root)."
-POPULATION_HELP = "Trials trained together in one process (default: from memory; 1: one at a time)."
-WORKERS_HELP = "Worker processes (default: 1 per 8 cores, at least 1)."
 RESUME_HELP = (
     "Continue the run in --out after a crash, kill or Ctrl-C: finished trials are kept, the others run. "
     "The spec and options must be the same as the first time (starts the run if it does not exist)."
 )
-EXECUTOR_HELP = "local: this machine; ray: a Ray cluster (pip install 'hpsearch[ray]')."
-RAY_ADDRESS_HELP = "Ray cluster to join, e.g. 10.0.0.5:6379 (default: start a local Ray instance)."
+RESUME_REFINE_HELP = (
+    "Finish the newest refine stage after a crash, kill or Ctrl-C (same options as before); never starts a new stage."
+)
 
 
 class Executor(str, enum.Enum):
     LOCAL = "local"
     RAY = "ray"
+
+
+# Options that coarse and refine (and sanity-check, for --data-root) share.
+DataRootOption = Annotated[
+    Optional[Path], typer.Option("--data-root", help="Where CIFAR-10 lives (beats $HPSEARCH_DATA_ROOT and data.root).")
+]
+PopulationOption = Annotated[
+    Optional[int],
+    typer.Option(min=1, help="Trials trained together in one process (default: from memory; 1: one at a time)."),
+]
+WorkersOption = Annotated[
+    Optional[int], typer.Option(min=1, help="Worker processes (default: 1 per 8 cores, at least 1).")
+]
+ExecutorOption = Annotated[
+    Executor, typer.Option(help="local: this machine; ray: a Ray cluster (pip install 'hpsearch[ray]').")
+]
+RayAddressOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to join, e.g. 10.0.0.5:6379 (default: the one on this machine, else a new one).",
+    ),
+]
 
 
 def execution_options(
@@ -224,16 +248,11 @@ def execution_options(
     return ExecOptions(population=population, workers=workers, ray=ray)
 
 
-RESUME_REFINE_HELP = (
-    "Finish the newest refine stage after a crash, kill or Ctrl-C (same options as before); never starts a new stage."
-)
-
-
 @app.command("sanity-check")
 def sanity_check(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="YAML spec file.")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<name>).")] = None,
-    data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
+    data_root: DataRootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
     write_spec: Annotated[
         Optional[Path], typer.Option("--write-spec", help="Write a copy of the spec with the recommended lr range.")
@@ -280,12 +299,12 @@ def coarse(
     trials: Annotated[Optional[int], typer.Option(min=1, help="Override search.trials.")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override search.seed.")] = None,
-    data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
-    population: Annotated[Optional[int], typer.Option(min=1, help=POPULATION_HELP)] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help=WORKERS_HELP)] = None,
+    data_root: DataRootOption = None,
+    population: PopulationOption = None,
+    workers: WorkersOption = None,
     resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
-    executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = Executor.LOCAL,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
+    executor: ExecutorOption = Executor.LOCAL,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Random search: short trainings, a ranked table, and warnings for best values on a range's edge.
 
@@ -324,12 +343,12 @@ def refine(
     epochs: Annotated[
         Optional[int], typer.Option(min=1, help="Epochs per trial (default: refine.epochs_factor x).")
     ] = None,
-    data_root: Annotated[Optional[Path], typer.Option("--data-root", help=DATA_ROOT_HELP)] = None,
-    population: Annotated[Optional[int], typer.Option(min=1, help=POPULATION_HELP)] = None,
-    workers: Annotated[Optional[int], typer.Option(min=1, help=WORKERS_HELP)] = None,
+    data_root: DataRootOption = None,
+    population: PopulationOption = None,
+    workers: WorkersOption = None,
     resume: Annotated[bool, typer.Option("--resume", help=RESUME_REFINE_HELP)] = False,
-    executor: Annotated[Executor, typer.Option(help=EXECUTOR_HELP)] = Executor.LOCAL,
-    ray_address: Annotated[Optional[str], typer.Option("--ray-address", help=RAY_ADDRESS_HELP)] = None,
+    executor: ExecutorOption = Executor.LOCAL,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Plan the next stage from the latest one and run it: ranges narrowed around the top-k trials
     (or moved outward where the best sat on an edge), longer training, no lr decay. Run it again

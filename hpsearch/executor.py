@@ -28,7 +28,7 @@ from hpsearch.models import build_model
 from hpsearch.population import plan_populations, run_population
 from hpsearch.ray_executor import RayOptions, execute_on_ray
 from hpsearch.spec import parse_spec
-from hpsearch.trial import EpochCallback, TrialConfig, TrialResult, run_trial
+from hpsearch.trial import EpochCallback, ResultCallback, StartCallback, TrialConfig, TrialResult, run_trial
 
 CPU_POPULATION_BYTES = 64 * 2**20  # weights + grads + optimizer state of one population on a CPU:
 # larger populations fall out of cache and got slower per trial (P=16: 0.24 s, P=64: 0.28 s,
@@ -66,10 +66,6 @@ def auto_population(cfg: TrialConfig, data: Dataset) -> int:
     else:
         budget = CPU_POPULATION_BYTES
     return max(1, min(256, int(budget // per_trial)))
-
-
-ResultCallback = Callable[[TrialResult], None]
-StartCallback = Callable[[list[TrialConfig]], None]
 
 
 def execute(

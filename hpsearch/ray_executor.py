@@ -18,7 +18,7 @@ from typing import Any
 
 from hpsearch.data import Dataset
 from hpsearch.errors import HpsearchError
-from hpsearch.trial import EpochCallback, TrialConfig, TrialResult, TrialState
+from hpsearch.trial import EpochCallback, ResultCallback, StartCallback, TrialConfig, TrialResult, TrialState
 
 _DATA: dict[Any, Dataset] = {}  # per Ray worker process: recipe -> dataset, loaded once
 
@@ -78,9 +78,9 @@ def execute_on_ray(
     populations: list[list[TrialConfig]],
     make_data: Callable[[], Dataset],
     options: RayOptions,
-    on_result: Callable[[TrialResult], None],
+    on_result: ResultCallback,
     on_epoch: EpochCallback | None,
-    on_start: Callable[[list[TrialConfig]], None] | None,
+    on_start: StartCallback | None,
 ) -> None:
     ray = _ray()
     started_here = not ray.is_initialized()
@@ -137,9 +137,9 @@ def _run(
     populations: list[list[TrialConfig]],
     make_data: Callable[[], Dataset],
     options: RayOptions,
-    on_result: Callable[[TrialResult], None],
+    on_result: ResultCallback,
     on_epoch: EpochCallback | None,
-    on_start: Callable[[list[TrialConfig]], None] | None,
+    on_start: StartCallback | None,
 ) -> None:
     threads = max(1, int(options.num_cpus))
     task = ray.remote(_train_task).options(
@@ -147,20 +147,19 @@ def _run(
     )
     slots = max(1, int(ray.cluster_resources().get("CPU", 1) // options.num_cpus))
     queue = list(reversed(populations))
-    attempts: dict[int, list[dict[str, Any]]] = {}  # population index -> lost attempts
-    index = {id(pop): i for i, pop in enumerate(populations)}
+    attempts: dict[int, list[dict[str, Any]]] = {}  # id(population) -> its lost attempts
     pending: dict[Any, list[TrialConfig]] = {}
     try:
         while queue or pending:
             while queue and len(pending) < slots:  # only what can run now is in flight
                 pop = queue.pop()
-                if on_start and not attempts.get(index[id(pop)]):
+                if on_start and not attempts.get(id(pop)):  # a retry is still the same running trials
                     on_start(pop)
                 pending[task.remote(pop, make_data, threads)] = pop
             done, _ = ray.wait(list(pending), num_returns=1)
             ref = done[0]
             pop = pending.pop(ref)
-            lost = attempts.setdefault(index[id(pop)], [])
+            lost = attempts.setdefault(id(pop), [])
             try:
                 results = ray.get(ref)
             except ray.exceptions.RayTaskError as e:  # our code raised: retrying would fail the same way

@@ -191,6 +191,8 @@ def training_loss(net: Net, x: torch.Tensor, y: torch.Tensor, weight_decay: floa
 
 
 EpochCallback = Callable[[int], None]  # called with the number of trial-epochs just finished
+ResultCallback = Callable[[TrialResult], None]  # a trial's result, as soon as it is known
+StartCallback = Callable[[list[TrialConfig]], None]  # a population (or lone trial) begins training
 
 
 def run_trial(config: TrialConfig, data: Dataset, on_epoch: EpochCallback | None = None) -> TrialResult:
