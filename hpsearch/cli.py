@@ -228,7 +228,7 @@ WorkersOption = Annotated[
     Optional[int], typer.Option(min=1, help="Worker processes (default: 1 per 8 cores, at least 1).")
 ]
 ExecutorOption = Annotated[
-    Executor, typer.Option(help="local: this machine; ray: a Ray cluster (pip install 'hpsearch[ray]').")
+    Executor, typer.Option(help="local: this machine; ray: a Ray cluster (pip install 'hpsearch\\[ray]').")
 ]
 RayAddressOption = Annotated[
     Optional[str],
