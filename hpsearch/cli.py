@@ -297,7 +297,7 @@ def coarse(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="YAML spec file.")],
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<name>).")] = None,
     trials: Annotated[Optional[int], typer.Option(min=1, help="Override search.trials.")] = None,
-    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs.")] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs (and searched epochs).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override search.seed.")] = None,
     data_root: DataRootOption = None,
     population: PopulationOption = None,

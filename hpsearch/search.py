@@ -89,6 +89,7 @@ def with_overrides(spec: Spec, trials: int | None = None, epochs: int | None = N
         data["search"]["seed"] = seed
     if epochs is not None:
         data["train"]["epochs"] = epochs
+        data["search"]["space"].pop("epochs", None)  # --epochs fixes them, as it does for refine
     return Spec.model_validate(data)
 
 

@@ -103,6 +103,13 @@ def test_overrides() -> None:
     assert with_overrides(spec) == spec
 
 
+def test_epochs_override_fixes_searched_epochs_too() -> None:
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e-1, "log": True}, "epochs": {"values": [2, 5]}})
+    over = with_overrides(spec, epochs=1)
+    assert over.train.epochs == 1 and list(over.search.space) == ["lr"]
+    assert list(with_overrides(spec, trials=3).search.space) == ["lr", "epochs"]
+
+
 def test_unreadable_trial_lines_are_skipped_and_counted(tmp_path: Path) -> None:
     from hpsearch.store import StageStore
 
