@@ -105,7 +105,7 @@ def _ray_task_pids() -> list[int]:
 
 def test_a_killed_ray_worker_is_retried_and_each_trial_recorded_once(tmp_path: Path, ray_address: str) -> None:
     run = tmp_path / "run"
-    args = ["--trials", "4", "--epochs", "30", "--population", "2", "--executor", "ray", "--ray-address", ray_address]
+    args = ["--trials", "4", "--epochs", "60", "--population", "2", "--executor", "ray", "--ray-address", ray_address]
     proc = subprocess.Popen(
         [sys.executable, "-m", "hpsearch", "coarse", SMOKE, "--out", str(run), *args],
         cwd=ROOT,
@@ -119,6 +119,7 @@ def test_a_killed_ray_worker_is_retried_and_each_trial_recorded_once(tmp_path: P
         time.sleep(0.1)
     time.sleep(1.0)  # inside the trials
     victim = pids[0]
+    assert victim in _ray_task_pids(), "the task ended before the kill: give it more epochs"
     os.kill(victim, signal.SIGKILL)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
