@@ -82,10 +82,10 @@ def execute_on_ray(
     on_epoch: EpochCallback | None,
     on_start: StartCallback | None,
 ) -> None:
+    """Run `populations` as Ray tasks; the caller has run preflight(options) already."""
     ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
-        check_address(options.address)
         # ray.init installs its own SIGTERM handler: ours (record what ran, exit 143) is put back.
         handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
@@ -168,7 +168,7 @@ def _run(
                     raise type(cause)(f"on a Ray worker: {cause}") from None
                 raise HpsearchError(f"a Ray task failed: {_first_line(cause or e)}") from None
             except ray.exceptions.RayError as e:  # the worker process or its node died
-                lost.append({"attempt": len(lost) + 1, "error": f"{type(e).__name__}: {str(e).splitlines()[0]}"})
+                lost.append({"attempt": len(lost) + 1, "error": f"{type(e).__name__}: {_first_line(e)}"})
                 if len(lost) <= options.max_retries:
                     queue.append(pop)
                     continue
