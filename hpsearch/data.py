@@ -6,6 +6,7 @@ trials normalize each batch on the fly with `Dataset.normalize`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import gzip
@@ -19,7 +20,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -286,7 +287,27 @@ def download_file(url: str, dest: Path, md5: str, progress: ProgressFn | None = 
 
 
 def _download(url: str, dest: Path, md5: str, progress: ProgressFn | None, timeout: float, manual: str) -> Path:
-    """download_file; `manual` tells the user where to put the file by hand when the network fails."""
+    """download_file; `manual` tells the user where to put the file by hand when the network fails.
+    A failed download leaves nothing behind: no partial file, no directory made for it."""
+    with _new_dirs_removed_on_failure(dest.parent):
+        return _fetch(url, dest, md5, progress, timeout, manual)
+
+
+@contextlib.contextmanager
+def _new_dirs_removed_on_failure(directory: Path) -> Iterator[None]:
+    """If the block fails, the directories it made on the way to `directory` are removed again
+    (those still empty)."""
+    made = [d for d in (directory, *directory.parents) if not d.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+
+
+def _fetch(url: str, dest: Path, md5: str, progress: ProgressFn | None, timeout: float, manual: str) -> Path:
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
         # A unique temporary name in dest's directory: concurrent downloads don't mix, and the final

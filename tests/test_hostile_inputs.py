@@ -315,7 +315,7 @@ def test_bad_data_root_is_refused_without_running_anything(runs: Path, case: str
 
 
 def test_missing_data_root_without_download_says_where_to_put_the_data(runs: Path) -> None:
-    missing = Path("/nonexistent")
+    missing = runs.parent / "nonexistent"
     assert not missing.exists()
     spec = runs.parent / "cifar.yaml"
     spec.write_text(CIFAR_SPEC)
