@@ -1,0 +1,152 @@
+"""The in-memory `Dataset` trials train on: the validation split, preprocessing statistics, and `build_dataset`.
+
+Images stay uint8 NCHW in memory (150 MB for CIFAR-10's training set instead of 600 MB as float32); trials
+normalize each batch on the fly with `Dataset.normalize`, whose shift and scale are computed from the training
+split alone. `build_dataset` turns a spec's `data:` section into a `Dataset`, from CIFAR-10 or synthetic data.
+This is the top of the package: it imports `cifar10`, `synthetic` and `download` (for `ProgressFn`), and none
+of them imports it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hpsearch.data.cifar10 import PIXELS, RawSplits, load_cifar10, resolve_data_root
+from hpsearch.data.download import ProgressFn
+from hpsearch.data.synthetic import make_synthetic
+from hpsearch.errors import DataError
+from hpsearch.spec import DataSpec, Preprocess
+
+_STATS_CHUNK = 1024  # images per chunk when summing statistics: 1024 * 3072 * 8 B = 25 MB of int64
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """What trials train on: uint8 images in memory, normalized a batch at a time by `normalize`."""
+
+    x_train: torch.Tensor  # uint8 (N, 3, 32, 32)
+    y_train: torch.Tensor  # int64 (N,)
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    shift: torch.Tensor  # float32, broadcastable to (B, 3, 32, 32), in [0, 1] pixel units
+    scale: torch.Tensor  # float32, broadcastable; divides after the shift
+    classes: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.x_train.shape[1:]
+        return (c, h, w)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 batch -> float32 (x/255 - shift)/scale."""
+        gain, offset = self.affine
+        return torch.addcmul(offset, x.to(torch.float32), gain)
+
+    @functools.cached_property
+    def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # (x/255 - shift)/scale == x*gain + offset: one fused multiply-add per batch. Cached in the
+        # instance __dict__ (cached_property bypasses the frozen __setattr__), computed once per device.
+        return 1.0 / (255.0 * self.scale), -self.shift / self.scale
+
+    def to(self, device: torch.device) -> Dataset:
+        """This dataset with every tensor on `device`."""
+        return dataclasses.replace(
+            self,
+            **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if f.name != "classes"},
+        )
+
+
+def split_and_preprocess(raw: RawSplits, val_size: int, train_subset: int | None, preprocess: Preprocess) -> Dataset:
+    """Hold out the last `val_size` training examples, keep the first `train_subset` of the rest, and
+    compute the preprocessing statistics from that training split alone."""
+    n = len(raw.y_train)
+    if not 1 <= val_size < n:
+        raise DataError(f"data.val_size: {val_size} must be at least 1 and less than the {n} training examples")
+    available = n - val_size
+    if train_subset is not None and not 1 <= train_subset <= available:
+        raise DataError(
+            f"data.train_subset: {train_subset} must be between 1 and the {available} training examples "
+            f"left after data.val_size={val_size}"
+        )
+    end = available if train_subset is None else train_subset
+    # Slices along dim 0 are views: no copy of the dataset is made.
+    x_train, y_train = raw.x_train[:end], raw.y_train[:end]
+    shift, scale = _statistics(x_train, Preprocess(preprocess))
+    return Dataset(
+        x_train=x_train,
+        y_train=y_train,
+        x_val=raw.x_train[available:].contiguous(),
+        y_val=raw.y_train[available:].contiguous(),
+        shift=shift,
+        scale=scale,
+        classes=raw.classes,
+    )
+
+
+def _statistics(x: torch.Tensor, preprocess: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale) in [0, 1] pixel units, float32, from uint8 images x (N, C, H, W)."""
+    c = x.shape[1]
+    ones = torch.ones(1, c, 1, 1, dtype=torch.float32)
+    if preprocess is Preprocess.NONE:
+        return torch.zeros_like(ones), ones
+    total, squares = _pixel_sums(x, squares=preprocess is Preprocess.PER_CHANNEL_STANDARDIZE)
+    n = x.shape[0]
+    mean_image = total.to(torch.float64) / (n * 255.0)  # (1, C, H, W)
+    if preprocess is Preprocess.MEAN_IMAGE:
+        return mean_image.float(), ones
+    per_pixel = n * x.shape[2] * x.shape[3]  # values per channel
+    mean = total.sum(dim=(2, 3), keepdim=True).to(torch.float64) / (per_pixel * 255.0)
+    if preprocess is Preprocess.PER_CHANNEL_MEAN:
+        return mean.float(), ones
+    assert squares is not None
+    var = squares.to(torch.float64) / (per_pixel * 255.0**2) - mean.square()
+    std = var.clamp_min(0).sqrt()
+    # A constant channel has std 0: leave it unscaled rather than divide by zero.
+    return mean.float(), torch.where(std > 0, std, torch.ones_like(std)).float()
+
+
+def _pixel_sums(x: torch.Tensor, squares: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Exact int64 sums over the batch dim, (1, C, H, W), and of squares per channel, (1, C, 1, 1).
+
+    Chunked so no full-size wide copy of the dataset is ever made; int64 keeps the sums exact.
+    """
+    total = torch.zeros(1, *x.shape[1:], dtype=torch.int64, device=x.device)
+    total_sq = torch.zeros(1, x.shape[1], 1, 1, dtype=torch.int64, device=x.device) if squares else None
+    for chunk in _chunks(x, _STATS_CHUNK):
+        wide = chunk.to(torch.int64)
+        total += wide.sum(dim=0, keepdim=True)
+        if total_sq is not None:
+            total_sq += wide.square().sum(dim=(0, 2, 3), keepdim=True)
+    return total, total_sq
+
+
+def _chunks(x: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
+    return (x[i : i + size] for i in range(0, len(x), size))
+
+
+def build_dataset(
+    spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None, seed: int = 0
+) -> Dataset:
+    """The dataset a spec's `data:` section describes; `data_root` is the CLI's --data-root."""
+    if spec.dataset == "synthetic":
+        try:
+            raw = make_synthetic(spec.synthetic_train, spec.synthetic_test, seed)
+        except MemoryError:
+            gb = (spec.synthetic_train + spec.synthetic_test) * PIXELS * 4 / 1e9  # float32 while generating
+            raise DataError(
+                f"data.synthetic_train, data.synthetic_test: {spec.synthetic_train} + {spec.synthetic_test} "
+                f"images need about {gb:.3g} GB to generate, more than this machine can allocate"
+            ) from None
+    else:
+        raw = load_cifar10(resolve_data_root(data_root, spec.root), download=spec.download, progress=progress)
+    return split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess)

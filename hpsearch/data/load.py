@@ -1,0 +1,51 @@
+"""A spec's dataset on the spec's device: what the stage driver and every worker process load.
+
+`load_data` is the one entry point; `DataRecipe` is its picklable form, so a worker process (local
+or Ray) builds the same dataset as the driver without the tensors crossing a pipe.
+May import: the other data modules, spec, errors, torch, yaml.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+from hpsearch.data.dataset import Dataset, build_dataset
+from hpsearch.data.download import ProgressFn
+from hpsearch.errors import DataError, SpecError
+from hpsearch.spec import Spec, parse_spec
+
+
+def resolve_device(name: str) -> torch.device:
+    """train.device as a torch device: auto is CUDA when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SpecError("train.device: 'cuda' was asked for but no CUDA device is available (use auto or cpu)")
+    return torch.device(name)
+
+
+def load_data(spec: Spec, data_root: Path | None, progress: ProgressFn | None, spec_path: str | None = None) -> Dataset:
+    """The spec's dataset on the spec's device. Errors about the spec's own keys name its file."""
+    try:
+        data = build_dataset(spec.data, data_root, progress, seed=spec.search.seed)
+        return data.to(resolve_device(spec.train.device))
+    except (DataError, SpecError) as e:
+        if spec_path and str(e).startswith(("data.", "train.")):
+            raise type(e)(f"{spec_path}: {e}") from None
+        raise
+
+
+@dataclass(frozen=True)
+class DataRecipe:
+    """A picklable way for a worker process to build the same dataset as the driver."""
+
+    spec_yaml: str
+    data_root: Path | None
+
+    def __call__(self) -> Dataset:
+        spec = parse_spec(yaml.safe_load(self.spec_yaml))
+        return load_data(spec, self.data_root, None)
