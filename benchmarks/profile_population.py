@@ -16,6 +16,7 @@ grouped convs after), and the conv layers alone both ways; plus the useful FLOP/
 training (conv and linear forward FLOPs x 3 for forward and backward).
 """
 
+# ruff: noqa: E402  (imports of hpsearch follow the sys.path set-up below)
 from __future__ import annotations
 
 import argparse
@@ -34,16 +35,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from search_speed import C, D, H, gemm_peak, random_cifar_shaped  # noqa: E402
+from search_speed import C, D, H, gemm_peak, random_cifar_shaped
 
-from hpsearch.data import Dataset  # noqa: E402
-from hpsearch.executor import auto_population  # noqa: E402
-from hpsearch.models import build_model  # noqa: E402
-from hpsearch.population import PopulationNet, run_population  # noqa: E402
-from hpsearch.search import load_data, trial_configs  # noqa: E402
-from hpsearch.space import TrialSampler  # noqa: E402
-from hpsearch.spec import Spec, load_spec  # noqa: E402
-from hpsearch.trial import TrialConfig  # noqa: E402
+from hpsearch.data import (
+    Dataset,
+    load_data,
+)
+from hpsearch.executor import auto_population
+from hpsearch.models import build_model
+from hpsearch.population import PopulationNet, run_population
+from hpsearch.records import TrialConfig
+from hpsearch.space import (
+    trial_configs,
+)
+from hpsearch.spec import Spec, load_spec
 
 GROUPS = {
     "matmuls": {"aten::mm", "aten::addmm_", "aten::addmm", "aten::bmm", "aten::baddbmm"},
@@ -76,7 +81,7 @@ def configs_for(spec: Spec, trials: int, **model: object) -> list[TrialConfig]:
     raw["model"].update(model)
     raw["search"]["trials"] = trials
     s = Spec.model_validate(raw)
-    return trial_configs(s, TrialSampler(s.search))
+    return trial_configs(s)
 
 
 def profile_mlp(spec: Spec, data: Dataset, peak: float) -> dict[str, object]:
@@ -144,7 +149,7 @@ def profile_convnet(spec: Spec, data: Dataset, peak: float, p: int) -> dict[str,
     torch.manual_seed(0)
     nets = [build_model(c.model, data.input_shape, data.num_classes) for c in cfgs]
     copies = [build_model(c.model, data.input_shape, data.num_classes) for c in cfgs]
-    pop = PopulationNet(copies, "convnet", cfgs[0].model.activation)
+    pop = PopulationNet(copies, "convnet")
     x = data.normalize(data.x_train[:100])
     y = data.y_train[:100]
 

@@ -8,6 +8,7 @@ binary release on disk (what hpsearch does, once per worker process), and ray.ge
 dataset put into the object store by the driver; plus the driver's ray.put.
 """
 
+# ruff: noqa: E402  (imports of hpsearch follow the sys.path set-up below)
 from __future__ import annotations
 
 import argparse
@@ -19,10 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import ray  # noqa: E402
+import ray
 
-from hpsearch.executor import DataRecipe  # noqa: E402
-from hpsearch.spec import load_spec, spec_to_yaml  # noqa: E402
+from hpsearch.data import DataRecipe
+from hpsearch.spec import load_spec, spec_to_yaml
 
 
 def from_disk(recipe: DataRecipe) -> float:

@@ -20,6 +20,7 @@ gradient; D=3072, H=50, C=10), times examples, epochs and trials. Evaluation, da
 optimizer updates are not counted. The GEMM peak is the best of three 4096^3 fp32 matmuls.
 """
 
+# ruff: noqa: E402  (imports of hpsearch follow the sys.path set-up below)
 from __future__ import annotations
 
 import argparse
@@ -37,12 +38,19 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hpsearch.data import Dataset, RawSplits, split_and_preprocess  # noqa: E402
-from hpsearch.executor import ExecOptions, execute  # noqa: E402
-from hpsearch.search import load_data, trial_configs  # noqa: E402
-from hpsearch.space import TrialSampler  # noqa: E402
-from hpsearch.spec import Preprocess, Spec, load_spec  # noqa: E402
-from hpsearch.trial import TrialConfig, TrialResult  # noqa: E402
+from hpsearch.data import (
+    Dataset,
+    RawSplits,
+    load_data,
+    split_and_preprocess,
+)
+from hpsearch.executor import execute
+from hpsearch.options import ExecOptions
+from hpsearch.records import TrialConfig, TrialEvents, TrialResult
+from hpsearch.space import (
+    trial_configs,
+)
+from hpsearch.spec import Preprocess, Spec, load_spec
 
 D, H, C = 3072, 50, 10
 
@@ -141,7 +149,7 @@ def main() -> None:
     load_s = time.perf_counter() - t
     if args.images:
         data = dataclasses.replace(data, x_train=data.x_train[: args.images], y_train=data.y_train[: args.images])
-    configs = trial_configs(spec, TrialSampler(spec.search))
+    configs = trial_configs(spec)
     n = len(data.x_train)
     work = args.trials * args.epochs
     flops = 0.0 if args.convnet else work * n * (4 * D * H + 6 * H * C)
@@ -169,7 +177,7 @@ def main() -> None:
     rows.append(
         run_way(
             "hpsearch one at a time",
-            lambda: execute(configs, data, ExecOptions(population=1, workers=1), results.append),
+            lambda: execute(configs, data, ExecOptions(population=1, workers=1), TrialEvents(on_result=results.append)),
             flops,
             peak,
             work,
@@ -179,7 +187,9 @@ def main() -> None:
     rows.append(
         run_way(
             f"hpsearch population (P={args.population or 'auto'})",
-            lambda: execute(configs, data, ExecOptions(population=args.population, workers=1), pop.append),
+            lambda: execute(
+                configs, data, ExecOptions(population=args.population, workers=1), TrialEvents(on_result=pop.append)
+            ),
             flops,
             peak,
             work,

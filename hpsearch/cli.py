@@ -1,4 +1,12 @@
-"""The command line: parse -> call the library -> render. The one module that knows the terminal."""
+"""The command line: parse -> call the library -> render. The one module that knows the terminal.
+
+Exit codes: 0 success; 1 a user error (one line on stderr, no traceback) or a sanity check FAILed;
+2 wrong usage; 3 a stage in which no trial completed (all failed or diverged: its results are
+still written); 130 / 143 stopped by Ctrl-C / SIGTERM (finished trials saved, --resume continues).
+Torch is imported only by the commands that train (coarse, refine, sanity-check), inside them:
+`--help`, a spec error and `report` start without it.
+May import: every library module, inside the commands; at the top only errors and options.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -19,26 +27,15 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.text import Text
 
 from hpsearch import __version__
-from hpsearch.errors import HpsearchError, Interrupted
-from hpsearch.executor import ExecOptions
-from hpsearch.ray_executor import RayOptions
-from hpsearch.refine import RangePlan
-from hpsearch.report import rich_table, sanity_tables
-from hpsearch.sanity import CHECK_NAMES
-from hpsearch.search import (
-    NothingToResume,
-    RefineOptions,
-    StageOptions,
-    StageOutcome,
-    StageStopped,
-    run_coarse,
-    run_refine,
-    run_report,
-    run_sanity,
-    with_overrides,
-)
-from hpsearch.spec import load_spec
-from hpsearch.trial import TrialResult
+from hpsearch.errors import HpsearchError, Interrupted, NothingToResume, StageStopped
+from hpsearch.options import ExecOptions, RayOptions, RefineOptions, StageOptions
+
+# The library is imported inside each command, where it is used: --help and usage errors need none of
+# it, a spec error only pydantic, and `report` no torch.
+if TYPE_CHECKING:
+    from hpsearch.records import TrialResult
+    from hpsearch.refine import RefinePlan
+    from hpsearch.search import StageOutcome
 
 app = typer.Typer(
     help="Hyperparameter search the cs231n way: sanity checks, coarse random search, refine, report.\n\n"
@@ -59,6 +56,7 @@ out = Console(width=_width(sys.stdout), markup=False, emoji=False)
 err = Console(stderr=True, width=_width(sys.stderr), markup=False, emoji=False)
 
 TABLE_LIMIT = 20  # rows shown in the terminal; the files hold every trial
+NO_TRIAL_COMPLETED = 3  # exit code of a stage in which every trial failed or diverged
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -99,14 +97,14 @@ class TrialProgress:
             console=err,
         )
         self.tasks: dict[str, TaskID] = {}
-        self.steps: list[str] = []
+        self.checks = 0  # sanity checks in all, once the first has started
 
     def __enter__(self) -> TrialProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
         if "steps" in self.tasks and exc[0] is None:
-            total = len(CHECK_NAMES)
+            total = self.checks
             self.progress.update(self.tasks["steps"], completed=total, count=f"{total}/{total}", best="done")
         if "trials" in self.tasks and exc[0] is None:  # trials that diverged early never report epochs
             task = self.tasks["trials"]
@@ -126,11 +124,9 @@ class TrialProgress:
         size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
         self.progress.update(task, completed=done, total=total, count=size)
 
-    def on_step(self, name: str) -> None:
-        total = len(CHECK_NAMES)
+    def on_step(self, name: str, done: int, total: int) -> None:
+        self.checks = total
         task = self._task("steps", "sanity-check", total)
-        done = len(self.steps)
-        self.steps.append(name)
         self.progress.update(task, completed=done, count=f"{done}/{total}", best=name)
 
     def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
@@ -192,6 +188,10 @@ def resume_command(command: str, out_dir: Path | None, run_dir: Path | None) -> 
 
 
 def render_outcome(outcome: StageOutcome) -> None:
+    """The ranked table on stdout; warnings, failures and where the files are on stderr. Exit 3 when
+    no trial of the stage completed."""
+    from hpsearch.report import rich_table
+
     for w in outcome.warnings:
         warn(w)
     title = f"{outcome.stage}: {len(outcome.ranked)} trials, ranked by validation accuracy"
@@ -199,7 +199,21 @@ def render_outcome(outcome: StageOutcome) -> None:
     for e in outcome.edges:
         if e.flag:
             warn(e.advice())
+    if outcome.failures:
+        warn(f"{outcome.failures}; tracebacks in {outcome.stage_dir / 'trials.jsonl'}")
     err.print(f"results: {outcome.stage_dir}/results.md, results.csv, results.json", highlight=False)
+    if outcome.best is None:
+        raise fail(
+            f"no trial of {outcome.stage} completed ({_states(outcome.ranked)}): nothing to rank or refine",
+            code=NO_TRIAL_COMPLETED,
+        )
+
+
+def _states(results: list[TrialResult]) -> str:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.state.value] = counts.get(r.state.value, 0) + 1
+    return ", ".join(f"{n} {state}" for state, n in counts.items()) or "no trials"
 
 
 RESUME_HELP = (
@@ -264,7 +278,11 @@ def sanity_check(
     Example: hpsearch sanity-check configs/cifar10_coarse.yaml --write-spec configs/next.yaml
     """
     try:
+        from hpsearch.spec import load_spec
+
         spec = load_spec(spec_path)
+        from hpsearch.search import run_sanity  # torch: only once the spec is known to be good
+
         with TrialProgress() as progress:
             outcome = run_sanity(
                 spec,
@@ -278,6 +296,8 @@ def sanity_check(
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
+    from hpsearch.report import sanity_tables
+
     if as_json:
         out.print_json(json.dumps(outcome.report.to_dict()))
     else:
@@ -307,12 +327,17 @@ def coarse(
     ray_address: RayAddressOption = None,
 ) -> None:
     """Random search: short trainings, a ranked table, and warnings for best values on a range's edge.
+    Exit code 3 if no trial completed (every one failed or diverged).
 
     Example: hpsearch coarse configs/cifar10_coarse.yaml --trials 10 --epochs 1 --out runs/quick
     """
     try:
         with interruptible():
+            from hpsearch.spec import load_spec, with_overrides
+
             spec = with_overrides(load_spec(spec_path), trials=trials, epochs=epochs, seed=seed)
+            from hpsearch.search import run_coarse  # torch: only once the spec is known to be good
+
             with TrialProgress() as progress:
                 outcome = run_coarse(
                     spec,
@@ -349,10 +374,13 @@ def refine(
     resume: Annotated[bool, typer.Option("--resume", help=RESUME_REFINE_HELP)] = False,
     executor: ExecutorOption = Executor.LOCAL,
     ray_address: RayAddressOption = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the planned stage (ranges, trials, epochs) and train nothing.")
+    ] = False,
 ) -> None:
     """Plan the next stage from the latest one and run it: ranges narrowed around the top-k trials
     (or moved outward where the best sat on an edge), longer training, no lr decay. Run it again
-    to refine further.
+    to refine further. Exit code 3 if no trial of the new stage completed.
 
     Example: hpsearch refine runs/cifar10_coarse --top-k 5 --trials 20
     """
@@ -365,9 +393,15 @@ def refine(
         execution=execution_options(population, workers, executor, ray_address),
         resume=resume,
     )
+    if dry_run:
+        print_plan(run_dir, options)
+        return
     try:
-        with interruptible(), TrialProgress() as progress:
-            result = run_refine(run_dir, options, on_data=progress.on_data, progress=progress, on_plan=render_plan)
+        with interruptible():
+            from hpsearch.search import run_refine  # torch: only for a command that trains
+
+            with TrialProgress() as progress:
+                result = run_refine(run_dir, options, on_data=progress.on_data, progress=progress, on_plan=render_plan)
     except NothingToResume as e:
         err.print(str(e), highlight=False, soft_wrap=True)
         return
@@ -375,20 +409,27 @@ def refine(
         raise fail(str(e)) from None
     except KeyboardInterrupt as e:
         raise stopped(e, resume_command("refine", run_dir, None)) from None
-    if result.skipped:
-        err.print(
-            f"skipped {len(result.skipped)} configurations already trained at this budget (or drawn twice)",
-            highlight=False,
-        )
     if result.outcome is None:
         err.print("nothing new to train: raise --epochs or --trials, or widen the space", highlight=False)
         return
     render_outcome(result.outcome)
 
 
-def render_plan(plans: list[RangePlan]) -> None:
-    for p in plans:
-        err.print(p.describe(), highlight=False, soft_wrap=True)
+def print_plan(run_dir: Path, options: RefineOptions) -> None:
+    """refine --dry-run: the plan on stdout, nothing trained or written."""
+    from hpsearch.refine import plan_refine
+
+    try:
+        plan = plan_refine(run_dir, options)
+    except HpsearchError as e:
+        raise fail(str(e)) from None
+    for line in plan.describe():
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+def render_plan(plan: RefinePlan) -> None:
+    for line in plan.describe():
+        err.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -401,6 +442,8 @@ def report(
     Example: hpsearch report runs/cifar10_coarse
     """
     try:
+        from hpsearch.report import rich_table, run_report
+
         outcome = run_report(run_dir)
     except HpsearchError as e:
         raise fail(str(e)) from None

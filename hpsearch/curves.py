@@ -1,11 +1,12 @@
-"""Reading a trial's learning curves the way the lecture does: one label per trial."""
+"""Reading a trial's learning curves the way the lecture does: one label per trial.
+May import: records."""
 
 from __future__ import annotations
 
 import enum
 import math
 
-from hpsearch.trial import TrialResult, TrialState
+from hpsearch.records import TrialResult, TrialState
 
 FLAT_DROP = 0.05  # the loss fell by less than 5% of where it started: "lr too low"
 OVERFIT_GAP = 0.10  # train accuracy above validation accuracy by more than 10 points

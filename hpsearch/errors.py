@@ -1,6 +1,9 @@
-"""Errors a user can cause. The CLI prints each as one line and exits 1; nothing else is caught."""
+"""Errors a user can cause. The CLI prints each as one line and exits 1; nothing else is caught.
+May import: the standard library only."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 
 class HpsearchError(Exception):
@@ -26,3 +29,16 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+class StageStopped(Interrupted):
+    """A stage stopped by Ctrl-C or SIGTERM: finished trials are on disk, running ones recorded as
+    interrupted; `--resume` continues it."""
+
+    def __init__(self, code: int, stage_dir: Path, finished: int, total: int) -> None:
+        super().__init__(code, f"{finished} of {total} trials finished and saved in {stage_dir}")
+        self.stage_dir, self.finished, self.total = stage_dir, finished, total
+
+
+class NothingToResume(HpsearchError):
+    """`refine --resume` with no interrupted stage: a notice, not a failure (exit code 0)."""

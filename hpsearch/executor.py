@@ -6,6 +6,7 @@ side by side by a little (0.24 vs 0.25 s per trial-epoch of the two-layer net) a
 start-up, so `workers` defaults to 1. On a many-core machine one population's matmuls (about 1
 GFLOP a step for 16 two-layer nets) stop scaling past roughly 8 threads, so the default there is one
 worker per 8 cores, each with cores / workers threads; that part is reasoning, not a measurement.
+May import: data, models, options, population, ray_executor, records; torch.
 """
 
 from __future__ import annotations
@@ -16,32 +17,22 @@ import signal
 import sys
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from dataclasses import dataclass
 from multiprocessing import get_context
-from pathlib import Path
 
 import torch
-import yaml
 
 from hpsearch.data import Dataset
 from hpsearch.models import build_model
-from hpsearch.population import plan_populations, run_population
-from hpsearch.ray_executor import RayOptions, execute_on_ray
-from hpsearch.spec import parse_spec
-from hpsearch.trial import EpochCallback, ResultCallback, StartCallback, TrialConfig, TrialResult, run_trial
+from hpsearch.options import ExecOptions
+from hpsearch.population import plan_populations, train_group
+from hpsearch.ray_executor import execute_on_ray
+from hpsearch.records import TrialConfig, TrialEvents, TrialResult
 
 CPU_POPULATION_BYTES = 64 * 2**20  # weights + grads + optimizer state of one population on a CPU:
 # larger populations fall out of cache and got slower per trial (P=16: 0.24 s, P=64: 0.28 s,
 # P=100: 0.32 s per trial-epoch of the two-layer net)
 GPU_MEMORY_FRACTION = 0.25  # of the free GPU memory for one population
 THREADS_PER_WORKER = 8
-
-
-@dataclass(frozen=True)
-class ExecOptions:
-    population: int | None = None  # trials trained together; None: chosen from memory; 1: one at a time
-    workers: int | None = None  # processes; None: the default above
-    ray: RayOptions | None = None  # run populations as Ray tasks instead (--executor ray)
 
 
 def default_workers() -> int:
@@ -72,34 +63,27 @@ def execute(
     configs: list[TrialConfig],
     data: Dataset,
     options: ExecOptions,
-    on_result: ResultCallback,
+    events: TrialEvents,
     worker_data: Callable[[], Dataset] | None = None,
-    on_epoch: EpochCallback | None = None,
-    on_start: StartCallback | None = None,
 ) -> None:
-    """Train every config, calling on_result as each trial's result is known (in this process) and
-    on_start as each population begins. `worker_data` builds the dataset inside a worker process
-    (each loads it once). On Ctrl-C or SIGTERM the worker processes are stopped at once."""
+    """Train every config, reporting each population's start, finished trial-epochs and each trial's
+    result (in this process) through `events`. `worker_data` builds the dataset inside a worker
+    process (each loads it once). On Ctrl-C or SIGTERM the worker processes are stopped at once."""
     if not configs:
         return
     size = options.population if options.population is not None else auto_population(configs[0], data)
     populations = plan_populations(configs, size)
     if options.ray is not None and worker_data is not None:
-        execute_on_ray(populations, worker_data, options.ray, on_result, on_epoch, on_start)
+        execute_on_ray(populations, worker_data, options.ray, events)
         return
     workers = options.workers if options.workers is not None else default_workers()
     if workers <= 1 or len(populations) == 1 or worker_data is None:
         for pop in populations:
-            if on_start:
-                on_start(pop)
-            for result in _train(pop, data, on_epoch):
-                on_result(result)
+            events.start(pop)
+            for result in train_group(pop, data, events.on_epoch):
+                events.result(result)
         return
-    _execute_in_workers(populations, workers, worker_data, on_result, on_epoch, on_start)
-
-
-def _train(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None = None) -> list[TrialResult]:
-    return run_population(pop, data, on_epoch) if len(pop) > 1 else [run_trial(pop[0], data, on_epoch)]
+    _execute_in_workers(populations, workers, worker_data, events)
 
 
 # --------------------------------------------------------------------------- worker processes
@@ -118,16 +102,14 @@ def _worker_init(make_data: Callable[[], Dataset], threads: int, driver: int) ->
 
 def _worker_train(pop: list[TrialConfig]) -> list[TrialResult]:
     assert _WORKER_DATA is not None
-    return _train(pop, _WORKER_DATA)
+    return train_group(pop, _WORKER_DATA)
 
 
 def _execute_in_workers(
     populations: list[list[TrialConfig]],
     workers: int,
     make_data: Callable[[], Dataset],
-    on_result: ResultCallback,
-    on_epoch: EpochCallback | None,
-    on_start: StartCallback | None,
+    events: TrialEvents,
 ) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
@@ -140,15 +122,13 @@ def _execute_in_workers(
         while queue or pending:
             while queue and len(pending) < workers:  # one population per worker in flight: the
                 pop = queue.pop()  # ones on_start has seen are the ones running
-                if on_start:
-                    on_start(pop)
+                events.start(pop)
                 pending.add(pool.submit(_worker_train, pop))
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
                 for result in future.result():
-                    on_result(result)
-                    if on_epoch:  # a worker's epochs are only known when its population returns
-                        on_epoch(result.epochs_done)
+                    events.result(result)
+                    events.epochs(result.epochs_done)  # a worker's epochs are known when its population returns
     except BaseException:
         _stop_workers(pool)
         raise
@@ -172,17 +152,3 @@ def _die_with_parent(driver: int) -> None:
             pass
     if os.getppid() != driver:  # the driver died while this worker was still starting up
         os._exit(1)
-
-
-@dataclass(frozen=True)
-class DataRecipe:
-    """A picklable way for a worker process to build the same dataset as the driver."""
-
-    spec_yaml: str
-    data_root: Path | None
-
-    def __call__(self) -> Dataset:
-        from hpsearch.search import load_data  # the driver module imports this one
-
-        spec = parse_spec(yaml.safe_load(self.spec_yaml))
-        return load_data(spec, self.data_root, None)

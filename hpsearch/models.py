@@ -1,4 +1,5 @@
-"""MLP and convnet built from a ModelSpec: every activation and initialization in the lecture."""
+"""MLP and convnet built from a ModelSpec: every activation and initialization in the lecture.
+May import: spec; torch."""
 
 from __future__ import annotations
 

@@ -1,36 +1,30 @@
 """The pictures of `hpsearch report`: loss curves, accuracy curves, the random-search picture and the
-lr x weight-decay map. PNG files drawn headless (matplotlib's Agg backend)."""
+lr x weight-decay map. PNG files drawn headless on `matplotlib.figure.Figure` objects: no pyplot, and the
+backend of a program that imports hpsearch is left alone (`Figure.savefig` renders with Agg for PNG).
+May import: rank, records, refine, spec; matplotlib (never pyplot), numpy.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import LogNorm, Normalize
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")  # headless: no display needed, before pyplot is imported
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import LogNorm, Normalize  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from hpsearch.rank import fmt_value, rank  # noqa: E402
-from hpsearch.spec import NumericRange, Spec  # noqa: E402
-from hpsearch.trial import TrialResult, TrialState  # noqa: E402
+from hpsearch.rank import fmt_value, rank
+from hpsearch.records import TrialResult, TrialState
+from hpsearch.refine import StageData
+from hpsearch.spec import NumericRange
 
 STAGE_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 STAGE_MARKERS = ["o", "s", "^", "D", "v", "P"]
 DPI = 120
-
-
-@dataclass(frozen=True)
-class StageData:
-    name: str  # coarse, refine-1, ...
-    spec: Spec
-    results: list[TrialResult]
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
@@ -48,19 +42,20 @@ def _epoch_axis(r: TrialResult) -> np.ndarray:
     return np.arange(len(r.losses)) * r.loss_every / per_epoch
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
+    # A Figure not registered with pyplot needs no close: it is freed with its last reference.
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
 def plot_loss_curves(stages: list[StageData], path: Path) -> Path:
     """Every trial's loss: faint per-iteration points plus a moving average, coloured by lr."""
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig = Figure(figsize=(9, 5.5))
+    ax = fig.subplots()
     trials = [r for s in stages for r in s.results if r.losses]
     lrs = [float(r.params["lr"]) for r in trials if "lr" in r.params]
     norm = LogNorm(min(lrs), max(lrs)) if lrs and min(lrs) < max(lrs) else None
-    cmap = plt.get_cmap("viridis")
+    cmap = matplotlib.colormaps["viridis"]
     finite_starts = [r.losses[0] for r in trials if r.losses and math.isfinite(r.losses[0])]
     top = 2.0 * float(np.median(finite_starts)) if finite_starts else 5.0
     for r in trials:
@@ -75,7 +70,7 @@ def plot_loss_curves(stages: list[StageData], path: Path) -> Path:
     ax.set_ylabel("training loss (data + L2)")
     ax.set_title(f"Loss curves of all {len(trials)} trials (points: per iteration; lines: moving average)")
     if norm:
-        bar = fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax)
+        bar = fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax)
         bar.set_label("learning rate")
     ax.text(
         0.99,
@@ -93,9 +88,10 @@ def plot_loss_curves(stages: list[StageData], path: Path) -> Path:
 
 def plot_accuracy_curves(stages: list[StageData], path: Path, top: int = 5) -> Path:
     """Train (dashed) and validation (solid) accuracy per epoch of the best trials across stages."""
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig = Figure(figsize=(9, 5.5))
+    ax = fig.subplots()
     ranked = _ranked_across(stages)[:top]
-    cmap = plt.get_cmap("tab10")
+    cmap = matplotlib.colormaps["tab10"]
     for i, (stage, r) in enumerate(ranked):
         epochs = np.arange(1, len(r.val_acc_per_epoch) + 1)
         label = f"{stage} #{r.trial}: {_params_text(r)}"
@@ -117,7 +113,8 @@ def plot_val_vs_params(stages: list[StageData], path: Path) -> Path | None:
     names = _numeric_params(stages)
     if not names:
         return None
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.5), squeeze=False)
+    fig = Figure(figsize=(5.5 * len(names), 4.5))
+    axes = fig.subplots(1, len(names), squeeze=False)
     best = _ranked_across(stages)[:1]
     for ax, name in zip(axes[0], names, strict=True):
         for i, s in enumerate(stages):
@@ -161,7 +158,8 @@ def plot_lr_wd(stages: list[StageData], path: Path) -> Path | None:
     """lr x weight decay, coloured by validation accuracy, one marker per stage."""
     if not all(n in _numeric_params(stages) for n in ("lr", "weight_decay")):
         return None
-    fig, ax = plt.subplots(figsize=(8, 6))
+    fig = Figure(figsize=(8, 6))
+    ax = fig.subplots()
     done = [(i, r) for i, s in enumerate(stages) for r in s.results if r.state is TrialState.COMPLETE]
     accs = [r.val_acc or 0.0 for _, r in done]
     norm = Normalize(min(accs, default=0), max(accs, default=1))

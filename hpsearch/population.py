@@ -6,12 +6,12 @@ are batched matmuls. The convnet's first conv is one conv with P x C output chan
 are grouped convolutions (groups = P). Each trial keeps its own init (the same seed as one-at-a-time
 training), learning rate, weight decay, momentum or Adam betas and lr decay, applied in one
 vectorized update. A trial whose loss turns NaN/inf is frozen and masked out of the others' way.
-The results equal one-at-a-time training (`run_trial`) up to float rounding."""
+The results equal one-at-a-time training (`run_trial`) up to float rounding.
+May import: data, models, records, recorder, spec, trial; torch.
+"""
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,20 +22,10 @@ from torch import nn
 
 from hpsearch.data import Dataset
 from hpsearch.models import Maxout, Net, build_model
+from hpsearch.recorder import TrialRecorder
+from hpsearch.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.spec import Activation, Optimizer
-from hpsearch.trial import (
-    EVAL_CHUNK,
-    FLUSH_EVERY,
-    MAX_CURVE_POINTS,
-    TRAIN_ACC_SAMPLE,
-    EpochCallback,
-    TrialConfig,
-    TrialResult,
-    TrialState,
-    batch_order,
-    init_seed,
-    zero_tiny_,
-)
+from hpsearch.trial import EVAL_CHUNK, FLUSH_EVERY, batch_order, init_seed, run_trial, train_accuracy_sample, zero_tiny_
 
 UNSUPPORTED_ACTIVATIONS = {Activation.PRELU}  # a learned slope per unit: trained one at a time
 
@@ -88,11 +78,10 @@ def _leading(trailing: int) -> Expand:
 class PopulationNet(nn.Module):
     """P copies of one architecture, each with its own weights, evaluated on one shared batch."""
 
-    def __init__(self, nets: list[Net], kind: str, activation: Activation) -> None:
+    def __init__(self, nets: list[Net], kind: str) -> None:
         super().__init__()
         self.p = len(nets)
         self.kind = kind
-        self.activation = activation
         layers = [[m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))] for net in nets]
         self.act = nets[0].hidden_layers[0] if nets[0].hidden_layers else nn.Identity()
         self.params: list[_Param] = []
@@ -270,6 +259,11 @@ class PopulationOptimizer:
         denom = (v.sqrt() / prm.expand(c2.sqrt())).add_(prm.expand(self.eps))
         t.addcdiv_(m, denom.div_(prm.expand(-lr / c1)))
 
+    def stop(self, trials: list[int]) -> None:
+        """These trials diverged: no more updates for them (freeze() then clears their weights)."""
+        if trials:
+            self.alive[trials] = False
+
     def end_epoch(self) -> None:
         self.lr *= self.decay
 
@@ -310,78 +304,63 @@ def _accuracy(net: PopulationNet, data: Dataset, x: torch.Tensor, y: torch.Tenso
 def run_population(
     configs: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None = None
 ) -> list[TrialResult]:
-    """Train `configs` (one group key) together on `data`; one TrialResult per config, in order."""
-    start = time.perf_counter()
+    """Train `configs` (one group key) together on `data`; one TrialResult per config, in order.
+    Raises what the population's training raises (train_group falls back to one at a time)."""
     first = configs[0]
     p, device = len(configs), data.x_train.device
-    net = PopulationNet(_nets(configs, data), first.model.kind, first.model.activation)
+    recorder = TrialRecorder(configs, len(data.x_train), on_epoch)
+    net = PopulationNet(_nets(configs, data), first.model.kind)
     opt = PopulationOptimizer(net, configs, device)
-    results = [TrialResult(trial=c.trial_id, state=TrialState.COMPLETE, params=dict(c.params)) for c in configs]
     train = first.train
     n = len(data.x_train)
-    steps_per_epoch = math.ceil(n / train.batch_size)
-    every = max(1, math.ceil(train.epochs * steps_per_epoch / MAX_CURVE_POINTS))
-    acc_idx = torch.linspace(0, n - 1, min(n, TRAIN_ACC_SAMPLE), device=device).long()
-    it = 0
-    curve: list[torch.Tensor] = []
+    x_acc, y_acc = train_accuracy_sample(data)
     batch = _BatchBuffers(data, train.batch_size, p)
     for epoch in range(train.epochs):
         order = batch_order(n, first.seed, epoch, device)
-        epoch_data = torch.zeros(p, dtype=torch.float64, device=device)
         for s in range(0, n, train.batch_size):
             x, y_rep = batch.load(order[s : s + train.batch_size])
             logits = net(x)  # (P, B, C)
             per_example = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y_rep, reduction="none")
             data_loss = per_example.view(p, -1).mean(1)
-            if it == 0:
-                for r, v in zip(results, data_loss.tolist(), strict=True):
-                    r.initial_loss = v
             watched = data_loss.detach()
-            if it % every == 0:
+            if recorder.curve_step:
                 # The L2 term costs a pass over all weights, so it is added where the curve is sampled.
                 watched = watched + net.penalty(opt.wd)
-                curve.append(watched)
-            dead = ~torch.isfinite(watched) & opt.alive
-            diverged = bool(dead.any())
-            if diverged:
-                _mark_diverged(results, dead, it)
-                opt.alive &= ~dead
-            alive = opt.alive
+            it = recorder.iteration
+            losses, data_losses = torch.stack([watched, data_loss.detach()]).tolist()
+            dead = recorder.step(losses, data_losses)
+            opt.stop(dead)
             net.zero_grad(set_to_none=True)
-            torch.where(alive, data_loss, torch.zeros_like(data_loss)).sum().backward()
+            torch.where(opt.alive, data_loss, torch.zeros_like(data_loss)).sum().backward()
             if not opt.fused_first:
                 net.first_layer_grad()
             opt.step()
-            if diverged:
-                opt.freeze()
+            if dead:
+                opt.freeze()  # after the step: autograd still needed the weights as they were
             if it % FLUSH_EVERY == 0 and device.type == "cpu":
                 opt.flush_tiny()
-            epoch_data += torch.where(alive, data_loss.detach(), torch.zeros_like(data_loss)).double()
-            it += 1
-        epoch_loss = epoch_data / steps_per_epoch + net.penalty(opt.wd).double()
         opt.end_epoch()
-        train_acc = _accuracy(net, data, data.x_train[acc_idx], data.y_train[acc_idx])
-        val_acc = _accuracy(net, data, data.x_val, data.y_val)
-        blown = ~torch.isfinite(epoch_loss) & opt.alive  # weights blew up on the epoch's last step
-        if bool(blown.any()):
-            _mark_diverged(results, blown, it - 1)
-            opt.alive &= ~blown
+        accuracies = lambda: (_accuracy(net, data, x_acc, y_acc), _accuracy(net, data, data.x_val, data.y_val))  # noqa: E731
+        blown = recorder.end_epoch(net.penalty(opt.wd).tolist(), accuracies)
+        if blown:
+            opt.stop(blown)
             opt.freeze()
-        for j, r in enumerate(results):
-            if r.state is TrialState.COMPLETE:
-                r.iterations, r.epochs_done = it, epoch + 1
-                r.train_loss = float(epoch_loss[j])
-                r.train_loss_per_epoch.append(r.train_loss)
-                r.train_acc_per_epoch.append(train_acc[j])
-                r.val_acc_per_epoch.append(val_acc[j])
-                r.train_acc, r.val_acc = train_acc[j], val_acc[j]
-        if on_epoch:
-            on_epoch(p)
-    _fill_curves(results, curve, every)
-    elapsed = time.perf_counter() - start
-    for r in results:
-        r.wall_time = elapsed / p  # the population's time, shared evenly
-    return results
+        if not recorder.any_training:
+            break
+    return recorder.finish()
+
+
+def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None = None) -> list[TrialResult]:
+    """Train a planned population: one trial with run_trial, more together with run_population. A
+    population whose training raises (out of memory, say) trains again one trial at a time, so each
+    trial's own result or error is what gets recorded, not one error for them all."""
+    if len(pop) == 1:
+        return [run_trial(pop[0], data, on_epoch)]
+    try:
+        return run_population(pop, data, on_epoch)
+    except Exception:  # not hidden: each trial's own run below records its error
+        pass
+    return [run_trial(cfg, data, on_epoch) for cfg in pop]
 
 
 class _BatchBuffers:
@@ -405,21 +384,3 @@ class _BatchBuffers:
         y = self.y[: self.p * b]
         y.view(self.p, b).copy_(self.data.y_train[idx].expand(self.p, b))
         return x, y
-
-
-def _mark_diverged(results: list[TrialResult], dead: torch.Tensor, it: int) -> None:
-    for j in dead.nonzero().flatten().tolist():
-        results[j].state = TrialState.DIVERGED
-        results[j].iterations = it + 1
-
-
-def _fill_curves(results: list[TrialResult], curve: list[torch.Tensor], every: int) -> None:
-    table = torch.stack(curve).T.tolist() if curve else [[] for _ in results]  # (P, points)
-    for r, losses in zip(results, table, strict=True):
-        r.loss_every = every
-        if r.state is TrialState.DIVERGED:
-            # The record stops at the first non-finite loss, as one-at-a-time training does.
-            kept = [v for i, v in enumerate(losses) if i * every < r.iterations]
-            r.losses = kept
-        else:
-            r.losses = losses

@@ -1,4 +1,5 @@
-"""Ranking trials and flagging best values on the border of their range."""
+"""Ranking trials and flagging best values on the border of their range.
+May import: records, spec."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from hpsearch.records import TrialResult, TrialState
 from hpsearch.spec import Categorical, NumericRange
-from hpsearch.trial import TrialResult, TrialState
 
 EDGE_FRACTION = 0.1  # a best value in the outer 10% of its range is "on the border"
 

@@ -5,7 +5,9 @@ refine and report work on a Ray run as on a local one.
 Each Ray worker process loads the dataset once, from its own data root (the same DataRecipe the
 local worker processes use) and keeps it for every later task. A task whose worker process dies
 (killed, out of memory, node lost) is submitted again, at most `max_retries` times; each trial is
-recorded once, with the lost attempts kept in its `attempts` list."""
+recorded once, with the lost attempts kept in its `attempts` list.
+May import: data, errors, options, population, records; Ray inside functions.
+"""
 
 from __future__ import annotations
 
@@ -13,34 +15,25 @@ import os
 import signal
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from hpsearch.data import Dataset
 from hpsearch.errors import HpsearchError
-from hpsearch.trial import EpochCallback, ResultCallback, StartCallback, TrialConfig, TrialResult, TrialState
+from hpsearch.options import RayOptions
+from hpsearch.population import train_group
+from hpsearch.records import TrialConfig, TrialEvents, TrialResult, TrialState
 
 _DATA: dict[Any, Dataset] = {}  # per Ray worker process: recipe -> dataset, loaded once
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    address: str | None = None  # None: start a local Ray instance (or join $RAY_ADDRESS)
-    num_cpus: float = 1.0
-    num_gpus: float = 0.0
-    max_retries: int = 2
 
 
 def _train_task(pop: list[TrialConfig], make_data: Callable[[], Dataset], threads: int) -> list[TrialResult]:
     """Runs inside a Ray worker process."""
     import torch
 
-    from hpsearch.executor import _train
-
     torch.set_num_threads(threads)
     if make_data not in _DATA:
         _DATA[make_data] = make_data()
-    return _train(pop, _DATA[make_data])
+    return train_group(pop, _DATA[make_data])
 
 
 def _ray() -> Any:
@@ -78,9 +71,7 @@ def execute_on_ray(
     populations: list[list[TrialConfig]],
     make_data: Callable[[], Dataset],
     options: RayOptions,
-    on_result: ResultCallback,
-    on_epoch: EpochCallback | None,
-    on_start: StartCallback | None,
+    events: TrialEvents,
 ) -> None:
     """Run `populations` as Ray tasks; the caller has run preflight(options) already."""
     ray = _ray()
@@ -105,7 +96,7 @@ def execute_on_ray(
                     signal.signal(sig, handler)
     try:
         _check_resources(ray, options)
-        _run(ray, populations, make_data, options, on_result, on_epoch, on_start)
+        _run(ray, populations, make_data, options, events)
     finally:
         if started_here:
             ray.shutdown()
@@ -137,9 +128,7 @@ def _run(
     populations: list[list[TrialConfig]],
     make_data: Callable[[], Dataset],
     options: RayOptions,
-    on_result: ResultCallback,
-    on_epoch: EpochCallback | None,
-    on_start: StartCallback | None,
+    events: TrialEvents,
 ) -> None:
     threads = max(1, int(options.num_cpus))
     task = ray.remote(_train_task).options(
@@ -153,8 +142,8 @@ def _run(
         while queue or pending:
             while queue and len(pending) < slots:  # only what can run now is in flight
                 pop = queue.pop()
-                if on_start and not attempts.get(id(pop)):  # a retry is still the same running trials
-                    on_start(pop)
+                if not attempts.get(id(pop)):  # a retry is still the same running trials
+                    events.start(pop)
                 pending[task.remote(pop, make_data, threads)] = pop
             done, _ = ray.wait(list(pending), num_returns=1)
             ref = done[0]
@@ -175,9 +164,8 @@ def _run(
                 results = [_lost(cfg, lost) for cfg in pop]
             for r in results:
                 r.attempts = list(lost)
-                on_result(r)
-                if on_epoch:
-                    on_epoch(r.epochs_done)
+                events.result(r)
+                events.epochs(r.epochs_done)
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)

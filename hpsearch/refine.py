@@ -1,19 +1,41 @@
-"""The refine planner: the next stage's ranges from the last stage's best trials.
+"""The refine planner: the next stage, planned from the last finished one, without training.
 
-Around the top-k complete trials, with a margin, narrower than before when the best is interior;
-moved outward past the edge when the best sits on it ("careful with best values on border")."""
+Ranges around the top-k complete trials, with a margin, narrower than before when the best is
+interior; moved outward past the edge when the best sits on it ("careful with best values on
+border"). Longer training, no lr decay, a new seed, and no configuration trained twice at the same
+budget. `plan_refine` reads the run and returns a RefinePlan that can be printed (`refine --dry-run`)
+or run (search.run_refine). May import: records, spec, space, rank, store, options; never torch.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import annotated_types
 
-from hpsearch.rank import Edge, fmt_value, rank
-from hpsearch.spec import SEARCHABLE, Categorical, ModelSpec, NumericRange, TrainSpec, is_int_param
-from hpsearch.trial import TrialResult, TrialState, jsonable
+from hpsearch.errors import StoreError
+from hpsearch.options import RefineOptions
+from hpsearch.rank import Edge, edges, fmt_value, rank
+from hpsearch.records import TrialConfig, TrialResult, TrialState, jsonable
+from hpsearch.space import trial_configs
+from hpsearch.spec import (
+    SEARCHABLE,
+    Categorical,
+    ModelSpec,
+    NumericRange,
+    Sampler,
+    Spec,
+    TrainSpec,
+    is_int_param,
+    load_spec,
+)
+from hpsearch.store import StageStore, read_json
+
+COARSE = "coarse"
 
 MARGIN = 0.25  # the top-k span grows by this fraction of itself on each side
 MIN_WIDTH = 0.1  # ... and is at least this fraction of the previous range wide
@@ -132,3 +154,171 @@ def _round_sig(v: float, digits: int = 3) -> float:
     if v == 0 or not math.isfinite(v):
         return v
     return float(f"{v:.{digits - 1}e}")
+
+
+# --------------------------------------------------------------------------- the stages of a run
+
+
+def stages(run_dir: Path) -> list[str]:
+    """The finished stages of a run, in order: coarse, refine-1, refine-2, ..."""
+    found = []
+    name = COARSE
+    while (run_dir / name / "results.json").is_file():
+        found.append(name)
+        name = f"refine-{len(found)}"
+    return found
+
+
+def how_to_start(run_dir: Path) -> str:
+    """What to run when a run has no finished stage yet."""
+    if StageStore(run_dir / COARSE).started:
+        return f"its coarse stage did not finish: hpsearch coarse SPEC --out {run_dir} --resume finishes it"
+    return f"run hpsearch coarse SPEC --out {run_dir} first"
+
+
+@dataclass(frozen=True)
+class StageData:
+    """A finished stage as read back: its name (coarse, refine-1, ...), resolved spec and records."""
+
+    name: str
+    spec: Spec
+    results: list[TrialResult]
+
+
+def load_stage(run_dir: Path, stage: str) -> tuple[Spec, list[TrialResult], dict[str, Any]]:
+    """A finished stage's resolved spec, trial records and results document."""
+    path = run_dir / stage
+    spec = load_spec(path / "spec.yaml")
+    doc = read_json(path / "results.json")
+    # The trials the finished stage ranked, each by its final record: not the interrupted records
+    # of a resumed stage, nor a line that does not belong to it.
+    ranked = (
+        {row.get("trial") for row in doc.get("ranked", []) if isinstance(row, dict)} if isinstance(doc, dict) else set()
+    )
+    final = StageStore(path).final_trials()
+    return spec, [final[t] for t in sorted(final) if t in ranked], doc
+
+
+# --------------------------------------------------------------------------- the plan
+
+
+@dataclass(frozen=True)
+class RefinePlan:
+    """The next stage of a run, as planned from its latest finished stage; nothing trained yet."""
+
+    run_dir: Path
+    previous: str  # the stage planned from
+    stage: str  # the new stage's name: refine-1, refine-2, ...
+    spec: Spec  # the new stage's resolved spec
+    top: list[TrialResult]  # the trials the ranges are planned around, best first
+    ranges: list[RangePlan]
+    configs: list[TrialConfig]  # to train
+    skipped: list[TrialConfig]  # already trained at this budget (or drawn twice)
+    history: list[dict[str, Any]]  # every stage's plan so far, this one last
+
+    @property
+    def spec_path(self) -> str:
+        """The file errors about the new stage's spec name: the previous stage's spec.yaml."""
+        return str(self.run_dir / self.previous / "spec.yaml")
+
+    def describe(self) -> list[str]:
+        """The plan in lines a person reads: each range and why, then the stage's size."""
+        train = self.spec.train
+        lines = [p.describe() for p in self.ranges]
+        lines.append(
+            f"{self.stage}: {len(self.configs)} trials x {train.epochs} epochs (lr decay {train.lr_decay:g}), "
+            f"planned from {self.previous}'s top {len(self.top)} (trials {', '.join(str(r.trial) for r in self.top)})"
+        )
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} configurations already trained at this budget (or drawn twice)")
+        return lines
+
+
+def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
+    """Plan the next stage from the latest finished one (narrower around its top-k, outward at an
+    edge), longer training without lr decay; reads the run, writes nothing."""
+    done = stages(run_dir)
+    if not done:
+        raise StoreError(f"{run_dir}: no finished stage to refine; {how_to_start(run_dir)}")
+    previous = done[-1]
+    spec, results, previous_doc = load_stage(run_dir, previous)
+    top = top_complete(results, options.top_k or spec.refine.top_k)
+    if not top:
+        raise StoreError(f"{run_dir / previous}: no complete trial to refine around")
+    ranges = plan_ranges(spec.search.space, top, edges(spec.search.space, top[0]))
+    new_spec = refined_spec(spec, ranges, options, previous_trials=len(results))
+    configs, skipped = _not_yet_trained(
+        trial_configs(new_spec, str(run_dir / previous / "spec.yaml")),
+        {config_key(c) for stage in done for c in stage_configs(run_dir, stage)},
+    )
+    stage = f"refine-{len(done)}"
+    entry = {
+        "stage": stage,
+        "planned_from": previous,
+        "top_k": options.top_k or spec.refine.top_k,
+        "top_trials": [r.trial for r in top],
+        "trials": len(configs),
+        "epochs": new_spec.train.epochs,
+        "lr_decay": new_spec.train.lr_decay,
+        "ranges": {p.name: p.to_dict() for p in ranges},
+        "skipped_already_trained": [c.params for c in skipped],
+    }
+    history = [*previous_doc.get("history", []), jsonable(entry)]
+    return RefinePlan(run_dir, previous, stage, new_spec, top, ranges, configs, skipped, history)
+
+
+def _not_yet_trained(
+    planned: list[TrialConfig], trained: set[str]
+) -> tuple[list[TrialConfig], list[TrialConfig]]:
+    """(to train, skipped): a configuration already trained, or drawn twice in this stage, trains once."""
+    configs: list[TrialConfig] = []
+    skipped: list[TrialConfig] = []
+    for cfg in planned:
+        key = config_key(cfg)
+        (skipped if key in trained else configs).append(cfg)
+        trained.add(key)
+    return configs, skipped
+
+
+def refined_spec(spec: Spec, plans: list[RangePlan], options: RefineOptions, previous_trials: int) -> Spec:
+    """The new stage's spec: the planned ranges, more epochs, refine's lr decay, the next seed."""
+    data = spec.model_dump()
+    data["search"]["space"] = {p.name: p.new.model_dump(exclude_none=True) for p in plans}
+    data["search"]["trials"] = options.trials or spec.refine.trials or previous_trials
+    # A new seed per stage: the same seed would redraw the same positions in the new ranges.
+    data["search"]["seed"] = spec.search.seed + 1
+    data["search"]["sampler"] = Sampler.RANDOM
+    data["train"]["epochs"] = options.epochs or max(1, round(spec.train.epochs * spec.refine.epochs_factor))
+    data["train"]["lr_decay"] = spec.refine.lr_decay
+    space = data["search"]["space"]
+    if "epochs" in space:
+        # Searched epochs would override the longer training: --epochs fixes them, otherwise the
+        # searched range itself is stretched by the same factor.
+        if options.epochs or "values" in space["epochs"]:
+            del space["epochs"]
+        else:
+            factor = spec.refine.epochs_factor
+            space["epochs"] = {
+                **space["epochs"],
+                "low": round(space["epochs"]["low"] * factor),
+                "high": max(round(space["epochs"]["high"] * factor), round(space["epochs"]["low"] * factor) + 1),
+            }
+    return Spec.model_validate(data)
+
+
+def stage_configs(run_dir: Path, stage: str) -> list[TrialConfig]:
+    """The configurations a finished stage trained, rebuilt from its spec and records."""
+    spec, results, _ = load_stage(run_dir, stage)
+    out = []
+    for r in results:
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in r.params.items()}  # JSON lists were tuples
+        resolved = spec.resolved(params)
+        out.append(TrialConfig(r.trial, params, resolved.model, resolved.train, spec.search.seed))
+    return out
+
+
+def config_key(cfg: TrialConfig) -> str:
+    """What makes two trainings the same: the whole model and training setup, budget included."""
+    return json.dumps(
+        {"model": cfg.model.model_dump(mode="json"), "train": cfg.train.model_dump(mode="json")}, sort_keys=True
+    )

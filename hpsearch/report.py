@@ -1,19 +1,31 @@
-"""Result tables: rich for the terminal, Markdown, CSV and the results.json document."""
+"""Result tables (rich for the terminal, Markdown, CSV, the results.json document) and the
+`report` command's library side: plots and one ranked table across a run's stages.
+
+Reading a finished run needs no torch: may import records, rank, curves, refine, store; matplotlib
+(through plots) only when the report is drawn.
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import math
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 from rich.text import Text
 
 from hpsearch.curves import curve_label
-from hpsearch.rank import Edge, fmt_value
-from hpsearch.sanity import SanityReport
-from hpsearch.trial import TrialResult, TrialState
+from hpsearch.errors import StoreError
+from hpsearch.rank import Edge, fmt_value, rank
+from hpsearch.records import TrialResult, TrialState
+from hpsearch.refine import StageData, how_to_start, load_stage, stages
+from hpsearch.store import StageStore
+
+if TYPE_CHECKING:
+    from hpsearch.sanity import SanityReport
 
 STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.DIVERGED: "red", TrialState.FAILED: "magenta"}
 
@@ -144,3 +156,40 @@ def sanity_tables(report: SanityReport) -> list[Table]:
         drop = "-" if not math.isfinite(r.drop) else f"{r.drop:+.1%}"
         probe.add_row(f"{r.lr:g}", f"{r.start_loss:.3f}", end, drop, status)
     return [checks, layers, probe]
+
+
+@dataclass
+class ReportOutcome:
+    stages: list[StageData]
+    ranked: list[TrialResult]  # every trial of every stage, best first
+    stage_of: list[str]  # the stage of each ranked trial
+    param_names: list[str]
+    plots: list[Path]
+    results_path: Path
+
+
+def run_report(run_dir: Path) -> ReportOutcome:
+    """Plots of every stage under RUN/report/, and one ranked table across stages (with each trial's
+    stage and curve label) as RUN/report/results.json and results.md."""
+    from hpsearch.plots import write_report_plots  # matplotlib: only when a report is drawn
+
+    names = stages(run_dir)
+    if not names:
+        raise StoreError(f"{run_dir}: no finished stage to report on; {how_to_start(run_dir)}")
+    data = []
+    for name in names:
+        spec, results, _ = load_stage(run_dir, name)
+        data.append(StageData(name, spec, results))
+    owner = {id(r): s.name for s in data for r in s.results}
+    ranked = rank([r for s in data for r in s.results])
+    stage_of = [owner[id(r)] for r in ranked]
+    params = sorted({p for s in data for p in s.spec.search.space})
+    out = StageStore(run_dir / "report")
+    out.make_dir()
+    plots = write_report_plots(data, out.path)
+    doc = results_document("all", ranked, [], {"stages": names})
+    for row, stage in zip(doc["ranked"], stage_of, strict=True):
+        row["stage"] = stage
+    out.write_json("results.json", doc)
+    out.write_text("results.md", f"# {data[0].spec.name}: all stages\n\n" + markdown_table(ranked, params, stage_of))
+    return ReportOutcome(data, ranked, stage_of, params, plots, out.path / "results.json")

@@ -1,5 +1,7 @@
 """The lecture's babysitting checks, run before a search: initial loss, activation statistics at
-init, overfitting a small sample, and a learning-rate probe that recommends the coarse range."""
+init, overfitting a small sample, and a learning-rate probe that recommends the coarse range.
+May import: data, models, records, spec, trial; torch.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from torch import nn
 
 from hpsearch.data import Dataset
 from hpsearch.models import Net, build_model, l2_penalty
+from hpsearch.records import finite_or_none
 from hpsearch.spec import Activation, Spec, TrainSpec
-from hpsearch.trial import batch_order, finite_or_none, init_seed, make_optimizer, training_loss
+from hpsearch.trial import batch_order, init_seed, make_optimizer, training_loss
 
 # Initial loss / ln(C): inside PASS_BAND passes, inside WARN_BAND warns, outside fails.
 INITIAL_PASS_BAND = (0.9, 1.25)
@@ -100,7 +103,7 @@ class SanityReport:
         }
 
 
-StepCallback = Callable[[str], None]  # called with the name of the check about to run
+StepCallback = Callable[[str, int, int], None]  # (name of the check about to run, checks done, checks in all)
 
 
 def run_sanity_checks(spec: Spec, data: Dataset, on_step: StepCallback | None = None) -> SanityReport:
@@ -112,9 +115,9 @@ def run_sanity_checks(spec: Spec, data: Dataset, on_step: StepCallback | None = 
         lambda: probe_learning_rates(spec, data),
     ]
     out = []
-    for name, step in zip(CHECK_NAMES, steps, strict=True):
+    for i, (name, step) in enumerate(zip(CHECK_NAMES, steps, strict=True)):
         if on_step:
-            on_step(name)
+            on_step(name, i, len(CHECK_NAMES))
         out.append(step())
     (initial, (activations, layers), overfit, (probe_check, probe, recommended)) = out
     return SanityReport([initial, activations, overfit, probe_check], layers, probe, recommended)

@@ -1,4 +1,5 @@
-"""Parameter ranges and sampling: log-uniform random search and grids, deterministic per trial id."""
+"""Parameter ranges and sampling: log-uniform random search and grids, deterministic per trial id.
+May import: errors, records, spec; numpy."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from hpsearch.errors import SpecError
-from hpsearch.spec import Categorical, NumericRange, Sampler, SearchSpec, is_int_param
+from hpsearch.records import TrialConfig
+from hpsearch.spec import Categorical, NumericRange, Sampler, SearchSpec, Spec, is_int_param
 
 
 def sample_numeric(name: str, dom: NumericRange, rng: np.random.Generator) -> float | int:
@@ -94,3 +96,17 @@ def _make_grid(search: SearchSpec) -> list[dict[str, Any]]:
 
 def _points(dom: Any) -> int | None:
     return dom.points if isinstance(dom, NumericRange) else None
+
+
+def trial_configs(spec: Spec, spec_path: str | None = None) -> list[TrialConfig]:
+    """Every trial of the spec's search, in trial order. A sampler error names `spec_path`."""
+    try:
+        sampler = TrialSampler(spec.search)
+    except SpecError as e:
+        raise SpecError(f"{spec_path}: {e}" if spec_path else str(e)) from None
+    configs = []
+    for i in range(sampler.n_trials):
+        params = sampler.params(i)
+        trial_spec = spec.resolved(params)
+        configs.append(TrialConfig(i, params, trial_spec.model, trial_spec.train, spec.search.seed))
+    return configs

@@ -1,4 +1,5 @@
-"""YAML spec -> typed, frozen spec objects. Every validation message names file, key and value."""
+"""YAML spec -> typed, frozen spec objects. Every validation message names file, key and value.
+May import: errors; pydantic, yaml."""
 
 from __future__ import annotations
 
@@ -298,6 +299,19 @@ class Spec(_Strict):
                 "model": ModelSpec.model_validate({**self.model.model_dump(), **model}),
             }
         )
+
+
+def with_overrides(spec: Spec, trials: int | None = None, epochs: int | None = None, seed: int | None = None) -> Spec:
+    """The spec with command-line overrides applied, validated like the file."""
+    data = spec.model_dump()
+    if trials is not None:
+        data["search"]["trials"] = trials
+    if seed is not None:
+        data["search"]["seed"] = seed
+    if epochs is not None:
+        data["train"]["epochs"] = epochs
+        data["search"]["space"].pop("epochs", None)  # --epochs fixes them, as it does for refine
+    return Spec.model_validate(data)
 
 
 def is_int_param(name: str) -> bool:

@@ -1,4 +1,5 @@
-"""The run directory: resolved spec, run.json, append-only trials.jsonl, atomic rewrites."""
+"""The run directory: resolved spec, run.json, append-only trials.jsonl, atomic rewrites.
+May import: errors, records. POSIX only (fcntl)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import StoreError
-from hpsearch.trial import TrialResult
+from hpsearch.records import TrialResult
 
 TRIALS_FILE = "trials.jsonl"
 LOCK_FILE = ".lock"
@@ -76,6 +77,11 @@ class StageStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.unreadable_lines = 0  # set by read_trials
+
+    @property
+    def started(self) -> bool:
+        """A stage exists to resume once its resolved spec is written (before any trial runs)."""
+        return (self.path / "spec.yaml").is_file() or (self.path / TRIALS_FILE).is_file()
 
     def create(self) -> None:
         """Make the directory; refuse one that already holds trials (nothing written is ever lost)."""

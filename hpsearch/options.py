@@ -1,0 +1,45 @@
+"""What a command asks of the library: how to execute trials, where a stage goes, how refine plans.
+
+Plain frozen dataclasses the CLI fills from its options; no torch, so building them costs nothing.
+May import: the standard library only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    address: str | None = None  # None: start a local Ray instance (or join $RAY_ADDRESS)
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    max_retries: int = 2
+
+
+@dataclass(frozen=True)
+class ExecOptions:
+    population: int | None = None  # trials trained together; None: chosen from memory; 1: one at a time
+    workers: int | None = None  # processes; None: one per THREADS_PER_WORKER cores
+    ray: RayOptions | None = None  # run populations as Ray tasks instead (--executor ray)
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    out: Path | None = None  # the run directory; None: runs/<name> (or -2, -3, ... if taken)
+    data_root: Path | None = None
+    command: tuple[str, ...] = ()
+    execution: ExecOptions = ExecOptions()
+    resume: bool = False  # continue the run in `out` (same spec): finished trials are kept, the rest run
+
+
+@dataclass(frozen=True)
+class RefineOptions:
+    top_k: int | None = None  # None: the spec's refine.top_k
+    trials: int | None = None  # None: refine.trials, else as many as the previous stage
+    epochs: int | None = None  # None: the previous stage's epochs x refine.epochs_factor
+    data_root: Path | None = None
+    command: tuple[str, ...] = ()
+    execution: ExecOptions = ExecOptions()
+    resume: bool = False  # finish an interrupted refine stage (same options); never starts a new one
