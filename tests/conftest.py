@@ -8,9 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 # The shared script that rebuilds CIFAR-10's binary release from the JPEGs beside it (no network).
-MAKE_CIFAR10 = Path(__file__).resolve().parents[1].parent / "shared/datasets/make_cifar10_bin.py"
+MAKE_CIFAR10 = ROOT.parent / "shared/datasets/make_cifar10_bin.py"
 
 
 @pytest.fixture(scope="session")
@@ -25,14 +26,3 @@ def cifar10_root() -> Path:
     # Idempotent: a complete cifar-10-batches-bin/ is left alone, so later sessions take no time here.
     subprocess.run([sys.executable, str(MAKE_CIFAR10), str(root)], check=True, stdout=subprocess.DEVNULL)
     return root
-
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_hpsearch(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    """The CLI as a user runs it: a real process; a wide terminal so tables are not folded."""
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "hpsearch", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
-    )

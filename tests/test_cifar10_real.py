@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from hpsearch.data import build_dataset
-from hpsearch.search import StageOptions, run_coarse, with_overrides
-from hpsearch.spec import Spec, TrainSpec, load_spec
-from hpsearch.trial import TrialConfig, TrialState, run_trial
-
-ROOT = Path(__file__).resolve().parents[1]
+from hpsearch.options import StageOptions
+from hpsearch.records import TrialConfig, TrialState
+from hpsearch.search import run_coarse
+from hpsearch.spec import Spec, TrainSpec, load_spec, with_overrides
+from hpsearch.trial import run_trial
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,8 @@ def test_one_epoch_of_the_two_layer_net_reaches_35_percent(cifar10_root: Path) -
     result = run_trial(TrialConfig(0, {}, spec.model, train, seed=0), data)
     assert result.state is TrialState.COMPLETE
     assert result.initial_loss == pytest.approx(2.303, abs=0.25)  # ln 10 for a 10-class softmax
-    assert result.val_acc is not None and result.val_acc >= 0.35, result.val_acc
+    assert result.val_acc is not None
+    assert result.val_acc >= 0.35, result.val_acc
 
 
 def test_short_coarse_search_ranks_sensibly(cifar10_root: Path, tmp_path: Path) -> None:
@@ -39,8 +41,10 @@ def test_short_coarse_search_ranks_sensibly(cifar10_root: Path, tmp_path: Path) 
     by_lr = {round(r.params["lr"], 8): r for r in outcome.ranked}
     best = outcome.ranked[0]
     assert best.params["lr"] == pytest.approx(1e-2)  # the lecture-scale sweet spot for [0, 1] pixels
-    assert best.val_acc is not None and best.val_acc > 0.35
-    assert by_lr[1e-5].val_acc is not None and by_lr[1e-5].val_acc < 0.3  # too low: barely learns
+    assert best.val_acc is not None
+    assert best.val_acc > 0.35
+    assert by_lr[1e-5].val_acc is not None
+    assert by_lr[1e-5].val_acc < 0.3  # too low: barely learns
     assert outcome.edges[0].flag is None  # the best is interior
     doc = json.loads((tmp_path / "run/coarse/results.json").read_text())
     assert doc["ranked"][0]["trial"] == best.trial

@@ -1,4 +1,5 @@
-"""The command line as a user runs it: real processes, exit codes, stdout vs stderr, help everywhere."""
+"""The command line as a user runs it: exit codes, stdout vs stderr, help everywhere. In this process
+(helpers.cli), but for `python -m hpsearch --help`, which shows the entry point works."""
 
 from __future__ import annotations
 
@@ -6,11 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import run_hpsearch as hpsearch
+from helpers import ROOT, cli, run_hpsearch
 
 from hpsearch.cli import app
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def command_names() -> list[str]:
@@ -18,27 +17,31 @@ def command_names() -> list[str]:
 
 
 def test_every_command_has_help_with_an_example() -> None:
-    top = hpsearch("--help")
-    assert top.returncode == 0 and "Example" in top.stdout
+    top = run_hpsearch("--help")  # a real process: `python -m hpsearch` itself works
+    assert top.returncode == 0
+    assert "Example" in top.stdout
     assert command_names(), "no commands registered"
     for name in command_names():
-        res = hpsearch(name, "--help")
+        res = cli(name, "--help")
         assert res.returncode == 0, name
         assert "Example: hpsearch " + name in " ".join(res.stdout.split()), name
         assert app.registered_commands[command_names().index(name)].callback.__doc__  # type: ignore[union-attr]
 
 
 def test_smoke_config_end_to_end(tmp_path: Path) -> None:
-    res = hpsearch("coarse", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "run"))
+    res = cli("coarse", str(ROOT / "configs/smoke.yaml"), "--out", str(tmp_path / "run"))
     assert res.returncode == 0, res.stderr
     # The ranked table goes to stdout, progress and diagnostics to stderr.
-    assert "val_acc" in res.stdout and "rank" in res.stdout
-    assert "trial 8/8" in res.stderr and "results:" in res.stderr
+    assert "val_acc" in res.stdout
+    assert "rank" in res.stdout
+    assert "trial 8/8" in res.stderr
+    assert "results:" in res.stderr
     assert "trials.jsonl" not in res.stdout
     doc = json.loads((tmp_path / "run/coarse/results.json").read_text())
     assert len(doc["ranked"]) == 8
     best = doc["ranked"][0]
-    assert best["state"] == "complete" and best["val_acc"] > 0.3  # synthetic data is learnable
+    assert best["state"] == "complete"
+    assert best["val_acc"] > 0.3  # synthetic data is learnable
     # Every flagged edge is warned about on stderr, and nothing is warned that is not flagged.
     flagged = [name for name, e in doc["edges"].items() if e["flag"]]
     assert res.stderr.count("warning:") == len(flagged)
@@ -49,9 +52,10 @@ def test_smoke_config_end_to_end(tmp_path: Path) -> None:
 def test_default_out_never_overwrites(tmp_path: Path) -> None:
     spec = tmp_path / "tiny.yaml"
     spec.write_text((ROOT / "configs/smoke.yaml").read_text().replace("trials: 8", "trials: 1"))
-    first = hpsearch("coarse", str(spec), cwd=tmp_path)
-    second = hpsearch("coarse", str(spec), cwd=tmp_path)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    first = cli("coarse", str(spec), cwd=tmp_path)
+    second = cli("coarse", str(spec), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
     assert (tmp_path / "runs/smoke/coarse/results.json").is_file()
     assert (tmp_path / "runs/smoke-2/coarse/results.json").is_file()
 
@@ -72,27 +76,32 @@ def test_default_out_never_overwrites(tmp_path: Path) -> None:
 def test_bad_spec_is_one_line_exit_1(tmp_path: Path, content: str, message: str) -> None:
     spec = tmp_path / "x.yaml"
     spec.write_text(content)
-    res = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"))
+    res = cli("coarse", str(spec), "--out", str(tmp_path / "run"))
     assert res.returncode == 1
     assert "Traceback" not in res.stderr
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0] and str(spec) in lines[0]
+    assert len(lines) == 1, res.stderr
+    assert message in lines[0]
+    assert str(spec) in lines[0]
     assert res.stdout == ""
 
 
 def test_missing_spec_file_and_usage_errors() -> None:
-    res = hpsearch("coarse", "no/such.yaml")
-    assert res.returncode == 1 and "no/such.yaml: no such file" in res.stderr and "Traceback" not in res.stderr
-    assert hpsearch("coarse").returncode == 2  # missing argument
-    assert hpsearch("coarse", "configs/smoke.yaml", "--trials", "0").returncode == 2
-    assert hpsearch("nonsense").returncode == 2
+    res = cli("coarse", "no/such.yaml")
+    assert res.returncode == 1
+    assert "no/such.yaml: no such file" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert cli("coarse").returncode == 2  # missing argument
+    assert cli("coarse", "configs/smoke.yaml", "--trials", "0").returncode == 2
+    assert cli("nonsense").returncode == 2
 
 
 def test_unwritable_output_is_one_line_exit_1(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    res = hpsearch("coarse", str(ROOT / "configs/smoke.yaml"), "--out", str(blocker / "run"))
-    assert res.returncode == 1 and "cannot create the run directory" in res.stderr
+    res = cli("coarse", str(ROOT / "configs/smoke.yaml"), "--out", str(blocker / "run"))
+    assert res.returncode == 1
+    assert "cannot create the run directory" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     assert blocker.read_text() == "not a directory"
 
@@ -100,14 +109,17 @@ def test_unwritable_output_is_one_line_exit_1(tmp_path: Path) -> None:
 def test_data_errors_are_one_line_and_leave_no_run_behind(tmp_path: Path) -> None:
     spec = tmp_path / "c.yaml"
     spec.write_text("name: c\ndata: {dataset: cifar10, download: false}\nsearch: {trials: 1}\n")
-    res = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "empty"))
-    assert res.returncode == 1 and "Traceback" not in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1 and str(tmp_path / "empty") in res.stderr
+    res = cli("coarse", str(spec), "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "empty"))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert str(tmp_path / "empty") in res.stderr
     broken = tmp_path / "broken/cifar-10-batches-bin"
     broken.mkdir(parents=True)
     (broken / "data_batch_1.bin").write_bytes(bytes(1000))
-    res = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "broken"))
-    assert res.returncode == 1 and "data_batch_1.bin: expected 30730000 bytes, found 1000" in res.stderr
+    res = cli("coarse", str(spec), "--out", str(tmp_path / "run"), "--data-root", str(tmp_path / "broken"))
+    assert res.returncode == 1
+    assert "data_batch_1.bin: expected 30730000 bytes, found 1000" in res.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -118,13 +130,14 @@ def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path: Path) -> None:
         pytest.skip("this machine has a GPU")
     spec = tmp_path / "c.yaml"
     spec.write_text((ROOT / "configs/smoke.yaml").read_text().replace("device: cpu", "device: cuda"))
-    res = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"))
-    assert res.returncode == 1 and "Traceback" not in res.stderr
+    res = cli("coarse", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
     assert f"{spec}: train.device: 'cuda' was asked for but no CUDA device is available" in res.stderr
 
 
 def test_sanity_write_spec_into_a_missing_folder_fails_before_any_check(tmp_path: Path) -> None:
-    res = hpsearch(
+    res = cli(
         "sanity-check",
         str(ROOT / "configs/smoke.yaml"),
         "--out",
@@ -132,15 +145,19 @@ def test_sanity_write_spec_into_a_missing_folder_fails_before_any_check(tmp_path
         "--write-spec",
         str(tmp_path / "nope/next.yaml"),
     )
-    assert res.returncode == 1 and "does not exist or is not writable" in res.stderr
+    assert res.returncode == 1
+    assert "does not exist or is not writable" in res.stderr
     assert not (tmp_path / "r").exists()
 
 
 def test_messages_are_printed_verbatim_not_as_markup(tmp_path: Path) -> None:
     odd = tmp_path / "runs [bold]x:smile:"
-    r = hpsearch("report", str(odd))
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    r = cli("report", str(odd))
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
     assert f"{odd}: no finished stage to report on" in r.stderr
-    r = hpsearch("coarse", str(tmp_path / "conf[/]ig.yaml"))
-    assert r.returncode == 1 and "Traceback" not in r.stderr and "conf[/]ig.yaml" in r.stderr
+    r = cli("coarse", str(tmp_path / "conf[/]ig.yaml"))
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
+    assert "conf[/]ig.yaml" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from hpsearch.curves import CurveLabel, curve_label
-from hpsearch.trial import TrialResult, TrialState
+from hpsearch.records import TrialResult, TrialState
 
 
 def trial(

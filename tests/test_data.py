@@ -153,9 +153,12 @@ def closed_port_url() -> str:
 def test_binary_reader_puts_each_byte_at_its_image_channel_row_column(bin_release: Path) -> None:
     raw = read_cifar10_bin(bin_release)
 
-    assert raw.x_train.shape == (50_000, 3, 32, 32) and raw.x_test.shape == (10_000, 3, 32, 32)
-    assert raw.x_train.dtype == torch.uint8 and raw.y_train.dtype == torch.int64
-    assert raw.x_train.is_contiguous() and raw.x_test.is_contiguous()
+    assert raw.x_train.shape == (50_000, 3, 32, 32)
+    assert raw.x_test.shape == (10_000, 3, 32, 32)
+    assert raw.x_train.dtype == torch.uint8
+    assert raw.y_train.dtype == torch.int64
+    assert raw.x_train.is_contiguous()
+    assert raw.x_test.is_contiguous()
     k, record, (c, h, w), value = MARKED
     assert raw.x_train[k * N + record, c, h, w] == value
     assert raw.x_train[k * N + record, c, w, h] == 0  # rows and columns not swapped
@@ -211,7 +214,8 @@ def test_python_reader_gives_the_same_tensors_as_the_binary_reader(bin_release: 
     from_bin, from_py = read_cifar10_bin(bin_release), read_cifar10_py(py_release)
     for name in ("x_train", "y_train", "x_test", "y_test"):
         a, b = getattr(from_bin, name), getattr(from_py, name)
-        assert a.dtype == b.dtype and torch.equal(a, b), name
+        assert a.dtype == b.dtype, name
+        assert torch.equal(a, b), name
     assert from_py.classes == CIFAR10_CLASSES
 
 
@@ -302,7 +306,8 @@ def test_load_cifar10_downloads_verifies_and_extracts(
     )
 
     expected = read_cifar10_bin(bin_release)
-    assert torch.equal(raw.x_train, expected.x_train) and torch.equal(raw.y_test, expected.y_test)
+    assert torch.equal(raw.x_train, expected.x_train)
+    assert torch.equal(raw.y_test, expected.y_test)
     assert sorted(p.name for p in root.iterdir()) == ["cifar-10-batches-bin", "cifar-10-binary.tar.gz"]
     assert md5_of(root / "cifar-10-binary.tar.gz") == md5_of(release_archive)
     size = release_archive.stat().st_size
@@ -327,7 +332,9 @@ def test_download_reports_progress_in_increasing_bytes(www: tuple[Path, str], tm
 
     assert dest.read_bytes() == content
     done = [d for _, d, _ in calls]
-    assert done[0] == 0 and done[-1] == len(content) and len(done) >= 4
+    assert done[0] == 0
+    assert done[-1] == len(content)
+    assert len(done) >= 4
     assert done == sorted(set(done))  # strictly increasing
     assert {total for _, _, total in calls} == {len(content)}
     assert os.listdir(tmp_path) == ["blob.bin"]
@@ -429,7 +436,8 @@ def test_safe_extract_refuses_unsafe_members_before_writing_anything(tmp_path: P
     with pytest.raises(DataError) as e:
         safe_extract(archive, target)
     assert str(e.value) == f"{archive}: refusing to extract member '{name}': {problem}"
-    assert not (tmp_path / "evil").exists() and not (tmp_path / "abs-evil").exists()
+    assert not (tmp_path / "evil").exists()
+    assert not (tmp_path / "abs-evil").exists()
     assert not target.exists()  # not even the harmless member before it
 
 
@@ -467,7 +475,8 @@ def test_load_cifar10_refuses_a_traversal_archive_from_the_server(www: tuple[Pat
     root = tmp_path / "a" / "data"
     with pytest.raises(DataError, match=r"refusing to extract member '\.\./\.\./evil': '\.\.' path component"):
         load_cifar10(root, binary_url=f"{base}/evil.tar.gz", binary_md5=md5_of(archive))
-    assert not (tmp_path / "evil").exists() and not (tmp_path / "a" / "evil").exists()
+    assert not (tmp_path / "evil").exists()
+    assert not (tmp_path / "a" / "evil").exists()
     assert sorted(p.name for p in root.iterdir()) == ["cifar-10-binary.tar.gz"]  # no half-extracted release
 
 
@@ -499,14 +508,17 @@ def test_default_data_root_ignores_a_relative_xdg_cache_home(monkeypatch: pytest
 
 def test_synthetic_is_determined_by_its_seed() -> None:
     a, b, c = make_synthetic(200, 50, seed=1), make_synthetic(200, 50, seed=1), make_synthetic(200, 50, seed=2)
-    assert torch.equal(a.x_train, b.x_train) and torch.equal(a.y_test, b.y_test)
+    assert torch.equal(a.x_train, b.x_train)
+    assert torch.equal(a.y_test, b.y_test)
     assert not torch.equal(a.x_train, c.x_train)
 
 
 def test_synthetic_is_cifar_shaped_and_balanced() -> None:
     raw = make_synthetic(1005, 300, seed=0, num_classes=10)
-    assert raw.x_train.shape == (1005, 3, 32, 32) and raw.x_test.shape == (300, 3, 32, 32)
-    assert raw.x_train.dtype == torch.uint8 and raw.y_train.dtype == torch.int64
+    assert raw.x_train.shape == (1005, 3, 32, 32)
+    assert raw.x_test.shape == (300, 3, 32, 32)
+    assert raw.x_train.dtype == torch.uint8
+    assert raw.y_train.dtype == torch.int64
     assert raw.x_train.is_contiguous()
     assert raw.y_train.bincount().tolist() == [101] * 5 + [100] * 5
     assert raw.y_test.bincount().tolist() == [30] * 10
@@ -546,8 +558,10 @@ def random_images(n: int, seed: int = 0) -> torch.Tensor:
 def test_validation_is_the_last_val_size_examples_and_subset_the_first(tmp_path: Path) -> None:
     raw = raw_splits(random_images(100))
     ds = split_and_preprocess(raw, val_size=30, train_subset=50, preprocess=Preprocess.NONE)
-    assert torch.equal(ds.x_val, raw.x_train[70:]) and torch.equal(ds.y_val, raw.y_train[70:])
-    assert torch.equal(ds.x_train, raw.x_train[:50]) and torch.equal(ds.y_train, raw.y_train[:50])
+    assert torch.equal(ds.x_val, raw.x_train[70:])
+    assert torch.equal(ds.y_val, raw.y_train[70:])
+    assert torch.equal(ds.x_train, raw.x_train[:50])
+    assert torch.equal(ds.y_train, raw.y_train[:50])
     assert ds.x_train.data_ptr() == raw.x_train.data_ptr()  # a view: the dataset is not copied
     whole = split_and_preprocess(raw, val_size=30, train_subset=None, preprocess=Preprocess.NONE)
     assert len(whole.y_train) == 70
@@ -561,7 +575,8 @@ def test_statistics_come_from_the_training_split_only(preprocess: Preprocess, sh
     x = torch.full((100, 3, 32, 32), 10, dtype=torch.uint8)
     x[80:] = 200  # validation pixels differ: they must not move the mean
     ds = split_and_preprocess(raw_splits(x), val_size=20, train_subset=None, preprocess=preprocess)
-    assert ds.shift.shape == shape and ds.shift.dtype == torch.float32
+    assert ds.shift.shape == shape
+    assert ds.shift.dtype == torch.float32
     assert torch.all(ds.shift == torch.tensor(10 / 255, dtype=torch.float32))
     assert torch.all(ds.scale == 1)
 
@@ -592,7 +607,8 @@ def test_constant_channel_is_not_divided_by_zero() -> None:
     ds = split_and_preprocess(
         raw_splits(x), val_size=5, train_subset=None, preprocess=Preprocess.PER_CHANNEL_STANDARDIZE
     )
-    assert ds.scale[0, 2, 0, 0] == 1 and torch.isfinite(ds.normalize(ds.x_val)).all()
+    assert ds.scale[0, 2, 0, 0] == 1
+    assert torch.isfinite(ds.normalize(ds.x_val)).all()
 
 
 @pytest.mark.parametrize("preprocess", list(Preprocess))
@@ -600,7 +616,8 @@ def test_normalize_is_x_over_255_minus_shift_over_scale(preprocess: Preprocess) 
     ds = split_and_preprocess(raw_splits(random_images(64)), val_size=16, train_subset=None, preprocess=preprocess)
     x = ds.x_val
     out = ds.normalize(x)
-    assert out.dtype == torch.float32 and out.shape == x.shape
+    assert out.dtype == torch.float32
+    assert out.shape == x.shape
     torch.testing.assert_close(out, (x.float() / 255 - ds.shift) / ds.scale, rtol=1e-5, atol=1e-5)
     if preprocess is Preprocess.NONE:
         torch.testing.assert_close(out, x.float() / 255)
@@ -623,9 +640,11 @@ def test_impossible_split_is_refused_naming_the_key(val_size: int, train_subset:
 def test_dataset_describes_itself_and_moves_to_a_device() -> None:
     ds = build_dataset(DataSpec(dataset="synthetic", synthetic_train=120, synthetic_test=10, val_size=20), seed=3)
     assert (len(ds.y_train), len(ds.y_val)) == (100, 20)
-    assert ds.num_classes == 10 and ds.input_shape == (3, 32, 32)
+    assert ds.num_classes == 10
+    assert ds.input_shape == (3, 32, 32)
     moved = ds.to(torch.device("cpu"))
-    assert torch.equal(moved.x_train, ds.x_train) and torch.equal(moved.normalize(ds.x_val), ds.normalize(ds.x_val))
+    assert torch.equal(moved.x_train, ds.x_train)
+    assert torch.equal(moved.normalize(ds.x_val), ds.normalize(ds.x_val))
     assert torch.equal(
         build_dataset(DataSpec(dataset="synthetic"), seed=3).x_val[:20],
         make_synthetic(5000, 1000, 3).x_train[4000:4020],
@@ -639,7 +658,8 @@ def test_real_cifar10_loads_with_the_release_sizes_and_class_counts(
     cifar10_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     raw = load_cifar10(cifar10_root, download=False)
-    assert raw.x_train.shape == (50_000, 3, 32, 32) and raw.x_test.shape == (10_000, 3, 32, 32)
+    assert raw.x_train.shape == (50_000, 3, 32, 32)
+    assert raw.x_test.shape == (10_000, 3, 32, 32)
     assert raw.y_train.bincount().tolist() == [5000] * 10
     assert raw.y_test.bincount().tolist() == [1000] * 10
     assert raw.classes == CIFAR10_CLASSES

@@ -1,6 +1,8 @@
 """Hostile and broken inputs, given the way a user gives them: each is refused with exit code 1 (2 for
 a bad command line), one line on stderr naming the file, key or value, no traceback, and nothing
-already written is lost. Real processes, real files, a real HTTP server on 127.0.0.1.
+already written is lost. Real files, a real HTTP server on 127.0.0.1; the command runs in this process
+(helpers.cli), but in a real one where the point is what the kernel does to it (privileges, a file-size
+limit).
 
 The download URL is fixed in the CLI, so hostile downloads go through the library function the CLI
 calls (`load_cifar10`, `download_file`) with the URL pointed at the local server.
@@ -19,7 +21,6 @@ import shutil
 import signal
 import struct
 import subprocess
-import sys
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -29,8 +30,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import ROOT
-from conftest import run_hpsearch as hpsearch
+from helpers import ROOT, cli, run_hpsearch
 
 from hpsearch.data import download_file, load_cifar10
 from hpsearch.errors import DataError
@@ -78,7 +78,7 @@ def refusal(res: subprocess.CompletedProcess[str], *names: str) -> str:
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished two-trial coarse run, made once for the module; tests work on copies of it."""
     run = tmp_path_factory.mktemp("finished") / "run"
-    res = hpsearch("coarse", str(SMOKE_PATH), "--out", str(run), "--trials", "2", "--epochs", "1")
+    res = cli("coarse", str(SMOKE_PATH), "--out", str(run), "--trials", "2", "--epochs", "1")
     assert res.returncode == 0, res.stderr
     return run
 
@@ -171,7 +171,7 @@ def test_bad_spec_is_refused_before_anything_is_written(runs: Path, case: str) -
     spec = runs.parent / "spec.yaml"
     spec.write_text(text.replace("{marker}", str(marker)))
     before = tree(runs / "done")
-    res = hpsearch("coarse", str(spec), "--out", str(runs / "new"))
+    res = cli("coarse", str(spec), "--out", str(runs / "new"))
     line = refusal(res, str(spec), *expected)
     assert len(line) < 300  # one readable line, not a dump of the value
     assert not marker.exists()
@@ -180,8 +180,9 @@ def test_bad_spec_is_refused_before_anything_is_written(runs: Path, case: str) -
 
 
 def test_zero_trials_on_the_command_line_is_a_usage_error(runs: Path) -> None:
-    res = hpsearch("coarse", str(SMOKE_PATH), "--trials", "0", "--out", str(runs / "new"))
-    assert res.returncode == 2 and "Traceback" not in res.stderr
+    res = cli("coarse", str(SMOKE_PATH), "--trials", "0", "--out", str(runs / "new"))
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
     assert len([line for line in res.stderr.splitlines() if "Invalid value for '--trials'" in line]) == 1
     assert sorted(p.name for p in runs.iterdir()) == ["done"]
 
@@ -306,7 +307,7 @@ def test_bad_data_root_is_refused_without_running_anything(runs: Path, case: str
     spec = runs.parent / "cifar.yaml"
     spec.write_text(CIFAR_SPEC)
     data_before, run_before = sizes(root), tree(runs / "done")
-    res = hpsearch("coarse", str(spec), "--out", str(runs / "new"), "--data-root", str(root))
+    res = cli("coarse", str(spec), "--out", str(runs / "new"), "--data-root", str(root))
     refusal(res, *expected)
     assert not marker.exists()  # the pickle's command never ran, the archive never extracted
     assert sizes(root) == data_before
@@ -319,7 +320,7 @@ def test_missing_data_root_without_download_says_where_to_put_the_data(runs: Pat
     assert not missing.exists()
     spec = runs.parent / "cifar.yaml"
     spec.write_text(CIFAR_SPEC)
-    res = hpsearch("coarse", str(spec), "--out", str(runs / "new"), "--data-root", str(missing))
+    res = cli("coarse", str(spec), "--out", str(runs / "new"), "--data-root", str(missing))
     refusal(res, f"CIFAR-10 not found in {missing}", "cifar-10-batches-bin/", "data.download: true")
     assert not missing.exists()
     assert sorted(p.name for p in runs.iterdir()) == ["done"]
@@ -412,7 +413,8 @@ def test_downloaded_archive_never_writes_outside_the_data_root(
         load_cifar10(root, binary_url=f"{base}/{case}.tar.gz", binary_md5=md5(archive.read_bytes()))
     assert str(e.value) == f"{root / 'cifar-10-binary.tar.gz'}: refusing to extract member '{name}': {problem}"
     assert tree(out) == {"victim": b"already written"}
-    assert not (tmp_path / "evil").exists() and not (tmp_path / "deep" / "evil").exists()
+    assert not (tmp_path / "evil").exists()
+    assert not (tmp_path / "deep" / "evil").exists()
     # The verified archive stays (no second download); nothing was extracted, no staging folder is left.
     assert sorted(p.name for p in root.iterdir()) == ["cifar-10-binary.tar.gz", "notes.txt"]
 
@@ -434,7 +436,8 @@ def test_failed_download_leaves_no_partial_file_and_keeps_the_old_one(
     dest.write_bytes(b"an earlier download")
     with pytest.raises(DataError) as e:
         download_file(f"{base}/{case}", dest, expected_md5)
-    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert str(e.value).startswith(message)
+    assert "\n" not in str(e.value)
     assert tree(dest.parent) == {"cifar-10-binary.tar.gz": b"an earlier download"}  # no .part file left
 
 
@@ -452,38 +455,22 @@ def without_dac_override() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP, CAP_DAC_OVERRIDE)")
 
 
-def hpsearch_with(preexec: Callable[[], None] | None, *args: str) -> subprocess.CompletedProcess[str]:
-    """conftest's run_hpsearch, with `preexec` run in the child before exec (limits, privileges)."""
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "hpsearch", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        preexec_fn=preexec,
-    )
-
-
 def test_out_under_a_regular_file_is_refused(runs: Path) -> None:
     blocker = runs / "blocker"
     blocker.write_text("not a directory")
     before = tree(runs)
-    res = hpsearch("coarse", str(SMOKE_PATH), "--out", str(blocker / "run"), "--trials", "2", "--epochs", "1")
+    res = cli("coarse", str(SMOKE_PATH), "--out", str(blocker / "run"), "--trials", "2", "--epochs", "1")
     refusal(res, str(blocker / "run"), "cannot create the run directory")
     assert tree(runs) == before
 
 
 def test_out_in_a_read_only_folder_is_refused(runs: Path) -> None:
     before = tree(runs)
+    args = ("coarse", str(SMOKE_PATH), "--out", str(runs / "new"), "--trials", "2", "--epochs", "1")
     runs.chmod(0o555)
     try:
-        try:
-            res = hpsearch_with(
-                without_dac_override if os.geteuid() == 0 else None,
-                *("coarse", str(SMOKE_PATH), "--out", str(runs / "new"), "--trials", "2", "--epochs", "1"),
-            )
+        try:  # a real process: it drops a privilege that this one must keep
+            res = run_hpsearch(*args, preexec=without_dac_override if os.geteuid() == 0 else None)
         except subprocess.SubprocessError as e:  # prctl refused: no CAP_SETPCAP in this container
             pytest.skip(f"cannot drop CAP_DAC_OVERRIDE here: {e}")
     finally:
@@ -506,10 +493,13 @@ def test_full_disk_while_writing_trials_keeps_every_record_written(finished_run:
     before = tree(runs / "done")
     run = runs / "new"
     args = ("--trials", "3", "--epochs", "1", "--population", "1")
-    res = hpsearch_with(full_disk, "coarse", str(SMOKE_PATH), "--out", str(run), *args)
-    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    res = run_hpsearch("coarse", str(SMOKE_PATH), "--out", str(run), *args, preexec=full_disk)  # limits: a process
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
     errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and str(run / "coarse/trials.jsonl") in errors[0] and "File too large" in errors[0]
+    assert len(errors) == 1, res.stderr
+    assert str(run / "coarse/trials.jsonl") in errors[0]
+    assert "File too large" in errors[0]
     others = [line for line in res.stderr.splitlines() if not line.startswith("error:")]
     assert all(line.startswith("search ") for line in others), res.stderr  # the progress bar, drawn before
     lines = (run / "coarse/trials.jsonl").read_bytes().splitlines(keepends=True)
@@ -525,8 +515,10 @@ def test_full_disk_while_writing_trials_keeps_every_record_written(finished_run:
 def test_layer_too_wide_to_allocate_fails_its_trials_not_the_command(runs: Path) -> None:
     spec = runs.parent / "wide.yaml"
     spec.write_text(smoke_with("  hidden: [32]\n", "  hidden: [1000000000]\n"))
-    res = hpsearch("coarse", str(spec), "--out", str(runs / "new"), "--trials", "2", "--epochs", "1")
-    assert "Traceback" not in res.stderr and res.returncode == 0
+    res = cli("coarse", str(spec), "--out", str(runs / "new"), "--trials", "2", "--epochs", "1")
+    assert "Traceback" not in res.stderr
+    assert res.returncode == 3, res.stderr  # no trial completed
+    assert "2 of 2 trials failed (first: trial 0, RuntimeError: " in res.stderr
     records = [json.loads(line) for line in (runs / "new/coarse/trials.jsonl").read_text().splitlines()]
     assert [r["state"] for r in records] == ["failed", "failed"]
 
@@ -534,6 +526,7 @@ def test_layer_too_wide_to_allocate_fails_its_trials_not_the_command(runs: Path)
 def test_batch_size_above_the_training_set_trains_full_batch(runs: Path) -> None:
     spec = runs.parent / "full_batch.yaml"
     spec.write_text(smoke_with("  batch_size: 100\n", "  batch_size: 100000000\n"))
-    res = hpsearch("coarse", str(spec), "--out", str(runs / "new"), "--trials", "2", "--epochs", "1")
-    assert "Traceback" not in res.stderr and res.returncode == 0
+    res = cli("coarse", str(spec), "--out", str(runs / "new"), "--trials", "2", "--epochs", "1")
+    assert "Traceback" not in res.stderr
+    assert res.returncode == 0, res.stderr
     assert len((runs / "new/coarse/trials.jsonl").read_text().splitlines()) == 2

@@ -8,11 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.data import Dataset, build_dataset
-from hpsearch.executor import DataRecipe, ExecOptions, auto_population, execute
-from hpsearch.population import group_key, plan_populations, run_population
+from hpsearch.data import DataRecipe, Dataset, build_dataset
+from hpsearch.executor import auto_population, execute
+from hpsearch.options import ExecOptions
+from hpsearch.population import group_key, plan_populations, run_population, train_group
+from hpsearch.records import TrialConfig, TrialEvents, TrialResult, TrialState
 from hpsearch.spec import DataSpec, ModelSpec, TrainSpec, parse_spec, spec_to_yaml
-from hpsearch.trial import TrialConfig, TrialResult, TrialState, run_trial
+from hpsearch.trial import run_trial
 
 # 1,000 training images in batches of 20: one epoch is exactly 50 steps.
 DATA = DataSpec(dataset="synthetic", synthetic_train=1100, synthetic_test=100, val_size=100)
@@ -38,7 +40,9 @@ def configs(
 def max_relative_difference(a: list[TrialResult], b: list[TrialResult]) -> float:
     worst = 0.0
     for x, y in zip(a, b, strict=True):
-        assert x.trial == y.trial and x.state is y.state and len(x.losses) == len(y.losses)
+        assert x.trial == y.trial
+        assert x.state is y.state
+        assert len(x.losses) == len(y.losses)
         for u, v in zip(x.losses, y.losses, strict=True):
             worst = max(worst, abs(u - v) / abs(u))
     return worst
@@ -64,7 +68,8 @@ def test_population_equals_one_at_a_time_after_50_steps(data: Dataset, model: Mo
     assert max_relative_difference(single, together) <= 1e-4
     for s, t in zip(single, together, strict=True):
         assert t.val_acc == pytest.approx(s.val_acc, abs=0.011)  # at most one of 100 validation images
-        assert t.val_acc is not None and t.val_acc == round(t.val_acc * 100) / 100  # an exact count / 100
+        assert t.val_acc is not None
+        assert t.val_acc == round(t.val_acc * 100) / 100  # an exact count / 100
         assert t.train_loss == pytest.approx(s.train_loss, rel=1e-4)
         assert t.initial_loss == pytest.approx(s.initial_loss, rel=1e-6)
 
@@ -87,6 +92,54 @@ def test_a_diverged_trial_does_not_poison_the_others(data: Dataset) -> None:
     assert together[1].iterations == run_trial(cs[1], data).iterations  # stopped at the same step
 
 
+def test_a_loss_that_blows_up_on_an_epochs_last_step_gives_the_same_record_in_a_population(data: Dataset) -> None:
+    # One step per epoch (1,000 images, batches of 1,000): the weights leave float range on that step,
+    # so only the epoch-end loss sees it. The population twin of test_trial's test of the same name.
+    cs = [
+        TrialConfig(
+            i,
+            {"lr": lr},
+            ModelSpec(hidden=(16,)),
+            TrainSpec(
+                epochs=2,
+                batch_size=1000,
+                optimizer="sgd",
+                lr=lr,
+                weight_decay=1.0,
+                device="cpu",  # type: ignore[arg-type]
+            ),
+            seed=7,
+        )
+        for i, lr in enumerate([0.01, 1e25])
+    ]
+    together = run_population(cs, data)
+    alone = [run_trial(c, data) for c in cs]
+    assert together[1].state is TrialState.DIVERGED
+    assert together[1].epochs_done == 1
+    assert together[0].state is TrialState.COMPLETE
+    for t, s in zip(together, alone, strict=True):
+        mine, theirs = t.to_dict(), s.to_dict()
+        for d in (mine, theirs):
+            d.pop("wall_time")
+            d["losses"] = [round(v, 4) if v is not None else None for v in d["losses"]]
+            d["train_loss_per_epoch"] = [round(v, 4) for v in d["train_loss_per_epoch"]]
+            d["train_loss"] = None if d["train_loss"] is None else round(d["train_loss"], 4)
+            d["initial_loss"] = round(d["initial_loss"], 5)
+        assert mine == theirs
+
+
+def test_a_population_that_raises_trains_again_one_at_a_time(data: Dataset) -> None:
+    # Two channels where the model expects three: every trial fails, each with its own record.
+    import dataclasses
+
+    broken = dataclasses.replace(data, x_train=data.x_train[:, :2])
+    cs = configs(ModelSpec(hidden=(8,)), "sgd", [0.01, 0.02], [0.0, 0.0], [0.0, 0.0])
+    results = train_group(cs, broken)
+    assert [r.trial for r in results] == [0, 1]
+    assert all(r.state is TrialState.FAILED for r in results)
+    assert all(r.error is not None and r.error.startswith("RuntimeError") for r in results)
+
+
 def test_trials_of_different_shapes_train_in_separate_populations() -> None:
     base = TrainSpec(device="cpu")
     mk = lambda i, model, train=base: TrialConfig(i, {}, model, train, 0)  # noqa: E731
@@ -101,7 +154,8 @@ def test_trials_of_different_shapes_train_in_separate_populations() -> None:
     ]
     pops = plan_populations(cs, size=2)
     assert [[c.trial_id for c in pop] for pop in pops] == [[0, 2], [1], [3], [4], [5], [6]]
-    assert group_key(cs[4]) is None and group_key(cs[5]) is None
+    assert group_key(cs[4]) is None
+    assert group_key(cs[5]) is None
 
 
 def test_auto_population_fits_the_memory_budget(data: Dataset) -> None:
@@ -114,10 +168,14 @@ def test_worker_processes_give_the_same_results(data: Dataset) -> None:
     spec = parse_spec({"name": "w", "data": DATA.model_dump(mode="json"), "train": {"device": "cpu"}})
     cs = configs(ModelSpec(hidden=(16,)), "momentum", [0.02, 0.01, 0.005, 0.002], [1e-3] * 4, [0.9] * 4)
     here: list[TrialResult] = []
-    execute(cs, data, ExecOptions(population=2, workers=1), here.append)
+    execute(cs, data, ExecOptions(population=2, workers=1), TrialEvents(on_result=here.append))
     there: list[TrialResult] = []
     execute(
-        cs, data, ExecOptions(population=2, workers=2), there.append, worker_data=DataRecipe(spec_to_yaml(spec), None)
+        cs,
+        data,
+        ExecOptions(population=2, workers=2),
+        TrialEvents(on_result=there.append),
+        worker_data=DataRecipe(spec_to_yaml(spec), None),
     )
     assert sorted(r.trial for r in there) == [0, 1, 2, 3]
     by_trial = {r.trial: r for r in there}
@@ -128,4 +186,5 @@ def test_worker_processes_give_the_same_results(data: Dataset) -> None:
 def test_data_recipe_rebuilds_the_same_dataset(data: Dataset, tmp_path: Path) -> None:
     spec = parse_spec({"name": "w", "data": DATA.model_dump(mode="json"), "train": {"device": "cpu"}})
     again = DataRecipe(spec_to_yaml(spec), None)()
-    assert bool((again.x_train == data.x_train).all()) and bool((again.shift == data.shift).all())
+    assert bool((again.x_train == data.x_train).all())
+    assert bool((again.shift == data.shift).all())

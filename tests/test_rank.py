@@ -7,8 +7,8 @@ import math
 import pytest
 
 from hpsearch.rank import edges, fmt_value, position_in_range, rank
+from hpsearch.records import TrialResult, TrialState
 from hpsearch.spec import NumericRange, parse_spec
-from hpsearch.trial import TrialResult, TrialState
 
 
 def result(
@@ -63,15 +63,18 @@ def test_best_at_high_edge_is_flagged_interior_is_not() -> None:
     best = result(0, val=0.5, lr=9.6e-4, weight_decay=1.0, activation="relu")  # type: ignore[arg-type]
     found = {e.name: e for e in edges(space(), best)}
     assert set(found) == {"lr", "weight_decay"}  # categorical parameters have no edge
-    assert found["lr"].flag == "high" and found["lr"].position > 0.9
-    assert found["weight_decay"].flag is None and found["weight_decay"].position == pytest.approx(0.5)
+    assert found["lr"].flag == "high"
+    assert found["lr"].position > 0.9
+    assert found["weight_decay"].flag is None
+    assert found["weight_decay"].position == pytest.approx(0.5)
     assert found["lr"].advice() == "lr: best 9.6e-04 is at the high edge of [1e-06, 1e-03]: widen the range upward"
 
 
 def test_best_at_low_edge_is_flagged() -> None:
     best = result(0, lr=1.2e-6, weight_decay=2e-5)
     found = {e.name: e for e in edges(space(), best)}
-    assert found["lr"].flag == "low" and found["weight_decay"].flag == "low"
+    assert found["lr"].flag == "low"
+    assert found["weight_decay"].flag == "low"
     assert "widen the range downward" in found["weight_decay"].advice()
 
 

@@ -1,4 +1,6 @@
-"""--executor ray against a real Ray instance on 127.0.0.1, started here with `ray start --head`."""
+"""--executor ray against a real Ray instance on 127.0.0.1, started here with `ray start --head`. A
+command that joins Ray runs in a process of its own: Ray's state, signal handlers and shutdown stay out
+of this one."""
 
 from __future__ import annotations
 
@@ -15,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT
-from conftest import run_hpsearch as hpsearch
+from helpers import ROOT, cli, run_hpsearch, start_hpsearch
 
 pytest.importorskip("ray")
 SMOKE = str(ROOT / "configs/smoke.yaml")
@@ -62,13 +63,14 @@ def test_ray_search_equals_the_local_one(tmp_path: Path, ray_address: str) -> No
     spec = tmp_path / "smoke2.yaml"
     spec.write_text(Path(SMOKE).read_text() + "resources:\n  num_cpus: 2\n")
     args = ["--trials", "6", "--epochs", "2", "--population", "1"]
-    local = hpsearch("coarse", str(spec), "--out", str(tmp_path / "local"), *args, "--workers", "1")
+    local = cli("coarse", str(spec), "--out", str(tmp_path / "local"), *args, "--workers", "1")
     assert local.returncode == 0, local.stderr
-    on_ray = hpsearch(
+    on_ray = run_hpsearch(
         "coarse", str(spec), "--out", str(tmp_path / "ray"), *args, "--executor", "ray", "--ray-address", ray_address
     )
     assert on_ray.returncode == 0, on_ray.stderr
-    assert "trial 6/6" in on_ray.stderr and "best val_acc" in on_ray.stderr  # the same progress bar
+    assert "trial 6/6" in on_ray.stderr  # the same progress bar
+    assert "best val_acc" in on_ray.stderr
     a = {r["trial"]: r for r in final_records(tmp_path / "ray/coarse/trials.jsonl")}
     b = {r["trial"]: r for r in final_records(tmp_path / "local/coarse/trials.jsonl")}
     assert sorted(a) == sorted(b) == list(range(6))
@@ -82,11 +84,12 @@ def test_ray_search_equals_the_local_one(tmp_path: Path, ray_address: str) -> No
     ]
     assert order[0] == order[1]  # the same ranking
     # The driver is the only writer: refine and report work on a Ray run unchanged.
-    refined = hpsearch(
+    refined = run_hpsearch(
         "refine", str(tmp_path / "ray"), "--trials", "3", "--executor", "ray", "--ray-address", ray_address
     )
     assert refined.returncode == 0, refined.stderr
-    assert hpsearch("report", str(tmp_path / "ray")).returncode == 0
+    report = cli("report", str(tmp_path / "ray"))
+    assert report.returncode == 0, report.stderr
 
 
 def _ray_task_pids() -> list[int]:
@@ -106,16 +109,11 @@ def _ray_task_pids() -> list[int]:
 def test_a_killed_ray_worker_is_retried_and_each_trial_recorded_once(tmp_path: Path, ray_address: str) -> None:
     run = tmp_path / "run"
     args = ["--trials", "4", "--epochs", "60", "--population", "2", "--executor", "ray", "--ray-address", ray_address]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hpsearch", "coarse", SMOKE, "--out", str(run), *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_hpsearch("coarse", SMOKE, "--out", str(run), *args)
     deadline = time.monotonic() + 120
     while not (pids := _ray_task_pids()):
-        assert proc.poll() is None and time.monotonic() < deadline, "no Ray task started"
+        assert proc.poll() is None, "no Ray task started"
+        assert time.monotonic() < deadline, "no Ray task started"
         time.sleep(0.1)
     time.sleep(1.0)  # inside the trials
     victim = pids[0]
@@ -129,7 +127,8 @@ def test_a_killed_ray_worker_is_retried_and_each_trial_recorded_once(tmp_path: P
     retried = [r for r in finals if r["attempts"]]
     assert len(retried) == 2  # the killed population's two trials, each with its lost attempt kept
     for r in retried:
-        assert len(r["attempts"]) == 1 and r["attempts"][0]["attempt"] == 1
+        assert len(r["attempts"]) == 1
+        assert r["attempts"][0]["attempt"] == 1
         assert r["attempts"][0]["error"].startswith("WorkerCrashedError: The worker died unexpectedly")
     assert all(not r["attempts"] for r in finals if r not in retried)
 
@@ -140,17 +139,23 @@ def test_a_bad_ray_address_fails_in_seconds_with_one_line(tmp_path: Path) -> Non
         ("127.0.0.1:abc", "--ray-address: expected HOST:PORT"),
     ]:
         t = time.monotonic()
-        r = hpsearch("coarse", SMOKE, "--out", str(tmp_path / "run"), "--executor", "ray", "--ray-address", address)
-        assert r.returncode == 1 and "Traceback" not in r.stderr and message in r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1 and time.monotonic() - t < 30
+        r = cli("coarse", SMOKE, "--out", str(tmp_path / "run"), "--executor", "ray", "--ray-address", address)
+        assert r.returncode == 1
+        assert "Traceback" not in r.stderr
+        assert message in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert time.monotonic() - t < 30
         assert not (tmp_path / "run").exists()  # refused before the run directory was made
 
 
 def test_resources_larger_than_the_cluster_are_refused(tmp_path: Path, ray_address: str) -> None:
     spec = tmp_path / "big.yaml"
     spec.write_text(Path(SMOKE).read_text() + "resources:\n  num_cpus: 64\n")
-    r = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--executor", "ray", "--ray-address", ray_address)
-    assert r.returncode == 1 and "Traceback" not in r.stderr
+    r = run_hpsearch(
+        "coarse", str(spec), "--out", str(tmp_path / "run"), "--executor", "ray", "--ray-address", ray_address
+    )
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr
     assert "resources.num_cpus: 64 per task, but the Ray cluster has 2 CPUs in all" in r.stderr.strip().splitlines()[-1]
 
 
@@ -158,24 +163,20 @@ def test_sigterm_during_a_ray_run_records_interrupted_trials_and_exits_143(tmp_p
     run = tmp_path / "run"
     args = ["coarse", SMOKE, "--out", str(run), "--trials", "6", "--epochs", "20", "--population", "1"]
     ray_args = ["--executor", "ray", "--ray-address", ray_address]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "hpsearch", *args, *ray_args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_hpsearch(*args, *ray_args)
     deadline = time.monotonic() + 120
     while not _ray_task_pids():
-        assert proc.poll() is None and time.monotonic() < deadline, "no Ray task started"
+        assert proc.poll() is None, "no Ray task started"
+        assert time.monotonic() < deadline, "no Ray task started"
         time.sleep(0.1)
     time.sleep(1.0)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err
-    assert "Traceback" not in err and "resume with: hpsearch" in err.strip().splitlines()[-1]
+    assert "Traceback" not in err
+    assert "resume with: hpsearch" in err.strip().splitlines()[-1]
     states = [json.loads(line)["state"] for line in (run / "coarse/trials.jsonl").read_text().splitlines()]
     assert "interrupted" in states
-    resumed = hpsearch(*args, *ray_args, "--resume")
+    resumed = run_hpsearch(*args, *ray_args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(r["trial"] for r in final_records(run / "coarse/trials.jsonl")) == list(range(6))

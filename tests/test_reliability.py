@@ -1,5 +1,6 @@
 """Never lose a trial: kill -9 and resume, Ctrl-C / SIGTERM, torn writes, concurrent writers, atomic
-rewrites. Real processes, real signals, real files."""
+rewrites. Real processes, real signals, real files; the commands around them (resume, report, refine)
+run in this process (helpers.cli)."""
 
 from __future__ import annotations
 
@@ -16,28 +17,15 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import ROOT
-from conftest import run_hpsearch as hpsearch
+from helpers import ROOT, cli, start_hpsearch
 
+from hpsearch.records import TrialResult, TrialState
 from hpsearch.store import StageStore, atomic_write_text
-from hpsearch.trial import TrialResult, TrialState
 
 SMOKE = str(ROOT / "configs/smoke.yaml")
 FINAL = {"complete", "diverged", "failed"}
 # Long enough trials (about 0.3 s each one at a time) that a kill lands inside one.
 KILL_ARGS = ["--trials", "14", "--epochs", "6", "--population", "1", "--workers", "1"]
-
-
-def start(*args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "COLUMNS": "200"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hpsearch", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
 
 
 def records(path: Path) -> list[dict[str, Any]]:
@@ -91,7 +79,7 @@ def kill_and_resume(args: list[str], trials_file: Path, kills: int, rng: random.
         # What a user does: the same command again, with --resume once the stage has started.
         cmd = [*args, "--resume"] if started.exists() else args
         before = len(final_records(trials_file))
-        proc = start(*cmd)
+        proc = start_hpsearch(*cmd)
         if not last:
             if rng.random() < 0.5:
                 delay = rng.uniform(0.2, 4.0)  # any moment: imports, data, planning, a trial, a write
@@ -131,7 +119,7 @@ def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path: Path) -> N
     seed = int(os.environ.get("HPSEARCH_KILL_SEED", time.time_ns() % 10**6))
     rng = random.Random(seed)
     ref = tmp_path / "uninterrupted"
-    assert hpsearch("coarse", SMOKE, "--out", str(ref), *KILL_ARGS).returncode == 0
+    assert cli("coarse", SMOKE, "--out", str(ref), *KILL_ARGS).returncode == 0
     run = tmp_path / "killed"
     args = ["coarse", SMOKE, "--out", str(run), *KILL_ARGS]
     hits, log = kill_and_resume(args, run / "coarse/trials.jsonl", kills=6, rng=rng)
@@ -147,10 +135,11 @@ def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path: Path) -> N
     assert sorted(row["trial"] for row in ranked) == list(range(14))
     assert not list((run / "coarse").glob(".*.tmp")), "temp files of interrupted writes were left behind"
     run_info = json.loads((run / "coarse/run.json").read_text())
-    assert run_info["end_time"] and 1 <= len(run_info["resumed"]) <= 3 * 6  # resumes killed before any write leave none
+    assert run_info["end_time"]
+    assert 1 <= len(run_info["resumed"]) <= 3 * 6  # resumes killed before any write leave none
 
     # refine, killed and resumed the same way: every planned trial once, matching an uninterrupted refine
-    assert hpsearch("refine", str(ref), "--trials", "8", "--population", "1").returncode == 0
+    assert cli("refine", str(ref), "--trials", "8", "--population", "1").returncode == 0
     refine_args = ["refine", str(run), "--trials", "8", "--population", "1"]
     hits, log = kill_and_resume(refine_args, run / "refine-1/trials.jsonl", kills=3, rng=rng)
     assert hits >= 2, f"seed {seed}\n" + "\n".join(log)
@@ -165,36 +154,41 @@ def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path: Path) -> N
 
 def test_resume_refuses_a_changed_spec_and_names_the_change(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    assert hpsearch("coarse", SMOKE, "--out", str(run), "--trials", "2", "--epochs", "1").returncode == 0
+    assert cli("coarse", SMOKE, "--out", str(run), "--trials", "2", "--epochs", "1").returncode == 0
     before = (run / "coarse/trials.jsonl").read_bytes()
-    changed = hpsearch("coarse", SMOKE, "--out", str(run), "--trials", "2", "--epochs", "3", "--resume")
+    changed = cli("coarse", SMOKE, "--out", str(run), "--trials", "2", "--epochs", "3", "--resume")
     assert changed.returncode == 1
     assert "cannot resume, the spec changed since this stage started (train.epochs: 1 -> 3)" in changed.stderr
-    assert len(changed.stderr.strip().splitlines()) == 1 and "Traceback" not in changed.stderr
+    assert len(changed.stderr.strip().splitlines()) == 1, changed.stderr
+    assert "Traceback" not in changed.stderr
     spec = tmp_path / "edited.yaml"
     spec.write_text(Path(SMOKE).read_text().replace("hidden: [32]", "hidden: [64]"))
-    edited = hpsearch("coarse", str(spec), "--out", str(run), "--trials", "2", "--epochs", "1", "--resume")
-    assert edited.returncode == 1 and "model.hidden: [32] -> [64]" in edited.stderr
+    edited = cli("coarse", str(spec), "--out", str(run), "--trials", "2", "--epochs", "1", "--resume")
+    assert edited.returncode == 1
+    assert "model.hidden: [32] -> [64]" in edited.stderr
     assert (run / "coarse/trials.jsonl").read_bytes() == before  # nothing written was lost
     # Asking for a new run (no --resume, another --out) is always allowed.
-    new = hpsearch("coarse", str(spec), "--out", str(tmp_path / "new"), "--trials", "2", "--epochs", "1")
+    new = cli("coarse", str(spec), "--out", str(tmp_path / "new"), "--trials", "2", "--epochs", "1")
     assert new.returncode == 0, new.stderr
     # Resuming a finished stage with the same spec trains nothing and ranks the same trials.
-    same = hpsearch("coarse", SMOKE, "--out", str(run), "--trials", "2", "--epochs", "1", "--resume")
-    assert same.returncode == 0 and "2 of 2 trials already finished, 0 to run" in same.stderr
+    same = cli("coarse", SMOKE, "--out", str(run), "--trials", "2", "--epochs", "1", "--resume")
+    assert same.returncode == 0, same.stderr
+    assert "2 of 2 trials already finished, 0 to run" in same.stderr
     assert (run / "coarse/trials.jsonl").read_bytes() == before
 
 
 def test_a_second_command_on_a_running_stage_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["coarse", SMOKE, "--out", str(run), "--trials", "6", "--epochs", "6", "--population", "1"]
-    first = start(*args)
+    first = start_hpsearch(*args)  # a real process, holding the stage while this one asks for it
     deadline = time.monotonic() + 60
     while not (run / "coarse/spec.yaml").exists():
-        assert first.poll() is None and time.monotonic() < deadline
+        assert first.poll() is None
+        assert time.monotonic() < deadline
         time.sleep(0.02)
-    second = hpsearch(*args, "--resume")
-    assert second.returncode == 1 and "Traceback" not in second.stderr
+    second = cli(*args, "--resume")
+    assert second.returncode == 1
+    assert "Traceback" not in second.stderr
     assert second.stderr.strip().splitlines()[-1] == (
         f"error: {run / 'coarse'}: another hpsearch process is running this stage; wait for it to finish or stop it"
     )
@@ -202,8 +196,9 @@ def test_a_second_command_on_a_running_stage_is_refused(tmp_path: Path) -> None:
     assert first.returncode == 0, err
     assert sorted(r["trial"] for r in records(run / "coarse/trials.jsonl")) == list(range(6))  # each once
     # The lock goes with its holder: a later --resume runs (and finds nothing left to train).
-    again = hpsearch(*args, "--resume")
-    assert again.returncode == 0 and "6 of 6 trials already finished, 0 to run" in again.stderr
+    again = cli(*args, "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "6 of 6 trials already finished, 0 to run" in again.stderr
 
 
 def _result(trial: int, **extra: Any) -> TrialResult:
@@ -222,21 +217,23 @@ def test_a_torn_last_line_is_skipped_reported_and_the_next_append_starts_fresh(t
     store.append_trial(_result(2))
     assert [r.trial for r in store.read_trials()] == [0, 1, 2]
     assert store.unreadable_lines == 1  # the cut line stays cut; the new record is whole
-    assert path.read_bytes().endswith(b"\n") and path.read_bytes().count(b"\n") == 4
+    assert path.read_bytes().endswith(b"\n")
+    assert path.read_bytes().count(b"\n") == 4
 
 
 def test_resume_after_a_torn_write_reruns_that_trial_and_says_so(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["coarse", SMOKE, "--out", str(run), "--trials", "4", "--epochs", "1", "--population", "1"]
-    assert hpsearch(*args).returncode == 0
+    assert cli(*args).returncode == 0
     path = run / "coarse/trials.jsonl"
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join(lines[:-1]) + lines[-1][:50])
     torn_trial = json.loads(lines[-1])["trial"]
     (run / "coarse/results.json").unlink()  # the stage did not finish
-    resumed = hpsearch(*args, "--resume")
+    resumed = cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "skipped 1 unreadable line(s)" in resumed.stderr and "3 of 4 trials already finished" in resumed.stderr
+    assert "skipped 1 unreadable line(s)" in resumed.stderr
+    assert "3 of 4 trials already finished" in resumed.stderr
     assert sorted(r["trial"] for r in final_records(path)) == [0, 1, 2, 3]
     assert final_records(path)[-1]["trial"] == torn_trial
 
@@ -273,11 +270,12 @@ def test_ctrl_c_and_sigterm_mark_the_running_trial_and_say_how_to_resume(
 ) -> None:
     run = tmp_path / "run"
     args = ["coarse", SMOKE, "--out", str(run), "--trials", "8", "--epochs", "6", "--population", "1"]
-    proc = start(*args, "--workers", workers)
+    proc = start_hpsearch(*args, "--workers", workers)
     path = run / "coarse/trials.jsonl"
     deadline = time.monotonic() + 60
     while not final_records(path):
-        assert proc.poll() is None and time.monotonic() < deadline, "no trial finished"
+        assert proc.poll() is None, "no trial finished"
+        assert time.monotonic() < deadline, "no trial finished"
         time.sleep(0.02)
     time.sleep(0.1)  # inside the next trial (about 0.3 s each), so one is running when the signal lands
     kids = children(proc.pid)
@@ -286,10 +284,12 @@ def test_ctrl_c_and_sigterm_mark_the_running_trial_and_say_how_to_resume(
     assert proc.returncode == code, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("error: interrupted:") and f"trials finished and saved in {run / 'coarse'}" in last
+    assert last.startswith("error: interrupted:")
+    assert f"trials finished and saved in {run / 'coarse'}" in last
     assert last.endswith(f"resume with: hpsearch {' '.join(args)} --workers {workers} --resume")
     states = [r["state"] for r in records(path)]
-    assert "interrupted" in states and states.index("interrupted") >= 1
+    assert "interrupted" in states
+    assert states.index("interrupted") >= 1
     finished_before = {r["trial"]: r for r in final_records(path)}
     interrupted = {r["trial"] for r in records(path) if r["state"] == "interrupted"}
     assert not interrupted & set(finished_before)  # a recorded trial is never also marked interrupted
@@ -298,7 +298,7 @@ def test_ctrl_c_and_sigterm_mark_the_running_trial_and_say_how_to_resume(
     while any(alive(k) for k in kids):  # worker processes are stopped, not left training
         assert time.monotonic() < deadline, f"worker processes {kids} still running"
         time.sleep(0.05)
-    resumed = hpsearch(*args, "--workers", workers, "--resume")
+    resumed = cli(*args, "--workers", workers, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     finals = final_records(path)
     assert sorted(r["trial"] for r in finals) == list(range(8))  # each once: none trained twice
@@ -311,17 +311,20 @@ def test_a_finished_trial_stays_finished_whatever_is_recorded_after_it(tmp_path:
     store.append_trial(TrialResult(trial=0, state=TrialState.INTERRUPTED, params={"lr": 0.1}))
     store.append_trial(TrialResult(trial=1, state=TrialState.INTERRUPTED, params={"lr": 0.2}))
     done = store.final_trials()
-    assert list(done) == [0] and done[0].state is TrialState.COMPLETE and done[0].val_acc == 0.5
+    assert list(done) == [0]
+    assert done[0].state is TrialState.COMPLETE
+    assert done[0].val_acc == 0.5
 
 
 def test_kill_9_of_the_driver_takes_its_worker_processes_down(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    proc = start(
+    proc = start_hpsearch(
         "coarse", SMOKE, "--out", str(run), "--trials", "8", "--epochs", "20", "--population", "1", "--workers", "2"
     )
     deadline = time.monotonic() + 60
     while len(children(proc.pid)) < 3:  # the two spawned workers and multiprocessing's resource tracker
-        assert proc.poll() is None and time.monotonic() < deadline
+        assert proc.poll() is None
+        assert time.monotonic() < deadline
         time.sleep(0.05)
     time.sleep(random.uniform(0.0, 4.0))  # while the workers start up (importing torch) or train
     kids = children(proc.pid)
@@ -338,11 +341,12 @@ def test_a_diverged_trial_fails_alone_and_ranks_last(tmp_path: Path) -> None:
     raw["search"].update(sampler="grid", space={"lr": {"values": [0.01, 1.0e6]}})
     spec = tmp_path / "s.yaml"
     spec.write_text(yaml.safe_dump(raw))
-    r = hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--trials", "2", "--epochs", "2")
+    r = cli("coarse", str(spec), "--out", str(tmp_path / "run"), "--trials", "2", "--epochs", "2")
     assert r.returncode == 0, r.stderr
     ranked = json.loads((tmp_path / "run/coarse/results.json").read_text())["ranked"]
     assert [row["state"] for row in ranked] == ["complete", "diverged"]
-    assert ranked[0]["val_acc"] > 0.5 and ranked[1]["params"]["lr"] == 1e6
+    assert ranked[0]["val_acc"] > 0.5
+    assert ranked[1]["params"]["lr"] == 1e6
     assert r.stdout.strip().splitlines()[-2].split("│")[3].strip() == "diverged"  # the table's last row
 
 
@@ -405,7 +409,7 @@ def test_records_of_the_wrong_types_are_unreadable_lines_not_crashes(tmp_path: P
 def test_resume_ignores_a_record_whose_parameters_are_not_the_plans(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["coarse", SMOKE, "--out", str(run), "--trials", "3", "--epochs", "1", "--population", "1"]
-    assert hpsearch(*args).returncode == 0
+    assert cli(*args).returncode == 0
     path = run / "coarse/trials.jsonl"
     lines = path.read_text().splitlines()
     forged = json.loads(lines[1])
@@ -413,7 +417,7 @@ def test_resume_ignores_a_record_whose_parameters_are_not_the_plans(tmp_path: Pa
     forged["val_acc"] = 0.99
     path.write_text("\n".join([lines[0], json.dumps(forged), lines[2]]) + "\n")
     (run / "coarse/results.json").unlink()
-    resumed = hpsearch(*args, "--resume")
+    resumed = cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert "1 record(s) with parameters other than the plan's" in resumed.stderr
     ranked = json.loads((run / "coarse/results.json").read_text())["ranked"]
@@ -425,14 +429,14 @@ def test_refine_and_report_see_each_planned_trial_once_after_interruptions(tmp_p
     run = tmp_path / "run"
     args = ["coarse", SMOKE, "--out", str(run), "--trials", "6", "--epochs", "4", "--population", "1"]
     for _ in range(2):  # Ctrl-C twice, each time after a new record: interrupted records pile up
-        proc = start(*args, "--resume")
+        proc = start_hpsearch(*args, "--resume")
         before = len(final_records(run / "coarse/trials.jsonl"))
         while len(final_records(run / "coarse/trials.jsonl")) <= before:
             assert proc.poll() is None
             time.sleep(0.02)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(60) == 130
-    assert hpsearch(*args, "--resume").returncode == 0
+    assert cli(*args, "--resume").returncode == 0
     # Whether a Ctrl-C caught a trial running depends on timing, so the records an interruption
     # leaves are also written outright: an interrupted one, a duplicate, a trial outside the plan.
     store = StageStore(run / "coarse")
@@ -440,10 +444,13 @@ def test_refine_and_report_see_each_planned_trial_once_after_interruptions(tmp_p
     store.append_trial(TrialResult(trial=1, state=TrialState.INTERRUPTED, params=first.params))
     store.append_trial(first)
     store.append_trial(_result(99))
-    report = hpsearch("report", str(run))
-    assert report.returncode == 0 and "all stages (coarse): 6 trials" in report.stdout
-    refine = hpsearch("refine", str(run), "--epochs", "1", "--population", "1")
+    report = cli("report", str(run))
+    assert report.returncode == 0, report.stderr
+    assert "all stages (coarse): 6 trials" in report.stdout
+    refine = cli("refine", str(run), "--epochs", "1", "--population", "1")
     assert refine.returncode == 0, refine.stderr
     assert "refine-1: 6 trials" in refine.stdout  # as many as the coarse stage planned, not its records
-    again = hpsearch("refine", str(run), "--resume")
-    assert again.returncode == 0 and "nothing to resume" in again.stderr and not (run / "refine-2").exists()
+    again = cli("refine", str(run), "--resume")
+    assert again.returncode == 0, again.stderr
+    assert "nothing to resume" in again.stderr
+    assert not (run / "refine-2").exists()

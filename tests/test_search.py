@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from hpsearch.errors import StoreError
-from hpsearch.search import StageOptions, run_coarse, with_overrides
-from hpsearch.spec import Spec, parse_spec
-from hpsearch.trial import TrialState
+from hpsearch.options import StageOptions
+from hpsearch.records import TrialState
+from hpsearch.search import run_coarse
+from hpsearch.spec import Spec, parse_spec, with_overrides
 
 
 def smoke_spec(space: dict, trials: int = 6, sampler: str = "random", **train: object) -> Spec:
@@ -48,7 +49,9 @@ def test_stage_writes_every_file_and_ranks(tmp_path: Path) -> None:
     rows = list(csv.DictReader((stage / "results.csv").open()))
     assert [int(r["trial"]) for r in rows] == [r["trial"] for r in doc["ranked"]]
     run = json.loads((stage / "run.json").read_text())
-    assert run["seed"] == 1 and run["end_time"] and run["torch"]
+    assert run["seed"] == 1
+    assert run["end_time"]
+    assert run["torch"]
 
 
 def test_best_at_edge_is_flagged_interior_is_not(tmp_path: Path) -> None:
@@ -57,13 +60,15 @@ def test_best_at_edge_is_flagged_interior_is_not(tmp_path: Path) -> None:
     spec = smoke_spec({"lr": {"low": 1e-6, "high": 1e-3, "log": True, "points": 4}}, trials=4, sampler="grid")
     outcome = run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "edge"))
     (lr_edge,) = outcome.edges
-    assert outcome.best is not None and outcome.best.params["lr"] == pytest.approx(1e-3)
+    assert outcome.best is not None
+    assert outcome.best.params["lr"] == pytest.approx(1e-3)
     assert lr_edge.flag == "high"
     # lr in [1e-3, 1e1]: the good values (~1e-2..1e-1) are inside, the largest diverge.
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e1, "log": True, "points": 9}}, trials=9, sampler="grid")
     outcome = run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "interior"))
     (lr_edge,) = outcome.edges
-    assert lr_edge.flag is None and 0.1 < lr_edge.position < 0.9
+    assert lr_edge.flag is None
+    assert 0.1 < lr_edge.position < 0.9
 
 
 def test_diverged_trials_are_contained_and_ranked_last(tmp_path: Path) -> None:
@@ -106,7 +111,8 @@ def test_overrides() -> None:
 def test_epochs_override_fixes_searched_epochs_too() -> None:
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e-1, "log": True}, "epochs": {"values": [2, 5]}})
     over = with_overrides(spec, epochs=1)
-    assert over.train.epochs == 1 and list(over.search.space) == ["lr"]
+    assert over.train.epochs == 1
+    assert list(over.search.space) == ["lr"]
     assert list(with_overrides(spec, trials=3).search.space) == ["lr", "epochs"]
 
 

@@ -29,7 +29,8 @@ def ks_uniform_pvalue(u: np.ndarray) -> float:
 def test_log_uniform_samples_have_uniform_log10() -> None:
     s = sampler({"lr": {"low": 1e-6, "high": 1e-3, "log": True}}, trials=4000)
     lr = np.array([p["lr"] for p in s.all_params()])
-    assert lr.min() >= 1e-6 and lr.max() <= 1e-3
+    assert lr.min() >= 1e-6
+    assert lr.max() <= 1e-3
     u = (np.log10(lr) + 6) / 3
     assert ks_uniform_pvalue(u) > 0.01
     # Each decade gets a third of the samples; a linear-uniform sampler would put ~99.9% in the top one.
@@ -56,7 +57,8 @@ def test_integer_parameter_covers_both_ends_evenly() -> None:
 def test_integer_log_parameter_stays_in_range() -> None:
     s = sampler({"batch_size": {"low": 16, "high": 512, "log": True}}, trials=2000)
     values = np.array([p["batch_size"] for p in s.all_params()])
-    assert values.min() >= 16 and values.max() <= 512
+    assert values.min() >= 16
+    assert values.max() <= 512
     assert np.mean(values < 90) == pytest.approx(0.5, abs=0.05)  # sqrt(16 * 512) ~ 90.5: half below
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import ROOT
 
 from hpsearch.errors import SpecError
 from hpsearch.spec import Activation, Categorical, NumericRange, load_spec, parse_spec, spec_to_yaml
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def error_of(data: object) -> str:
@@ -94,7 +93,9 @@ def test_yaml_exponent_without_dot_is_a_number() -> None:
     # YAML 1.1 reads 1e-3 as a string; a spec author means the number.
     spec = parse_spec({"name": "x", "search": {"space": {"lr": {"low": "1e-6", "high": "1e-3", "log": True}}}})
     lr = spec.search.space["lr"]
-    assert isinstance(lr, NumericRange) and lr.low == 1e-6 and lr.high == 1e-3
+    assert isinstance(lr, NumericRange)
+    assert lr.low == 1e-6
+    assert lr.high == 1e-3
 
 
 def test_categorical_values_are_coerced_to_field_types() -> None:
@@ -105,7 +106,8 @@ def test_categorical_values_are_coerced_to_field_types() -> None:
         }
     )
     act = spec.search.space["activation"]
-    assert isinstance(act, Categorical) and act.values == (Activation.TANH, Activation.RELU)
+    assert isinstance(act, Categorical)
+    assert act.values == (Activation.TANH, Activation.RELU)
     assert spec.search.space["hidden"].values == ((50,), (100, 50))  # type: ignore[union-attr]
 
 

@@ -8,8 +8,9 @@ import math
 import pytest
 
 from hpsearch.data import Dataset, build_dataset
+from hpsearch.records import TrialConfig, TrialResult, TrialState
 from hpsearch.spec import DataSpec, ModelSpec, TrainSpec
-from hpsearch.trial import TrialConfig, TrialResult, TrialState, run_trial
+from hpsearch.trial import run_trial
 
 
 @pytest.fixture(scope="module")
@@ -30,16 +31,20 @@ def test_initial_loss_is_ln_num_classes_with_small_init(synthetic: Dataset) -> N
 def test_a_good_trial_learns(synthetic: Dataset) -> None:
     result = run_trial(config(), synthetic)
     assert result.state is TrialState.COMPLETE
-    assert result.epochs_done == 2 and len(result.val_acc_per_epoch) == 2
+    assert result.epochs_done == 2
+    assert len(result.val_acc_per_epoch) == 2
     assert result.iterations == 2 * 1600 // 50
-    assert result.val_acc is not None and result.val_acc > 0.5  # chance is 0.1
-    assert result.train_loss is not None and result.train_loss < result.losses[0]
+    assert result.val_acc is not None
+    assert result.val_acc > 0.5  # chance is 0.1
+    assert result.train_loss is not None
+    assert result.train_loss < result.losses[0]
     assert result.wall_time > 0
 
 
 def test_same_config_same_result_other_trial_other_init(synthetic: Dataset) -> None:
     a, b = run_trial(config(trial_id=3), synthetic), run_trial(config(trial_id=3), synthetic)
-    assert a.losses == b.losses and a.val_acc == b.val_acc
+    assert a.losses == b.losses
+    assert a.val_acc == b.val_acc
     c = run_trial(config(trial_id=4), synthetic)
     assert c.losses != a.losses
 
@@ -58,7 +63,8 @@ def test_unexpected_exception_is_failed_with_message(synthetic: Dataset) -> None
     broken = dataclasses.replace(synthetic, x_train=synthetic.x_train[:, :2])
     result = run_trial(config(), broken)
     assert result.state is TrialState.FAILED
-    assert result.error and result.error.startswith("RuntimeError")
+    assert result.error
+    assert result.error.startswith("RuntimeError")
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
@@ -75,7 +81,8 @@ def test_lr_decay_and_weight_decay_change_training(synthetic: Dataset) -> None:
     regularized = run_trial(config(weight_decay=1.0), synthetic)
     assert base.losses[:10] == decayed.losses[:10]  # the first epoch is the same...
     assert base.losses[-1] != decayed.losses[-1]  # ...the second is not
-    assert regularized.train_loss is not None and base.train_loss is not None
+    assert regularized.train_loss is not None
+    assert base.train_loss is not None
     assert regularized.train_loss > base.train_loss  # the L2 term is in the loss
 
 
@@ -95,7 +102,8 @@ def test_flush_tiny_zeroes_only_values_below_tiny() -> None:
         opt.state[w]["momentum_buffer"][0, 0] = 1e-39
     kept = w.detach().clone()
     flush_tiny_(net, opt)
-    assert w[0, 0].item() == 0.0 and w[0, 1].item() == 0.0
+    assert w[0, 0].item() == 0.0
+    assert w[0, 1].item() == 0.0
     assert w[0, 2].item() != 0.0
     assert opt.state[w]["momentum_buffer"][0, 0].item() == 0.0
     assert torch.count_nonzero(w[1:]) == torch.count_nonzero(kept[1:])  # the rest untouched
@@ -114,14 +122,38 @@ def test_non_finite_numbers_are_written_as_null() -> None:
         losses=[2.3, math.nan],
     )
     d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
-    assert d["train_loss"] is None and d["initial_loss"] is None
-    assert d["train_loss_per_epoch"] == [1.0, None] and d["losses"] == [2.3, None]
+    assert d["train_loss"] is None
+    assert d["initial_loss"] is None
+    assert d["train_loss_per_epoch"] == [1.0, None]
+    assert d["losses"] == [2.3, None]
 
 
 def test_loss_that_blows_up_on_an_epochs_last_step_is_diverged(synthetic: Dataset) -> None:
     # One step per epoch: the weights leave float range on that step, so only the epoch-end loss sees it.
     result = run_trial(config(batch_size=5000, lr=1e25, weight_decay=1.0, optimizer="sgd"), synthetic)
     assert result.state is TrialState.DIVERGED
+    # The epoch's one step ran, so the epoch counts as done; its loss is not a number, and no
+    # accuracy was measured on the blown-up weights.
+    assert result.epochs_done == 1
+    assert result.iterations == 1
+    assert result.to_dict()["train_loss"] is None
+    assert result.train_loss_per_epoch == []
+    assert result.val_acc is None
+    assert result.val_acc_per_epoch == []
+
+
+def test_a_trial_that_raises_keeps_where_and_a_short_traceback(synthetic: Dataset) -> None:
+    broken = dataclasses.replace(synthetic, x_train=synthetic.x_train[:, :2])
+    result = run_trial(config(), broken)
+    assert result.error_at is not None
+    file, _, line = result.error_at.partition(":")
+    assert file.endswith(".py")
+    assert "torch" not in file  # the innermost frame outside torch: where our (or the user's) code called it
+    assert int(line) > 0
+    assert result.traceback is not None
+    assert result.traceback.startswith("Traceback (most recent call last):")
+    assert result.traceback.splitlines()[-1] == result.error
+    assert TrialResult.from_dict(result.to_dict()).traceback == result.traceback  # kept in the record
 
 
 def test_zero_tiny_keeps_nan_inf_and_sign() -> None:
@@ -131,6 +163,10 @@ def test_zero_tiny_keeps_nan_inf_and_sign() -> None:
 
     t = torch.tensor([float("nan"), float("inf"), -float("inf"), -TINY / 2, TINY / 2, -2 * TINY, 0.5, 1e-45])
     zero_tiny_(t)
-    assert torch.isnan(t[0]) and t[1] == float("inf") and t[2] == -float("inf")  # a blow-up stays visible
-    assert t[3:5].tolist() == [0.0, 0.0] and t[7].item() == 0.0
-    assert t[5].item() == pytest.approx(-2 * TINY) and t[6].item() == 0.5  # float32 rounding of 2e-30
+    assert torch.isnan(t[0])  # a blow-up stays visible
+    assert t[1] == float("inf")
+    assert t[2] == -float("inf")
+    assert t[3:5].tolist() == [0.0, 0.0]
+    assert t[7].item() == 0.0
+    assert t[5].item() == pytest.approx(-2 * TINY)  # float32 rounding of 2e-30
+    assert t[6].item() == 0.5
