@@ -7,6 +7,7 @@ import difflib
 import enum
 import math
 import reprlib
+import unicodedata
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -94,6 +95,7 @@ class DataSpec(_Strict):
     download: bool = True
     synthetic_train: int = Field(5000, ge=10)  # synthetic dataset size (train + val)
     synthetic_test: int = Field(1000, ge=10)
+    seed: int = Field(0, ge=0)  # synthetic data's own seed: every stage sees the same data, whatever search.seed
 
 
 class ModelSpec(_Strict):
@@ -240,6 +242,9 @@ class SearchSpec(_Strict):
         return v
 
 
+NAME_CHARS = 100  # a spec's name names its run directory; file systems allow 255 bytes
+
+
 class Spec(_Strict):
     name: str = Field(min_length=1)
     data: DataSpec = Field(default_factory=DataSpec)
@@ -253,8 +258,13 @@ class Spec(_Strict):
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
-        if "/" in v or v.startswith(".") or "\x00" in v:
-            raise spec_error("", "must be a plain name (no '/', not starting with '.')", v)
+        # The name becomes a directory: runs/<name>.
+        if "/" in v or "\\" in v or v.startswith("."):
+            raise spec_error("", "must be a plain name (no '/' or '\\', not starting with '.')", v)
+        if len(v) > NAME_CHARS:
+            raise spec_error("", f"must be at most {NAME_CHARS} characters (it names the run directory)", v)
+        if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in v):
+            raise spec_error("", "must not hold control, line-break, invisible or bidi characters", v)
         return v
 
     @model_validator(mode="after")
@@ -311,7 +321,12 @@ def with_overrides(spec: Spec, trials: int | None = None, epochs: int | None = N
     if epochs is not None:
         data["train"]["epochs"] = epochs
         data["search"]["space"].pop("epochs", None)  # --epochs fixes them, as it does for refine
-    return Spec.model_validate(data)
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as e:  # one line naming the option, as a bad value in the file is
+        given = {"--trials": trials, "--epochs": epochs, "--seed": seed}
+        options = " ".join(f"{k} {v}" for k, v in given.items() if v is not None)
+        raise SpecError(_format_error(options, e.errors()[0])) from None
 
 
 def is_int_param(name: str) -> bool:

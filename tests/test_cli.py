@@ -161,3 +161,10 @@ def test_messages_are_printed_verbatim_not_as_markup(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr
     assert "conf[/]ig.yaml" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_a_bad_seed_on_the_command_line_is_one_line_exit_1(tmp_path: Path) -> None:
+    res = cli("coarse", str(ROOT / "configs/smoke.yaml"), "--seed", "-1", "--out", str(tmp_path / "run"))
+    assert res.returncode == 1
+    assert res.stderr.strip() == "error: --seed -1: search.seed: input should be greater than or equal to 0 (got -1)"
+    assert not (tmp_path / "run").exists()

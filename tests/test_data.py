@@ -638,7 +638,7 @@ def test_impossible_split_is_refused_naming_the_key(val_size: int, train_subset:
 
 
 def test_dataset_describes_itself_and_moves_to_a_device() -> None:
-    ds = build_dataset(DataSpec(dataset="synthetic", synthetic_train=120, synthetic_test=10, val_size=20), seed=3)
+    ds = build_dataset(DataSpec(dataset="synthetic", synthetic_train=120, synthetic_test=10, val_size=20, seed=3))
     assert (len(ds.y_train), len(ds.y_val)) == (100, 20)
     assert ds.num_classes == 10
     assert ds.input_shape == (3, 32, 32)
@@ -646,7 +646,7 @@ def test_dataset_describes_itself_and_moves_to_a_device() -> None:
     assert torch.equal(moved.x_train, ds.x_train)
     assert torch.equal(moved.normalize(ds.x_val), ds.normalize(ds.x_val))
     assert torch.equal(
-        build_dataset(DataSpec(dataset="synthetic"), seed=3).x_val[:20],
+        build_dataset(DataSpec(dataset="synthetic", seed=3)).x_val[:20],
         make_synthetic(5000, 1000, 3).x_train[4000:4020],
     )
 

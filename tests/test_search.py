@@ -137,3 +137,28 @@ def test_data_errors_about_the_spec_name_its_file(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"^configs/s\.yaml: data\.val_size: 1000000000 must be"):
         run_coarse(spec, "configs/s.yaml", StageOptions(out=tmp_path / "r"))
     assert not (tmp_path / "r").exists()
+
+
+def test_synthetic_data_has_its_own_seed_not_the_searchs() -> None:
+    # A refine stage uses search.seed + 1 and `coarse --seed` changes search.seed: neither may change
+    # the data, or stages would be trained and ranked on different datasets.
+    from hpsearch.data import load_data
+    from hpsearch.spec import parse_spec, with_overrides
+
+    base = parse_spec(
+        {
+            "name": "s",
+            "data": {"dataset": "synthetic", "synthetic_train": 200, "synthetic_test": 10, "val_size": 50},
+            "train": {"device": "cpu"},
+        }
+    )
+    a = load_data(base, None, None)
+    b = load_data(with_overrides(base, seed=5), None, None)
+    assert bool((a.x_train == b.x_train).all())
+    assert bool((a.x_val == b.x_val).all())
+    other = load_data(
+        parse_spec({**base.model_dump(mode="json"), "data": {**base.data.model_dump(mode="json"), "seed": 1}}),
+        None,
+        None,
+    )
+    assert not bool((a.x_train == other.x_train).all())

@@ -155,3 +155,34 @@ def test_shipped_configs_validate_and_round_trip(config: Path, tmp_path: Path) -
 )
 def test_more_validation_errors(data: object, expected: str) -> None:
     assert error_of(data).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("a" * 101, "must be at most 100 characters"),
+        ("run\nnext", "must not hold control, line-break, invisible or bidi characters"),
+        ("run\u202eexe.yaml", "must not hold control, line-break, invisible or bidi characters"),
+        ("zero\u200bwidth", "must not hold control, line-break, invisible or bidi characters"),
+        ("tab\there", "must not hold control, line-break, invisible or bidi characters"),
+        ("a\\b", "must be a plain name"),
+        ("a/b", "must be a plain name"),
+    ],
+)
+def test_a_run_name_that_cannot_be_a_safe_directory_is_refused(name: str, why: str) -> None:
+    message = error_of({"name": name})
+    assert message.startswith("configs/x.yaml: name: ")
+    assert why in message
+
+
+def test_a_name_of_100_plain_characters_is_accepted() -> None:
+    assert parse_spec({"name": "é" * 100}).name == "é" * 100
+
+
+def test_a_bad_command_line_override_is_one_line_naming_the_option() -> None:
+    from hpsearch.spec import with_overrides
+
+    spec = load_spec(ROOT / "configs/smoke.yaml")
+    with pytest.raises(SpecError) as info:
+        with_overrides(spec, seed=-1)
+    assert str(info.value) == "--seed -1: search.seed: input should be greater than or equal to 0 (got -1)"

@@ -135,12 +135,12 @@ def _chunks(x: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
 
 
 def build_dataset(
-    spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None, seed: int = 0
+    spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None
 ) -> Dataset:
     """The dataset a spec's `data:` section describes; `data_root` is the CLI's --data-root."""
     if spec.dataset == "synthetic":
         try:
-            raw = make_synthetic(spec.synthetic_train, spec.synthetic_test, seed)
+            raw = make_synthetic(spec.synthetic_train, spec.synthetic_test, spec.seed)
         except MemoryError:
             gb = (spec.synthetic_train + spec.synthetic_test) * PIXELS * 4 / 1e9  # float32 while generating
             raise DataError(

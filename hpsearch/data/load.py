@@ -31,7 +31,7 @@ def resolve_device(name: str) -> torch.device:
 def load_data(spec: Spec, data_root: Path | None, progress: ProgressFn | None, spec_path: str | None = None) -> Dataset:
     """The spec's dataset on the spec's device. Errors about the spec's own keys name its file."""
     try:
-        data = build_dataset(spec.data, data_root, progress, seed=spec.search.seed)
+        data = build_dataset(spec.data, data_root, progress)
         return data.to(resolve_device(spec.train.device))
     except (DataError, SpecError) as e:
         if spec_path and str(e).startswith(("data.", "train.")):
