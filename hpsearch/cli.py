@@ -16,6 +16,7 @@ import os
 import shlex
 import signal
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -210,9 +211,7 @@ def render_outcome(outcome: StageOutcome) -> None:
 
 
 def _states(results: list[TrialResult]) -> str:
-    counts: dict[str, int] = {}
-    for r in results:
-        counts[r.state.value] = counts.get(r.state.value, 0) + 1
+    counts = Counter(r.state.value for r in results)
     return ", ".join(f"{n} {state}" for state, n in counts.items()) or "no trials"
 
 

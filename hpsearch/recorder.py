@@ -59,12 +59,13 @@ class TrialRecorder:
         """One iteration, before its update: each trial's loss (with the L2 term at least on curve
         steps) and data loss. Returns the trials that diverged on this step; they train no further."""
         dead = []
+        first, curve = self.iteration == 0, self.curve_step
         for j, r in enumerate(self.results):
             if r.state is not TrialState.COMPLETE:
                 continue
-            if self.iteration == 0:
+            if first:
                 r.initial_loss = data_losses[j]
-            if self.curve_step:
+            if curve:
                 r.losses.append(losses[j])
             if not math.isfinite(losses[j]):
                 r.state, r.iterations = TrialState.DIVERGED, self.iteration + 1

@@ -241,21 +241,27 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
     if not done:
         raise StoreError(f"{run_dir}: no finished stage to refine; {how_to_start(run_dir)}")
     previous = done[-1]
-    spec, results, previous_doc = load_stage(run_dir, previous)
-    top = top_complete(results, options.top_k or spec.refine.top_k)
+    loaded = {name: load_stage(run_dir, name) for name in done}  # each stage read once
+    spec, results, previous_doc = loaded[previous]
+    top_k = options.top_k or spec.refine.top_k
+    top = top_complete(results, top_k)
     if not top:
         raise StoreError(f"{run_dir / previous}: no complete trial to refine around")
     ranges = plan_ranges(spec.search.space, top, edges(spec.search.space, top[0]))
     new_spec = refined_spec(spec, ranges, options, previous_trials=len(results))
     configs, skipped = _not_yet_trained(
         trial_configs(new_spec, str(run_dir / previous / "spec.yaml")),
-        {config_key(c) for stage in done for c in stage_configs(run_dir, stage)},
+        {
+            config_key(c)
+            for stage_spec, stage_results, _ in loaded.values()
+            for c in trained_configs(stage_spec, stage_results)
+        },
     )
     stage = f"refine-{len(done)}"
     entry = {
         "stage": stage,
         "planned_from": previous,
-        "top_k": options.top_k or spec.refine.top_k,
+        "top_k": top_k,
         "top_trials": [r.trial for r in top],
         "trials": len(configs),
         "epochs": new_spec.train.epochs,
@@ -267,9 +273,7 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
     return RefinePlan(run_dir, previous, stage, new_spec, top, ranges, configs, skipped, history)
 
 
-def _not_yet_trained(
-    planned: list[TrialConfig], trained: set[str]
-) -> tuple[list[TrialConfig], list[TrialConfig]]:
+def _not_yet_trained(planned: list[TrialConfig], trained: set[str]) -> tuple[list[TrialConfig], list[TrialConfig]]:
     """(to train, skipped): a configuration already trained, or drawn twice in this stage, trains once."""
     configs: list[TrialConfig] = []
     skipped: list[TrialConfig] = []
@@ -306,9 +310,8 @@ def refined_spec(spec: Spec, plans: list[RangePlan], options: RefineOptions, pre
     return Spec.model_validate(data)
 
 
-def stage_configs(run_dir: Path, stage: str) -> list[TrialConfig]:
+def trained_configs(spec: Spec, results: list[TrialResult]) -> list[TrialConfig]:
     """The configurations a finished stage trained, rebuilt from its spec and records."""
-    spec, results, _ = load_stage(run_dir, stage)
     out = []
     for r in results:
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in r.params.items()}  # JSON lists were tuples
