@@ -48,17 +48,19 @@ class RangePlan:
 
     name: str
     old: NumericRange | Categorical
-    new: NumericRange | Categorical
+    new: NumericRange | Categorical | None  # None: no longer searched (the rule says what it is fixed at)
     rule: str  # human-readable: the span of the top-k and what was done at an edge
 
     def describe(self) -> str:
         return f"{self.name}: {_show(self.old)} → {_show(self.new)} ({self.rule})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"old": _dump(self.old), "new": _dump(self.new), "rule": self.rule}
+        return {"old": _dump(self.old), "new": None if self.new is None else _dump(self.new), "rule": self.rule}
 
 
-def _show(dom: NumericRange | Categorical) -> str:
+def _show(dom: NumericRange | Categorical | None) -> str:
+    if dom is None:
+        return "not searched"
     if isinstance(dom, Categorical):
         return "{" + ", ".join(fmt_value(v) for v in dom.values) + "}"
     return f"[{fmt_value(dom.low)}, {fmt_value(dom.high)}]"
@@ -221,12 +223,17 @@ class RefinePlan:
         """The file errors about the new stage's spec name: the previous stage's spec.yaml."""
         return str(self.run_dir / self.previous / "spec.yaml")
 
+    def epochs_shown(self) -> str:
+        """The epochs the planned trials train: '4', or '6-12' when epochs are searched."""
+        counts = sorted({c.train.epochs for c in self.configs}) or [self.spec.train.epochs]
+        return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
     def describe(self) -> list[str]:
         """The plan in lines a person reads: each range and why, then the stage's size."""
         train = self.spec.train
         lines = [p.describe() for p in self.ranges]
         lines.append(
-            f"{self.stage}: {len(self.configs)} trials x {train.epochs} epochs (lr decay {train.lr_decay:g}), "
+            f"{self.stage}: {len(self.configs)} trials x {self.epochs_shown()} epochs (lr decay {train.lr_decay:g}), "
             f"planned from {self.previous}'s top {len(self.top)} (trials {', '.join(str(r.trial) for r in self.top)})"
         )
         if self.skipped:
@@ -247,7 +254,7 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
     top = top_complete(results, top_k)
     if not top:
         raise StoreError(f"{run_dir / previous}: no complete trial to refine around")
-    ranges = plan_ranges(spec.search.space, top, edges(spec.search.space, top[0]))
+    ranges = _longer_epochs(plan_ranges(spec.search.space, top, edges(spec.search.space, top[0])), spec, options)
     new_spec = refined_spec(spec, ranges, options, previous_trials=len(results))
     configs, skipped = _not_yet_trained(
         trial_configs(new_spec, str(run_dir / previous / "spec.yaml")),
@@ -284,29 +291,40 @@ def _not_yet_trained(planned: list[TrialConfig], trained: set[str]) -> tuple[lis
     return configs, skipped
 
 
+def _longer_epochs(plans: list[RangePlan], spec: Spec, options: RefineOptions) -> list[RangePlan]:
+    """A searched epochs range would override the longer training: --epochs fixes epochs (and a
+    list of values is dropped for the stage's fixed epochs); otherwise the planned range itself is
+    stretched by epochs_factor. The plan then says what the new stage trains."""
+    out = []
+    for p in plans:
+        if p.name == "epochs" and p.new is not None:
+            if options.epochs or isinstance(p.new, Categorical):
+                why = "--epochs" if options.epochs else "refine trains longer"
+                p = RangePlan(p.name, p.old, None, f"fixed at {_stage_epochs(spec, options)} by {why}")
+            else:
+                factor = spec.refine.epochs_factor
+                low = max(1, round(p.new.low * factor))
+                high = max(round(p.new.high * factor), low + 1)
+                stretched = NumericRange(low=low, high=high, log=p.new.log)
+                p = RangePlan(p.name, p.old, stretched, f"{p.rule}; x{factor:g} epochs_factor")
+        out.append(p)
+    return out
+
+
+def _stage_epochs(spec: Spec, options: RefineOptions) -> int:
+    return options.epochs or max(1, round(spec.train.epochs * spec.refine.epochs_factor))
+
+
 def refined_spec(spec: Spec, plans: list[RangePlan], options: RefineOptions, previous_trials: int) -> Spec:
     """The new stage's spec: the planned ranges, more epochs, refine's lr decay, the next seed."""
     data = spec.model_dump()
-    data["search"]["space"] = {p.name: p.new.model_dump(exclude_none=True) for p in plans}
+    data["search"]["space"] = {p.name: p.new.model_dump(exclude_none=True) for p in plans if p.new is not None}
     data["search"]["trials"] = options.trials or spec.refine.trials or previous_trials
     # A new seed per stage: the same seed would redraw the same positions in the new ranges.
     data["search"]["seed"] = spec.search.seed + 1
     data["search"]["sampler"] = Sampler.RANDOM
-    data["train"]["epochs"] = options.epochs or max(1, round(spec.train.epochs * spec.refine.epochs_factor))
+    data["train"]["epochs"] = _stage_epochs(spec, options)
     data["train"]["lr_decay"] = spec.refine.lr_decay
-    space = data["search"]["space"]
-    if "epochs" in space:
-        # Searched epochs would override the longer training: --epochs fixes them, otherwise the
-        # searched range itself is stretched by the same factor.
-        if options.epochs or "values" in space["epochs"]:
-            del space["epochs"]
-        else:
-            factor = spec.refine.epochs_factor
-            space["epochs"] = {
-                **space["epochs"],
-                "low": round(space["epochs"]["low"] * factor),
-                "high": max(round(space["epochs"]["high"] * factor), round(space["epochs"]["low"] * factor) + 1),
-            }
     return Spec.model_validate(data)
 
 

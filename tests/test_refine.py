@@ -302,3 +302,30 @@ def test_refine_dry_run_prints_the_plan_and_trains_nothing(tmp_path: Path) -> No
     missing = cli("refine", str(tmp_path / "nope"), "--dry-run")
     assert missing.returncode == 1
     assert "no finished stage to refine" in missing.stderr
+
+
+def test_searched_epochs_print_record_and_train_the_same_range(tmp_path: Path) -> None:
+    """Issue 12 item 3: `epochs: [1, 3] -> [2, 4]` was printed and recorded while the spec said 6..12."""
+    from hpsearch.refine import plan_refine
+
+    run = tmp_path / "run"
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}, "epochs": {"low": 1, "high": 3}}, trials=4)
+    spec = spec.model_copy(update={"refine": spec.refine.model_copy(update={"epochs_factor": 3.0})})
+    run_coarse(spec, "s.yaml", StageOptions(out=run))  # type: ignore[arg-type]
+    plan = plan_refine(run, RefineOptions(trials=4))
+    (epochs_plan,) = [p for p in plan.ranges if p.name == "epochs"]
+    trained = plan.spec.search.space["epochs"]
+    assert epochs_plan.new == trained  # what is printed is what the spec searches
+    assert isinstance(trained, NumericRange)
+    assert trained.low >= 3  # x3: longer training than the coarse stage's 1..3
+    assert all(trained.low <= c.train.epochs <= trained.high for c in plan.configs)
+    assert plan.history[-1]["ranges"]["epochs"]["new"] == {"low": trained.low, "high": trained.high, "log": False}
+    shown = f"epochs: [1, 3] → [{trained.low:g}, {trained.high:g}]"
+    assert any(line.startswith(shown) for line in plan.describe()), plan.describe()
+    low, high = min(c.train.epochs for c in plan.configs), max(c.train.epochs for c in plan.configs)
+    assert f"4 trials x {low}-{high} epochs" in plan.describe()[-1] or f"4 trials x {low} epochs" in plan.describe()[-1]
+    fixed = plan_refine(run, RefineOptions(trials=4, epochs=2))
+    (fixed_plan,) = [p for p in fixed.ranges if p.name == "epochs"]
+    assert "epochs" not in fixed.spec.search.space
+    assert fixed_plan.new is None
+    assert "fixed at 2" in fixed_plan.describe()
