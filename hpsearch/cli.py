@@ -229,9 +229,22 @@ class Executor(str, enum.Enum):
     RAY = "ray"
 
 
-# Options that coarse and refine (and sanity-check, for --data-root) share.
+def nonempty_path(value: str) -> Path:
+    """An empty --out or --data-root would silently mean the current directory."""
+    if not value.strip():
+        raise typer.BadParameter("an empty path; give a folder (. for this one)")
+    return Path(value)
+
+
+# Options that coarse and refine (and sanity-check, for --data-root and --out) share.
 DataRootOption = Annotated[
-    Optional[Path], typer.Option("--data-root", help="Where CIFAR-10 lives (beats $HPSEARCH_DATA_ROOT and data.root).")
+    Optional[Path],
+    typer.Option(
+        "--data-root", parser=nonempty_path, help="Where CIFAR-10 lives (beats $HPSEARCH_DATA_ROOT and data.root)."
+    ),
+]
+OutOption = Annotated[
+    Optional[Path], typer.Option("--out", parser=nonempty_path, help="Run directory (default runs/<name>).")
 ]
 PopulationOption = Annotated[
     Optional[int],
@@ -264,7 +277,7 @@ def execution_options(
 @app.command("sanity-check")
 def sanity_check(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="YAML spec file.")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<name>).")] = None,
+    out_dir: OutOption = None,
     data_root: DataRootOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON instead of tables.")] = False,
     write_spec: Annotated[
@@ -314,7 +327,7 @@ def sanity_check(
 @app.command()
 def coarse(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="YAML spec file.")],
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Run directory (default runs/<name>).")] = None,
+    out_dir: OutOption = None,
     trials: Annotated[Optional[int], typer.Option(min=1, help="Override search.trials.")] = None,
     epochs: Annotated[Optional[int], typer.Option(min=1, help="Override train.epochs (and searched epochs).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Override search.seed.")] = None,

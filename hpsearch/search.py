@@ -35,7 +35,7 @@ from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
 from hpsearch.space import trial_configs
 from hpsearch.spec import Spec, load_spec, spec_to_yaml
-from hpsearch.store import StageStore, atomic_write_text, pick_run_dir, read_json
+from hpsearch.store import StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
 
 RUNS_DIR = Path("runs")
 
@@ -96,6 +96,7 @@ def run_coarse(
     options.resume, continue RUN/coarse if it was started with the same spec (or start it)."""
     configs = trial_configs(spec, spec_path)
     if options.out is not None:
+        refuse_nested_run(options.out)
         run_dir = options.out
     else:
         run_dir = RUNS_DIR / spec.name if options.resume else pick_run_dir(RUNS_DIR, spec.name)
@@ -431,6 +432,8 @@ def run_sanity(
         raise StoreError(f"{write_spec}: already exists; choose another --write-spec path")
     if write_spec is not None and not (write_spec.parent.is_dir() and os.access(write_spec.parent, os.W_OK)):
         raise StoreError(f"{write_spec}: its folder {write_spec.parent} does not exist or is not writable")
+    if options.out is not None:
+        refuse_nested_run(options.out)
     run_dir = options.out if options.out is not None else RUNS_DIR / spec.name
     store = StageStore(run_dir / "sanity")
     store.make_dir()  # before the checks run: an unwritable --out fails at once

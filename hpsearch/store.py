@@ -71,6 +71,20 @@ def pick_run_dir(runs: Path, name: str, stage: str = "coarse") -> Path:
     return candidate
 
 
+STAGE_MARKERS = ("spec.yaml", TRIALS_FILE, "run.json", "report.json")  # what a stage (or sanity/) folder holds
+
+
+def refuse_nested_run(out: Path) -> None:
+    """--out must not put a run inside another run's stage folder (RUN/coarse/coarse/...)."""
+    path = Path(os.path.abspath(out))
+    for folder in (path, *path.parents):
+        if any((folder / marker).is_file() for marker in STAGE_MARKERS):
+            raise StoreError(
+                f"--out {out}: {folder} is a stage of another run, and a run inside it would mix the two; "
+                f"choose a folder outside it (or its run folder {folder.parent}, with --resume to continue that run)"
+            )
+
+
 class StageStore:
     """One stage's directory, e.g. RUN/coarse/."""
 

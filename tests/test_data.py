@@ -670,3 +670,15 @@ def test_real_cifar10_loads_with_the_release_sizes_and_class_counts(
     assert torch.equal(ds.x_val, raw.x_train[49_000:])
     z = ds.normalize(ds.x_train[:2000])
     assert abs(z.mean().item()) < 0.05  # mean-image preprocessing centres the training images
+
+
+@pytest.mark.parametrize("release", ["bin_release", "py_release"])
+def test_a_data_root_that_is_the_release_folder_itself_is_read_not_downloaded_into(
+    release: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """--data-root .../cifar-10-batches-bin (the folder itself, not its parent) is recognised."""
+    folder = request.getfixturevalue(release)
+    before = sorted(p.name for p in folder.iterdir())
+    raw = load_cifar10(folder, binary_url=closed_port_url())
+    assert raw.x_train.shape == (50_000, 3, 32, 32)
+    assert sorted(p.name for p in folder.iterdir()) == before  # nothing downloaded or extracted into it

@@ -479,6 +479,33 @@ def test_out_in_a_read_only_folder_is_refused(runs: Path) -> None:
     assert tree(runs) == before
 
 
+@pytest.mark.parametrize("command", ["coarse", "sanity-check"])
+@pytest.mark.parametrize("option", ["--out", "--data-root"])
+def test_an_empty_path_is_a_usage_error_not_the_current_directory(
+    runs: Path, monkeypatch: pytest.MonkeyPatch, command: str, option: str
+) -> None:
+    monkeypatch.chdir(runs)
+    before = tree(runs)
+    res = cli(command, str(SMOKE_PATH), option, "", "--out" if option != "--out" else "--data-root", str(runs / "x"))
+    assert res.returncode == 2, res.stderr
+    assert "Traceback" not in res.stderr
+    assert option in res.stderr
+    assert "an empty path" in res.stderr
+    assert tree(runs) == before
+
+
+@pytest.mark.parametrize("inside", ["coarse", "coarse/deeper/still"])
+def test_out_inside_another_runs_stage_is_refused(runs: Path, inside: str) -> None:
+    before = tree(runs)
+    out = runs / "done" / inside
+    res = cli("coarse", str(SMOKE_PATH), "--out", str(out), "--trials", "2", "--epochs", "1")
+    line = refusal(res, f"--out {out}", str(runs / "done" / "coarse"), "is a stage of another run")
+    assert f"its run folder {runs / 'done'}" in line
+    assert tree(runs) == before
+    assert not (runs / "done" / "coarse" / "coarse").exists()
+    assert not (runs / "done" / "coarse" / "deeper").exists()
+
+
 def test_full_disk_while_writing_trials_keeps_every_record_written(finished_run: Path, runs: Path) -> None:
     # A file-size limit that spec.yaml and run.json fit in, and trials.jsonl after one record and
     # half of the next: the second record's write fails part-way (EFBIG, as on a full disk).

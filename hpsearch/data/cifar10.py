@@ -281,6 +281,11 @@ def load_cifar10(
     try:
         if root.exists():
             _require_dir(root)
+            # --data-root naming the release folder itself rather than the folder holding it.
+            if (root / "data_batch_1.bin").is_file():
+                return read_cifar10_bin(root)
+            if (root / "data_batch_1").is_file() and (root / "batches.meta").is_file():
+                return read_cifar10_py(root)
             if bin_dir.exists():
                 return read_cifar10_bin(bin_dir)
             if py_dir.exists():
