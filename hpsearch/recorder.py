@@ -1,8 +1,9 @@
 """One record keeping for every training loop: the loops do the maths, this keeps the books.
 
 `TrialRecorder` follows P trials trained in lockstep on the same minibatches (P = 1 for `run_trial`,
-P > 1 for `run_population`): the curve stride and the curve, the initial loss, divergence (on any
-step, or in the weights after an epoch's last step), per-epoch losses and accuracies, and wall time.
+P > 1 for `run_population`): the curve stride and the loss and data-loss curves, the initial loss,
+divergence (on any step, or in the weights after an epoch's last step), per-epoch losses and
+accuracies, and wall time.
 Both loops feed it the same numbers, so their records agree by construction, not by two copies kept
 in step. No torch here: the loops hand over Python floats.
 May import: records.
@@ -57,7 +58,8 @@ class TrialRecorder:
 
     def step(self, losses: Sequence[float], data_losses: Sequence[float]) -> list[int]:
         """One iteration, before its update: each trial's loss (with the L2 term at least on curve
-        steps) and data loss. Returns the trials that diverged on this step; they train no further."""
+        steps) and data loss, both kept on curve steps. Returns the trials that diverged on this step;
+        they train no further."""
         dead = []
         first, curve = self.iteration == 0, self.curve_step
         for j, r in enumerate(self.results):
@@ -67,6 +69,7 @@ class TrialRecorder:
                 r.initial_loss = data_losses[j]
             if curve:
                 r.losses.append(losses[j])
+                r.data_losses.append(data_losses[j])
             if not math.isfinite(losses[j]):
                 r.state, r.iterations = TrialState.DIVERGED, self.iteration + 1
                 dead.append(j)

@@ -58,6 +58,10 @@ class TrialResult:
     train_loss_per_epoch: list[float] = field(default_factory=list)
     loss_every: int = 1  # losses[i] is the loss at iteration i * loss_every
     losses: list[float] = field(default_factory=list)
+    # The data loss (no L2 term) at the same iterations as `losses`: what `flat` is judged on, since a
+    # shrinking L2 term can make the total fall while the data loss stays at ln(C). Empty in records
+    # written before it was kept.
+    data_losses: list[float] = field(default_factory=list)
     wall_time: float = 0.0  # seconds
     error: str | None = None  # failed: "Type: message"
     error_at: str | None = None  # failed: file:line where it was raised (the innermost frame outside torch)
@@ -77,7 +81,7 @@ class TrialResult:
         d = asdict(self)
         d["state"] = self.state.value
         d["params"] = jsonable(self.params)
-        for key in ("losses", "train_loss_per_epoch", "train_acc_per_epoch", "val_acc_per_epoch"):
+        for key in ("losses", "data_losses", "train_loss_per_epoch", "train_acc_per_epoch", "val_acc_per_epoch"):
             d[key] = [finite_or_none(v) for v in d[key]]
         for key in ("train_loss", "initial_loss", "train_acc", "val_acc"):
             d[key] = finite_or_none(d[key])
@@ -88,7 +92,7 @@ class TrialResult:
         """A record read back; ValueError (pydantic's ValidationError) when a field has the wrong
         type: a line that is not ours."""
         known = _RecordShape.model_validate(d).model_dump(exclude_unset=True)
-        for key in ("losses", "train_loss_per_epoch"):
+        for key in ("losses", "data_losses", "train_loss_per_epoch"):
             known[key] = [math.nan if v is None else v for v in known.get(key, [])]
         return cls(**known)
 
@@ -115,6 +119,7 @@ class _RecordShape(BaseModel):
     train_loss_per_epoch: list[Number | None] = []
     loss_every: int = 1
     losses: list[Number | None] = []
+    data_losses: list[Number | None] = []
     wall_time: Number = 0.0
     error: str | None = None
     error_at: str | None = None

@@ -122,6 +122,7 @@ def test_a_loss_that_blows_up_on_an_epochs_last_step_gives_the_same_record_in_a_
         for d in (mine, theirs):
             d.pop("wall_time")
             d["losses"] = [round(v, 4) if v is not None else None for v in d["losses"]]
+            d["data_losses"] = [round(v, 4) if v is not None else None for v in d["data_losses"]]
             d["train_loss_per_epoch"] = [round(v, 4) for v in d["train_loss_per_epoch"]]
             d["train_loss"] = None if d["train_loss"] is None else round(d["train_loss"], 4)
             d["initial_loss"] = round(d["initial_loss"], 5)
@@ -188,3 +189,16 @@ def test_data_recipe_rebuilds_the_same_dataset(data: Dataset, tmp_path: Path) ->
     again = DataRecipe(spec_to_yaml(spec), None)()
     assert bool((again.x_train == data.x_train).all())
     assert bool((again.shift == data.shift).all())
+
+
+def test_population_keeps_the_same_data_loss_curve_as_one_at_a_time(data: Dataset) -> None:
+    # Weight decay differs per trial, so the loss curve (with its L2 term) and the data loss curve differ.
+    cs = configs(ModelSpec(hidden=(16,)), "momentum", [0.02, 0.005], [0.0, 0.5], [0.9, 0.8])
+    single = [run_trial(c, data) for c in cs]
+    together = run_population(cs, data)
+    for s, t in zip(single, together, strict=True):
+        assert len(t.data_losses) == len(s.data_losses) == len(t.losses) == 50
+        assert t.data_losses == pytest.approx(s.data_losses, rel=1e-4)
+        assert t.data_losses[0] == t.initial_loss
+    assert together[0].data_losses == together[0].losses  # no weight decay: the two curves are one
+    assert all(a > b for a, b in zip(together[1].losses, together[1].data_losses, strict=True))

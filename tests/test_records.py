@@ -4,6 +4,7 @@ which no trial completed exits 3, with its results still written."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,19 @@ def test_a_stage_in_which_no_trial_completed_exits_3_with_its_results_written(tm
     assert "error: no trial of coarse completed (1 failed)" in stderr
     assert "Traceback" not in stderr
     assert (tmp_path / "run/coarse/results.json").is_file()  # nothing written is lost
+
+
+def test_the_data_loss_curve_survives_a_json_round_trip_with_non_finite_values_as_null() -> None:
+    r = TrialResult(trial=0, state=TrialState.DIVERGED, params={}, losses=[2.5, math.inf], data_losses=[2.3, math.nan])
+    d = json.loads(json.dumps(r.to_dict(), allow_nan=False))
+    assert d["data_losses"] == [2.3, None]
+    back = TrialResult.from_dict(d)
+    assert back.data_losses[0] == 2.3
+    assert math.isnan(back.data_losses[1])
+
+
+def test_a_record_written_before_the_data_loss_curve_was_kept_reads_with_none() -> None:
+    r = TrialResult.from_dict({"trial": 3, "state": "complete", "params": {}, "losses": [2.3, 2.2]})
+    assert r.data_losses == []
+    with pytest.raises(ValueError):
+        TrialResult.from_dict({"trial": 3, "state": "complete", "params": {}, "data_losses": ["x"]})

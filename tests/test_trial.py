@@ -170,3 +170,29 @@ def test_zero_tiny_keeps_nan_inf_and_sign() -> None:
     assert t[7].item() == 0.0
     assert t[5].item() == pytest.approx(-2 * TINY)  # float32 rounding of 2e-30
     assert t[6].item() == 0.5
+
+
+def test_a_loss_that_rises_without_overflowing_is_labelled_loss_rose_not_flat(synthetic: Dataset) -> None:
+    # lr 3 with momentum: the loss climbs to ~1e8 but stays finite, so the trial completes. It was `flat`.
+    from hpsearch.curves import CurveLabel, curve_label
+
+    result = run_trial(config(epochs=1, lr=3.0), synthetic)
+    assert result.state is TrialState.COMPLETE
+    assert result.losses[-1] > 1e3 * result.losses[0]
+    assert curve_label(result, synthetic.num_classes, len(synthetic.x_val)) is CurveLabel.EXPLODING
+
+
+def test_a_trial_that_learns_nothing_is_labelled_at_chance(synthetic: Dataset) -> None:
+    from hpsearch.curves import CurveLabel, curve_label
+
+    result = run_trial(config(epochs=1, lr=1e-6, optimizer="sgd"), synthetic)
+    assert result.state is TrialState.COMPLETE
+    assert curve_label(result, synthetic.num_classes, len(synthetic.x_val)) is CurveLabel.CHANCE
+
+
+def test_the_data_loss_curve_is_kept_beside_the_loss_with_its_l2_term(synthetic: Dataset) -> None:
+    result = run_trial(config(epochs=1, batch_size=400, weight_decay=0.5), synthetic)
+    assert len(result.data_losses) == len(result.losses) == 1600 // 400
+    assert result.data_losses[0] == result.initial_loss
+    # The L2 term 0.5 * wd * sum(w^2) of a Kaiming-initialized net is far above float noise.
+    assert all(total > data + 0.01 for total, data in zip(result.losses, result.data_losses, strict=True))
