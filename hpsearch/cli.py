@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
 from hpsearch import __version__
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from hpsearch.records import TrialResult
     from hpsearch.refine import RefinePlan
     from hpsearch.search import StageOutcome
+    from hpsearch.spec import Spec
 
 app = typer.Typer(
     help="Hyperparameter search the cs231n way: sanity checks, coarse random search, refine, report.\n\n"
@@ -85,8 +86,8 @@ def main(
 
 
 class TrialProgress:
-    """A progress bar on stderr, shown from the first update: the data download if any, then
-    trial i/N, elapsed time and best so far."""
+    """A progress bar on stderr, shown from the first update: planning, the data download if any,
+    then trial i/N, elapsed time, time left and best so far."""
 
     def __init__(self) -> None:
         self.progress = Progress(
@@ -94,6 +95,8 @@ class TrialProgress:
             BarColumn(),
             TextColumn("{task.fields[count]}", markup=False),
             TimeElapsedColumn(),
+            TextColumn("{task.fields[eta]}", markup=False),
+            TimeRemainingColumn(),
             TextColumn("{task.fields[best]}", markup=False),
             console=err,
         )
@@ -109,18 +112,32 @@ class TrialProgress:
             self.progress.update(self.tasks["steps"], completed=total, count=f"{total}/{total}", best="done")
         if "trials" in self.tasks and exc[0] is None:  # trials that diverged early never report epochs
             task = self.tasks["trials"]
-            self.progress.update(task, completed=self.progress.tasks[task].total)
+            planned = next(t.total for t in self.progress.tasks if t.id == task)  # ids are not positions
+            self.progress.update(task, completed=planned)
         if self.tasks:
+            planning_only = list(self.tasks) == ["plan"]
+            self._planned()
+            # Stopped while planning (a refused spec, say): leave no empty bar behind the error.
+            self.progress.live.transient = planning_only
             self.progress.stop()
 
     def _task(self, key: str, desc: str, total: float | None) -> TaskID:
         if not self.tasks:
             self.progress.start()
         if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(desc, total=total, count="", best="")
+            self.tasks[key] = self.progress.add_task(desc, total=total, count="", best="", eta="")
         return self.tasks[key]
 
+    def planning(self, desc: str) -> None:
+        """Shown at once, while a large search is planned and torch imported; gone when work starts."""
+        self._task("plan", desc, None)
+
+    def _planned(self) -> None:
+        if "plan" in self.tasks:
+            self.progress.remove_task(self.tasks.pop("plan"))
+
     def on_data(self, desc: str, done: int, total: int | None) -> None:
+        self._planned()
         task = self._task("data", desc, total)
         size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
         self.progress.update(task, completed=done, total=total, count=size)
@@ -133,8 +150,9 @@ class TrialProgress:
     def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
         """A stage begins: the bar counts trial-epochs, so populations show progress every epoch.
         `finished`: trials already done before a resume."""
+        self._planned()
         task = self._task("trials", "search", trial_epochs)
-        self.progress.update(task, total=trial_epochs, completed=0, count=f"trial {finished}/{trials}")
+        self.progress.update(task, total=trial_epochs, completed=0, count=f"trial {finished}/{trials}", eta="eta")
         if finished:
             err.print(f"resuming: {finished} of {trials} trials already finished, {trials - finished} to run")
 
@@ -200,6 +218,8 @@ def render_outcome(outcome: StageOutcome) -> None:
     for e in outcome.edges:
         if e.flag:
             warn(e.advice())
+    if outcome.advice:
+        warn(outcome.advice)
     if outcome.failures:
         warn(f"{outcome.failures}; tracebacks in {outcome.stage_dir / 'trials.jsonl'}")
     err.print(f"results: {outcome.stage_dir}/results.md, results.csv, results.json", highlight=False)
@@ -274,6 +294,22 @@ def execution_options(
     return ExecOptions(population=population, workers=workers, ray=ray)
 
 
+def preflight(spec: Spec | None, spec_path: str | None, workers: int | None = None) -> None:
+    """Before any work, on stderr: the grid a grid search built, and each setting that makes no
+    sense, once (hpsearch.lint)."""
+    from hpsearch.lint import execution_warnings, spec_warnings
+    from hpsearch.space import describe_grid
+
+    if spec is not None:
+        grid = describe_grid(spec.search, spec_path)
+        if grid is not None:
+            err.print(grid, highlight=False, soft_wrap=True, markup=False)
+        for w in spec_warnings(spec):
+            warn(w)
+    for w in execution_warnings(workers, os.cpu_count()):
+        warn(w)
+
+
 @app.command("sanity-check")
 def sanity_check(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="YAML spec file.")],
@@ -293,6 +329,7 @@ def sanity_check(
         from hpsearch.spec import load_spec
 
         spec = load_spec(spec_path)
+        preflight(spec, str(spec_path))
         from hpsearch.search import run_sanity  # torch: only once the spec is known to be good
 
         with TrialProgress() as progress:
@@ -348,9 +385,11 @@ def coarse(
             from hpsearch.spec import load_spec, with_overrides
 
             spec = with_overrides(load_spec(spec_path), trials=trials, epochs=epochs, seed=seed)
-            from hpsearch.search import run_coarse  # torch: only once the spec is known to be good
-
+            preflight(spec, str(spec_path), workers)
             with TrialProgress() as progress:
+                progress.planning(f"planning {spec.search.trials:,} trials")
+                from hpsearch.search import run_coarse  # torch: only once the spec is known to be good
+
                 outcome = run_coarse(
                     spec,
                     str(spec_path),
@@ -408,11 +447,13 @@ def refine(
     if dry_run:
         print_plan(run_dir, options)
         return
+    preflight(None, None, workers)
     try:
         with interruptible():
-            from hpsearch.search import run_refine  # torch: only for a command that trains
-
             with TrialProgress() as progress:
+                progress.planning(f"planning the next stage of {run_dir}")
+                from hpsearch.search import run_refine  # torch: only for a command that trains
+
                 result = run_refine(run_dir, options, on_data=progress.on_data, progress=progress, on_plan=render_plan)
     except NothingToResume as e:
         err.print(str(e), highlight=False, soft_wrap=True)

@@ -36,7 +36,8 @@ class StageStopped(Interrupted):
     interrupted; `--resume` continues it."""
 
     def __init__(self, code: int, stage_dir: Path, finished: int, total: int) -> None:
-        super().__init__(code, f"{finished} of {total} trials finished and saved in {stage_dir}")
+        saved = f"{finished} of {total} trials finished and saved in {stage_dir} (ranked in its results.md)"
+        super().__init__(code, saved)
         self.stage_dir, self.finished, self.total = stage_dir, finished, total
 
 

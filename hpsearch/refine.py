@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,20 +163,43 @@ def _round_sig(v: float, digits: int = 3) -> float:
 
 
 def stages(run_dir: Path) -> list[str]:
-    """The finished stages of a run, in order: coarse, refine-1, refine-2, ..."""
+    """The finished stages of a run, in order: coarse, refine-1, refine-2, ... (a stage stopped by
+    Ctrl-C has results marked partial: it is not finished)."""
     found = []
     name = COARSE
-    while (run_dir / name / "results.json").is_file():
+    while _finished(run_dir / name):
         found.append(name)
         name = f"refine-{len(found)}"
     return found
 
 
+def _finished(stage_dir: Path) -> bool:
+    if not (stage_dir / "results.json").is_file():
+        return False
+    try:
+        doc = read_json(stage_dir / "results.json")
+    except StoreError:
+        return True  # load_stage names the unreadable file
+    return not (isinstance(doc, dict) and doc.get("partial"))
+
+
 def how_to_start(run_dir: Path) -> str:
-    """What to run when a run has no finished stage yet."""
+    """What to run when a run has no finished stage yet, naming the spec its coarse stage ran."""
+    spec = shlex.quote(_coarse_spec_path(run_dir) or "SPEC")
+    out = shlex.quote(str(run_dir))
     if StageStore(run_dir / COARSE).started:
-        return f"its coarse stage did not finish: hpsearch coarse SPEC --out {run_dir} --resume finishes it"
-    return f"run hpsearch coarse SPEC --out {run_dir} first"
+        return f"its coarse stage did not finish: hpsearch coarse {spec} --out {out} --resume finishes it"
+    return f"run hpsearch coarse {spec} --out {out} first"
+
+
+def _coarse_spec_path(run_dir: Path) -> str | None:
+    """The spec path recorded in RUN/coarse/run.json, when there is one."""
+    try:
+        info = read_json(run_dir / COARSE / "run.json")
+    except StoreError:
+        return None
+    path = info.get("spec_path") if isinstance(info, dict) else None
+    return path if isinstance(path, str) and path else None
 
 
 @dataclass(frozen=True)
@@ -257,7 +281,7 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
     ranges = _longer_epochs(plan_ranges(spec.search.space, top, edges(spec.search.space, top[0])), spec, options)
     new_spec = refined_spec(spec, ranges, options, previous_trials=len(results))
     configs, skipped = _not_yet_trained(
-        trial_configs(new_spec, str(run_dir / previous / "spec.yaml")),
+        trial_configs(new_spec, str(run_dir / previous / "spec.yaml"), one_config_ok=True),
         {
             config_key(c)
             for stage_spec, stage_results, _ in loaded.values()

@@ -23,6 +23,7 @@ import numpy
 import torch
 
 from hpsearch import __version__
+from hpsearch.curves import stage_advice
 from hpsearch.data import DataRecipe, Dataset, ProgressFn, load_data, resolve_device
 from hpsearch.errors import Interrupted, NothingToResume, SpecError, StageStopped, StoreError
 from hpsearch.executor import execute
@@ -49,6 +50,7 @@ class StageOutcome:
     param_names: list[str]
     warnings: list[str] = field(default_factory=list)
     resumed: int = 0  # trials already finished before this command (resume)
+    advice: str | None = None  # one line when most trials' lr was too high or too low (curves.stage_advice)
 
     @property
     def best(self) -> TrialResult | None:
@@ -104,30 +106,72 @@ def run_coarse(
     if options.execution.ray is not None:
         preflight(options.execution.ray)
     resuming = options.resume and store.started
-    if resuming:
-        refuse_changed_spec(store, spec, "start a new run: another --out, without --resume")
-        options = replace(options, data_root=options.data_root or previous_data_root(store.path))
-    # Data first: a missing dataset leaves no half-made run directory behind.
-    data = load_data(spec, options.data_root, on_data, spec_path)
     history = [{"stage": COARSE, "planned_from": None, "trials": len(configs), "epochs": spec.train.epochs}]
     stage = Stage(store, spec, spec_path, configs, history)
+    if resuming:
+        refuse_changed_spec(store, spec, "start a new run: another --out, without --resume", configs)
+        options = replace(options, data_root=options.data_root or previous_data_root(store.path))
+        done = finished_stage(stage)
+        if done is not None:  # nothing to train: no data loaded, nothing rewritten
+            return done
+    # Data first: a missing dataset leaves no half-made run directory behind.
+    data = load_data(spec, options.data_root, on_data, spec_path)
     with store.lock():
         if not resuming:
             store.create()
         return run_stage(stage, data, options, progress, resuming)
 
 
-def refuse_changed_spec(store: StageStore, spec: Spec, otherwise: str) -> None:
-    """Resuming must train what the stored spec says: any difference is refused, naming it."""
+def finished_stage(stage: Stage) -> StageOutcome | None:
+    """A resumed stage whose every planned trial is already recorded: its outcome read from disk
+    (the results written if a crash came before them), else None."""
+    with stage.store.lock():
+        finished, warnings = reconcile(stage.store, stage.configs)
+        if len(finished) < len(stage.configs):
+            return None
+        results = [finished[c.trial_id] for c in stage.configs]
+        doc = _results_doc(stage.store)
+        if doc is None or doc.get("partial") or doc.get("trials_planned", len(results)) != len(results):
+            outcome = write_stage_results(stage, results)
+        else:
+            outcome = stage_outcome(stage, results)
+    outcome.warnings, outcome.resumed = warnings, len(finished)
+    return outcome
+
+
+def _results_doc(store: StageStore) -> dict[str, Any] | None:
+    try:
+        doc = read_json(store.path / "results.json")
+    except StoreError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+def refuse_changed_spec(
+    store: StageStore, spec: Spec, otherwise: str, configs: list[TrialConfig] | None = None
+) -> None:
+    """Resuming must train what the stored spec says: any difference is refused, naming it. One
+    exception when `configs` (the new plan) is given: more trials, where every trial the stored
+    spec planned keeps its values (trial i depends only on the seed and i), so the stage grows."""
     stored_path = store.path / "spec.yaml"
     stored = load_spec(stored_path)
     changes = _diff(stored.model_dump(mode="json"), spec.model_dump(mode="json"))
+    if configs is not None and changes == [f"search.trials: {stored.search.trials} -> {spec.search.trials}"]:
+        if spec.search.trials > stored.search.trials and _plan_kept(trial_configs(stored, str(stored_path)), configs):
+            store.write_text("spec.yaml", spec_to_yaml(spec))
+            return
     if changes:
         shown = "; ".join(changes[:5]) + (f"; and {len(changes) - 5} more" if len(changes) > 5 else "")
         raise SpecError(
             f"{stored_path}: cannot resume, the spec changed since this stage started ({shown}); "
             f"resume with the same spec and options, or {otherwise}"
         )
+
+
+def _plan_kept(old: list[TrialConfig], new: list[TrialConfig]) -> bool:
+    """Every trial of the old plan is in the new one with the same values (a grid may not keep them)."""
+    planned = {c.trial_id: jsonable(c.params) for c in new}
+    return all(planned.get(c.trial_id) == jsonable(c.params) for c in old)
 
 
 def _diff(old: Any, new: Any, key: str = "") -> list[str]:
@@ -171,6 +215,7 @@ def run_stage(
         store.write_text("spec.yaml", spec_to_yaml(stage.spec))
         finished, warnings = {}, []
         run_info = _run_info(stage.spec, stage.spec_path, options)
+    run_info["trials"] = len(stage.configs)
     store.write_json("run.json", run_info)
     book = _StageBook(store, len(stage.configs), list(finished.values()), progress)
     todo = [c for c in stage.configs if c.trial_id not in finished]
@@ -270,6 +315,9 @@ def _record_stop(stage: Stage, book: _StageBook, run_info: dict[str, Any], e: Ke
         run_info["end_time"] = None
         run_info["interrupted_time"] = _now()
         stage.store.write_json("run.json", run_info)
+        # What finished, ranked, marked partial: refine and report know it is not a finished stage.
+        finished = reconcile(stage.store, stage.configs)[0]
+        write_stage_results(stage, list(finished.values()), partial=True)
     code = e.code if isinstance(e, Interrupted) else 130
     return StageStopped(code, stage.store.path, len(on_disk), len(stage.configs))
 
@@ -296,19 +344,33 @@ def _better(result: TrialResult, best: TrialResult | None) -> TrialResult | None
     return result if best is None or rank([result, best])[0] is result else best
 
 
-def write_stage_results(stage: Stage, results: list[TrialResult]) -> StageOutcome:
-    """results.json, results.csv and results.md of a stage, best first, with the edge analysis."""
-    spec, store = stage.spec, stage.store
+def stage_outcome(stage: Stage, results: list[TrialResult]) -> StageOutcome:
+    """A stage's results ranked best first, with the edge analysis."""
     ranked = rank(sorted(results, key=lambda r: r.trial))
     best = ranked[0] if ranked and ranked[0].state is TrialState.COMPLETE else None
-    edge_list = edges(spec.search.space, best)
-    names = sorted(spec.search.space)
-    name = store.path.name
-    doc = results_document(name, ranked, edge_list, {"name": spec.name, "metric": "val_acc", "history": stage.history})
-    store.write_json("results.json", doc)
+    space, data = stage.spec.search.space, stage.spec.data
+    advice = stage_advice(ranked, data.num_classes, data.val_size)
+    return StageOutcome(
+        stage.store.path, stage.store.path.name, ranked, edges(space, best), sorted(space), advice=advice
+    )
+
+
+def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool = False) -> StageOutcome:
+    """results.json, results.csv and results.md of a stage, best first, with the edge analysis.
+    `partial`: the stage was stopped; these are the trials that finished, and the files say so."""
+    spec, store = stage.spec, stage.store
+    outcome = stage_outcome(stage, results)
+    ranked, edge_list, names, name = outcome.ranked, outcome.edges, outcome.param_names, outcome.stage
+    extra: dict[str, Any] = {"name": spec.name, "metric": "val_acc", "history": stage.history}
+    extra["trials_planned"] = len(stage.configs)
+    title = f"{spec.name}: {name}"
+    if partial:
+        extra["partial"] = True
+        title += f" (partial: {len(results)} of {len(stage.configs)} trials; the stage was stopped)"
+    store.write_json("results.json", results_document(name, ranked, edge_list, extra))
     store.write_text("results.csv", csv_table(ranked, names))
-    store.write_text("results.md", markdown_report(f"{spec.name}: {name}", ranked, names, edge_list))
-    return StageOutcome(store.path, name, ranked, edge_list, names)
+    store.write_text("results.md", markdown_report(title, ranked, names, edge_list))
+    return outcome
 
 
 # --------------------------------------------------------------------------- run.json
@@ -448,4 +510,3 @@ def run_sanity(
         atomic_write_text(write_spec, header + spec_to_yaml(spec_with_lr_range(spec, low, high)))
         written = write_spec
     return SanityOutcome(report, store.path / "report.json", written)
-

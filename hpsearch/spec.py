@@ -97,6 +97,11 @@ class DataSpec(_Strict):
     synthetic_test: int = Field(1000, ge=10)
     seed: int = Field(0, ge=0)  # synthetic data's own seed: every stage sees the same data, whatever search.seed
 
+    @property
+    def num_classes(self) -> int:
+        """Classes of the dataset: CIFAR-10's ten, and the synthetic data's ten (made like it)."""
+        return 10
+
 
 class ModelSpec(_Strict):
     kind: Literal["mlp", "convnet"] = "mlp"
@@ -180,7 +185,7 @@ class NumericRange(_Strict):
     low: float
     high: float
     log: bool = False
-    points: int | None = Field(None, ge=1)  # grid sampler only: values along this axis
+    points: int | None = Field(None, ge=1)  # grid sampler only: values along this axis (below 3 only if set)
 
     @model_validator(mode="after")
     def _check(self) -> NumericRange:

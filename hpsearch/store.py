@@ -71,14 +71,21 @@ def pick_run_dir(runs: Path, name: str, stage: str = "coarse") -> Path:
     return candidate
 
 
-STAGE_MARKERS = ("spec.yaml", TRIALS_FILE, "run.json", "report.json")  # what a stage (or sanity/) folder holds
+def is_stage_dir(folder: Path) -> bool:
+    """A folder hpsearch wrote as a stage: trials.jsonl, or run.json beside spec.yaml (a spec.yaml
+    alone is any project's), or RUN/sanity/report.json."""
+    return (
+        (folder / TRIALS_FILE).is_file()
+        or ((folder / "run.json").is_file() and (folder / "spec.yaml").is_file())
+        or (folder.name == "sanity" and (folder / "report.json").is_file())
+    )
 
 
 def refuse_nested_run(out: Path) -> None:
     """--out must not put a run inside another run's stage folder (RUN/coarse/coarse/...)."""
     path = Path(os.path.abspath(out))
     for folder in (path, *path.parents):
-        if any((folder / marker).is_file() for marker in STAGE_MARKERS):
+        if is_stage_dir(folder):
             raise StoreError(
                 f"--out {out}: {folder} is a stage of another run, and a run inside it would mix the two; "
                 f"choose a folder outside it (or its run folder {folder.parent}, with --resume to continue that run)"

@@ -168,3 +168,31 @@ def test_a_bad_seed_on_the_command_line_is_one_line_exit_1(tmp_path: Path) -> No
     assert res.returncode == 1
     assert res.stderr.strip() == "error: --seed -1: search.seed: input should be greater than or equal to 0 (got -1)"
     assert not (tmp_path / "run").exists()
+
+
+def test_the_progress_bar_shows_planning_at_once_then_an_eta() -> None:
+    """Issue 12 item 16: something on screen while a large search is planned, and time left."""
+    import io
+
+    from rich.console import Console
+
+    from hpsearch.cli import TrialProgress
+
+    clock = [0.0]
+    progress = TrialProgress()
+    progress.progress.get_time = lambda: clock[0]  # a fake clock: the ETA is the rate's arithmetic
+
+    def screen() -> str:
+        console = Console(file=io.StringIO(), width=160, color_system=None)
+        console.print(progress.progress.get_renderable())
+        return console.file.getvalue()  # type: ignore[attr-defined]
+
+    progress.planning("planning 1,000,000 trials")
+    assert "planning 1,000,000 trials" in screen()
+    progress.start(trials=4, trial_epochs=8)
+    assert "planning" not in screen()
+    for _ in range(4):  # 4 of 8 trial-epochs, one every 10 s: 40 s left
+        clock[0] += 10.0
+        progress.epochs_done(1)
+    assert "eta 0:00:40" in screen()
+    progress.progress.stop()

@@ -506,6 +506,16 @@ def test_out_inside_another_runs_stage_is_refused(runs: Path, inside: str) -> No
     assert not (runs / "done" / "coarse" / "deeper").exists()
 
 
+def test_out_below_a_folder_holding_a_users_own_spec_yaml_is_not_a_nested_run(runs: Path) -> None:
+    project = runs / "project"
+    project.mkdir()
+    (project / "spec.yaml").write_text(SMOKE)
+    (project / "run.json").mkdir()  # a folder, not hpsearch's file
+    res = cli("coarse", str(project / "spec.yaml"), "--out", str(project / "runs/a"), "--trials", "2", "--epochs", "1")
+    assert res.returncode == 0, res.stderr
+    assert (project / "runs/a/coarse/results.json").is_file()
+
+
 def test_full_disk_while_writing_trials_keeps_every_record_written(finished_run: Path, runs: Path) -> None:
     # A file-size limit that spec.yaml and run.json fit in, and trials.jsonl after one record and
     # half of the next: the second record's write fails part-way (EFBIG, as on a full disk).
@@ -557,3 +567,20 @@ def test_batch_size_above_the_training_set_trains_full_batch(runs: Path) -> None
     assert "Traceback" not in res.stderr
     assert res.returncode == 0, res.stderr
     assert len((runs / "new/coarse/trials.jsonl").read_text().splitlines()) == 2
+    warnings = [line for line in res.stderr.splitlines() if line.startswith("warning: train.batch_size")]
+    assert len(warnings) == 1, res.stderr  # said once, before training
+    assert "every step sees the whole set" in warnings[0]
+
+
+def test_a_grid_search_says_what_grid_it_built_and_workers_above_the_cores_warn(runs: Path) -> None:
+    spec = runs.parent / "grid.yaml"
+    spec.write_text(smoke_with("  sampler: random\n", "  sampler: grid\n"))
+    cores = os.cpu_count() or 1
+    workers = str(cores + 1)
+    res = cli("coarse", str(spec), "--out", str(runs / "g"), "--trials", "9", "--epochs", "1", "--workers", workers)
+    assert res.returncode == 0, res.stderr
+    assert "grid: lr 3 points x weight_decay 3 points = 9 trials (search.trials 9)" in res.stderr
+    assert f"warning: --workers {cores + 1} is above the {cores} cores" in res.stderr
+    refused = cli("coarse", str(spec), "--out", str(runs / "h"), "--trials", "5", "--epochs", "1")
+    refusal(refused, str(spec), "search.trials: 5 trials leave 2 grid points on lr and weight_decay")
+    assert not (runs / "h").exists()

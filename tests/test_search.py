@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from hpsearch.errors import StoreError
-from hpsearch.options import StageOptions
+from hpsearch.errors import SpecError, StageStopped, StoreError
+from hpsearch.options import ExecOptions, RefineOptions, StageOptions
 from hpsearch.records import TrialState
 from hpsearch.search import run_coarse
-from hpsearch.spec import Spec, parse_spec, with_overrides
+from hpsearch.spec import Spec, load_spec, parse_spec, spec_to_yaml, with_overrides
 
 
 def smoke_spec(space: dict, trials: int = 6, sampler: str = "random", **train: object) -> Spec:
@@ -162,3 +162,105 @@ def test_synthetic_data_has_its_own_seed_not_the_searchs() -> None:
         None,
     )
     assert not bool((a.x_train == other.x_train).all())
+
+
+class StopAfter:
+    """Progress that presses Ctrl-C once `n` trials have finished (counting those resumed)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
+        pass
+
+    def epochs_done(self, count: int) -> None:
+        pass
+
+    def trial_done(self, result: object, done: int, total: int, best: object) -> None:
+        if done >= self.n:
+            raise KeyboardInterrupt
+
+
+ONE_AT_A_TIME = ExecOptions(population=1, workers=1)
+
+
+def test_ctrl_c_writes_the_finished_trials_ranked_and_marked_partial(tmp_path: Path) -> None:
+    """Issue 12 item 12: an interrupted stage shows what finished; hints name the spec it ran."""
+    from hpsearch.refine import plan_refine, stages
+
+    run = tmp_path / "run"
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=5)
+    with pytest.raises(StageStopped):
+        run_coarse(spec, "my specs/s.yaml", StageOptions(out=run, execution=ONE_AT_A_TIME), progress=StopAfter(2))  # type: ignore[arg-type]
+    doc = json.loads((run / "coarse/results.json").read_text())
+    assert doc["partial"] is True
+    assert doc["trials_planned"] == 5
+    assert len(doc["ranked"]) == 2
+    assert {r["state"] for r in doc["ranked"]} <= {"complete", "diverged", "failed"}
+    assert "partial: 2 of 5 trials" in (run / "coarse/results.md").read_text().splitlines()[0]
+    assert len((run / "coarse/results.csv").read_text().splitlines()) == 3
+    assert stages(run) == []  # not a finished stage: refine must not plan from it
+    with pytest.raises(StoreError, match=r"did not finish: hpsearch coarse 'my specs/s.yaml' --out .* --resume"):
+        plan_refine(run, RefineOptions())
+    done = run_coarse(spec, "my specs/s.yaml", StageOptions(out=run, resume=True, execution=ONE_AT_A_TIME))
+    assert len(done.ranked) == 5
+    assert "partial" not in json.loads((run / "coarse/results.json").read_text())
+    assert stages(run) == ["coarse"]
+
+
+def test_a_finished_stage_grows_with_resume_and_more_trials(tmp_path: Path) -> None:
+    """Issue 12 item 13: trial i depends only on the seed and i, so --resume --trials 6 on a finished
+    4-trial stage trains trials 4 and 5 and keeps 0-3 as they were."""
+    run = tmp_path / "run"
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=4)
+    first = run_coarse(spec, "s.yaml", StageOptions(out=run))
+    before = (run / "coarse/trials.jsonl").read_text()
+    grown = run_coarse(with_overrides(spec, trials=6), "s.yaml", StageOptions(out=run, resume=True))
+    assert grown.resumed == 4
+    assert sorted(r.trial for r in grown.ranked) == list(range(6))
+    assert (run / "coarse/trials.jsonl").read_text().startswith(before)  # appended, nothing rewritten
+    old = {r.trial: r.params for r in first.ranked}
+    assert {r.trial: r.params for r in grown.ranked if r.trial < 4} == old
+    assert load_spec(run / "coarse/spec.yaml").search.trials == 6
+    fresh = run_coarse(with_overrides(spec, trials=6), "s.yaml", StageOptions(out=tmp_path / "fresh"))
+    assert {r.trial: r.params for r in fresh.ranked} == {r.trial: r.params for r in grown.ranked}
+    # What would change a recorded trial is still refused.
+    with pytest.raises(SpecError, match=r"search.trials: 6 -> 3"):
+        run_coarse(with_overrides(spec, trials=3), "s.yaml", StageOptions(out=run, resume=True))
+    with pytest.raises(SpecError, match=r"train.epochs: 1 -> 2"):
+        run_coarse(with_overrides(spec, trials=6, epochs=2), "s.yaml", StageOptions(out=run, resume=True))
+
+
+def test_a_resume_with_nothing_to_do_neither_loads_data_nor_rewrites_the_stage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hpsearch.search
+
+    run = tmp_path / "run"
+    spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=3)
+    run_coarse(spec, "s.yaml", StageOptions(out=run))
+    files = {p.name: p.read_bytes() for p in (run / "coarse").iterdir() if p.is_file()}
+    loads: list[object] = []
+    real_load = hpsearch.search.load_data
+    monkeypatch.setattr(hpsearch.search, "load_data", lambda *a: loads.append(a) or real_load(*a))
+    again = run_coarse(spec, "s.yaml", StageOptions(out=run, resume=True))
+    assert again.resumed == 3
+    assert len(again.ranked) == 3
+    assert loads == []
+    assert {p.name: p.read_bytes() for p in (run / "coarse").iterdir() if p.is_file()} == files
+
+
+def test_a_stage_whose_learning_rates_are_too_high_says_so_in_one_line(tmp_path: Path) -> None:
+    """Issue 12 item 1: the loss of lr 10..100 explodes; the stage says lower the lr range."""
+    from helpers import cli
+
+    spec = smoke_spec({"lr": {"low": 10.0, "high": 100.0, "log": True}}, trials=4)
+    outcome = run_coarse(spec, "s.yaml", StageOptions(out=tmp_path / "run"))
+    assert outcome.advice is not None
+    assert "4 of 4 trials" in outcome.advice
+    assert "the learning rate is too high" in outcome.advice
+    assert "lower search.space.lr" in outcome.advice
+    path = tmp_path / "spec.yaml"
+    path.write_text(spec_to_yaml(spec))
+    res = cli("coarse", str(path), "--out", str(tmp_path / "cli"))
+    assert f"warning: {outcome.advice}" in res.stderr.splitlines()

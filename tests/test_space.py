@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from hpsearch.errors import SpecError
-from hpsearch.space import TrialSampler
-from hpsearch.spec import parse_spec
+from hpsearch.space import TrialSampler, describe_grid, trial_configs
+from hpsearch.spec import Spec, parse_spec
 
 
 def sampler(space: dict, trials: int = 100, seed: int = 0, kind: str = "random") -> TrialSampler:
@@ -111,3 +111,97 @@ def test_grid_larger_than_trials_is_an_error() -> None:
             trials=5,
             kind="grid",
         )
+
+
+def grid_spec(space: dict, trials: int) -> Spec:
+    return parse_spec({"name": "g", "search": {"trials": trials, "sampler": "grid", "space": space}})
+
+
+LR = {"low": 1e-4, "high": 1e-1, "log": True}
+WD = {"low": 1e-6, "high": 1e-2, "log": True}
+
+
+def test_grid_that_leaves_an_axis_below_three_points_is_refused() -> None:
+    # --trials 5 on a 2-D grid used to give the 4 corners: both edges flagged, nothing inside.
+    with pytest.raises(SpecError) as info:
+        trial_configs(grid_spec({"lr": LR, "weight_decay": WD}, trials=5), "configs/g.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith("configs/g.yaml: search.trials: 5 trials leave 2 grid points on lr and weight_decay")
+    assert "3 points on each needs 9 trials" in message
+
+
+def test_grid_budget_that_would_collapse_a_free_axis_to_one_value_is_refused() -> None:
+    # 4 trials with points: 3 on lr left weight_decay one value, its midpoint: never searched.
+    with pytest.raises(
+        SpecError, match=r"search.trials: 4 trials leave 1 grid point on weight_decay; .*needs 9 trials"
+    ):
+        trial_configs(grid_spec({"lr": {**LR, "points": 3}, "weight_decay": WD}, trials=4))
+
+
+def test_grid_points_two_asked_for_explicitly_is_allowed() -> None:
+    space = {"lr": {**LR, "points": 2}, "weight_decay": {**WD, "points": 2}}
+    configs = trial_configs(grid_spec(space, trials=4))
+    assert sorted({c.params["lr"] for c in configs}) == pytest.approx([1e-4, 1e-1])
+    assert sorted({c.params["weight_decay"] for c in configs}) == pytest.approx([1e-6, 1e-2])
+    assert len(configs) == 4
+
+
+def test_describe_grid_says_what_it_built_and_why() -> None:
+    spec = grid_spec({"lr": LR, "weight_decay": WD}, trials=10)
+    assert describe_grid(spec.search) == (
+        "grid: lr 3 points x weight_decay 3 points = 9 trials "
+        "(search.trials 10: 1 unused; 4 points on each of lr, weight_decay would need 16)"
+    )
+    assert len(trial_configs(spec)) == 9  # what it says is what trains
+
+
+def test_describe_grid_names_values_and_set_points() -> None:
+    spec = grid_spec({"activation": {"values": ["relu", "tanh"]}, "lr": {**LR, "points": 4}}, trials=8)
+    assert describe_grid(spec.search) == "grid: activation 2 values x lr 4 points (set) = 8 trials (search.trials 8)"
+
+
+def test_an_integer_range_with_two_values_is_covered_by_two_points() -> None:
+    # epochs 1..2 holds two integers: the rest of the budget goes to lr, not an equal share of 2 each.
+    spec = grid_spec({"epochs": {"low": 1, "high": 2}, "lr": LR}, trials=6)
+    assert (
+        describe_grid(spec.search) == "grid: epochs 2 points (every integer) x lr 3 points = 6 trials (search.trials 6)"
+    )
+    assert sorted({c.params["epochs"] for c in trial_configs(spec)}) == [1, 2]
+
+
+def test_describe_grid_is_none_for_random_search() -> None:
+    spec = parse_spec({"name": "r", "search": {"trials": 5, "space": {"lr": LR}}})
+    assert describe_grid(spec.search) is None
+
+
+def test_describe_grid_of_a_refused_grid_raises_the_same_error() -> None:
+    with pytest.raises(SpecError, match=r"^configs/g.yaml: search.trials: 5 trials leave 2 grid points"):
+        describe_grid(grid_spec({"lr": LR, "weight_decay": WD}, trials=5).search, "configs/g.yaml")
+
+
+def test_a_search_of_nothing_with_several_trials_is_refused() -> None:
+    spec = parse_spec({"name": "e", "search": {"trials": 5}})
+    with pytest.raises(SpecError) as info:
+        trial_configs(spec, "configs/e.yaml")
+    message = str(info.value)
+    assert message.startswith("configs/e.yaml: search.space: nothing is searched, so the 5 trials would train")
+    assert "search.trials: 1" in message  # the way to ask for one baseline
+
+
+def test_a_search_of_single_values_is_refused_too() -> None:
+    space = {"activation": {"values": ["tanh"]}, "hidden": {"values": [[64]]}}
+    spec = parse_spec({"name": "e", "search": {"trials": 3, "space": space}})
+    with pytest.raises(SpecError, match=r"search.space: every searched parameter has one value \(activation, hidden\)"):
+        trial_configs(spec)
+
+
+def test_one_trial_of_nothing_is_a_baseline_and_allowed() -> None:
+    (config,) = trial_configs(parse_spec({"name": "b", "search": {"trials": 1}}))
+    assert config.params == {}
+
+
+def test_a_planner_that_dedups_may_plan_one_configuration() -> None:
+    # Refine narrows a categorical to the one value its top trials used, and trains it once.
+    spec = parse_spec({"name": "e", "search": {"trials": 3, "space": {"activation": {"values": ["tanh"]}}}})
+    assert len(trial_configs(spec, one_config_ok=True)) == 3

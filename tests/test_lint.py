@@ -1,0 +1,113 @@
+"""Settings that make no sense: each is one warning line naming the key, the value and what happens."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from helpers import ROOT
+
+from hpsearch.lint import execution_warnings, spec_warnings, training_examples
+from hpsearch.spec import load_spec, parse_spec
+
+SYNTHETIC = {"dataset": "synthetic", "synthetic_train": 3000, "val_size": 500}  # 2500 training examples
+
+
+def spec_with(data: dict[str, Any] | None = None, **sections: Any) -> Any:
+    return parse_spec({"name": "l", "data": data or SYNTHETIC, **sections})
+
+
+def test_training_examples_follow_the_validation_split() -> None:
+    assert training_examples(parse_spec({"name": "c"}).data) == 49_000  # CIFAR-10's 50,000 less val_size 1000
+    assert training_examples(spec_with().data) == 2500
+    assert training_examples(spec_with({**SYNTHETIC, "train_subset": 2000}).data) == 2000
+    assert training_examples(spec_with({**SYNTHETIC, "val_size": 3000}).data) is None  # the loader refuses it
+
+
+def test_the_shipped_configs_raise_no_warning() -> None:
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        assert spec_warnings(load_spec(path)) == [], path.name
+
+
+def test_a_batch_larger_than_the_training_set_warns() -> None:
+    spec = spec_with(train={"batch_size": 4096})
+    assert spec_warnings(spec) == [
+        "train.batch_size 4096 is larger than the 2500 training examples: "
+        "every step sees the whole set, one step per epoch"
+    ]
+    assert spec_warnings(spec_with(train={"batch_size": 2500}))[0].startswith("train.batch_size 2500 equals the 2500")
+    assert spec_warnings(spec_with(train={"batch_size": 2499})) == []
+
+
+def test_the_loaded_training_set_size_is_used_when_given() -> None:
+    spec = spec_with(train={"batch_size": 1000})
+    assert spec_warnings(spec) == []
+    (warning,) = spec_warnings(spec, n_train=800)
+    assert warning.startswith("train.batch_size 1000 is larger than the 800 training examples")
+
+
+@pytest.mark.parametrize(
+    "searched",
+    [{"low": 16, "high": 4096, "log": True}, {"values": [64, 4096, 128]}],
+)
+def test_the_largest_searched_batch_size_is_checked(searched: dict[str, Any]) -> None:
+    spec = spec_with(train={"batch_size": 10}, search={"space": {"batch_size": searched}})
+    assert spec_warnings(spec) == [
+        "search.space.batch_size 4096 (the largest searched) is larger than the 2500 training examples: "
+        "every step sees the whole set, one step per epoch"
+    ]
+
+
+def test_a_fixed_batch_size_that_the_search_replaces_is_not_checked() -> None:
+    spec = spec_with(train={"batch_size": 4096}, search={"space": {"batch_size": {"values": [64, 128]}}})
+    assert spec_warnings(spec) == []
+
+
+def test_a_validation_split_leaving_almost_no_training_data_warns() -> None:
+    (warning,) = spec_warnings(spec_with({**SYNTHETIC, "val_size": 2900}, train={"batch_size": 50}))
+    assert warning == (
+        "data.val_size 2900 holds out most of the 3000 training examples: only 100 are left to train on "
+        "(the lecture holds out 1000 of 50000)"
+    )
+    assert spec_warnings(spec_with({**SYNTHETIC, "val_size": 1500})) == []  # half and half: odd, not broken
+
+
+def test_searching_init_std_with_an_init_that_ignores_it_warns() -> None:
+    space = {"init_std": {"low": 1e-3, "high": 1e-1, "log": True}}
+    assert spec_warnings(spec_with(model={"init": "kaiming"}, search={"space": space})) == [
+        "search.space.init_std is searched but model.init is kaiming, which ignores it (its std is sqrt(2/fan_in)): "
+        "every trial trains the same init; search it with init: small_random"
+    ]
+    (xavier,) = spec_warnings(spec_with(model={"init": "xavier"}, search={"space": space}))
+    assert xavier.startswith("search.space.init_std is searched but model.init is xavier, which ignores it (its std")
+    assert spec_warnings(spec_with(model={"init": "small_random"}, search={"space": space})) == []
+
+
+def test_searching_init_std_with_searched_inits_that_all_ignore_it_warns() -> None:
+    space: dict[str, Any] = {"init_std": {"low": 1e-3, "high": 1e-1, "log": True}}
+    ignoring = spec_with(search={"space": {**space, "init": {"values": ["xavier", "kaiming"]}}})
+    assert spec_warnings(ignoring) == [
+        "search.space.init_std is searched but search.space.init tries only xavier, kaiming, which ignore it: "
+        "every trial trains the same init; search it with init: small_random"
+    ]
+    using = spec_with(
+        model={"init": "kaiming"}, search={"space": {**space, "init": {"values": ["small_random", "kaiming"]}}}
+    )
+    assert spec_warnings(using) == []
+
+
+def test_more_workers_than_cores_warns() -> None:
+    assert execution_warnings(workers=8, cores=4) == [
+        "--workers 8 is above the 4 cores: the workers share cores and each trains slower; use at most 4"
+    ]
+    assert execution_warnings(workers=4, cores=4) == []
+    assert execution_warnings(workers=None, cores=4) == []  # the default is chosen from the cores
+    assert execution_warnings(workers=8, cores=None) == []  # the core count is unknown
+
+
+def test_lint_imports_no_torch() -> None:
+    code = "import sys, hpsearch.lint; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
