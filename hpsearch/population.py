@@ -25,7 +25,16 @@ from hpsearch.models import Maxout, Net, build_model
 from hpsearch.recorder import TrialRecorder
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.spec import Activation, Optimizer
-from hpsearch.trial import EVAL_CHUNK, FLUSH_EVERY, batch_order, init_seed, run_trial, train_accuracy_sample, zero_tiny_
+from hpsearch.trial import (
+    EVAL_CHUNK,
+    FLUSH_EVERY,
+    batch_order,
+    init_seed,
+    run_trial,
+    train_accuracy_sample,
+    warm_up,
+    zero_tiny_,
+)
 
 UNSUPPORTED_ACTIVATIONS = {Activation.PRELU}  # a learned slope per unit: trained one at a time
 
@@ -354,6 +363,7 @@ def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback |
     """Train a planned population: one trial with run_trial, more together with run_population. A
     population whose training raises (out of memory, say) trains again one trial at a time, so each
     trial's own result or error is what gets recorded, not one error for them all."""
+    warm_up()  # once per process, outside every trial's wall time
     if len(pop) == 1:
         return [run_trial(pop[0], data, on_epoch)]
     try:

@@ -54,3 +54,28 @@ def test_no_module_imports_another_modules_private_names() -> None:
 
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")  # __version__ is public
+
+
+def test_a_process_pays_its_one_time_costs_before_the_first_trials_clock_starts() -> None:
+    """Issue 12 item 16: the first trial's wall time had torch._dynamo's import in it (the first
+    torch.optim optimizer pulls it in), so it read ~2 s slower than the others."""
+    code = (
+        "import sys, hpsearch.recorder as rec, hpsearch.population as pop\n"
+        "from hpsearch.data.dataset import build_dataset\n"
+        "from hpsearch.space import trial_configs\n"
+        "from hpsearch.spec import parse_spec\n"
+        "seen = []\n"
+        "start = rec.TrialRecorder.__init__\n"
+        "def spy(self, *a, **k):\n"
+        "    seen.append('torch._dynamo' in sys.modules)\n"
+        "    start(self, *a, **k)\n"
+        "rec.TrialRecorder.__init__ = spy\n"
+        "spec = parse_spec({'name': 'w', 'data': {'dataset': 'synthetic', 'synthetic_train': 300,"
+        " 'synthetic_test': 10, 'val_size': 100}, 'train': {'epochs': 1, 'device': 'cpu'}, 'search': {'trials': 1}})\n"
+        "data = build_dataset(spec.data, None, None)\n"
+        "pop.train_group(trial_configs(spec), data)\n"
+        "print(seen)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[True]"]
