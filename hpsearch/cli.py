@@ -214,7 +214,7 @@ def render_outcome(outcome: StageOutcome) -> None:
     for w in outcome.warnings:
         warn(w)
     title = f"{outcome.stage}: {len(outcome.ranked)} trials, ranked by validation accuracy"
-    out.print(rich_table(title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT))
+    out.print(rich_table(title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT, data=outcome.data))
     for e in outcome.edges:
         if e.flag:
             warn(e.advice())
@@ -500,8 +500,19 @@ def report(
         outcome = run_report(run_dir)
     except HpsearchError as e:
         raise fail(str(e)) from None
-    title = f"all stages ({', '.join(s.name for s in outcome.stages)}): {len(outcome.ranked)} trials"
-    out.print(rich_table(title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT, stages=outcome.stage_of))
+    out.print(
+        rich_table(
+            outcome.title,
+            outcome.ranked,
+            outcome.param_names,
+            limit=TABLE_LIMIT,
+            stages=outcome.stage_of,
+            planned_epochs=outcome.planned_epochs,
+            data=outcome.data,
+        )
+    )
+    for note in outcome.notes:
+        warn(note)
     for path in outcome.plots:
         err.print(f"plot: {path}", highlight=False)
     err.print(f"results: {outcome.results_path}", highlight=False)

@@ -71,6 +71,10 @@ def edges(space: dict[str, NumericRange | Categorical], best: TrialResult | None
 
 
 def fmt_value(v: Any) -> str:
+    """One value as a person reads it: `1e-04`, `9.6e-04`, `0.5`, `100`; layer widths as `256x128`
+    whether they are a tuple (a fresh run) or a list (read back from JSON)."""
+    if isinstance(v, (list, tuple)):
+        return "x".join(fmt_value(x) for x in v) if v else "-"
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return str(getattr(v, "value", v))
     if isinstance(v, int) or float(v).is_integer() and abs(v) < 1e6:

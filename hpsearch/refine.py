@@ -185,21 +185,24 @@ def _finished(stage_dir: Path) -> bool:
 
 def how_to_start(run_dir: Path) -> str:
     """What to run when a run has no finished stage yet, naming the spec its coarse stage ran."""
-    spec = shlex.quote(_coarse_spec_path(run_dir) or "SPEC")
-    out = shlex.quote(str(run_dir))
     if StageStore(run_dir / COARSE).started:
-        return f"its coarse stage did not finish: hpsearch coarse {spec} --out {out} --resume finishes it"
-    return f"run hpsearch coarse {spec} --out {out} first"
+        return f"its coarse stage did not finish: {resume_command(run_dir, COARSE)} finishes it"
+    return f"run {resume_command(run_dir, COARSE).removesuffix(' --resume')} first"
 
 
-def _coarse_spec_path(run_dir: Path) -> str | None:
-    """The spec path recorded in RUN/coarse/run.json, when there is one."""
+def resume_command(run_dir: Path, stage: str) -> str:
+    """The command that finishes a stage of `run_dir`; for coarse, with the spec path its run.json
+    recorded (SPEC when there is none)."""
+    out = shlex.quote(str(run_dir))
+    if stage != COARSE:
+        return f"hpsearch refine {out} --resume"
     try:
         info = read_json(run_dir / COARSE / "run.json")
     except StoreError:
-        return None
+        info = None
     path = info.get("spec_path") if isinstance(info, dict) else None
-    return path if isinstance(path, str) and path else None
+    spec = shlex.quote(path) if isinstance(path, str) and path else "SPEC"
+    return f"hpsearch coarse {spec} --out {out} --resume"
 
 
 @dataclass(frozen=True)

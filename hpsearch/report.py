@@ -1,8 +1,9 @@
 """Result tables (rich for the terminal, Markdown, CSV, the results.json document) and the
 `report` command's library side: plots and one ranked table across a run's stages.
 
-Reading a finished run needs no torch: may import records, rank, curves, refine, store; matplotlib
-(through plots) only when the report is drawn.
+Each table column has one number format. The terminal table is laid out for the terminal's width
+and never cuts a number; CSV and JSON keep full precision. Reading a run needs no torch: may import
+records, rank, curves, refine, spec, store; matplotlib (through plots) only when the report is drawn.
 """
 
 from __future__ import annotations
@@ -10,10 +11,14 @@ from __future__ import annotations
 import csv
 import io
 import math
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rich import box
+from rich.console import Console, ConsoleOptions, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
@@ -21,7 +26,8 @@ from hpsearch.curves import curve_label
 from hpsearch.errors import StoreError
 from hpsearch.rank import Edge, fmt_value, rank
 from hpsearch.records import TrialResult, TrialState
-from hpsearch.refine import StageData, how_to_start, load_stage, stages
+from hpsearch.refine import COARSE, StageData, how_to_start, load_stage, resume_command
+from hpsearch.spec import DataSpec, Spec, load_spec
 from hpsearch.store import StageStore
 
 if TYPE_CHECKING:
@@ -29,36 +35,197 @@ if TYPE_CHECKING:
 
 STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.DIVERGED: "red", TrialState.FAILED: "magenta"}
 
+COMPACT_BOX = box.SIMPLE_HEAD  # a narrow terminal: no side borders, one rule under the header
+
 
 def _acc(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _loss(v: float | None) -> str:
-    return "-" if v is None else f"{v:.4g}"
-
-
-def curve_text(r: TrialResult) -> str:
-    label = curve_label(r)
+def curve_text(r: TrialResult, data: DataSpec | None = None) -> str:
+    """The trial's curve label; with the run's data section, 'at chance' is judged too (1/C, and the
+    noise of its validation size)."""
+    label = curve_label(r, data.num_classes, data.val_size) if data is not None else curve_label(r)
     return label.value if label else ""
 
 
-def table_rows(ranked: list[TrialResult], param_names: list[str], stages: list[str] | None = None) -> list[list[str]]:
-    rows = []
-    for i, r in enumerate(ranked, 1):
-        params = [fmt_value(r.params.get(p, "-")) for p in param_names]
-        where = [stages[i - 1]] if stages else []
-        rows.append(
-            [str(i), *where, str(r.trial), r.state.value, _acc(r.val_acc), _acc(r.train_acc), _loss(r.train_loss)]
-            + params
-            + [curve_text(r), f"{r.wall_time:.2f}"]
-        )
-    return rows
+# --------------------------------------------------------------------------- one format per column
 
 
-def headers(param_names: list[str], with_stage: bool = False) -> list[str]:
-    stage = ["stage"] if with_stage else []
-    return ["rank", *stage, "trial", "state", "val_acc", "train_acc", "train_loss", *param_names, "curve", "time_s"]
+def fmt_column(values: Sequence[Any], sig: int = 3) -> list[str]:
+    """A column's values, every number in the column's one format: integers as integers; scientific
+    with `sig - 1` significant digits when the numbers span two decades or more (or any is below
+    0.01 or from 10^4 up); else fixed decimals that give the smallest `sig` significant digits.
+    Trailing zeros every value shares are dropped (a grid's `1e-04`, not `1.0e-04`). None is `-`;
+    anything else (a string, layer widths) as fmt_value writes it."""
+    spec = _number_format([float(v) for v in values if _is_number(v) and math.isfinite(v)], sig)
+    return [_cell(v, spec) for v in values]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _number_format(nums: list[float], sig: int) -> str:
+    if all(v.is_integer() and abs(v) < 1e6 for v in nums):
+        return ".0f"
+    sizes = [abs(v) for v in nums if v != 0]
+    if sizes and (min(sizes) < 1e-2 or max(sizes) >= 1e4 or max(sizes) / min(sizes) >= 100):
+        return f".{_fewest_decimals(nums, max(0, sig - 2), 'e')}e"
+    most = max(0, sig - 1 - math.floor(math.log10(min(sizes)))) if sizes else 0
+    return f".{_fewest_decimals(nums, most, 'f')}f"
+
+
+def _fewest_decimals(nums: list[float], most: int, kind: str) -> int:
+    """The fewest decimals that show every value as `most` decimals would."""
+    for d in range(most):
+        if all(float(f"{v:.{d}{kind}}") == float(f"{v:.{most}{kind}}") for v in nums):
+            return d
+    return most
+
+
+def _cell(v: Any, spec: str) -> str:
+    if v is None:
+        return "-"
+    if not _is_number(v):
+        return fmt_value(v)
+    return format(float(v), spec) if math.isfinite(v) else str(float(v))  # nan, inf, -inf
+
+
+# --------------------------------------------------------------------------- the table's columns
+
+
+# The layouts of the terminal table, widest first: every column with borders; every column
+# without; without time_s and train_loss; without train_acc, and the curve label in the state column.
+FULL, BORDERLESS, SHORT, SHORTEST = range(4)
+
+
+@dataclass(frozen=True)
+class _Column:
+    name: str
+    cells: list[str]
+    numeric: bool  # right-aligned, kept on one line: a number is never cut
+    layouts: range = range(FULL, SHORTEST + 1)  # the layouts that show it
+
+
+def _epochs_cell(r: TrialResult, planned: int) -> str:
+    """The epochs a trial trained; `2/4` when it stopped (diverged, failed) before its plan's end."""
+    return str(r.epochs_done) if r.epochs_done >= planned else f"{r.epochs_done}/{planned}"
+
+
+def _shown_params(param_names: list[str], planned_epochs: list[int] | None) -> list[str]:
+    # With an epochs column, a searched `epochs` is in it already (trained / planned).
+    return [p for p in param_names if planned_epochs is None or p != "epochs"]
+
+
+def _columns(
+    ranked: list[TrialResult],
+    param_names: list[str],
+    stages: list[str] | None = None,
+    planned_epochs: list[int] | None = None,
+    data: DataSpec | None = None,
+) -> list[_Column]:
+    until_short, until_borderless = range(FULL, SHORT + 1), range(FULL, BORDERLESS + 1)
+    cols = [_Column("rank", [str(i) for i in range(1, len(ranked) + 1)], numeric=True)]
+    if stages is not None:
+        cols.append(_Column("stage", list(stages), numeric=False))
+    cols += [
+        _Column("trial", [str(r.trial) for r in ranked], numeric=True),
+        _Column("state", [r.state.value for r in ranked], numeric=False, layouts=until_short),
+        _Column(
+            "state", [curve_text(r, data) or r.state.value for r in ranked], numeric=False, layouts=range(SHORTEST, 4)
+        ),
+        _Column("val_acc", [_acc(r.val_acc) for r in ranked], numeric=True),
+        _Column("train_acc", [_acc(r.train_acc) for r in ranked], numeric=True, layouts=until_short),
+        # Four digits: the initial loss of a 10-class softmax reads as 2.303, ln 10.
+        _Column(
+            "train_loss", fmt_column([r.train_loss for r in ranked], sig=4), numeric=True, layouts=until_borderless
+        ),
+    ]
+    if planned_epochs is not None:
+        cells = [_epochs_cell(r, p) for r, p in zip(ranked, planned_epochs, strict=True)]
+        cols.append(_Column("epochs", cells, numeric=True))
+    for p in _shown_params(param_names, planned_epochs):
+        cols.append(_Column(p, fmt_column([r.params.get(p) for r in ranked]), numeric=True))
+    cols += [
+        _Column("curve", [curve_text(r, data) for r in ranked], numeric=False, layouts=until_short),
+        _Column("time_s", [f"{r.wall_time:.2f}" for r in ranked], numeric=True, layouts=until_borderless),
+    ]
+    return cols
+
+
+def _stopped_early_note(ranked: list[TrialResult], planned_epochs: list[int] | None) -> str | None:
+    for r, planned in zip(ranked, planned_epochs or [], strict=False):
+        if r.epochs_done < planned:
+            return (
+                f"epochs {r.epochs_done}/{planned}: stopped after {r.epochs_done} of {planned} planned epochs "
+                f"({r.state.value})"
+            )
+    return None
+
+
+# --------------------------------------------------------------------------- rich, Markdown, CSV
+
+
+class FittedTable:
+    """The ranked table, laid out when it is printed, for the terminal's width: every column when
+    they fit; else without borders, then without time_s and train_loss, then without train_acc and
+    with the curve label in the state column (results.md/csv/json keep every column). A number is
+    never cut: its column is as wide as its widest number, and on a terminal too narrow even for
+    that it is folded onto a second line, whole."""
+
+    def __init__(self, title: str, columns: list[_Column], states: list[TrialState], notes: list[str]) -> None:
+        self.title, self.columns, self.states, self.notes = title, columns, states, notes
+
+    def layouts(self) -> list[Table]:
+        """Widest first."""
+        return [self.table(layout) for layout in (FULL, BORDERLESS, SHORT, SHORTEST)]
+
+    def table(self, layout: int) -> Table:
+        shown = [c for c in self.columns if layout in c.layouts]
+        names = {c.name for c in shown}
+        left = [c.name for c in self.columns if FULL in c.layouts and c.name not in names]
+        notes = list(self.notes)
+        if "curve" in left:
+            left.remove("curve")
+            notes.append("state: the curve label of a complete trial")
+        if left:
+            notes.append(f"not shown: {', '.join(left)} (see results.md)")
+        table = Table(title=self.title, title_justify="left", caption="\n".join(notes) or None, caption_justify="left")
+        if layout != FULL:
+            table.box, table.show_edge, table.pad_edge, table.collapse_padding = COMPACT_BOX, False, False, True
+        for c in shown:
+            # A borderless header may wrap at its underscores: `weight` over `decay` above `1.0e-04`.
+            header = c.name if layout == FULL else c.name.replace("_", " ")
+            width = max(len(x) for x in c.cells) if c.numeric and c.cells else None
+            table.add_column(
+                header, justify="right" if c.numeric else "left", no_wrap=c.numeric, min_width=width, overflow="fold"
+            )
+        for i, state in enumerate(self.states):
+            style = STATE_STYLE.get(state) if state is not TrialState.COMPLETE else None
+            table.add_row(*(c.cells[i] for c in shown), style=style)
+        return table
+
+    def pick(self, console: Console, options: ConsoleOptions) -> Table:
+        """The first layout whose rows fit on one line each; else the first whose numbers fit (its
+        text columns wrap); else the narrowest, its numbers folded."""
+        layouts = self.layouts()
+        unbounded = options.update_width(10_000)
+        sizes = [Measurement.get(console, unbounded, t) for t in layouts]
+        for fits in (lambda m: m.maximum <= options.max_width, lambda m: m.minimum <= options.max_width):
+            for table, size in zip(layouts, sizes, strict=True):
+                if fits(size):
+                    return table
+        narrowest = layouts[-1]
+        for column in narrowest.columns:
+            column.min_width, column.no_wrap = None, False
+        return narrowest
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self.pick(console, options)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        return Measurement.get(console, options, self.pick(console, options))
 
 
 def rich_table(
@@ -67,34 +234,56 @@ def rich_table(
     param_names: list[str],
     limit: int | None = None,
     stages: list[str] | None = None,
-) -> Table:
-    table = Table(title=title, title_justify="left")
-    for h in headers(param_names, with_stage=stages is not None):
-        table.add_column(h, justify="left" if h in ("state", "stage", "curve") else "right")
-    shown = ranked if limit is None else ranked[:limit]
-    for r, row in zip(shown, table_rows(shown, param_names, stages), strict=True):
-        table.add_row(*row, style=STATE_STYLE.get(r.state) if r.state is not TrialState.COMPLETE else None)
-    if limit is not None and len(ranked) > limit:
-        table.caption = f"top {limit} of {len(ranked)} trials; all are in results.md/csv/json"
-    return table
+    planned_epochs: list[int] | None = None,
+    data: DataSpec | None = None,
+) -> FittedTable:
+    """The ranked trials for the terminal, the top `limit`; with `stages`, each trial's stage, and
+    with `planned_epochs`, the epochs each trained (`2/4` when it stopped early)."""
+    n = len(ranked) if limit is None else limit
+    shown = ranked[:n]
+    columns = _columns(shown, param_names, stages and stages[:n], planned_epochs and planned_epochs[:n], data)
+    notes = [] if len(ranked) <= n else [f"top {n} of {len(ranked)} trials; all are in results.md/csv/json"]
+    early = _stopped_early_note(shown, planned_epochs)
+    return FittedTable(title, columns, [r.state for r in shown], notes + ([early] if early else []))
 
 
-def markdown_table(ranked: list[TrialResult], param_names: list[str], stages: list[str] | None = None) -> str:
-    head = headers(param_names, with_stage=stages is not None)
-    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in table_rows(ranked, param_names, stages)]
-    return "\n".join(lines) + "\n"
+def markdown_table(
+    ranked: list[TrialResult],
+    param_names: list[str],
+    stages: list[str] | None = None,
+    planned_epochs: list[int] | None = None,
+    data: DataSpec | None = None,
+) -> str:
+    cols = [c for c in _columns(ranked, param_names, stages, planned_epochs, data) if FULL in c.layouts]
+    lines = ["| " + " | ".join(c.name for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    lines += ["| " + " | ".join(c.cells[i] for c in cols) + " |" for i in range(len(ranked))]
+    early = _stopped_early_note(ranked, planned_epochs)
+    return "\n".join(lines) + "\n" + (f"\n{early}\n" if early else "")
 
 
-def csv_table(ranked: list[TrialResult], param_names: list[str]) -> str:
+def csv_table(
+    ranked: list[TrialResult],
+    param_names: list[str],
+    stages: list[str] | None = None,
+    planned_epochs: list[int] | None = None,
+    data: DataSpec | None = None,
+) -> str:
+    """Every trial at full precision, for a program to read; with `planned_epochs`, the epochs each
+    trained and planned."""
+    params = _shown_params(param_names, planned_epochs)
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(headers(param_names) + ["error"])
-    for i, r in enumerate(ranked, 1):
+    where = ["stage"] if stages is not None else []
+    epochs = ["epochs", "epochs_planned"] if planned_epochs is not None else []
+    head = ["rank", *where, "trial", "state", "val_acc", "train_acc", "train_loss", *epochs, *params]
+    w.writerow(head + ["curve", "time_s", "error"])
+    for i, r in enumerate(ranked):
         w.writerow(
-            [i, r.trial, r.state.value, r.val_acc, r.train_acc, r.train_loss]
-            + [fmt_csv(r.params.get(p)) for p in param_names]
-            + [curve_text(r), round(r.wall_time, 3), r.error or ""]
+            [i + 1, *([stages[i]] if stages is not None else []), r.trial, r.state.value]
+            + [r.val_acc, r.train_acc, r.train_loss]
+            + ([r.epochs_done, planned_epochs[i]] if planned_epochs is not None else [])
+            + [fmt_csv(r.params.get(p)) for p in params]
+            + [curve_text(r, data), round(r.wall_time, 3), r.error or ""]
         )
     return buf.getvalue()
 
@@ -106,14 +295,17 @@ def fmt_csv(v: Any) -> Any:
 
 
 def results_document(
-    stage: str, ranked: list[TrialResult], edge_list: list[Edge], extra: dict[str, Any]
+    stage: str, ranked: list[TrialResult], edge_list: list[Edge], extra: dict[str, Any], data: DataSpec | None = None
 ) -> dict[str, Any]:
-    """results.json: the stage, every trial best first with its rank, and the edge analysis."""
+    """results.json: the stage, every trial best first with its rank and the epochs it trained, and
+    the edge analysis."""
     rows = []
     for i, r in enumerate(ranked, 1):
         d = r.to_dict()
         keys = ("trial", "state", "params", "val_acc", "train_acc", "train_loss")
-        rows.append({"rank": i, **{k: d[k] for k in keys}, "curve": curve_text(r) or None})
+        rows.append(
+            {"rank": i, **{k: d[k] for k in keys}, "epochs": r.epochs_done, "curve": curve_text(r, data) or None}
+        )
     return {
         "stage": stage,
         **extra,
@@ -122,9 +314,11 @@ def results_document(
     }
 
 
-def markdown_report(title: str, ranked: list[TrialResult], param_names: list[str], edge_list: list[Edge]) -> str:
+def markdown_report(
+    title: str, ranked: list[TrialResult], param_names: list[str], edge_list: list[Edge], data: DataSpec | None = None
+) -> str:
     flags = [f"- {e.advice()}" for e in edge_list if e.flag]
-    parts = [f"# {title}\n", markdown_table(ranked, param_names)]
+    parts = [f"# {title}\n", markdown_table(ranked, param_names, data=data)]
     if flags:
         parts.append("\n**Careful with best values on the border:**\n\n" + "\n".join(flags) + "\n")
     return "\n".join(parts)
@@ -160,36 +354,112 @@ def sanity_tables(report: SanityReport) -> list[Table]:
 
 @dataclass
 class ReportOutcome:
-    stages: list[StageData]
+    stages: list[StageData]  # every stage with a finished trial, in order; an unfinished one too
     ranked: list[TrialResult]  # every trial of every stage, best first
     stage_of: list[str]  # the stage of each ranked trial
     param_names: list[str]
     plots: list[Path]
     results_path: Path
+    planned_epochs: list[int] = field(default_factory=list)  # the epochs each ranked trial was to train
+    unfinished: dict[str, tuple[int, int]] = field(default_factory=dict)  # stage: (trials finished, planned)
+    notes: list[str] = field(default_factory=list)  # for the user: what is unfinished and how to finish it
+
+    @property
+    def data(self) -> DataSpec:
+        """The run's data section (every stage trains on its coarse stage's data)."""
+        return self.stages[0].spec.data
+
+    @property
+    def title(self) -> str:
+        """'all stages (coarse, refine-1 (unfinished: 7 of 20 trials)): 27 trials'"""
+        names = ", ".join(_stage_label(s.name, self.unfinished) for s in self.stages)
+        return f"all stages ({names}): {len(self.ranked)} trials"
+
+
+def _stage_label(name: str, unfinished: dict[str, tuple[int, int]]) -> str:
+    if name not in unfinished:
+        return name
+    done, planned = unfinished[name]
+    return f"{name} (unfinished: {done} of {planned} trials)"
 
 
 def run_report(run_dir: Path) -> ReportOutcome:
     """Plots of every stage under RUN/report/, and one ranked table across stages (with each trial's
-    stage and curve label) as RUN/report/results.json and results.md."""
+    stage, epochs and curve label) as RUN/report/results.json, results.md and results.csv. A stage
+    that did not finish (stopped by Ctrl-C) is reported with the trials it finished, and a note."""
     from hpsearch.plots import write_report_plots  # matplotlib: only when a report is drawn
 
-    names = stages(run_dir)
-    if not names:
+    data, unfinished = _report_stages(run_dir)
+    if not any(s.results for s in data):
         raise StoreError(f"{run_dir}: no finished stage to report on; {how_to_start(run_dir)}")
-    data = []
-    for name in names:
-        spec, results, _ = load_stage(run_dir, name)
-        data.append(StageData(name, spec, results))
-    owner = {id(r): s.name for s in data for r in s.results}
+    owner = {id(r): s for s in data for r in s.results}
     ranked = rank([r for s in data for r in s.results])
-    stage_of = [owner[id(r)] for r in ranked]
+    stage_of = [owner[id(r)].name for r in ranked]
+    planned = [_planned_epochs(r, owner[id(r)].spec) for r in ranked]
     params = sorted({p for s in data for p in s.spec.search.space})
+    notes = [_unfinished_note(run_dir, name, done, total) for name, (done, total) in unfinished.items()]
     out = StageStore(run_dir / "report")
     out.make_dir()
-    plots = write_report_plots(data, out.path)
-    doc = results_document("all", ranked, [], {"stages": names})
-    for row, stage in zip(doc["ranked"], stage_of, strict=True):
-        row["stage"] = stage
+    plots = write_report_plots([s for s in data if s.results], out.path)
+    results_path = out.path / "results.json"
+    outcome = ReportOutcome(data, ranked, stage_of, params, plots, results_path, planned, unfinished, notes)
+    extra = {
+        "stages": [s.name for s in data],
+        "unfinished": {k: {"trials_done": d, "trials_planned": t} for k, (d, t) in unfinished.items()},
+        "notes": notes,
+    }
+    run_data = data[0].spec.data  # every stage of a run trains on its coarse stage's data
+    doc = results_document("all", ranked, [], extra, run_data)
+    for row, stage, epochs in zip(doc["ranked"], stage_of, planned, strict=True):
+        row["stage"], row["epochs_planned"] = stage, epochs
     out.write_json("results.json", doc)
-    out.write_text("results.md", f"# {data[0].spec.name}: all stages\n\n" + markdown_table(ranked, params, stage_of))
-    return ReportOutcome(data, ranked, stage_of, params, plots, out.path / "results.json")
+    head = f"# {data[0].spec.name}: {outcome.title}\n\n" + "".join(f"{n}\n\n" for n in notes)
+    out.write_text("results.md", head + markdown_table(ranked, params, stage_of, planned, run_data))
+    out.write_text("results.csv", csv_table(ranked, params, stage_of, planned, run_data))
+    return outcome
+
+
+def _report_stages(run_dir: Path) -> tuple[list[StageData], dict[str, tuple[int, int]]]:
+    """The run's stages in order: each finished one as refine.load_stage reads it, and one that did
+    not finish (stopped by Ctrl-C: a trials.jsonl, and no results.json or one marked partial) with
+    the trials it finished; for those, (finished, planned) in the second value."""
+    data: list[StageData] = []
+    unfinished: dict[str, tuple[int, int]] = {}
+    name = COARSE
+    while True:
+        path = run_dir / name
+        partial: dict[str, Any] = {}
+        if (path / "results.json").is_file():
+            spec, results, doc = load_stage(run_dir, name)
+            if not (isinstance(doc, dict) and doc.get("partial")):
+                data.append(StageData(name, spec, results))
+                name = f"refine-{len(data)}"
+                continue
+            partial = doc
+        store = StageStore(path)
+        if not (store.started and (path / "spec.yaml").is_file()):
+            return data, unfinished
+        spec = load_spec(path / "spec.yaml")
+        final = store.final_trials()  # newer than a partial results.json, if one was written since
+        results = [final[t] for t in sorted(final)]
+        unfinished[name] = (len(results), _planned_trials(spec, partial))
+        data.append(StageData(name, spec, results))
+        name = f"refine-{len(data)}"
+
+
+def _planned_trials(spec: Spec, partial: dict[str, Any]) -> int:
+    """The trials a stage planned: as the results written when it was stopped count them (a refine
+    leaves out what earlier stages trained), else (a killed stage wrote none) as its spec asks."""
+    trials = partial.get("trials_planned")
+    return trials if isinstance(trials, int) and not isinstance(trials, bool) else spec.search.trials
+
+
+def _planned_epochs(r: TrialResult, spec: Spec) -> int:
+    return int(r.params.get("epochs", spec.train.epochs))  # a searched epochs is the trial's own
+
+
+def _unfinished_note(run_dir: Path, stage: str, done: int, planned: int) -> str:
+    return (
+        f"{run_dir / stage} did not finish: its {done} finished trials of {planned} are in this report; "
+        f"{resume_command(run_dir, stage)} (with the same options) finishes it"
+    )

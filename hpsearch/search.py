@@ -35,7 +35,7 @@ from hpsearch.refine import COARSE, RefinePlan, plan_refine, stages
 from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
 from hpsearch.space import trial_configs
-from hpsearch.spec import Spec, load_spec, spec_to_yaml
+from hpsearch.spec import DataSpec, Spec, load_spec, spec_to_yaml
 from hpsearch.store import StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
 
 RUNS_DIR = Path("runs")
@@ -51,6 +51,7 @@ class StageOutcome:
     warnings: list[str] = field(default_factory=list)
     resumed: int = 0  # trials already finished before this command (resume)
     advice: str | None = None  # one line when most trials' lr was too high or too low (curves.stage_advice)
+    data: DataSpec | None = None  # the stage's data section: its curve labels judge chance accuracy by it
 
     @property
     def best(self) -> TrialResult | None:
@@ -351,7 +352,7 @@ def stage_outcome(stage: Stage, results: list[TrialResult]) -> StageOutcome:
     space, data = stage.spec.search.space, stage.spec.data
     advice = stage_advice(ranked, data.num_classes, data.val_size)
     return StageOutcome(
-        stage.store.path, stage.store.path.name, ranked, edges(space, best), sorted(space), advice=advice
+        stage.store.path, stage.store.path.name, ranked, edges(space, best), sorted(space), advice=advice, data=data
     )
 
 
@@ -367,9 +368,9 @@ def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool 
     if partial:
         extra["partial"] = True
         title += f" (partial: {len(results)} of {len(stage.configs)} trials; the stage was stopped)"
-    store.write_json("results.json", results_document(name, ranked, edge_list, extra))
-    store.write_text("results.csv", csv_table(ranked, names))
-    store.write_text("results.md", markdown_report(title, ranked, names, edge_list))
+    store.write_json("results.json", results_document(name, ranked, edge_list, extra, spec.data))
+    store.write_text("results.csv", csv_table(ranked, names, data=spec.data))
+    store.write_text("results.md", markdown_report(title, ranked, names, edge_list, spec.data))
     return outcome
 
 

@@ -89,3 +89,10 @@ def test_no_edges_without_a_complete_trial() -> None:
 )
 def test_fmt_value(value: float, text: str) -> None:
     assert fmt_value(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"), [((128,), "128"), ([128], "128"), ([256, 128], "256x128"), ("relu", "relu")]
+)
+def test_layer_widths_read_the_same_from_a_tuple_or_a_list(value: object, text: str) -> None:
+    assert fmt_value(value) == text

@@ -1,0 +1,243 @@
+"""The tables: one number format per column, no number cut on an 80-column terminal, every column
+on a wide one, full precision in CSV; the report's epochs column and its unfinished stages."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from hpsearch.errors import StoreError
+from hpsearch.records import TrialResult, TrialState
+from hpsearch.refine import StageData
+from hpsearch.report import csv_table, fmt_column, markdown_table, results_document, rich_table, run_report
+from hpsearch.spec import parse_spec, spec_to_yaml
+from hpsearch.store import StageStore
+
+
+def trial(
+    n: int, val: float | None, state: TrialState = TrialState.COMPLETE, epochs: int = 4, **params: object
+) -> TrialResult:
+    return TrialResult(
+        trial=n,
+        state=state,
+        params=dict(params),
+        val_acc=val,
+        train_acc=None if val is None else val + 0.05,
+        train_loss=None if val is None else 2.302585 - val,
+        epochs_done=epochs,
+        wall_time=123.456,
+    )
+
+
+# Values as a search draws them: lr over three decades, a weight decay whose exact-looking and
+# random values mixed formats (`1e-04` beside `0.0153`), hidden sizes read back as lists beside the
+# tuples of a fresh run.
+RANKED = [
+    trial(0, 0.4123, lr=3.21e-4, weight_decay=1e-4, hidden=(128,)),
+    trial(1, 0.4011, epochs=1, lr=1e-5, weight_decay=0.0153, hidden=[256, 128]),
+    trial(2, 0.3876, lr=0.0123, weight_decay=0.0021, hidden=[128]),
+    trial(3, None, TrialState.DIVERGED, epochs=1, lr=0.9, weight_decay=1e-4, hidden=[64]),
+]
+PARAMS = ["hidden", "lr", "weight_decay"]
+STAGE_OF = ["refine-1", "coarse", "refine-1", "refine-1"]
+PLANNED = [4, 1, 4, 4]
+# Every number of RANKED as the table must show it, whole: one format per column.
+NUMBERS = {
+    "val_acc": ["0.412", "0.401", "0.388"],
+    "train_acc": ["0.462", "0.451", "0.438"],
+    "lr": ["3.2e-04", "1.0e-05", "1.2e-02", "9.0e-01"],
+    "weight_decay": ["1.0e-04", "1.5e-02", "2.1e-03", "1.0e-04"],
+    "hidden": ["128", "256x128", "128", "64"],
+    "epochs": ["4", "1", "4", "1/4"],
+}
+
+
+def render(table: object, width: int) -> str:
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    console.print(table)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_each_numeric_column_has_one_format() -> None:
+    assert fmt_column([3.21e-4, 1e-5, 0.0123]) == ["3.2e-04", "1.0e-05", "1.2e-02"]  # spans decades
+    assert fmt_column([1e-4, 0.0153]) == ["1.0e-04", "1.5e-02"]  # not `1e-04` beside `0.0153`
+    assert fmt_column([1e-4, 1e-3, 1e-2]) == ["1e-04", "1e-03", "1e-02"]  # a grid: exact, no padding
+    assert fmt_column([0.5, 0.25, 0.125]) == ["0.500", "0.250", "0.125"]  # fixed, same decimals
+    assert fmt_column([0.1, 0.5, 1]) == ["0.1", "0.5", "1.0"]
+    assert fmt_column([32, 128, 1024]) == ["32", "128", "1024"]
+    assert fmt_column([None, math.nan, math.inf, 2.302585, 1.5], sig=4) == ["-", "nan", "inf", "2.303", "1.500"]
+    assert fmt_column(["relu", (128,), [256, 128], True]) == ["relu", "128", "256x128", "True"]
+
+
+def test_an_80_column_table_cuts_no_number() -> None:
+    table = rich_table("all stages", RANKED, PARAMS, stages=STAGE_OF, planned_epochs=PLANNED)
+    text = render(table, 80)
+    assert "…" not in text
+    assert max(len(line) for line in text.splitlines()) <= 80
+    cells = [line.split() for line in text.splitlines()]
+    words = {w.strip("│┃") for line in cells for w in line}
+    for column, numbers in NUMBERS.items():
+        if column != "train_acc":  # left out to fit, and said so
+            for number in numbers:
+                assert number in words, f"{column}: {number} not shown whole in\n{text}"
+    assert "refine-1" in words
+    assert "not shown: train_acc, train_loss, time_s (see results.md)" in text
+    assert "…" not in render(table, 40)  # too narrow for any layout: numbers fold onto two lines, whole
+
+
+def test_a_wide_table_shows_every_column() -> None:
+    table = rich_table("all stages", RANKED, PARAMS, stages=STAGE_OF, planned_epochs=PLANNED)
+    text = render(table, 200)
+    header = next(line for line in text.splitlines() if "rank" in line)
+    for name in ("rank", "stage", "trial", "state", "val_acc", "train_acc", "train_loss", "epochs", *PARAMS):
+        assert name in header
+    assert "time_s" in header
+    assert "not shown" not in text
+    assert "state: the curve label" not in text
+    for numbers in NUMBERS.values():
+        for number in numbers:
+            assert number in text
+    assert "123.46" in text
+    assert "1/4: stopped after 1 of 4 planned epochs" in text
+
+
+def test_markdown_uses_the_same_column_formats() -> None:
+    md = markdown_table(RANKED, PARAMS, STAGE_OF, PLANNED)
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("|")]
+    head = rows[0]
+    body = rows[2:]
+    assert head.count("state") == 1
+    for column, numbers in NUMBERS.items():
+        shown = [row[head.index(column)] for row in body]
+        assert shown[: len(numbers)] == numbers
+    assert "(128,)" not in md
+    assert "[128]" not in md
+
+
+def test_csv_and_json_keep_full_precision_and_the_epochs() -> None:
+    rows = list(csv.DictReader(io.StringIO(csv_table(RANKED, PARAMS, STAGE_OF, PLANNED))))
+    assert float(rows[0]["lr"]) == 3.21e-4
+    assert float(rows[0]["val_acc"]) == 0.4123
+    assert rows[1]["hidden"] == "256x128"
+    assert [(r["stage"], r["epochs"], r["epochs_planned"]) for r in rows] == [
+        ("refine-1", "4", "4"),
+        ("coarse", "1", "1"),
+        ("refine-1", "4", "4"),
+        ("refine-1", "1", "4"),
+    ]
+    doc = results_document("coarse", RANKED, [], {})
+    assert [r["epochs"] for r in doc["ranked"]] == [4, 1, 4, 1]
+
+
+# --------------------------------------------------------------------------- run_report
+
+
+def stage_spec(epochs: int, trials: int, seed: int = 0) -> str:
+    space = {"lr": {"low": 1e-4, "high": 1.0, "log": True}}
+    data = {"name": "r", "train": {"epochs": epochs}, "search": {"trials": trials, "seed": seed, "space": space}}
+    return spec_to_yaml(parse_spec(data))
+
+
+def write_stage(path: Path, spec_yaml: str, results: list[TrialResult], finished: bool) -> None:
+    store = StageStore(path)
+    store.make_dir()
+    store.write_text("spec.yaml", spec_yaml)
+    for r in results:
+        store.append_trial(r)
+    if finished:
+        done = [r for r in results if r.state.final]
+        store.write_json("results.json", results_document(path.name, done, [], {}))
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
+    """The trials of each stage the report's plots are drawn from; nothing drawn (test_refine draws)."""
+    seen: dict[str, list[int]] = {}
+
+    def draw(stages: list[StageData], out: Path) -> list[Path]:
+        seen.update({s.name: sorted(r.trial for r in s.results) for s in stages})
+        return []
+
+    monkeypatch.setattr("hpsearch.plots.write_report_plots", draw)
+    return seen
+
+
+def test_report_includes_an_unfinished_stage_with_a_note_and_the_epochs(
+    tmp_path: Path, drawn: dict[str, list[int]]
+) -> None:
+    run = tmp_path / "run"
+    coarse = [trial(i, 0.2 + i / 100, epochs=1, lr=10 ** (-3 + i / 2)) for i in range(4)]
+    write_stage(run / "coarse", stage_spec(epochs=1, trials=4), coarse, finished=True)
+    refine = [
+        trial(0, 0.5, epochs=4, lr=1e-2),
+        trial(1, None, TrialState.DIVERGED, epochs=2, lr=0.5),
+        trial(2, 0.45, epochs=4, lr=3e-3),
+        TrialResult(trial=3, state=TrialState.INTERRUPTED, params={"lr": 2e-2}),  # Ctrl-C: not finished
+    ]
+    write_stage(run / "refine-1", stage_spec(epochs=4, trials=7, seed=1), refine, finished=False)
+
+    outcome = run_report(run)
+    assert [s.name for s in outcome.stages] == ["coarse", "refine-1"]
+    assert drawn == {"coarse": [0, 1, 2, 3], "refine-1": [0, 1, 2]}
+    assert len(outcome.ranked) == 7  # 4 coarse + the 3 finished refine trials
+    assert outcome.stage_of[0] == "refine-1"
+    assert outcome.title == "all stages (coarse, refine-1 (unfinished: 3 of 7 trials)): 7 trials"
+    assert len(outcome.notes) == 1
+    assert "refine-1 did not finish" in outcome.notes[0]
+    assert f"hpsearch refine {run} --resume" in outcome.notes[0]
+    keys = [(s, r.trial) for s, r in zip(outcome.stage_of, outcome.ranked, strict=True)]
+    planned = dict(zip(keys, outcome.planned_epochs, strict=True))
+    assert planned[("coarse", 0)] == 1
+    assert planned[("refine-1", 1)] == 4
+
+    doc = json.loads(outcome.results_path.read_text())
+    assert doc["stages"] == ["coarse", "refine-1"]
+    assert doc["unfinished"] == {"refine-1": {"trials_done": 3, "trials_planned": 7}}
+    assert doc["notes"] == outcome.notes
+    epochs = {(r["stage"], r["trial"]): (r["epochs"], r["epochs_planned"]) for r in doc["ranked"]}
+    assert epochs[("coarse", 2)] == (1, 1)
+    assert epochs[("refine-1", 1)] == (2, 4)  # diverged in its third epoch: trained 2 of 4
+
+    md = (outcome.results_path.parent / "results.md").read_text()
+    assert "refine-1 (unfinished: 3 of 7 trials)" in md
+    assert "| epochs |" in md
+    assert "2/4" in md
+    rows = list(csv.DictReader((outcome.results_path.parent / "results.csv").open()))
+    assert len(rows) == 7
+    assert {r["epochs_planned"] for r in rows if r["stage"] == "coarse"} == {"1"}
+
+
+def test_report_on_an_interrupted_coarse_alone(tmp_path: Path, drawn: dict[str, list[int]]) -> None:
+    run = tmp_path / "run"
+    done = [trial(i, 0.3, epochs=2, lr=10 ** (-2 - i)) for i in range(2)]
+    write_stage(run / "coarse", stage_spec(epochs=2, trials=20), done, finished=False)
+    StageStore(run / "coarse").write_json("run.json", {"spec_path": "configs/my spec.yaml"})
+    outcome = run_report(run)
+    assert outcome.title == "all stages (coarse (unfinished: 2 of 20 trials)): 2 trials"
+    assert "hpsearch coarse 'configs/my spec.yaml' --out" in outcome.notes[0]
+    assert "--resume" in outcome.notes[0]
+
+
+def test_report_without_a_finished_trial_is_a_clear_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    write_stage(run / "coarse", stage_spec(epochs=2, trials=20), [], finished=False)
+    with pytest.raises(StoreError, match="no finished stage to report on"):
+        run_report(run)
+
+
+def test_a_stage_stopped_with_partial_results_is_unfinished(tmp_path: Path, drawn: dict[str, list[int]]) -> None:
+    # Ctrl-C writes the ranked results of what finished, marked partial, with the planned count.
+    run = tmp_path / "run"
+    done = [trial(i, 0.3, epochs=2, lr=10 ** (-2 - i)) for i in range(3)]
+    write_stage(run / "coarse", stage_spec(epochs=2, trials=20), done, finished=False)
+    doc = results_document("coarse", done[:2], [], {"partial": True, "trials_planned": 12})
+    StageStore(run / "coarse").write_json("results.json", doc)
+    outcome = run_report(run)
+    assert outcome.unfinished == {"coarse": (3, 12)}  # every finished record, the plan's count
+    assert outcome.title == "all stages (coarse (unfinished: 3 of 12 trials)): 3 trials"
