@@ -345,7 +345,8 @@ def sanity_tables(report: SanityReport) -> list[Table]:
     for h in ("lr", "start loss", "end loss", "drop", "status"):
         probe.add_column(h, justify="right")
     for r in report.probe:
-        status = Text("diverged", style="red") if r.diverged else "ok"
+        style = "" if r.status.ok else "red" if r.status.too_high else "yellow"  # too high / too low
+        status = Text(r.status.label, style=style)
         end = "inf" if not math.isfinite(r.end_loss) else f"{r.end_loss:.3f}"
         drop = "-" if not math.isfinite(r.drop) else f"{r.drop:+.1%}"
         probe.add_row(f"{r.lr:g}", f"{r.start_loss:.3f}", end, drop, status)

@@ -241,3 +241,21 @@ def test_a_stage_stopped_with_partial_results_is_unfinished(tmp_path: Path, draw
     outcome = run_report(run)
     assert outcome.unfinished == {"coarse": (3, 12)}  # every finished record, the plan's count
     assert outcome.title == "all stages (coarse (unfinished: 3 of 12 trials)): 3 trials"
+
+
+def test_sanity_probe_table_says_what_each_lrs_loss_did() -> None:
+    from rich.console import Console
+
+    from hpsearch.report import sanity_tables
+    from hpsearch.sanity import SanityReport, judge_probe, probe_row
+
+    rows = [probe_row(0.1, [2.3] + [2.62] * 99), probe_row(0.01, [2.3] + [1.8] * 99), probe_row(1e-3, [2.3] * 100)]
+    check, rows, recommended = judge_probe(rows, 100)
+    console = Console(width=200, record=True)
+    console.print(sanity_tables(SanityReport([check], [], rows, recommended))[2])
+    lines = {
+        line.split("│")[1].strip(): line.split("│")[5].strip()
+        for line in console.export_text().splitlines()
+        if line.count("│") == 6
+    }
+    assert lines == {"0.1": "rose: lr too high", "0.01": "fell: ok", "0.001": "barely moved: lr too low"}

@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 from helpers import ROOT, cli
 
+from hpsearch import sanity
 from hpsearch.data import Dataset, load_data
 from hpsearch.sanity import (
+    ProbeOutcome,
+    ProbeStatus,
     Verdict,
     check_activations,
     check_initial_loss,
@@ -41,13 +44,21 @@ def data() -> Dataset:
 
 
 def test_a_sane_spec_passes_all_four(data: Dataset) -> None:
-    report = run_sanity_checks(spec_with(lr=0.05), data)
+    # Probed lrs on both sides of the best (0.1 on this easy data), so the probe brackets it.
+    spec = spec_with(lr=0.05)
+    spec = parse_spec({**spec.model_dump(mode="json"), "sanity": {"probe_lrs": [1, 0.1, 0.01, 1e-4]}})
+    report = run_sanity_checks(spec, data)
     assert [c.check for c in report.checks] == ["initial_loss", "activations", "overfit", "lr_probe"]
     assert [c.verdict for c in report.checks] == [Verdict.PASS] * 4, [c.diagnosis for c in report.checks]
     assert not report.failed
     doc = json.loads(json.dumps(report.to_dict()))  # valid JSON
     assert doc["passed"] is True
-    assert len(doc["lr_probe"]) == 4
+    assert [(r["lr"], r["status"]) for r in doc["lr_probe"]] == [
+        (1, "exploded"),
+        (0.1, "fell"),
+        (0.01, "fell"),
+        (1e-4, "barely moved"),
+    ]
 
 
 def test_initial_loss_is_ln_10_and_regularization_raises_it(data: Dataset) -> None:
@@ -134,8 +145,11 @@ def test_probe_flags_divergence_and_caps_the_range(data: Dataset) -> None:
     check, rows, recommended = probe_learning_rates(spec, data)
     by_lr = {r.lr: r for r in rows}
     assert by_lr[1e4].diverged
+    assert by_lr[1e4].status is ProbeStatus.DIVERGED
     assert not by_lr[1e-1].diverged
+    assert by_lr[1e-1].status is ProbeStatus.FELL
     assert by_lr[1e-5].drop < 0.05  # too small to move the loss in 100 iterations
+    assert by_lr[1e-5].status is ProbeStatus.BARELY_MOVED
     assert recommended is not None
     assert recommended[1] <= 1e4
     assert recommended[0] < check.numbers["best_lr"] < recommended[1]
@@ -148,17 +162,161 @@ def test_probe_fails_when_nothing_trains(data: Dataset) -> None:
     assert recommended is None
 
 
+def test_probe_calls_the_deep_tanh_nets_rising_loss_rose_not_ok(data: Dataset) -> None:
+    # Issue 12: on a deep tanh net a loss that rose ("0.01: -13.6%") was shown as ok. Here vanilla
+    # SGD at lr 3 makes this 4-layer tanh net's loss rise ~20% in 100 iterations; lr 1 trains it.
+    spec = spec_with({"hidden": [32] * 4, "activation": "tanh", "init": "xavier"}, optimizer="sgd")
+    spec = parse_spec({**spec.model_dump(mode="json"), "sanity": {"probe_lrs": [3, 1, 1e-4]}})
+    check, rows, recommended = probe_learning_rates(spec, data)
+    assert "3: -" in check.measured and "% rose" in check.measured, check.measured
+    by_lr = {r.lr: r for r in rows}
+    assert by_lr[3].drop < -0.05
+    assert [r.status for r in rows] == [ProbeStatus.ROSE, ProbeStatus.FELL, ProbeStatus.BARELY_MOVED]
+    assert check.verdict is Verdict.PASS
+    assert check.numbers["best_lr"] == 1
+    assert recommended == pytest.approx((0.1, 3))  # a decade below the best, capped where the loss rose
+
+
+def fake_probe(monkeypatch: pytest.MonkeyPatch, data: Dataset, curves: dict[float, list[float]]) -> ProbeOutcome:
+    """probe_learning_rates with each lr's per-iteration losses given instead of trained."""
+    monkeypatch.setattr(sanity, "_probe_losses", lambda _spec, _data, lr: curves[lr])
+    spec = parse_spec({**spec_with().model_dump(mode="json"), "sanity": {"probe_lrs": list(curves)}})
+    return probe_learning_rates(spec, data)
+
+
+def line(start: float, end: float, n: int = 100) -> list[float]:
+    return [start + (end - start) * i / (n - 1) for i in range(n)]
+
+
+def step(start: float, end: float, n: int = 100) -> list[float]:
+    """A loss that moves at once and stays: its drop is exactly (start - end) / start."""
+    return [start] + [end] * (n - 1)
+
+
+def fell_then_rose(start: float, lowest: float, end: float) -> list[float]:
+    return line(start, lowest, 50) + line(lowest, end, 50)
+
+
+@pytest.mark.parametrize(
+    ("losses", "status"),
+    [
+        (line(2.3, 1.8), ProbeStatus.FELL),  # -22% at the end
+        (line(2.3, 2.2), ProbeStatus.BARELY_MOVED),  # -4%: lr too low
+        (line(2.3, 2.35), ProbeStatus.BARELY_MOVED),  # +2%: batch noise, not a rise
+        (line(2.3, 2.62), ProbeStatus.ROSE),  # the issue's "-13.6%"
+        (line(2.3, 6.0), ProbeStatus.EXPLODED),
+        ([2.3, 5.0, float("nan")], ProbeStatus.DIVERGED),
+        (fell_then_rose(2.3, 1.0, 1.9), ProbeStatus.REBOUNDED),  # ends 17% below its start, far above its lowest
+        (fell_then_rose(2.3, 0.5, 0.52), ProbeStatus.FELL),  # noise at the bottom is not a rebound
+    ],
+)
+def test_probe_status_says_what_the_loss_did(losses: list[float], status: ProbeStatus) -> None:
+    row = sanity.probe_row(0.1, losses)
+    assert row.status is status
+    assert row.status.too_high == (status not in {ProbeStatus.FELL, ProbeStatus.BARELY_MOVED})
+
+
+def test_probe_status_labels_say_too_low_or_too_high() -> None:
+    assert [s.label for s in ProbeStatus] == [
+        "fell: ok",
+        "barely moved: lr too low",
+        "fell then rose: lr too high",
+        "rose: lr too high",
+        "exploded: lr too high",
+        "diverged: lr too high",
+    ]
+
+
+def test_probe_range_comes_only_from_lrs_whose_loss_fell(monkeypatch: pytest.MonkeyPatch, data: Dataset) -> None:
+    # 0.01 moved the loss 9.9%, within 80% of the best's 12% but short of "fell" (10%): it is not
+    # "as good as the best", so the range centres on 0.1 alone and stops at 1, where the loss rose.
+    curves = {1.0: step(2.3, 2.62), 0.1: step(2.3, 2.3 * 0.88), 0.01: step(2.3, 2.3 * 0.901), 0.001: step(2.3, 2.3)}
+    check, rows, recommended = fake_probe(monkeypatch, data, curves)
+    assert recommended == pytest.approx((0.01, 1.0))
+    assert check.numbers["good_lrs"] == [0.1]
+    assert [r.status.value for r in rows] == ["rose", "fell", "barely moved", "barely moved"]
+    assert check.verdict is Verdict.PASS
+    assert check.numbers["too_high"] == [1.0]
+    assert check.measured == (
+        "loss drop in 100 iterations: 1: -14% rose, 0.1: +12% fell, 0.01: +10% barely moved, 0.001: +0% barely moved"
+    )
+
+
+def test_probe_never_says_try_larger_when_a_larger_lr_rose(monkeypatch: pytest.MonkeyPatch, data: Dataset) -> None:
+    curves = {
+        1.0: [2.3, float("inf")],
+        0.1: fell_then_rose(2.3, 2.0, 2.5),
+        0.01: line(2.3, 2.25),
+        0.001: line(2.3, 2.3),
+    }
+    check, _, recommended = fake_probe(monkeypatch, data, curves)
+    assert check.verdict is Verdict.FAIL
+    assert recommended is None
+    assert check.diagnosis == (
+        "the loss barely moved at lr ≤ 0.01 and rose at lr ≥ 0.1: probe between them, "
+        "or check the initialization (see activation statistics)"
+    )
+
+
+def test_probe_failure_advice_points_away_from_the_bad_side(monkeypatch: pytest.MonkeyPatch, data: Dataset) -> None:
+    flat = {0.1: line(2.3, 2.28), 0.01: line(2.3, 2.3)}
+    check, _, _ = fake_probe(monkeypatch, data, flat)
+    assert check.diagnosis == (
+        "the loss barely moved (fell < 10% in 100 iterations) at every lr probed: learning rate too low; "
+        "try ones above 0.1, or check the model and data"
+    )
+    high = {0.1: [2.3, float("nan")], 0.01: line(2.3, 2.9)}
+    check, _, _ = fake_probe(monkeypatch, data, high)
+    assert (
+        check.diagnosis == "the loss rose or diverged at every lr probed: learning rate too high; try ones below 0.01"
+    )
+
+
+def test_probe_warns_when_the_best_is_the_largest_probed(monkeypatch: pytest.MonkeyPatch, data: Dataset) -> None:
+    curves = {0.1: line(2.3, 1.6), 0.01: line(2.3, 2.0), 0.001: line(2.3, 2.28)}
+    check, _, recommended = fake_probe(monkeypatch, data, curves)
+    assert check.verdict is Verdict.WARN  # as the coarse search warns of a best value on its range's edge
+    assert check.numbers["edge"] == "high"
+    assert check.diagnosis.endswith(
+        "; best lr 0.1 is the largest probed: the best may lie above; probe higher (sanity.probe_lrs)"
+    )
+    assert recommended == pytest.approx((0.01, 1.0))  # still a range to search (and for --write-spec)
+
+
+def test_probe_warns_when_the_best_is_the_smallest_probed(monkeypatch: pytest.MonkeyPatch, data: Dataset) -> None:
+    curves = {0.1: line(2.3, 9.0), 0.01: line(2.3, 2.6), 0.001: line(2.3, 1.8)}
+    check, _, recommended = fake_probe(monkeypatch, data, curves)
+    assert check.verdict is Verdict.WARN
+    assert check.numbers["edge"] == "low"
+    assert check.diagnosis.endswith(
+        "; best lr 0.001 is the smallest probed: the best may lie below; probe lower (sanity.probe_lrs)"
+    )
+    assert recommended == pytest.approx((1e-4, 0.01))  # capped at 0.01, where the loss rose
+
+
+def test_probe_of_one_lr_warns_that_it_brackets_nothing(monkeypatch: pytest.MonkeyPatch, data: Dataset) -> None:
+    check, _, recommended = fake_probe(monkeypatch, data, {0.01: step(2.3, 1.8)})
+    assert check.verdict is Verdict.WARN
+    assert check.diagnosis.endswith(
+        "; best lr 0.01 is the only one probed: the best may lie either side; add lrs to sanity.probe_lrs"
+    )
+    assert recommended == pytest.approx((1e-3, 0.1))
+
+
 @pytest.mark.slow
 def test_probe_on_real_cifar10_recommends_a_range_that_trains(cifar10_root: Path) -> None:
     from hpsearch.records import TrialConfig
     from hpsearch.trial import run_trial
 
     spec = load_spec(ROOT / "configs/cifar10_coarse.yaml")
+    # The default lrs' best, 0.1, is the largest of them (a WARN); 1, where the loss explodes, brackets it.
+    spec = parse_spec({**spec.model_dump(mode="json"), "sanity": {"probe_lrs": [1, 0.1, 0.01, 1e-3, 1e-4]}})
     data = load_data(
         spec.model_copy(update={"train": spec.train.model_copy(update={"device": "cpu"})}), cifar10_root, None
     )
-    check, _, recommended = probe_learning_rates(spec, data)
-    assert check.verdict is Verdict.PASS
+    check, rows, recommended = probe_learning_rates(spec, data)
+    assert check.verdict is Verdict.PASS, check.diagnosis
+    assert rows[0].status is ProbeStatus.EXPLODED
     assert recommended is not None
     low, high = recommended
     # Train the two-layer net for one epoch at the range's geometric middle and at its ends' insides.
@@ -209,3 +367,27 @@ def test_cli_json_and_exit_code_1_on_failure(tmp_path: Path) -> None:
     verdicts = {c["check"]: c["verdict"] for c in doc["checks"]}
     assert verdicts["initial_loss"] == "FAIL"
     assert doc["passed"] is False
+
+
+def test_cli_writes_a_spec_whose_lr_range_comes_from_lrs_that_fell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # --write-spec searches what the probe recommends: centred on 0.1 (the one lr whose loss fell),
+    # capped at 1, where the loss rose; 0.01 (9.9%, barely moved) does not pull it down.
+    curves = {1.0: step(2.3, 2.62), 0.1: step(2.3, 2.3 * 0.88), 0.01: step(2.3, 2.3 * 0.901), 0.001: step(2.3, 2.3)}
+    monkeypatch.setattr(sanity, "_probe_losses", lambda _spec, _data, lr: curves[lr])
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {dataset: synthetic, synthetic_train: 1200, val_size: 200}\n"
+        "model: {hidden: [32]}\ntrain: {device: cpu, lr: 0.05}\n"
+        "search: {space: {lr: {low: 1.0e-4, high: 1.0, log: true}}}\n"
+        "sanity: {probe_lrs: [1, 0.1, 0.01, 0.001]}\n"
+    )
+    out_spec = tmp_path / "next.yaml"
+    res = cli("sanity-check", str(spec), "--out", str(tmp_path / "run"), "--write-spec", str(out_spec))
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "run/sanity/report.json").read_text())
+    assert doc["recommended_lr"] == pytest.approx([0.01, 1.0])
+    assert [r["status"] for r in doc["lr_probe"]] == ["rose", "fell", "barely moved", "barely moved"]
+    lr = load_spec(out_spec).search.space["lr"]
+    assert (lr.low, lr.high) == (pytest.approx(0.01), pytest.approx(1.0))  # type: ignore[union-attr]
