@@ -213,6 +213,9 @@ def render_outcome(outcome: StageOutcome) -> None:
 
     for w in outcome.warnings:
         warn(w)
+    if outcome.resumed and outcome.resumed == len(outcome.ranked):  # a resume with nothing left to train
+        n = outcome.resumed
+        err.print(f"resuming: {n} of {n} trials already finished, 0 to run", highlight=False)
     title = f"{outcome.stage}: {len(outcome.ranked)} trials, ranked by validation accuracy"
     out.print(rich_table(title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT, data=outcome.data))
     for e in outcome.edges:

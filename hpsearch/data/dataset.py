@@ -134,9 +134,7 @@ def _chunks(x: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
     return (x[i : i + size] for i in range(0, len(x), size))
 
 
-def build_dataset(
-    spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None
-) -> Dataset:
+def build_dataset(spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None) -> Dataset:
     """The dataset a spec's `data:` section describes; `data_root` is the CLI's --data-root."""
     if spec.dataset == "synthetic":
         try:
