@@ -1,6 +1,6 @@
 """Reading a trial's learning curves the way the lecture does: one label per trial, and one line for a
 stage whose learning rates were mostly too high or too low.
-May import: records."""
+May import: rank, records."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from hpsearch.rank import fmt_value
 from hpsearch.records import TrialResult, TrialState
 
 FLAT_DROP = 0.05  # the data loss fell by less than 5% of where it started: "lr too low"
@@ -130,4 +131,4 @@ def _lr_span(results: list[TrialResult]) -> str:
     if not lrs:
         return ""
     lo, hi = min(lrs), max(lrs)
-    return f" (lr {lo:.3g})" if lo == hi else f" (lr {lo:.3g} to {hi:.3g})"
+    return f" (lr {fmt_value(lo)})" if lo == hi else f" (lr {fmt_value(lo)} to {fmt_value(hi)})"

@@ -52,13 +52,14 @@ def curve_text(r: TrialResult, data: DataSpec | None = None) -> str:
 # --------------------------------------------------------------------------- one format per column
 
 
-def fmt_column(values: Sequence[Any], sig: int = 3) -> list[str]:
+def fmt_column(values: Sequence[Any], sig: int = 3, spans: bool = True) -> list[str]:
     """A column's values, every number in the column's one format: integers as integers; scientific
     with `sig - 1` significant digits when the numbers span two decades or more (or any is below
     0.01 or from 10^4 up); else fixed decimals that give the smallest `sig` significant digits.
     Trailing zeros every value shares are dropped (a grid's `1e-04`, not `1.0e-04`). None is `-`;
-    anything else (a string, layer widths) as fmt_value writes it."""
-    spec = _number_format([float(v) for v in values if _is_number(v) and math.isfinite(v)], sig)
+    anything else (a string, layer widths) as fmt_value writes it. `spans=False`: a span of decades
+    alone keeps fixed decimals (losses: 1.743 beside 805.000 compares better than 1.74e+00)."""
+    spec = _number_format([float(v) for v in values if _is_number(v) and math.isfinite(v)], sig, spans)
     return [_cell(v, spec) for v in values]
 
 
@@ -66,11 +67,11 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _number_format(nums: list[float], sig: int) -> str:
+def _number_format(nums: list[float], sig: int, spans: bool = True) -> str:
     if all(v.is_integer() and abs(v) < 1e6 for v in nums):
         return ".0f"
     sizes = [abs(v) for v in nums if v != 0]
-    if sizes and (min(sizes) < 1e-2 or max(sizes) >= 1e4 or max(sizes) / min(sizes) >= 100):
+    if sizes and (min(sizes) < 1e-2 or max(sizes) >= 1e4 or spans and max(sizes) / min(sizes) >= 100):
         return f".{_fewest_decimals(nums, max(0, sig - 2), 'e')}e"
     most = max(0, sig - 1 - math.floor(math.log10(min(sizes)))) if sizes else 0
     return f".{_fewest_decimals(nums, most, 'f')}f"
@@ -139,7 +140,10 @@ def _columns(
         _Column("train_acc", [_acc(r.train_acc) for r in ranked], numeric=True, layouts=until_short),
         # Four digits: the initial loss of a 10-class softmax reads as 2.303, ln 10.
         _Column(
-            "train_loss", fmt_column([r.train_loss for r in ranked], sig=4), numeric=True, layouts=until_borderless
+            "train_loss",
+            fmt_column([r.train_loss for r in ranked], sig=4, spans=False),
+            numeric=True,
+            layouts=until_borderless,
         ),
     ]
     if planned_epochs is not None:

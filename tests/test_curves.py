@@ -161,7 +161,7 @@ def stage(labels: dict[str, int]) -> list[TrialResult]:
 def test_stage_where_most_trials_diverged_or_rose_says_lr_too_high() -> None:
     results = stage({"good": 3, "diverged": 4, "rose": 3})  # lr 1e-5..1e-3 good, 1e-2..1e4 bad
     assert stage_advice(results, num_classes=10, val_size=1000) == (
-        "7 of 10 trials diverged or had a rising loss (lr 0.01 to 1e+04): the learning rate is too high; "
+        "7 of 10 trials diverged or had a rising loss (lr 0.01 to 10000): the learning rate is too high; "
         "lower search.space.lr"
     )
 

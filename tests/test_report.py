@@ -73,6 +73,9 @@ def test_each_numeric_column_has_one_format() -> None:
     assert fmt_column([32, 128, 1024]) == ["32", "128", "1024"]
     assert fmt_column([None, math.nan, math.inf, 2.302585, 1.5], sig=4) == ["-", "nan", "inf", "2.303", "1.500"]
     assert fmt_column(["relu", (128,), [256, 128], True]) == ["relu", "128", "256x128", "True"]
+    # Losses that span decades keep fixed decimals: 1.743 beside 805.000, not 1.74e+00.
+    assert fmt_column([1.743, 805.05, 27.92], sig=4, spans=False) == ["1.743", "805.050", "27.920"]
+    assert fmt_column([1.743, 2.5e4], sig=4, spans=False) == ["1.74e+00", "2.50e+04"]
 
 
 def test_an_80_column_table_cuts_no_number() -> None:
