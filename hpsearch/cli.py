@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
 from hpsearch import __version__
@@ -85,6 +85,13 @@ def main(
     """Hyperparameter search the cs231n way. Example: hpsearch coarse configs/smoke.yaml"""
 
 
+class _Eta(TimeRemainingColumn):
+    """Time left, for the search bar only (a download shows its size, the checks their count)."""
+
+    def render(self, task: Task) -> Text:
+        return Text.assemble("eta ", super().render(task)) if task.fields.get("eta") else Text("")
+
+
 class TrialProgress:
     """A progress bar on stderr, shown from the first update: planning, the data download if any,
     then trial i/N, elapsed time, time left and best so far."""
@@ -95,8 +102,7 @@ class TrialProgress:
             BarColumn(),
             TextColumn("{task.fields[count]}", markup=False),
             TimeElapsedColumn(),
-            TextColumn("{task.fields[eta]}", markup=False),
-            TimeRemainingColumn(),
+            _Eta(),
             TextColumn("{task.fields[best]}", markup=False),
             console=err,
         )
@@ -125,7 +131,7 @@ class TrialProgress:
         if not self.tasks:
             self.progress.start()
         if key not in self.tasks:
-            self.tasks[key] = self.progress.add_task(desc, total=total, count="", best="", eta="")
+            self.tasks[key] = self.progress.add_task(desc, total=total, count="", best="", eta=False)
         return self.tasks[key]
 
     def planning(self, desc: str) -> None:
@@ -152,7 +158,7 @@ class TrialProgress:
         `finished`: trials already done before a resume."""
         self._planned()
         task = self._task("trials", "search", trial_epochs)
-        self.progress.update(task, total=trial_epochs, completed=0, count=f"trial {finished}/{trials}", eta="eta")
+        self.progress.update(task, total=trial_epochs, completed=0, count=f"trial {finished}/{trials}", eta=True)
         if finished:
             err.print(f"resuming: {finished} of {trials} trials already finished, {trials - finished} to run")
 
