@@ -190,10 +190,14 @@ def test_cli_refine_and_report(tmp_path: Path) -> None:
     res = cli("refine", str(run), "--trials", "2", "--epochs", "1")
     assert res.returncode == 0, res.stderr
     assert "lr: [1e-04, 1] → [" in res.stderr
+    # What it is about to train, said before it trains (issue 12 item 14).
+    assert "refine-1: 2 trials x 1 epochs (lr decay 1), planned from coarse's top" in res.stderr
     assert "refine-1" in res.stdout
     rep = cli("report", str(run))
     assert rep.returncode == 0, rep.stderr
     assert "stage" in rep.stdout
+    header = next(line for line in rep.stdout.splitlines() if "rank" in line)
+    assert "epochs" in header  # epochs are part of every comparison across stages
     assert rep.stderr.count("plot: ") == 4
     missing = cli("refine", str(tmp_path / "nothing"))
     assert missing.returncode == 1
