@@ -66,8 +66,18 @@ class Net(nn.Module):
         return [m.weight for m in self.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> Net:
-    """Build and initialize the spec's model. Seed torch before calling for a reproducible init."""
+def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+    """Build and initialize the spec's model (a user's factory for kind python). Seed torch before
+    calling for a reproducible init."""
+    if spec.kind == "python":
+        from hpsearch.factory import build_user_model
+
+        return build_user_model(spec, input_shape, num_classes)
+    return build_builtin(spec, input_shape, num_classes)
+
+
+def build_builtin(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> Net:
+    """hpsearch's own MLP or convnet, initialized as the spec says."""
     widen = 2 if spec.activation is Activation.MAXOUT else 1
     layers: list[nn.Module] = []
     hidden: list[nn.Module] = []
@@ -111,6 +121,12 @@ def _initialize(net: Net, spec: ModelSpec) -> None:
                     m.bias.fill_(spec.bias_init)
 
 
-def l2_penalty(net: Net, weight_decay: float) -> torch.Tensor:
+def regularized(net: nn.Module) -> list[torch.Tensor]:
+    """The tensors L2 weight decay applies to: those with more than one dimension (weight matrices
+    and kernels), never biases or normalization scales and shifts."""
+    return [p for p in net.parameters() if p.ndim > 1]
+
+
+def l2_penalty(net: nn.Module, weight_decay: float) -> torch.Tensor:
     """0.5 * wd * sum(W^2) over weight matrices and kernels; biases are not regularized."""
-    return 0.5 * weight_decay * sum((w * w).sum() for w in net.weights())  # type: ignore[return-value]
+    return 0.5 * weight_decay * sum((w * w).sum() for w in regularized(net))  # type: ignore[return-value]

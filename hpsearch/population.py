@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpsearch.data import Dataset
-from hpsearch.models import Maxout, Net, build_model
+from hpsearch.models import Maxout, Net, build_builtin
 from hpsearch.recorder import TrialRecorder
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.spec import Activation, Optimizer
@@ -42,6 +42,8 @@ UNSUPPORTED_ACTIVATIONS = {Activation.PRELU}  # a learned slope per unit: traine
 def group_key(cfg: TrialConfig) -> tuple[Any, ...] | None:
     """Trials with equal keys train together; None: this trial trains alone (run_trial)."""
     m, t = cfg.model, cfg.train
+    if m.kind == "python":
+        return None  # a user's network trains one at a time
     if m.activation in UNSUPPORTED_ACTIVATIONS or m.dropout > 0 or not m.hidden:
         return None  # dropout masks drawn per trial cannot match one-at-a-time training
     adam = t.optimizer is Optimizer.ADAM
@@ -297,7 +299,7 @@ def _nets(configs: list[TrialConfig], data: Dataset) -> list[Net]:
     nets = []
     for cfg in configs:
         torch.manual_seed(init_seed(cfg.seed, cfg.trial_id))  # the same init as run_trial
-        nets.append(build_model(cfg.model, data.input_shape, data.num_classes).to(data.x_train.device))
+        nets.append(build_builtin(cfg.model, data.input_shape, data.num_classes).to(data.x_train.device))
     return nets
 
 

@@ -129,14 +129,16 @@ def _plan_numeric(name: str, dom: NumericRange, top: list[TrialResult], flag: st
         else:
             rule = span
     low, high = _clamp(name, back(lo), back(hi), dom)
-    return RangePlan(name, dom, NumericRange(low=low, high=high, log=dom.log), rule)
+    return RangePlan(name, dom, NumericRange(low=low, high=high, log=dom.log, integer=dom.integer), rule)
 
 
 def _clamp(name: str, low: float, high: float, dom: NumericRange) -> tuple[float, float]:
     """Keep the bounds inside what the field accepts (lr > 0, dropout < 1, ...), integers whole."""
     low, high = _round_sig(low), _round_sig(high)
-    field = (TrainSpec if SEARCHABLE[name] == "train" else ModelSpec).model_fields[name]
-    for bound in field.metadata:
+    section = SEARCHABLE.get(name) if dom.integer is None else None  # a factory argument has no field
+    owner = TrainSpec if section == "train" else ModelSpec if section == "model" else None
+    # A factory argument has no field, so no bounds but its range's own.
+    for bound in owner.model_fields[name].metadata if owner else []:
         if isinstance(bound, annotated_types.Gt):
             low = max(low, math.nextafter(float(bound.gt), math.inf))  # type: ignore[arg-type]
         elif isinstance(bound, annotated_types.Ge):
@@ -145,7 +147,7 @@ def _clamp(name: str, low: float, high: float, dom: NumericRange) -> tuple[float
             high = min(high, math.nextafter(float(bound.lt), -math.inf))  # type: ignore[arg-type]
         elif isinstance(bound, annotated_types.Le):
             high = min(high, float(bound.le))  # type: ignore[arg-type]
-    if is_int_param(name):
+    if is_int_param(name, dom):
         low, high = float(max(1, math.floor(low))), float(math.ceil(high))
     if high <= low:  # squeezed against a field limit: fall back to the old range
         return dom.low, dom.high

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from hpsearch.data import Dataset
-from hpsearch.models import Net, build_model, l2_penalty
+from hpsearch.models import Maxout, Net, build_model, l2_penalty
 from hpsearch.records import finite_or_none
 from hpsearch.spec import Activation, Spec, TrainSpec
 from hpsearch.trial import batch_order, init_seed, make_optimizer, training_loss
@@ -172,7 +172,7 @@ def run_sanity_checks(spec: Spec, data: Dataset, on_step: StepCallback | None = 
     return SanityReport([initial, activations, overfit, probe_check], layers, probe, recommended)
 
 
-def fresh_model(spec: Spec, data: Dataset, dropout: bool = True) -> Net:
+def fresh_model(spec: Spec, data: Dataset, dropout: bool = True) -> nn.Module:
     model = spec.model if dropout else spec.model.model_copy(update={"dropout": 0.0})
     torch.manual_seed(init_seed(spec.search.seed, 0))
     return build_model(model, data.input_shape, data.num_classes).to(data.x_train.device)
@@ -248,13 +248,27 @@ def _banded(ratio: float, pass_band: tuple[float, float], warn_band: tuple[float
 # --------------------------------------------------------------------------- 2. activation statistics
 
 
+# Modules whose outputs are hidden activations in a user's network, found by type.
+ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, Maxout)
+
+
+def activation_modules(net: nn.Module, watch: tuple[str, ...] = ()) -> list[nn.Module]:
+    """The modules whose outputs the activation statistics look at: hpsearch's own nets list
+    theirs; in a user's network, every activation module (by type) and any class named in
+    model.watch, in forward-definition order."""
+    if isinstance(net, Net):
+        return list(net.hidden_layers)
+    return [m for m in net.modules() if isinstance(m, ACTIVATION_TYPES) or type(m).__name__ in watch]
+
+
 def check_activations(spec: Spec, data: Dataset) -> tuple[CheckResult, list[LayerStats]]:
     """One forward and backward pass at init: per hidden layer, activation mean/std, dead and
     saturated units, and weight-gradient norms (the lecture's "activation statistics")."""
     net = fresh_model(spec, data, dropout=False)
     (idx,) = _first_batches(spec, data, 1, spec.sanity.activation_batch)
     outputs: list[torch.Tensor] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, o: outputs.append(o.detach())) for m in net.hidden_layers]
+    watched = activation_modules(net, spec.model.watch)
+    hooks = [m.register_forward_hook(lambda _m, _i, o: outputs.append(o.detach())) for m in watched]
     try:
         loss, _ = training_loss(net, data.normalize(data.x_train[idx]), data.y_train[idx], 0.0)
         loss.backward()

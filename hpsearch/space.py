@@ -20,7 +20,7 @@ from hpsearch.spec import Categorical, NumericRange, Sampler, SearchSpec, Spec, 
 
 def sample_numeric(name: str, dom: NumericRange, rng: np.random.Generator) -> float | int:
     """One draw: uniform in log10 space when `log`, else uniform; integers cover [low, high] evenly."""
-    integer = is_int_param(name)
+    integer = is_int_param(name, dom)
     # For integers draw from [low, high + 1) and floor, so both ends are as likely as any inner value.
     low, high = dom.low, dom.high + (1 if integer else 0)
     u = rng.uniform(math.log10(low), math.log10(high)) if dom.log else rng.uniform(low, high)
@@ -38,7 +38,7 @@ def grid_axis(name: str, dom: NumericRange, points: int) -> list[float | int]:
         ends = list(np.logspace(math.log10(dom.low), math.log10(dom.high), points))
     else:
         ends = list(np.linspace(dom.low, dom.high, points))
-    if is_int_param(name):
+    if is_int_param(name, dom):
         return sorted({int(round(v)) for v in ends})
     return [float(v) for v in ends]
 
@@ -178,7 +178,7 @@ def _free_points(search: SearchSpec) -> dict[str, int]:
 
 def _capacity(name: str, dom: Any) -> float:
     """How many distinct values a range holds: its integers, or (floats) any number."""
-    return int(dom.high) - int(dom.low) + 1 if is_int_param(name) else math.inf
+    return int(dom.high) - int(dom.low) + 1 if isinstance(dom, NumericRange) and is_int_param(name, dom) else math.inf
 
 
 def _and(names: list[str]) -> str:

@@ -86,8 +86,16 @@ class _Strict(BaseModel):
         return v
 
 
+def _from_spec_dir(path: Path, info: ValidationInfo) -> Path:
+    """A relative path in a spec file is relative to that file's folder (load_spec passes it)."""
+    base = (info.context or {}).get("base")
+    return Path(base) / path if base is not None and not path.is_absolute() else path
+
+
 class DataSpec(_Strict):
-    dataset: Literal["cifar10", "synthetic"] = "cifar10"
+    dataset: Literal["cifar10", "synthetic", "npz", "folder"] = "cifar10"
+    path: Path | None = None  # npz: the .npz file; folder: the image folder (train/<class>/...); relative to the spec
+    resize: tuple[int, int] | None = None  # folder: resize every image to (height, width); else mixed sizes are refused
     root: Path | None = None  # where CIFAR-10 lives or is downloaded to; None: the user cache dir
     val_size: int = Field(1000, ge=1)  # taken from the end of the training set
     train_subset: int | None = Field(None, ge=1)  # first N training examples after the val split
@@ -97,14 +105,37 @@ class DataSpec(_Strict):
     synthetic_test: int = Field(1000, ge=10)
     seed: int = Field(0, ge=0)  # synthetic data's own seed: every stage sees the same data, whatever search.seed
 
+    @field_validator("path")
+    @classmethod
+    def _path_from_spec_dir(cls, v: Path | None, info: ValidationInfo) -> Path | None:
+        return None if v is None else _from_spec_dir(v, info)
+
+    @model_validator(mode="after")
+    def _path_for_user_data(self) -> DataSpec:
+        if self.dataset in ("npz", "folder") and self.path is None:
+            raise spec_error("path", f"is required for dataset {self.dataset} (the file or folder to read)", None)
+        if self.dataset not in ("npz", "folder") and self.path is not None:
+            raise spec_error("path", f"is for dataset npz or folder, not {self.dataset}", str(self.path))
+        if self.resize is not None and (self.dataset != "folder" or min(self.resize) < 1):
+            raise spec_error("resize", "is [height, width] >= 1, for dataset folder only", self.resize)
+        return self
+
     @property
-    def num_classes(self) -> int:
-        """Classes of the dataset: CIFAR-10's ten, and the synthetic data's ten (made like it)."""
-        return 10
+    def num_classes(self) -> int | None:
+        """Classes of the dataset when the spec alone says it: CIFAR-10's ten and the synthetic
+        data's ten; None for a user's npz or folder (the loaded Dataset knows)."""
+        return 10 if self.dataset in ("cifar10", "synthetic") else None
 
 
 class ModelSpec(_Strict):
-    kind: Literal["mlp", "convnet"] = "mlp"
+    kind: Literal["mlp", "convnet", "python"] = "mlp"
+    # kind python: "nets.py:three_layer_convnet" (a file, relative to the spec) or "package.module:fn",
+    # called as factory(input_shape, num_classes, **args) -> nn.Module mapping a batch to logits.
+    factory: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)  # the factory's keyword arguments; each can be searched
+    watch: tuple[
+        str, ...
+    ] = ()  # sanity-check: module class names whose outputs count as activations, besides ReLU, Tanh, ...
     hidden: tuple[int, ...] = (50,)  # layer widths (mlp) or channels per conv block (convnet)
     activation: Activation = Activation.RELU
     init: Init = Init.KAIMING
@@ -124,6 +155,26 @@ class ModelSpec(_Strict):
             if width < 1:
                 raise spec_error(str(i), "every layer width must be >= 1", width)
         return v
+
+    @field_validator("factory")
+    @classmethod
+    def _factory_reference(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is None:
+            return v
+        where, _, name = v.rpartition(":")
+        if not where or not name.isidentifier():
+            raise spec_error("", "must be 'file.py:function' or 'package.module:function'", v)
+        if is_factory_file(where):
+            where = str(_from_spec_dir(Path(where), info))
+        return f"{where}:{name}"
+
+    @model_validator(mode="after")
+    def _factory_for_python(self) -> ModelSpec:
+        if self.kind == "python" and self.factory is None:
+            raise spec_error("factory", "is required for kind python ('nets.py:my_net')", None)
+        if self.kind != "python" and (self.factory is not None or self.args):
+            raise spec_error("kind", "must be python for a factory and its args", self.kind)
+        return self
 
 
 class TrainSpec(_Strict):
@@ -185,6 +236,7 @@ class NumericRange(_Strict):
     low: float
     high: float
     log: bool = False
+    integer: bool | None = None  # a factory argument's range: whole numbers (default: when low and high are)
     points: int | None = Field(None, ge=1)  # grid sampler only: values along this axis (below 3 only if set)
 
     @model_validator(mode="after")
@@ -238,7 +290,7 @@ class SearchSpec(_Strict):
         if not isinstance(v, dict):
             return v
         for name, body in v.items():
-            if name not in SEARCHABLE:
+            if not isinstance(name, str) or not name.isidentifier():
                 raise spec_error(str(name), f"not a searchable parameter{_did_you_mean(name, SEARCHABLE)}", name)
             if not isinstance(body, dict) or not ({"values"} <= body.keys() or {"low", "high"} <= body.keys()):
                 raise spec_error(str(name), "must be {low, high, log} or {values: [...]}", body)
@@ -277,6 +329,11 @@ class Spec(_Strict):
         space: dict[str, NumericRange | Categorical] = {}
         for name, dom in self.search.space.items():
             where = f"search.space.{name}"
+            if self.is_factory_arg(name):
+                space[name] = dom if isinstance(dom, Categorical) else _integer_resolved(dom)
+                continue
+            if name not in SEARCHABLE:
+                raise spec_error(where, f"not a searchable parameter{_did_you_mean(name, SEARCHABLE)}", name)
             if isinstance(dom, Categorical):
                 values = tuple(self._coerce(name, v, f"{where}.values.{i}") for i, v in enumerate(dom.values))
                 space[name] = Categorical(values=values)
@@ -304,10 +361,19 @@ class Spec(_Strict):
             self._coerce(name, int(v) if is_int_param(name) else v, f"{where}.{key}")
         return dom
 
+    def is_factory_arg(self, name: str) -> bool:
+        """With a python model every searched name but a train field is the factory's argument
+        (the built-in nets' model fields, hidden or activation, mean nothing to it)."""
+        return self.model.kind == "python" and SEARCHABLE.get(name) != "train"
+
     def resolved(self, params: dict[str, Any]) -> Spec:
-        """This spec with `params` overriding the fixed train/model fields (a trial's spec)."""
-        train = {k: v for k, v in params.items() if SEARCHABLE[k] == "train"}
-        model = {k: v for k, v in params.items() if SEARCHABLE[k] == "model"}
+        """This spec with `params` overriding the fixed train/model fields and the factory's
+        arguments (a trial's spec)."""
+        train = {k: v for k, v in params.items() if SEARCHABLE.get(k) == "train"}
+        args = {k: v for k, v in params.items() if self.is_factory_arg(k)}
+        model = {k: v for k, v in params.items() if SEARCHABLE.get(k) == "model" and k not in args}
+        if args:
+            model["args"] = {**self.model.args, **args}
         return self.model_copy(
             update={
                 "train": TrainSpec.model_validate({**self.train.model_dump(), **train}),
@@ -334,8 +400,24 @@ def with_overrides(spec: Spec, trials: int | None = None, epochs: int | None = N
         raise SpecError(_format_error(options, e.errors()[0])) from None
 
 
-def is_int_param(name: str) -> bool:
-    return _field_type(name) is int
+def is_int_param(name: str, dom: NumericRange | None = None) -> bool:
+    """Whether a searched parameter takes whole numbers: its field's type, or for a factory
+    argument its range's `integer`."""
+    if dom is not None and dom.integer is not None:  # a factory argument: set when the spec is read
+        return dom.integer
+    return name in SEARCHABLE and _field_type(name) is int
+
+
+def is_factory_file(where: str) -> bool:
+    """'nets.py' or 'models/nets.py' name a file; 'package.module' names an importable module."""
+    return where.endswith(".py") or "/" in where or "\\" in where
+
+
+def _integer_resolved(dom: NumericRange) -> NumericRange:
+    if dom.integer is not None:
+        return dom
+    whole = float(dom.low).is_integer() and float(dom.high).is_integer()
+    return dom.model_copy(update={"integer": whole})
 
 
 def _field_type(name: str) -> Any:
@@ -404,14 +486,15 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
     return model
 
 
-def parse_spec(data: Any, path: str = "<spec>") -> Spec:
-    """Validate already-parsed YAML into a Spec, or raise SpecError naming path, key and value."""
+def parse_spec(data: Any, path: str = "<spec>", base: Path | None = None) -> Spec:
+    """Validate already-parsed YAML into a Spec, or raise SpecError naming path, key and value.
+    Relative data and factory paths are relative to `base` (the spec file's folder)."""
     if data is None:
         raise SpecError(f"{path}: the spec is empty")
     if not isinstance(data, dict):
         raise SpecError(f"{path}: the spec must be a mapping of keys to values (got {type(data).__name__})")
     try:
-        return Spec.model_validate(data)
+        return Spec.model_validate(data, context={"base": base} if base is not None else None)
     except ValidationError as e:
         raise SpecError(_format_error(path, e.errors()[0])) from None
 
@@ -461,7 +544,7 @@ def load_spec(path: str | Path) -> Spec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"{p}: invalid YAML{where}: {problem}") from None
-    return parse_spec(data, str(p))
+    return parse_spec(data, str(p), p.resolve().parent)
 
 
 def spec_to_yaml(spec: Spec) -> str:

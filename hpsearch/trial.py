@@ -10,10 +10,11 @@ May import: data, models, records, recorder, spec; torch.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from hpsearch.data import Dataset
-from hpsearch.models import Net, build_model, l2_penalty
+from hpsearch.models import build_model, l2_penalty
 from hpsearch.recorder import TrialRecorder
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.spec import Optimizer, TrainSpec
@@ -29,7 +30,7 @@ FLUSH_EVERY = 16
 
 
 @torch.no_grad()
-def flush_tiny_(net: Net, opt: torch.optim.Optimizer) -> None:
+def flush_tiny_(net: nn.Module, opt: torch.optim.Optimizer) -> None:
     """Zero parameters and optimizer state smaller than TINY in magnitude (see TINY)."""
     tensors = list(net.parameters()) + [
         v for state in opt.state.values() for v in state.values() if torch.is_tensor(v) and v.is_floating_point()
@@ -73,7 +74,7 @@ def batch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
     return torch.randperm(n, generator=g).to(device)
 
 
-def make_optimizer(net: Net, train: TrainSpec) -> torch.optim.Optimizer:
+def make_optimizer(net: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
     params = list(net.parameters())
     if train.optimizer is Optimizer.ADAM:
         return torch.optim.Adam(params, lr=train.lr, betas=(train.beta1, train.beta2), eps=train.eps)
@@ -83,7 +84,7 @@ def make_optimizer(net: Net, train: TrainSpec) -> torch.optim.Optimizer:
 
 
 @torch.no_grad()
-def accuracy(net: Net, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> float:
+def accuracy(net: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> float:
     was_training = net.training
     net.eval()
     correct = 0
@@ -94,7 +95,9 @@ def accuracy(net: Net, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> float
     return correct / max(1, len(x))
 
 
-def training_loss(net: Net, x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+def training_loss(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, weight_decay: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(loss, data loss): softmax cross-entropy plus the L2 penalty when weight_decay > 0."""
     data_loss = F.cross_entropy(net(x), y)
     return (data_loss + l2_penalty(net, weight_decay) if weight_decay else data_loss), data_loss
