@@ -16,8 +16,12 @@ _OWN_STD = {Init.XAVIER: "1/sqrt(fan_in)", Init.KAIMING: "sqrt(2/fan_in)"}
 
 def training_examples(data: DataSpec) -> int | None:
     """Examples the net trains on: the training set less the last `val_size`, then the first
-    `train_subset` of those. None when val_size leaves none (the data loader refuses that)."""
-    available = _training_set(data) - data.val_size
+    `train_subset` of those. None when val_size leaves none (the data loader refuses that), or
+    when only the data knows (a user's npz or image folder)."""
+    total = _training_set(data)
+    if total is None:
+        return None
+    available = total - data.val_size
     if available < 1:
         return None
     return min(data.train_subset, available) if data.train_subset is not None else available
@@ -44,12 +48,15 @@ def execution_warnings(workers: int | None, cores: int | None) -> list[str]:
     ]
 
 
-def _training_set(data: DataSpec) -> int:
-    return data.synthetic_train if data.dataset == "synthetic" else CIFAR10_TRAIN
+def _training_set(data: DataSpec) -> int | None:
+    sizes = {"synthetic": data.synthetic_train, "cifar10": CIFAR10_TRAIN}
+    return sizes.get(data.dataset)  # a user's npz or folder: known once loaded
 
 
 def _validation_split(data: DataSpec) -> list[str]:
     total = _training_set(data)
+    if total is None:
+        return []
     left = total - data.val_size
     # More held out than trained on; val_size >= the whole set is the data loader's error, not a warning.
     if not 0 < left < data.val_size:
@@ -84,7 +91,7 @@ def _largest(dom: NumericRange | Categorical) -> int:
 
 def _init_std(spec: Spec) -> list[str]:
     space = spec.search.space
-    if "init_std" not in space:
+    if "init_std" not in space or spec.model.kind == "python":  # a factory's own init_std argument
         return []
     searched_inits = space.get("init")
     if isinstance(searched_inits, Categorical):

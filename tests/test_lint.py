@@ -111,3 +111,17 @@ def test_lint_imports_no_torch() -> None:
     code = "import sys, hpsearch.lint; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
     assert out.stdout.strip() == "False"
+
+
+def test_a_python_models_init_std_argument_and_user_data_are_not_linted_as_builtin() -> None:
+    from hpsearch.spec import parse_spec
+
+    spec = parse_spec(
+        {
+            "name": "u",
+            "data": {"dataset": "npz", "path": "/tmp/none.npz"},
+            "model": {"kind": "python", "factory": "nets.py:net", "init": "kaiming"},
+            "search": {"space": {"lr": {"low": 0.01, "high": 0.1}, "init_std": {"low": 0.01, "high": 0.1}}},
+        }
+    )
+    assert spec_warnings(spec) == []  # init_std is the factory's argument; the npz's size is unknown here
