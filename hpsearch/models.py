@@ -1,5 +1,5 @@
 """MLP and convnet built from a ModelSpec: every activation and initialization in the lecture.
-May import: spec; torch."""
+May import: errors, spec, factory; torch."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import math
 import torch
 from torch import nn
 
+from hpsearch.errors import SpecError
 from hpsearch.spec import Activation, Init, ModelSpec
 
 LEAKY_SLOPE = 0.01  # the lecture's max(0.01x, x)
@@ -66,7 +67,7 @@ class Net(nn.Module):
         return [m.weight for m in self.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
 
 
-def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+def build_model(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     """Build and initialize the spec's model (a user's factory for kind python). Seed torch before
     calling for a reproducible init."""
     if spec.kind == "python":
@@ -76,7 +77,7 @@ def build_model(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes:
     return build_builtin(spec, input_shape, num_classes)
 
 
-def build_builtin(spec: ModelSpec, input_shape: tuple[int, int, int], num_classes: int) -> Net:
+def build_builtin(spec: ModelSpec, input_shape: tuple[int, ...], num_classes: int) -> Net:
     """hpsearch's own MLP or convnet, initialized as the spec says."""
     widen = 2 if spec.activation is Activation.MAXOUT else 1
     layers: list[nn.Module] = []
@@ -92,19 +93,21 @@ def build_builtin(spec: ModelSpec, input_shape: tuple[int, int, int], num_classe
                 layers.append(nn.Dropout(spec.dropout))
             features = width
     else:
-        channels, size = input_shape[0], input_shape[1]
+        if len(input_shape) != 3:
+            raise SpecError(f"model.kind: convnet needs images (C, H, W); the data's examples are {tuple(input_shape)}")
+        channels, h, w = input_shape
         for width in spec.hidden:
             layers.append(nn.Conv2d(channels, width * widen, kernel_size=3, padding=1))
             hidden.append(activation_layer(spec.activation, width))
             layers.append(hidden[-1])
-            if size >= 2:
+            if min(h, w) >= 2:
                 layers.append(nn.MaxPool2d(2))
-                size //= 2
+                h, w = h // 2, w // 2
             channels = width
         layers.append(nn.Flatten())
         if spec.dropout > 0:
             layers.append(nn.Dropout(spec.dropout))
-        features = channels * size * size
+        features = channels * h * w
     layers.append(nn.Linear(features, num_classes))
     net = Net(nn.Sequential(*layers), hidden)
     _initialize(net, spec)

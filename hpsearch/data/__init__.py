@@ -3,9 +3,10 @@
 Submodules, each importing only those listed before it: `download` streams a file with its md5 verified and
 extracts a tar archive without writing outside its target (`download_file`, `file_md5`, `safe_extract`,
 `ProgressFn`); `cifar10` knows the release (where the data root is, the binary and python readers, the safe
-unpickler, `load_cifar10`, `RawSplits`); `synthetic` makes CIFAR-shaped random data (`make_synthetic`); `dataset`
-holds the in-memory `Dataset`, the validation split and preprocessing statistics, and `build_dataset`, which turns
-a spec's `data:` section into a `Dataset`; `load` puts a spec's dataset on its device (`load_data`, and
+unpickler, `load_cifar10`, `RawSplits`); `synthetic` makes CIFAR-shaped random data (`make_synthetic`); `npz`
+reads a user's named arrays (`load_npz`); `folder` decodes and caches a user's image folder (`load_folder`);
+`dataset` holds the in-memory `Dataset`, the validation split and preprocessing statistics, and `build_dataset`,
+which turns a spec's `data:` section into a `Dataset`; `load` puts a spec's dataset on its device (`load_data`, and
 `DataRecipe`, its picklable form for worker processes). This package re-exports the public names other
 modules and tests use.
 """
@@ -24,7 +25,9 @@ from hpsearch.data.cifar10 import (
 )
 from hpsearch.data.dataset import Dataset, build_dataset, split_and_preprocess
 from hpsearch.data.download import ProgressFn, download_file, safe_extract
+from hpsearch.data.folder import load_folder
 from hpsearch.data.load import DataRecipe, load_data, resolve_device
+from hpsearch.data.npz import load_npz
 from hpsearch.data.synthetic import make_synthetic
 
 __all__ = [
@@ -39,6 +42,8 @@ __all__ = [
     "download_file",
     "load_cifar10",
     "load_data",
+    "load_folder",
+    "load_npz",
     "make_synthetic",
     "read_cifar10_bin",
     "read_cifar10_py",

@@ -2,15 +2,18 @@
 
 Images stay uint8 NCHW in memory (150 MB for CIFAR-10's training set instead of 600 MB as float32); trials
 normalize each batch on the fly with `Dataset.normalize`, whose shift and scale are computed from the training
-split alone. `build_dataset` turns a spec's `data:` section into a `Dataset`, from CIFAR-10 or synthetic data.
-This is the top of the package: it imports `cifar10`, `synthetic` and `download` (for `ProgressFn`), and none
-of them imports it.
+split alone. A user's npz may hold float features of any shape instead: they stay float32, and the statistics
+are per feature (or per index of dim 1, the channel, for the per-channel options). `build_dataset` turns a
+spec's `data:` section into a `Dataset`, from CIFAR-10, synthetic data, an npz file or an image folder.
+This is the top of the package: it imports `cifar10`, `synthetic`, `npz`, `folder` and `download` (for
+`ProgressFn`), and none of them imports it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +22,8 @@ import torch
 
 from hpsearch.data.cifar10 import PIXELS, RawSplits, load_cifar10, resolve_data_root
 from hpsearch.data.download import ProgressFn
+from hpsearch.data.folder import load_folder
+from hpsearch.data.npz import Split, load_npz
 from hpsearch.data.synthetic import make_synthetic
 from hpsearch.errors import DataError
 from hpsearch.spec import DataSpec, Preprocess
@@ -28,13 +33,14 @@ _STATS_CHUNK = 1024  # images per chunk when summing statistics: 1024 * 3072 * 8
 
 @dataclass(frozen=True)
 class Dataset:
-    """What trials train on: uint8 images in memory, normalized a batch at a time by `normalize`."""
+    """What trials train on: uint8 images (or a user's float features) in memory, normalized a batch at a
+    time by `normalize`."""
 
-    x_train: torch.Tensor  # uint8 (N, 3, 32, 32)
+    x_train: torch.Tensor  # uint8 (N, C, H, W), 3x32x32 for CIFAR-10; or float32 (N, ...) features
     y_train: torch.Tensor  # int64 (N,)
     x_val: torch.Tensor
     y_val: torch.Tensor
-    shift: torch.Tensor  # float32, broadcastable to (B, 3, 32, 32), in [0, 1] pixel units
+    shift: torch.Tensor  # float32, broadcastable to (B, C, H, W), in [0, 1] pixel units (features: their units)
     scale: torch.Tensor  # float32, broadcastable; divides after the shift
     classes: tuple[str, ...]
 
@@ -43,12 +49,12 @@ class Dataset:
         return len(self.classes)
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.x_train.shape[1:]
-        return (c, h, w)
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: (C, H, W) for images, anything for features."""
+        return tuple(self.x_train.shape[1:])
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 batch -> float32 (x/255 - shift)/scale."""
+        """uint8 batch -> float32 (x/255 - shift)/scale; float features -> (x - shift)/scale."""
         gain, offset = self.affine
         return torch.addcmul(offset, x.to(torch.float32), gain)
 
@@ -56,7 +62,8 @@ class Dataset:
     def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
         # (x/255 - shift)/scale == x*gain + offset: one fused multiply-add per batch. Cached in the
         # instance __dict__ (cached_property bypasses the frozen __setattr__), computed once per device.
-        return 1.0 / (255.0 * self.scale), -self.shift / self.scale
+        unit = 255.0 if self.x_train.dtype == torch.uint8 else 1.0  # pixels are 0..255; features are as given
+        return 1.0 / (unit * self.scale), -self.shift / self.scale
 
     def to(self, device: torch.device) -> Dataset:
         """This dataset with every tensor on `device`."""
@@ -66,9 +73,14 @@ class Dataset:
         )
 
 
-def split_and_preprocess(raw: RawSplits, val_size: int, train_subset: int | None, preprocess: Preprocess) -> Dataset:
-    """Hold out the last `val_size` training examples, keep the first `train_subset` of the rest, and
-    compute the preprocessing statistics from that training split alone."""
+def split_and_preprocess(
+    raw: RawSplits, val_size: int, train_subset: int | None, preprocess: Preprocess, val: Split | None = None
+) -> Dataset:
+    """Hold out the last `val_size` training examples (unless the data has its own validation split `val`),
+    keep the first `train_subset` of the rest, and compute the preprocessing statistics from that training
+    split alone."""
+    if val is not None:
+        return _with_own_val(raw, val, train_subset, preprocess)
     n = len(raw.y_train)
     if not 1 <= val_size < n:
         raise DataError(f"data.val_size: {val_size} must be at least 1 and less than the {n} training examples")
@@ -93,8 +105,20 @@ def split_and_preprocess(raw: RawSplits, val_size: int, train_subset: int | None
     )
 
 
+def _with_own_val(raw: RawSplits, val: Split, train_subset: int | None, preprocess: Preprocess) -> Dataset:
+    n = len(raw.y_train)
+    if train_subset is not None and not 1 <= train_subset <= n:
+        raise DataError(f"data.train_subset: {train_subset} must be between 1 and the {n} training examples")
+    end = n if train_subset is None else train_subset
+    x_train, y_train = raw.x_train[:end], raw.y_train[:end]
+    shift, scale = _statistics(x_train, Preprocess(preprocess))
+    return Dataset(x_train, y_train, val[0], val[1], shift, scale, raw.classes)
+
+
 def _statistics(x: torch.Tensor, preprocess: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
     """(shift, scale) in [0, 1] pixel units, float32, from uint8 images x (N, C, H, W)."""
+    if x.dtype != torch.uint8:
+        return _feature_statistics(x, preprocess)
     c = x.shape[1]
     ones = torch.ones(1, c, 1, 1, dtype=torch.float32)
     if preprocess is Preprocess.NONE:
@@ -130,6 +154,32 @@ def _pixel_sums(x: torch.Tensor, squares: bool) -> tuple[torch.Tensor, torch.Ten
     return total, total_sq
 
 
+def _feature_statistics(x: torch.Tensor, preprocess: Preprocess) -> tuple[torch.Tensor, torch.Tensor]:
+    """(shift, scale), float32, from float features x (N, ...): per feature (mean_image), or per index of
+    dim 1 over every later dim (the per-channel options; for (N, D) features that is per feature too)."""
+    keep = (1, x.shape[1]) + (1,) * (x.dim() - 2)  # per channel: (1, C, 1, ...)
+    ones = torch.ones(keep, dtype=torch.float32)
+    if preprocess is Preprocess.NONE:
+        return torch.zeros_like(ones), ones
+    total = torch.zeros(1, *x.shape[1:], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for chunk in _chunks(x, _STATS_CHUNK):  # float64 sums, a chunk at a time: no full float64 copy
+        wide = chunk.to(torch.float64)
+        total += wide.sum(dim=0, keepdim=True)
+        squares += wide.square().sum(dim=0, keepdim=True)
+    n = x.shape[0]
+    if preprocess is Preprocess.MEAN_IMAGE:
+        return (total / n).float(), torch.ones_like(total, dtype=torch.float32)
+    later = tuple(range(2, x.dim()))
+    count = n * math.prod(x.shape[2:])  # values per channel
+    mean = (total.sum(dim=later, keepdim=True) if later else total) / count
+    if preprocess is Preprocess.PER_CHANNEL_MEAN:
+        return mean.float(), ones
+    var = (squares.sum(dim=later, keepdim=True) if later else squares) / count - mean.square()
+    std = var.clamp_min(0).sqrt()
+    return mean.float(), torch.where(std > 0, std, torch.ones_like(std)).float()
+
+
 def _chunks(x: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
     return (x[i : i + size] for i in range(0, len(x), size))
 
@@ -145,6 +195,10 @@ def build_dataset(spec: DataSpec, data_root: Path | None = None, progress: Progr
                 f"data.synthetic_train, data.synthetic_test: {spec.synthetic_train} + {spec.synthetic_test} "
                 f"images need about {gb:.3g} GB to generate, more than this machine can allocate"
             ) from None
+    elif spec.dataset in ("npz", "folder"):
+        assert spec.path is not None  # the spec requires it for these datasets
+        raw, val = load_npz(spec.path) if spec.dataset == "npz" else load_folder(spec.path, spec.resize, progress)
+        return split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess, val)
     else:
         raw = load_cifar10(resolve_data_root(data_root, spec.root), download=spec.download, progress=progress)
     return split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess)
