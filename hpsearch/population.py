@@ -7,14 +7,17 @@ are grouped convolutions (groups = P). Each trial keeps its own init (the same s
 training), learning rate, weight decay, momentum or Adam betas and lr decay, applied in one
 vectorized update. A trial whose loss turns NaN/inf is frozen and masked out of the others' way.
 The results equal one-at-a-time training (`run_trial`) up to float rounding.
-May import: data, models, records, recorder, spec, trial; torch.
+A user's network (model.kind python) trains as a torch.func population instead (funcpop.py).
+May import: data, funcpop (inside train_group: it imports this module), models, records, recorder, spec,
+trial; torch.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,12 +45,14 @@ UNSUPPORTED_ACTIVATIONS = {Activation.PRELU}  # a learned slope per unit: traine
 def group_key(cfg: TrialConfig) -> tuple[Any, ...] | None:
     """Trials with equal keys train together; None: this trial trains alone (run_trial)."""
     m, t = cfg.model, cfg.train
+    adam, nesterov = t.optimizer is Optimizer.ADAM, t.optimizer is Optimizer.NESTEROV
     if m.kind == "python":
-        return None  # a user's network trains one at a time
+        # The factory and its arguments fix the shapes; lr, weight decay, momentum and betas are per trial.
+        args = json.dumps(m.args, sort_keys=True, default=repr)
+        return (m.kind, m.factory, args, t.batch_size, t.epochs, adam, nesterov)
     if m.activation in UNSUPPORTED_ACTIVATIONS or m.dropout > 0 or not m.hidden:
         return None  # dropout masks drawn per trial cannot match one-at-a-time training
-    adam = t.optimizer is Optimizer.ADAM
-    return (m.kind, m.hidden, m.activation, t.batch_size, t.epochs, adam, t.optimizer is Optimizer.NESTEROV)
+    return (m.kind, m.hidden, m.activation, t.batch_size, t.epochs, adam, nesterov)
 
 
 def plan_populations(configs: list[TrialConfig], size: int) -> list[list[TrialConfig]]:
@@ -192,11 +197,18 @@ def _rows(t: torch.Tensor, p: int) -> torch.Tensor:
     return torch.linalg.vector_norm(t.detach().view(p, -1), dim=1).square()
 
 
+class Stacked(Protocol):
+    """What PopulationOptimizer updates: PopulationNet, or funcpop.StackedNet for a user's network."""
+
+    kind: str
+    params: list[_Param]
+
+
 class PopulationOptimizer:
     """torch.optim.SGD (momentum, nesterov) / Adam semantics with a per-trial lr, wd, momentum,
     betas and eps; the L2 gradient wd * W is added here, as autograd would from 0.5 * wd * W^2."""
 
-    def __init__(self, net: PopulationNet, configs: list[TrialConfig], device: torch.device) -> None:
+    def __init__(self, net: Stacked, configs: list[TrialConfig], device: torch.device) -> None:
         def vec(values: list[float]) -> torch.Tensor:
             return torch.tensor(values, dtype=torch.float32, device=device)
 
@@ -246,6 +258,7 @@ class PopulationOptimizer:
         """SGD with one momentum for every trial, on the MLP's first layer: the matmul that makes the
         gradient adds it straight into the momentum buffer (buf = m * buf + dz x), so the gradient
         itself is never written out; then buf += wd * W and W -= lr * buf, as torch.optim.SGD does."""
+        assert isinstance(self.net, PopulationNet)  # fused_first: the built-in MLP only
         flat, z = self.net._first
         assert z.grad is not None
         buf = self.state[0]
@@ -368,6 +381,16 @@ def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback |
     warm_up()  # once per process, outside every trial's wall time
     if len(pop) == 1:
         return [run_trial(pop[0], data, on_epoch)]
+    if pop[0].model.kind == "python":
+        from hpsearch.funcpop import population_support, run_func_population  # funcpop imports this module
+
+        if population_support(pop[0], data) is not None:  # the caller shows the reason once
+            return [run_trial(cfg, data, on_epoch) for cfg in pop]
+        try:
+            return run_func_population(pop, data, on_epoch)
+        except Exception:  # not hidden: each trial's own run below records its error
+            pass
+        return [run_trial(cfg, data, on_epoch) for cfg in pop]
     try:
         return run_population(pop, data, on_epoch)
     except Exception:  # not hidden: each trial's own run below records its error
