@@ -121,10 +121,11 @@ class TrialProgress:
             planned = next(t.total for t in self.progress.tasks if t.id == task)  # ids are not positions
             self.progress.update(task, completed=planned)
         if self.tasks:
-            planning_only = list(self.tasks) == ["plan"]
+            before_work = set(self.tasks) <= {"plan", "data"}
             self._planned()
-            # Stopped while planning (a refused spec, say): leave no empty bar behind the error.
-            self.progress.live.transient = planning_only
+            # Stopped before any trial or check began (a refused spec, unreadable data): leave no bar
+            # behind the error.
+            self.progress.live.transient = before_work
             self.progress.stop()
 
     def _task(self, key: str, desc: str, total: float | None) -> TaskID:
@@ -319,6 +320,11 @@ def preflight(spec: Spec | None, spec_path: str | None, workers: int | None = No
         warn(w)
 
 
+def say_model(line: str) -> None:
+    """A spec that names Python code runs it: which file was loaded (and its hash), once, on stderr."""
+    err.print(line, highlight=False, soft_wrap=True)
+
+
 @app.command("sanity-check")
 def sanity_check(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="YAML spec file.")],
@@ -349,6 +355,7 @@ def sanity_check(
                 write_spec=write_spec,
                 on_data=progress.on_data,
                 on_step=progress.on_step,
+                on_model=say_model,
             )
     except HpsearchError as e:
         raise fail(str(e)) from None
@@ -411,6 +418,7 @@ def coarse(
                     ),
                     on_data=progress.on_data,
                     progress=progress,
+                    on_model=say_model,
                 )
     except HpsearchError as e:
         raise fail(str(e)) from None
@@ -463,7 +471,14 @@ def refine(
                 progress.planning(f"planning the next stage of {run_dir}")
                 from hpsearch.search import run_refine  # torch: only for a command that trains
 
-                result = run_refine(run_dir, options, on_data=progress.on_data, progress=progress, on_plan=render_plan)
+                result = run_refine(
+                    run_dir,
+                    options,
+                    on_data=progress.on_data,
+                    progress=progress,
+                    on_plan=render_plan,
+                    on_model=say_model,
+                )
     except NothingToResume as e:
         err.print(str(e), highlight=False, soft_wrap=True)
         return

@@ -6,7 +6,7 @@ side by side by a little (0.24 vs 0.25 s per trial-epoch of the two-layer net) a
 start-up, so `workers` defaults to 1. On a many-core machine one population's matmuls (about 1
 GFLOP a step for 16 two-layer nets) stop scaling past roughly 8 threads, so the default there is one
 worker per 8 cores, each with cores / workers threads; that part is reasoning, not a measurement.
-May import: data, models, options, population, ray_executor, records; torch.
+May import: data, factory, models, options, population, ray_executor, records; torch.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from multiprocessing import get_context
 import torch
 
 from hpsearch.data import Dataset
+from hpsearch.factory import FactorySource, register_source
 from hpsearch.models import build_model
 from hpsearch.options import ExecOptions
 from hpsearch.population import plan_populations, train_group
@@ -39,8 +40,9 @@ def default_workers() -> int:
     return max(1, (os.cpu_count() or 1) // THREADS_PER_WORKER)
 
 
-def auto_population(cfg: TrialConfig, data: Dataset) -> int:
-    """How many trials of this shape to train together, from the memory one trial needs."""
+def auto_population(cfg: TrialConfig, data: Dataset, trials: int | None = None) -> int:
+    """How many trials of this shape to train together, from the memory one trial needs; for a
+    user's network, measured: a few steps together against one trial alone (funcpop)."""
     if cfg.model.kind == "convnet" and data.x_train.device.type == "cpu":
         # Grouped convolutions on a CPU measured slower than one trial at a time (0.66x for 8 trials
         # of a 16-32 channel convnet on 2 cores), so convnets train one at a time there.
@@ -56,7 +58,12 @@ def auto_population(cfg: TrialConfig, data: Dataset) -> int:
         budget = GPU_MEMORY_FRACTION * free
     else:
         budget = CPU_POPULATION_BYTES
-    return max(1, min(256, int(budget // per_trial)))
+    size = max(1, min(256, int(budget // per_trial)))
+    if cfg.model.kind == "python":
+        from hpsearch.funcpop import measured_population
+
+        return measured_population(cfg, data, size if trials is None else min(size, trials))
+    return size
 
 
 def execute(
@@ -65,16 +72,20 @@ def execute(
     options: ExecOptions,
     events: TrialEvents,
     worker_data: Callable[[], Dataset] | None = None,
+    factory: FactorySource | None = None,
 ) -> None:
     """Train every config, reporting each population's start, finished trial-epochs and each trial's
     result (in this process) through `events`. `worker_data` builds the dataset inside a worker
-    process (each loads it once). On Ctrl-C or SIGTERM the worker processes are stopped at once."""
+    process (each loads it once); `factory`, a user's factory file as the stage read it, is what
+    every process runs for that file. On Ctrl-C or SIGTERM the worker processes are stopped at once."""
     if not configs:
         return
-    size = options.population if options.population is not None else auto_population(configs[0], data)
+    if factory is not None:
+        register_source(factory)
+    size = options.population if options.population is not None else auto_population(configs[0], data, len(configs))
     populations = plan_populations(configs, size)
     if options.ray is not None and worker_data is not None:
-        execute_on_ray(populations, worker_data, options.ray, events)
+        execute_on_ray(populations, worker_data, options.ray, events, factory)
         return
     workers = options.workers if options.workers is not None else default_workers()
     if workers <= 1 or len(populations) == 1 or worker_data is None:
@@ -83,7 +94,7 @@ def execute(
             for result in train_group(pop, data, events.on_epoch):
                 events.result(result)
         return
-    _execute_in_workers(populations, workers, worker_data, events)
+    _execute_in_workers(populations, workers, worker_data, events, factory)
 
 
 # --------------------------------------------------------------------------- worker processes
@@ -91,12 +102,16 @@ def execute(
 _WORKER_DATA: Dataset | None = None
 
 
-def _worker_init(make_data: Callable[[], Dataset], threads: int, driver: int) -> None:
+def _worker_init(
+    make_data: Callable[[], Dataset], threads: int, driver: int, factory: FactorySource | None = None
+) -> None:
     global _WORKER_DATA
     # Ctrl-C reaches the whole process group: the driver alone handles it and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(driver)
     torch.set_num_threads(threads)  # cores / workers: the workers must not oversubscribe the cores
+    if factory is not None:  # the text the driver read, even if the file was edited since
+        register_source(factory)
     _WORKER_DATA = make_data()  # once per process, never once per trial
 
 
@@ -110,11 +125,15 @@ def _execute_in_workers(
     workers: int,
     make_data: Callable[[], Dataset],
     events: TrialEvents,
+    factory: FactorySource | None = None,
 ) -> None:
     threads = max(1, (os.cpu_count() or 1) // workers)
     # spawn, not fork: a forked child of a process that already ran OpenMP threads can hang.
     pool = ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=_worker_init, initargs=(make_data, threads, os.getpid())
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=_worker_init,
+        initargs=(make_data, threads, os.getpid(), factory),
     )
     queue = list(reversed(populations))
     pending: set[Future[list[TrialResult]]] = set()

@@ -6,7 +6,7 @@ Each Ray worker process loads the dataset once, from its own data root (the same
 local worker processes use) and keeps it for every later task. A task whose worker process dies
 (killed, out of memory, node lost) is submitted again, at most `max_retries` times; each trial is
 recorded once, with the lost attempts kept in its `attempts` list.
-May import: data, errors, options, population, records; Ray inside functions.
+May import: data, errors, factory, options, population, records; Ray inside functions.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from typing import Any
 
 from hpsearch.data import Dataset
 from hpsearch.errors import HpsearchError
+from hpsearch.factory import FactorySource, register_source
 from hpsearch.options import RayOptions
 from hpsearch.population import train_group
 from hpsearch.records import TrialConfig, TrialEvents, TrialResult, TrialState
@@ -26,11 +27,15 @@ from hpsearch.records import TrialConfig, TrialEvents, TrialResult, TrialState
 _DATA: dict[Any, Dataset] = {}  # per Ray worker process: recipe -> dataset, loaded once
 
 
-def _train_task(pop: list[TrialConfig], make_data: Callable[[], Dataset], threads: int) -> list[TrialResult]:
+def _train_task(
+    pop: list[TrialConfig], make_data: Callable[[], Dataset], threads: int, factory: FactorySource | None
+) -> list[TrialResult]:
     """Runs inside a Ray worker process."""
     import torch
 
     torch.set_num_threads(threads)
+    if factory is not None:  # the driver's text of the user's factory file: this node may lack the file
+        register_source(factory)
     if make_data not in _DATA:
         _DATA[make_data] = make_data()
     return train_group(pop, _DATA[make_data])
@@ -72,8 +77,10 @@ def execute_on_ray(
     make_data: Callable[[], Dataset],
     options: RayOptions,
     events: TrialEvents,
+    factory: FactorySource | None = None,
 ) -> None:
-    """Run `populations` as Ray tasks; the caller has run preflight(options) already."""
+    """Run `populations` as Ray tasks; the caller has run preflight(options) already. `factory`, a
+    user's factory file as the driver read it, travels with every task."""
     ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -96,7 +103,7 @@ def execute_on_ray(
                     signal.signal(sig, handler)
     try:
         _check_resources(ray, options)
-        _run(ray, populations, make_data, options, events)
+        _run(ray, populations, make_data, options, events, factory)
     finally:
         if started_here:
             ray.shutdown()
@@ -129,6 +136,7 @@ def _run(
     make_data: Callable[[], Dataset],
     options: RayOptions,
     events: TrialEvents,
+    factory: FactorySource | None,
 ) -> None:
     threads = max(1, int(options.num_cpus))
     task = ray.remote(_train_task).options(
@@ -144,7 +152,7 @@ def _run(
                 pop = queue.pop()
                 if not attempts.get(id(pop)):  # a retry is still the same running trials
                     events.start(pop)
-                pending[task.remote(pop, make_data, threads)] = pop
+                pending[task.remote(pop, make_data, threads, factory)] = pop
             done, _ = ray.wait(list(pending), num_returns=1)
             ref = done[0]
             pop = pending.pop(ref)

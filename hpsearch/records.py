@@ -97,6 +97,17 @@ class TrialResult:
         return cls(**known)
 
 
+@dataclass(frozen=True)
+class CurveData:
+    """What a trial's curve label needs of the data it trained on: the classes (chance accuracy is
+    1/C) and the validation examples (the noise allowed around chance). spec.DataSpec has both, but
+    knows the classes of CIFAR-10 and synthetic data only; for a user's npz or folder a stage's
+    run.json records the count of the loaded data."""
+
+    num_classes: int | None
+    val_size: int
+
+
 Number = float  # strict: an int or a float, never a bool or a string
 
 

@@ -25,10 +25,10 @@ from rich.text import Text
 from hpsearch.curves import curve_label
 from hpsearch.errors import StoreError
 from hpsearch.rank import Edge, fmt_value, rank
-from hpsearch.records import TrialResult, TrialState
+from hpsearch.records import CurveData, TrialResult, TrialState
 from hpsearch.refine import COARSE, StageData, how_to_start, load_stage, resume_command
 from hpsearch.spec import DataSpec, Spec, load_spec
-from hpsearch.store import StageStore
+from hpsearch.store import StageStore, read_json
 
 if TYPE_CHECKING:
     from hpsearch.sanity import SanityReport
@@ -42,7 +42,20 @@ def _acc(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def curve_text(r: TrialResult, data: DataSpec | None = None) -> str:
+def curve_data(stage_dir: Path, data: DataSpec) -> DataSpec | CurveData:
+    """A stage's data for its curve labels: the spec's section, with the class count the stage's
+    run.json recorded where the spec cannot say it (a user's npz or folder)."""
+    if data.num_classes is not None:
+        return data
+    try:
+        info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
+    except StoreError:
+        info = {}
+    count = info.get("num_classes") if isinstance(info, dict) else None
+    return CurveData(count if isinstance(count, int) and count >= 2 else None, data.val_size)
+
+
+def curve_text(r: TrialResult, data: DataSpec | CurveData | None = None) -> str:
     """The trial's curve label; with the run's data section, 'at chance' is judged too (1/C, and the
     noise of its validation size)."""
     label = curve_label(r, data.num_classes, data.val_size) if data is not None else curve_label(r)
@@ -124,7 +137,7 @@ def _columns(
     param_names: list[str],
     stages: list[str] | None = None,
     planned_epochs: list[int] | None = None,
-    data: DataSpec | None = None,
+    data: DataSpec | CurveData | None = None,
 ) -> list[_Column]:
     until_short, until_borderless = range(FULL, SHORT + 1), range(FULL, BORDERLESS + 1)
     cols = [_Column("rank", [str(i) for i in range(1, len(ranked) + 1)], numeric=True)]
@@ -239,7 +252,7 @@ def rich_table(
     limit: int | None = None,
     stages: list[str] | None = None,
     planned_epochs: list[int] | None = None,
-    data: DataSpec | None = None,
+    data: DataSpec | CurveData | None = None,
 ) -> FittedTable:
     """The ranked trials for the terminal, the top `limit`; with `stages`, each trial's stage, and
     with `planned_epochs`, the epochs each trained (`2/4` when it stopped early)."""
@@ -256,7 +269,7 @@ def markdown_table(
     param_names: list[str],
     stages: list[str] | None = None,
     planned_epochs: list[int] | None = None,
-    data: DataSpec | None = None,
+    data: DataSpec | CurveData | None = None,
 ) -> str:
     cols = [c for c in _columns(ranked, param_names, stages, planned_epochs, data) if FULL in c.layouts]
     lines = ["| " + " | ".join(c.name for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
@@ -270,7 +283,7 @@ def csv_table(
     param_names: list[str],
     stages: list[str] | None = None,
     planned_epochs: list[int] | None = None,
-    data: DataSpec | None = None,
+    data: DataSpec | CurveData | None = None,
 ) -> str:
     """Every trial at full precision, for a program to read; with `planned_epochs`, the epochs each
     trained and planned."""
@@ -299,7 +312,11 @@ def fmt_csv(v: Any) -> Any:
 
 
 def results_document(
-    stage: str, ranked: list[TrialResult], edge_list: list[Edge], extra: dict[str, Any], data: DataSpec | None = None
+    stage: str,
+    ranked: list[TrialResult],
+    edge_list: list[Edge],
+    extra: dict[str, Any],
+    data: DataSpec | CurveData | None = None,
 ) -> dict[str, Any]:
     """results.json: the stage, every trial best first with its rank and the epochs it trained, and
     the edge analysis."""
@@ -319,7 +336,11 @@ def results_document(
 
 
 def markdown_report(
-    title: str, ranked: list[TrialResult], param_names: list[str], edge_list: list[Edge], data: DataSpec | None = None
+    title: str,
+    ranked: list[TrialResult],
+    param_names: list[str],
+    edge_list: list[Edge],
+    data: DataSpec | CurveData | None = None,
 ) -> str:
     flags = [f"- {e.advice()}" for e in edge_list if e.flag]
     parts = [f"# {title}\n", markdown_table(ranked, param_names, data=data)]
@@ -370,9 +391,10 @@ class ReportOutcome:
     notes: list[str] = field(default_factory=list)  # for the user: what is unfinished and how to finish it
 
     @property
-    def data(self) -> DataSpec:
-        """The run's data section (every stage trains on its coarse stage's data)."""
-        return self.stages[0].spec.data
+    def data(self) -> DataSpec | CurveData:
+        """The run's data as curve labels need it (every stage trains on its coarse stage's data)."""
+        run_dir = self.results_path.parent.parent  # RUN/report/results.json
+        return curve_data(run_dir / self.stages[0].name, self.stages[0].spec.data)
 
     @property
     def title(self) -> str:
@@ -413,7 +435,7 @@ def run_report(run_dir: Path) -> ReportOutcome:
         "unfinished": {k: {"trials_done": d, "trials_planned": t} for k, (d, t) in unfinished.items()},
         "notes": notes,
     }
-    run_data = data[0].spec.data  # every stage of a run trains on its coarse stage's data
+    run_data = outcome.data  # every stage of a run trains on its coarse stage's data
     doc = results_document("all", ranked, [], extra, run_data)
     for row, stage, epochs in zip(doc["ranked"], stage_of, planned, strict=True):
         row["stage"], row["epochs_planned"] = stage, epochs

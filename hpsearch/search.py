@@ -27,15 +27,16 @@ from hpsearch.curves import stage_advice
 from hpsearch.data import DataRecipe, Dataset, ProgressFn, load_data, resolve_device
 from hpsearch.errors import Interrupted, NothingToResume, SpecError, StageStopped, StoreError
 from hpsearch.executor import execute
+from hpsearch.factory import FactorySource, check_model, describe, source_hash
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
 from hpsearch.rank import Edge, edges, rank
 from hpsearch.ray_executor import preflight
-from hpsearch.records import TrialConfig, TrialEvents, TrialResult, TrialState, failure_summary, jsonable
+from hpsearch.records import CurveData, TrialConfig, TrialEvents, TrialResult, TrialState, failure_summary, jsonable
 from hpsearch.refine import COARSE, RefinePlan, plan_refine, stages
 from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
 from hpsearch.space import trial_configs
-from hpsearch.spec import DataSpec, Spec, load_spec, spec_to_yaml
+from hpsearch.spec import DataSpec, ModelSpec, Spec, load_spec, spec_to_yaml
 from hpsearch.store import StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
 
 RUNS_DIR = Path("runs")
@@ -51,7 +52,7 @@ class StageOutcome:
     warnings: list[str] = field(default_factory=list)
     resumed: int = 0  # trials already finished before this command (resume)
     advice: str | None = None  # one line when most trials' lr was too high or too low (curves.stage_advice)
-    data: DataSpec | None = None  # the stage's data section: its curve labels judge chance accuracy by it
+    data: DataSpec | CurveData | None = None  # what its curve labels judge chance accuracy by
 
     @property
     def best(self) -> TrialResult | None:
@@ -82,6 +83,7 @@ class Stage:
     spec_path: str  # the file errors and run.json name
     configs: list[TrialConfig]
     history: list[dict[str, Any]]
+    factory: FactorySource | None = None  # a user's factory file as the stage read it: run and shipped
 
 
 # --------------------------------------------------------------------------- coarse
@@ -94,9 +96,11 @@ def run_coarse(
     *,
     on_data: ProgressFn | None = None,
     progress: StageProgress | None = None,
+    on_model: Callable[[str], None] | None = None,
 ) -> StageOutcome:
     """Run the coarse stage of `spec` into RUN/coarse and return the ranked outcome. With
-    options.resume, continue RUN/coarse if it was started with the same spec (or start it)."""
+    options.resume, continue RUN/coarse if it was started with the same spec (or start it).
+    `on_model`: told which file a user's network was loaded from, once it passed its check."""
     configs = trial_configs(spec, spec_path)
     if options.out is not None:
         refuse_nested_run(options.out)
@@ -115,8 +119,10 @@ def run_coarse(
         done = finished_stage(stage)
         if done is not None:  # nothing to train: no data loaded, nothing rewritten
             return done
-    # Data first: a missing dataset leaves no half-made run directory behind.
+    # Data first, then the user's network on one batch of it: a missing dataset or a bad factory
+    # leaves no half-made run directory behind.
     data = load_data(spec, options.data_root, on_data, spec_path)
+    stage = replace(stage, factory=prepare_model(configs[0].model, data, spec_path, on_model))
     with store.lock():
         if not resuming:
             store.create()
@@ -156,6 +162,7 @@ def refuse_changed_spec(
     spec planned keeps its values (trial i depends only on the seed and i), so the stage grows."""
     stored_path = store.path / "spec.yaml"
     stored = load_spec(stored_path)
+    refuse_changed_factory(store, spec, otherwise)
     changes = _diff(stored.model_dump(mode="json"), spec.model_dump(mode="json"))
     if configs is not None and changes == [f"search.trials: {stored.search.trials} -> {spec.search.trials}"]:
         if spec.search.trials > stored.search.trials and _plan_kept(trial_configs(stored, str(stored_path)), configs):
@@ -167,6 +174,35 @@ def refuse_changed_spec(
             f"{stored_path}: cannot resume, the spec changed since this stage started ({shown}); "
             f"resume with the same spec and options, or {otherwise}"
         )
+
+
+def refuse_changed_factory(store: StageStore, spec: Spec, otherwise: str) -> None:
+    """Resuming must run the code the stage started with: a factory file whose sha256 differs from
+    the one in run.json is refused, naming the file."""
+    if spec.model.kind != "python" or spec.model.factory is None:
+        return
+    recorded = recorded_run_info(store.path).get("factory_sha256")
+    now = source_hash(spec.model.factory)
+    if recorded is None or now is None or now == recorded:
+        return
+    path = spec.model.factory.rpartition(":")[0]
+    raise SpecError(
+        f"model.factory: {path}: cannot resume {store.path}, the file changed since this stage started "
+        f"(sha256 {recorded[:8]}... then, {now[:8]}... now); put back the code it started with, or {otherwise}"
+    )
+
+
+def prepare_model(
+    model: ModelSpec, data: Dataset, spec_path: str, on_model: Callable[[str], None] | None
+) -> FactorySource | None:
+    """A user's factory file read once and pinned, and its network checked on one batch of `data`
+    with `model`'s arguments, the first trial's (factory.check_model): a bad factory is refused before
+    anything is written. Then `on_model` is told which file was loaded."""
+    source = check_model(model, data, spec_path)
+    line = describe(model, source)
+    if on_model is not None and line is not None:
+        on_model(line)
+    return source
 
 
 def _plan_kept(old: list[TrialConfig], new: list[TrialConfig]) -> bool:
@@ -192,12 +228,17 @@ def _diff(old: Any, new: Any, key: str = "") -> list[str]:
 
 def previous_data_root(stage_dir: Path) -> Path | None:
     """The data root a stage was run with (its run.json), so a resume or refine finds the same data."""
+    root = recorded_run_info(stage_dir).get("data_root")
+    return Path(root) if root else None
+
+
+def recorded_run_info(stage_dir: Path) -> dict[str, Any]:
+    """A stage's run.json, or {} when it has none or it cannot be read."""
     try:
         info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
     except StoreError:
-        info = {}
-    root = info.get("data_root") if isinstance(info, dict) else None
-    return Path(root) if root else None
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 # --------------------------------------------------------------------------- running a stage
@@ -216,16 +257,27 @@ def run_stage(
         store.write_text("spec.yaml", spec_to_yaml(stage.spec))
         finished, warnings = {}, []
         run_info = _run_info(stage.spec, stage.spec_path, options)
+    # Kept from the stage's start on a resume (refuse_changed_factory saw the same hash): the classes
+    # the labels judge chance by, and the code every trial of the stage ran.
+    run_info.setdefault("num_classes", data.num_classes)
+    if stage.factory is not None:
+        run_info.setdefault("factory_sha256", stage.factory.sha256)
     run_info["trials"] = len(stage.configs)
     store.write_json("run.json", run_info)
     book = _StageBook(store, len(stage.configs), list(finished.values()), progress)
     todo = [c for c in stage.configs if c.trial_id not in finished]
     # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
     recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
+    if todo and stage.spec.model.kind == "python" and options.execution.population != 1:
+        from hpsearch.funcpop import population_support
+
+        reason = population_support(todo[0], data)
+        if reason:
+            warnings.append(f"model.factory {stage.spec.model.factory}: trials trained one at a time: {reason}")
     if progress:
         progress.start(len(stage.configs), sum(c.train.epochs for c in todo), len(finished))
     try:
-        execute(todo, data, _with_ray_resources(options.execution, stage.spec), book.events(), recipe)
+        execute(todo, data, _with_ray_resources(options.execution, stage.spec), book.events(), recipe, stage.factory)
         run_info["end_time"] = _now()
         store.write_json("run.json", run_info)
         outcome = write_stage_results(stage, book.results)
@@ -349,11 +401,21 @@ def stage_outcome(stage: Stage, results: list[TrialResult]) -> StageOutcome:
     """A stage's results ranked best first, with the edge analysis."""
     ranked = rank(sorted(results, key=lambda r: r.trial))
     best = ranked[0] if ranked and ranked[0].state is TrialState.COMPLETE else None
-    space, data = stage.spec.search.space, stage.spec.data
+    space, spec_data = stage.spec.search.space, stage.spec.data
+    data = CurveData(stage_num_classes(stage.store.path, spec_data), spec_data.val_size)
     advice = stage_advice(ranked, data.num_classes, data.val_size)
     return StageOutcome(
         stage.store.path, stage.store.path.name, ranked, edges(space, best), sorted(space), advice=advice, data=data
     )
+
+
+def stage_num_classes(stage_dir: Path, data: DataSpec) -> int | None:
+    """The classes a stage trained on: the spec's when it says (CIFAR-10, synthetic), else the count
+    its run.json recorded from the loaded data (a user's npz or folder)."""
+    if data.num_classes is not None:
+        return data.num_classes
+    count = recorded_run_info(stage_dir).get("num_classes")
+    return count if isinstance(count, int) and count >= 2 else None
 
 
 def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool = False) -> StageOutcome:
@@ -368,9 +430,10 @@ def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool 
     if partial:
         extra["partial"] = True
         title += f" (partial: {len(results)} of {len(stage.configs)} trials; the stage was stopped)"
-    store.write_json("results.json", results_document(name, ranked, edge_list, extra, spec.data))
-    store.write_text("results.csv", csv_table(ranked, names, data=spec.data))
-    store.write_text("results.md", markdown_report(title, ranked, names, edge_list, spec.data))
+    data = outcome.data
+    store.write_json("results.json", results_document(name, ranked, edge_list, extra, data))
+    store.write_text("results.csv", csv_table(ranked, names, data=data))
+    store.write_text("results.md", markdown_report(title, ranked, names, edge_list, data))
     return outcome
 
 
@@ -427,6 +490,7 @@ def run_refine(
     on_data: ProgressFn | None = None,
     progress: StageProgress | None = None,
     on_plan: Callable[[RefinePlan], None] | None = None,
+    on_model: Callable[[str], None] | None = None,
 ) -> RefineOutcome:
     """Plan the next stage from the latest one (refine.plan_refine), show it through `on_plan`, and
     run it; never re-runs a configuration already trained at that budget."""
@@ -451,8 +515,9 @@ def run_refine(
     # The data root the stage used before, else the previous stage's, unless the command line gives one.
     data_root = options.data_root or previous_data_root(store.path if resuming else run_dir / plan.previous)
     data = load_data(plan.spec, data_root, on_data, plan.spec_path)
+    factory = prepare_model(plan.configs[0].model, data, plan.spec_path, on_model)
     stage_options = StageOptions(data_root=data_root, command=options.command, execution=options.execution)
-    stage = Stage(store, plan.spec, plan.spec_path, plan.configs, plan.history)
+    stage = Stage(store, plan.spec, plan.spec_path, plan.configs, plan.history, factory)
     with store.lock():
         if not resuming:
             store.create()
@@ -488,6 +553,7 @@ def run_sanity(
     write_spec: Path | None = None,
     on_data: ProgressFn | None = None,
     on_step: StepCallback | None = None,
+    on_model: Callable[[str], None] | None = None,
 ) -> SanityOutcome:
     """Run the four sanity checks, write RUN/sanity/report.json and, if asked and the probe
     recommends a range, a copy of the spec with that lr range."""
@@ -499,10 +565,15 @@ def run_sanity(
         refuse_nested_run(options.out)
     run_dir = options.out if options.out is not None else RUNS_DIR / spec.name
     store = StageStore(run_dir / "sanity")
-    store.make_dir()  # before the checks run: an unwritable --out fails at once
     data = load_data(spec, options.data_root, on_data, spec_path)
+    source = prepare_model(spec.model, data, spec_path, on_model)  # the network sanity-check builds
+    store.make_dir()  # before the checks run: an unwritable --out fails at once
     report = run_sanity_checks(spec, data, on_step)
-    doc = {"spec_path": spec_path, **report.to_dict(), "run": _run_info(spec, spec_path, options)}
+    run = _run_info(spec, spec_path, options)
+    run["num_classes"] = data.num_classes
+    if source is not None:
+        run["factory_sha256"] = source.sha256
+    doc = {"spec_path": spec_path, **report.to_dict(), "run": run}
     store.write_json("report.json", doc)
     written = None
     if write_spec is not None and report.recommended_lr is not None:

@@ -584,3 +584,273 @@ def test_a_grid_search_says_what_grid_it_built_and_workers_above_the_cores_warn(
     refused = cli("coarse", str(spec), "--out", str(runs / "h"), "--trials", "5", "--epochs", "1")
     refusal(refused, str(spec), "search.trials: 5 trials leave 2 grid points on lr and weight_decay")
     assert not (runs / "h").exists()
+
+
+# --------------------------------------------------------------------------- a user's npz file or image folder
+# (issue 13: data.dataset npz and folder). Each builder writes the data under `d` and returns the spec's data
+# section and what the one error line must say; nothing may run, no run directory may appear.
+
+_USER_DATA = SMOKE[SMOKE.index("data:\n") : SMOKE.index("model:\n")]
+
+
+def _npz(d: Path, **arrays: Any) -> Path:
+    path = d / "d.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _x(n: int = 60, size: int = 8) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+def _y(n: int = 60) -> np.ndarray:
+    return np.arange(n) % 3
+
+
+def _npz_case(path: Path, *says: str) -> tuple[str, list[str]]:
+    return f"data:\n  dataset: npz\n  path: {path}\n  val_size: 10\n", [str(path), *says]
+
+
+def _with_label(i: int, value: int) -> np.ndarray:
+    y = _y()
+    y[i] = value
+    return y
+
+
+def _nan_at(i: int) -> np.ndarray:
+    x = np.ones((60, 4), np.float32)
+    x[i, 2] = np.nan
+    return x
+
+
+def npz_missing_y(d: Path, marker: Path) -> tuple[str, list[str]]:
+    return _npz_case(_npz(d, x_train=_x()), "has x_train but no y_train")
+
+
+def npz_missing_x(d: Path, marker: Path) -> tuple[str, list[str]]:
+    return _npz_case(_npz(d, y_train=_y()), "has y_train but no x_train")
+
+
+def npz_unknown_array(d: Path, marker: Path) -> tuple[str, list[str]]:
+    return _npz_case(_npz(d, x_train=_x(), y_train=_y(), x_valid=_x(5)), "unknown array 'x_valid'")
+
+
+def npz_object_array(d: Path, marker: Path) -> tuple[str, list[str]]:
+    hostile = np.array([RunsCommand(f"touch {marker}")] * 60, dtype=object)
+    return _npz_case(_npz(d, x_train=_x(), y_train=hostile), "y_train is an object array", "unpickle")
+
+
+def npz_lengths_differ(d: Path, marker: Path) -> tuple[str, list[str]]:
+    return _npz_case(_npz(d, x_train=_x(), y_train=_y(59)), "x_train has 60 examples but y_train has 59")
+
+
+def npz_float_labels(d: Path, marker: Path) -> tuple[str, list[str]]:
+    return _npz_case(_npz(d, x_train=_x(), y_train=_y().astype(float)), "y_train is float64", "integers")
+
+
+def npz_negative_label(d: Path, marker: Path) -> tuple[str, list[str]]:
+    return _npz_case(_npz(d, x_train=_x(), y_train=_with_label(7, -1)), "y_train[7] is -1")
+
+
+def npz_label_out_of_range(d: Path, marker: Path) -> tuple[str, list[str]]:
+    path = _npz(d, x_train=_x(), y_train=_with_label(3, 10**6))
+    return _npz_case(path, "y_train[3] is 1000000, which makes 1000001 classes for 60 labels")
+
+
+def npz_one_class(d: Path, marker: Path) -> tuple[str, list[str]]:
+    return _npz_case(_npz(d, x_train=_x(), y_train=np.zeros(60, int)), "every label is 0", "at least 2 classes")
+
+
+def npz_nan_feature(d: Path, marker: Path) -> tuple[str, list[str]]:
+    return _npz_case(_npz(d, x_train=_nan_at(5), y_train=_y()), "x_train[5] holds NaN or infinity")
+
+
+def npz_inf_in_val(d: Path, marker: Path) -> tuple[str, list[str]]:
+    x_val = np.ones((4, 4))
+    x_val[1, 0] = np.inf
+    path = _npz(d, x_train=np.ones((60, 4)), y_train=_y(), x_val=x_val, y_val=_y(4))
+    return _npz_case(path, "x_val[1] holds NaN or infinity")
+
+
+def npz_val_of_another_size(d: Path, marker: Path) -> tuple[str, list[str]]:
+    path = _npz(d, x_train=_x(), y_train=_y(), x_val=_x(5, size=4), y_val=_y(5))
+    return _npz_case(path, "x_val holds uint8 examples of shape (3, 4, 4), but x_train holds uint8 of shape (3, 8, 8)")
+
+
+def npz_flat_uint8(d: Path, marker: Path) -> tuple[str, list[str]]:
+    path = _npz(d, x_train=np.zeros((60, 64), np.uint8), y_train=_y())
+    return _npz_case(path, "x_train is uint8 of shape (60, 64)", "store other features as float32")
+
+
+def npz_not_a_zip(d: Path, marker: Path) -> tuple[str, list[str]]:
+    path = d / "d.npz"
+    path.write_text("x_train,y_train\n1,2\n")
+    return _npz_case(path, "not an .npz file")
+
+
+def npz_is_a_pickle(d: Path, marker: Path) -> tuple[str, list[str]]:
+    path = d / "d.npz"
+    path.write_bytes(pickle.dumps({"x_train": RunsCommand(f"touch {marker}")}))
+    return _npz_case(path, "not an .npz file", "pickled data")
+
+
+def npz_is_one_npy(d: Path, marker: Path) -> tuple[str, list[str]]:
+    path = d / "d.npz"
+    with open(path, "wb") as f:
+        np.save(f, _x())
+    return _npz_case(path, "a single .npy array, not an .npz file")
+
+
+def npz_missing(d: Path, marker: Path) -> tuple[str, list[str]]:
+    return _npz_case(d / "nowhere.npz", "no such file")
+
+
+def _pngs(split: Path, per_class: dict[str, int], size: tuple[int, int] = (8, 8)) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for cls, count in per_class.items():
+        (split / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(split / cls / f"{i}.png")
+
+
+def _folder_case(root: Path, *says: str) -> tuple[str, list[str]]:
+    return f"data:\n  dataset: folder\n  path: {root}\n  val_size: 4\n", list(says)
+
+
+def folder_without_train(d: Path, marker: Path) -> tuple[str, list[str]]:
+    (d / "imgs" / "training").mkdir(parents=True)
+    return _folder_case(d / "imgs", f"{d / 'imgs'}: no train/ folder")
+
+
+def folder_without_classes(d: Path, marker: Path) -> tuple[str, list[str]]:
+    (d / "imgs" / "train").mkdir(parents=True)
+    return _folder_case(d / "imgs", f"{d / 'imgs' / 'train'}: no class folders")
+
+
+def folder_one_class(d: Path, marker: Path) -> tuple[str, list[str]]:
+    _pngs(d / "imgs" / "train", {"cat": 5})
+    return _folder_case(d / "imgs", f"{d / 'imgs' / 'train'}: only the class folder 'cat'", "at least 2")
+
+
+def folder_empty_class(d: Path, marker: Path) -> tuple[str, list[str]]:
+    _pngs(d / "imgs" / "train", {"cat": 5, "dog": 5})
+    (d / "imgs" / "train" / "emu").mkdir()
+    return _folder_case(d / "imgs", f"{d / 'imgs' / 'train' / 'emu'}: empty class folder")
+
+
+def folder_corrupt_image(d: Path, marker: Path) -> tuple[str, list[str]]:
+    _pngs(d / "imgs" / "train", {"cat": 5, "dog": 5})
+    bad = d / "imgs" / "train" / "dog" / "3.png"
+    bad.write_bytes(b"not a png at all")
+    return _folder_case(d / "imgs", f"{bad}: not a readable image")
+
+
+def folder_truncated_image(d: Path, marker: Path) -> tuple[str, list[str]]:
+    _pngs(d / "imgs" / "train", {"cat": 5, "dog": 5}, size=(32, 32))
+    cut = d / "imgs" / "train" / "dog" / "4.png"
+    cut.write_bytes(cut.read_bytes()[:200])  # the header reads; the pixels do not
+    return _folder_case(d / "imgs", f"{cut}: not a readable image")
+
+
+def folder_non_image_file(d: Path, marker: Path) -> tuple[str, list[str]]:
+    _pngs(d / "imgs" / "train", {"cat": 5, "dog": 5})
+    notes = d / "imgs" / "train" / "cat" / "notes.txt"
+    notes.write_text("where these came from")
+    return _folder_case(d / "imgs", f"{notes}: not a .png, .jpg or .jpeg image")
+
+
+def folder_mixed_sizes(d: Path, marker: Path) -> tuple[str, list[str]]:
+    _pngs(d / "imgs" / "train", {"cat": 5, "dog": 5})
+    _pngs(d / "imgs" / "test", {"dog": 1}, size=(6, 10))
+    small, other = d / "imgs" / "train" / "cat" / "0.png", d / "imgs" / "test" / "dog" / "0.png"
+    return _folder_case(d / "imgs", "images of mixed sizes", f"{small} is 8x8", f"{other} is 6x10", "data.resize")
+
+
+def folder_val_class_train_lacks(d: Path, marker: Path) -> tuple[str, list[str]]:
+    _pngs(d / "imgs" / "train", {"cat": 5, "dog": 5})
+    _pngs(d / "imgs" / "val", {"cat": 1, "zebra": 1})
+    return _folder_case(d / "imgs", f"{d / 'imgs' / 'val' / 'zebra'}: class 'zebra' is not in train/")
+
+
+# id: writes the data under a folder and returns (the spec's data section, what the error line must say).
+USER_DATA: dict[str, Callable[[Path, Path], tuple[str, list[str]]]] = {
+    "npz-missing-y_train": npz_missing_y,
+    "npz-missing-x_train": npz_missing_x,
+    "npz-unknown-array": npz_unknown_array,
+    "npz-object-array-runs-os-system": npz_object_array,
+    "npz-lengths-differ": npz_lengths_differ,
+    "npz-float-labels": npz_float_labels,
+    "npz-negative-label": npz_negative_label,
+    "npz-label-out-of-range": npz_label_out_of_range,
+    "npz-one-class": npz_one_class,
+    "npz-nan-feature": npz_nan_feature,
+    "npz-inf-in-val": npz_inf_in_val,
+    "npz-val-images-of-another-size": npz_val_of_another_size,
+    "npz-flat-uint8": npz_flat_uint8,
+    "npz-not-a-zip": npz_not_a_zip,
+    "npz-is-a-pickle-running-os-system": npz_is_a_pickle,
+    "npz-is-one-npy-array": npz_is_one_npy,
+    "npz-missing-file": npz_missing,
+    "folder-without-train": folder_without_train,
+    "folder-without-class-folders": folder_without_classes,
+    "folder-one-class": folder_one_class,
+    "folder-empty-class": folder_empty_class,
+    "folder-corrupt-image": folder_corrupt_image,
+    "folder-truncated-image": folder_truncated_image,
+    "folder-non-image-file": folder_non_image_file,
+    "folder-mixed-sizes": folder_mixed_sizes,
+    "folder-val-class-train-lacks": folder_val_class_train_lacks,
+}
+
+
+@pytest.mark.parametrize("case", USER_DATA)
+def test_bad_user_data_is_refused_naming_the_file_before_anything_runs(runs: Path, case: str) -> None:
+    d, marker = runs.parent / "data", runs.parent / "MARKER"
+    d.mkdir()
+    data, expected = USER_DATA[case](d, marker)
+    spec = runs.parent / "user.yaml"
+    spec.write_text(SMOKE.replace(_USER_DATA, data))
+    data_before, run_before = sizes(d), tree(runs / "done")
+    res = cli("coarse", str(spec), "--out", str(runs / "new"))
+    line = refusal(res, *expected)
+    assert len(line) < 400  # one readable line
+    assert not marker.exists()  # a pickle inside the file never ran
+    assert sizes(d) == data_before  # refused data is never cached
+    assert sorted(p.name for p in runs.iterdir()) == ["done"]
+    assert tree(runs / "done") == run_before
+
+
+# --------------------------------------------------------------------------- a user's factory file (issue 13)
+
+FACTORY_SPEC = """\
+name: own
+data: {dataset: synthetic, synthetic_train: 200, synthetic_test: 10, val_size: 50}
+model: {kind: python, factory: nets.py:tiny}
+train: {epochs: 1, batch_size: 50, device: cpu}
+search: {trials: 1, space: {lr: {low: 1.0e-3, high: 1.0e-1, log: true}}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda p: p.mkdir(), "cannot read: Is a directory"),
+        (lambda p: p.write_bytes(b"\xff\xfe def tiny(): pass\n"), "not UTF-8 text"),
+        (
+            lambda p: p.write_text("import torch.nn as nn\ntiny = nn.Linear(3, 4)\n"),
+            "nets.py:tiny((3, 32, 32), 10) raised TypeError",
+        ),
+    ],
+    ids=["a folder", "not text", "a module, not a function"],
+)
+def test_a_factory_file_that_is_no_python_function_is_refused(
+    tmp_path: Path, make: Callable[[Path], None], reason: str
+) -> None:
+    make(tmp_path / "nets.py")
+    spec = tmp_path / "own.yaml"
+    spec.write_text(FACTORY_SPEC)
+    res = cli("coarse", str(spec), "--out", str(tmp_path / "run"))
+    refusal(res, "model.factory", "nets.py", reason)
+    assert not (tmp_path / "run").exists()

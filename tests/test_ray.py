@@ -180,3 +180,46 @@ def test_sigterm_during_a_ray_run_records_interrupted_trials_and_exits_143(tmp_p
     resumed = run_hpsearch(*args, *ray_args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(r["trial"] for r in final_records(run / "coarse/trials.jsonl")) == list(range(6))
+
+
+# --------------------------------------------------------------------------- a user's own network (issue 13)
+
+OWN_NET = """\
+import torch.nn as nn
+
+
+def tiny(input_shape, num_classes, hidden=8):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+"""
+
+
+def test_a_user_factory_runs_on_ray_with_the_numbers_of_the_local_run(tmp_path: Path, ray_address: str) -> None:
+    # The factory's text travels with each task (factory.FactorySource); tasks with 2 CPUs run torch on
+    # 2 threads as the local run does on this 2-core machine, so every number is the same.
+    (tmp_path / "nets.py").write_text(OWN_NET)
+    spec = tmp_path / "own.yaml"
+    spec.write_text(
+        "name: own\ndata: {dataset: synthetic, synthetic_train: 400, synthetic_test: 10, val_size: 100}\n"
+        "model: {kind: python, factory: nets.py:tiny, args: {hidden: 8}}\n"
+        "train: {epochs: 2, batch_size: 50, device: cpu}\nresources: {num_cpus: 2}\n"
+        "search: {trials: 3, seed: 0, space: {lr: {low: 1.0e-3, high: 1.0e-1, log: true}, hidden: {values: [4, 8]}}}\n"
+    )
+    args = ["--population", "1"]
+    local = cli("coarse", str(spec), "--out", str(tmp_path / "local"), *args, "--workers", "1")
+    assert local.returncode == 0, local.stderr
+    on_ray = run_hpsearch(
+        "coarse", str(spec), "--out", str(tmp_path / "ray"), *args, "--executor", "ray", "--ray-address", ray_address
+    )
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert f"model: tiny from {(tmp_path / 'nets.py').resolve()} (sha256 " in on_ray.stderr
+    a = {r["trial"]: r for r in final_records(tmp_path / "ray/coarse/trials.jsonl")}
+    b = {r["trial"]: r for r in final_records(tmp_path / "local/coarse/trials.jsonl")}
+    assert sorted(a) == sorted(b) == [0, 1, 2]
+    for t in a:
+        assert a[t]["state"] == "complete", a[t]["error"]
+        assert a[t]["params"] == b[t]["params"]
+        for key in ("val_acc", "train_acc", "train_loss", "initial_loss", "val_acc_per_epoch", "losses"):
+            assert a[t][key] == b[t][key], (t, key)
+    info = json.loads((tmp_path / "ray/coarse/run.json").read_text())
+    assert info["factory_sha256"] == json.loads((tmp_path / "local/coarse/run.json").read_text())["factory_sha256"]

@@ -1,0 +1,340 @@
+"""A user's own network (`model.kind: python`): loading the factory, the line that says which file
+was loaded, the check of one real batch before any trial runs (each bad factory refused with one
+line naming `model.factory`, nothing written), the file's hash in run.json and --resume refused when
+the file changed, worker processes, and the factory's source shipped to where the file is not."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import cli
+
+from hpsearch.data import load_data
+from hpsearch.errors import SpecError
+from hpsearch.factory import FactorySource, check_model, describe, load_factory, register_source
+from hpsearch.records import TrialConfig, TrialState
+from hpsearch.search import stage_num_classes
+from hpsearch.spec import DataSpec, load_spec
+from hpsearch.trial import run_trial
+
+NET = """\
+import torch.nn as nn
+
+
+def tiny(input_shape, num_classes, hidden=8):
+    c, h, w = input_shape
+    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+"""
+
+SPEC = """\
+name: own
+data: {{dataset: synthetic, synthetic_train: 300, synthetic_test: 10, val_size: 100}}
+model:
+  kind: python
+  factory: {factory}
+  args: {{hidden: 8}}
+train: {{epochs: 1, batch_size: 50, device: cpu}}
+search:
+  trials: 2
+  seed: 0
+  space:
+    lr: {{low: 1.0e-3, high: 1.0e-1, log: true}}
+sanity: {{overfit_epochs: 10, probe_lrs: [0.01], probe_iterations: 5}}  # seconds, not a real check
+"""
+
+
+def own_spec(tmp_path: Path, net: str = NET, factory: str = "nets.py:tiny") -> Path:
+    """nets.py holding `net` and own.yaml naming `factory`, both in tmp_path."""
+    (tmp_path / "nets.py").write_text(net)
+    spec = tmp_path / "own.yaml"
+    spec.write_text(SPEC.format(factory=factory))
+    return spec
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- which file was loaded
+
+
+def test_describe_names_the_function_the_absolute_file_and_its_hash(tmp_path: Path) -> None:
+    spec = load_spec(own_spec(tmp_path))
+    nets = (tmp_path / "nets.py").resolve()
+    assert describe(spec.model) == f"model: tiny from {nets} (sha256 {sha256(nets)[:8]}...)"
+    assert describe(spec.model.model_copy(update={"kind": "mlp", "factory": None, "args": {}})) is None
+
+
+def test_describe_a_module_names_the_module_and_its_file(tmp_path: Path) -> None:
+    spec = load_spec(own_spec(tmp_path, factory="hpsearch.models:build_builtin"))
+    line = describe(spec.model)
+    assert line is not None
+    assert line.startswith("model: build_builtin from module hpsearch.models (")
+    assert line.endswith(f"{os.sep}hpsearch{os.sep}models.py)")
+
+
+def test_the_commands_print_the_loaded_file_once_on_stderr(tmp_path: Path) -> None:
+    spec = own_spec(tmp_path)
+    line = f"model: tiny from {(tmp_path / 'nets.py').resolve()} (sha256 {sha256(tmp_path / 'nets.py')[:8]}...)"
+    res = cli("coarse", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count(line) == 1, res.stderr
+    assert line not in res.stdout
+    res = cli("refine", str(tmp_path / "run"), "--trials", "1")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count(line) == 1, res.stderr
+    res = cli("sanity-check", str(spec), "--out", str(tmp_path / "sane"))
+    assert res.stderr.count(line) == 1, res.stderr
+
+
+# --------------------------------------------------------------------------- refused before any trial
+
+BAD = {
+    "missing file": ("nets.py:tiny", None, ["model.factory", "nets.py: no such file"]),
+    "module missing": (
+        "no_such_package_q7.nets:tiny",
+        NET,
+        ["model.factory", "no module named 'no_such_package_q7.nets'"],
+    ),
+    "syntax error": (
+        "nets.py:tiny",
+        "import torch.nn as nn\n\ndef tiny(:\n",
+        ["model.factory", "nets.py:3: syntax error"],
+    ),
+    "import raises": (
+        "nets.py:tiny",
+        "import torch.nn as nn\nimport no_such_module_q7\n",
+        ["model.factory", "importing it failed", "No module named 'no_such_module_q7'", "nets.py:2"],
+    ),
+    "function missing": ("nets.py:other", NET, ["model.factory", "has no function 'other'"]),
+    "not a module": (
+        "nets.py:tiny",
+        "def tiny(input_shape, num_classes, hidden=8):\n    return 42\n",
+        ["model.factory", "returned int, not a torch.nn.Module"],
+    ),
+    "wrong output shape": (
+        "nets.py:tiny",
+        NET.replace("nn.Linear(hidden, num_classes)", "nn.Linear(hidden, 5)"),
+        ["model.factory", "output of shape (2, 5)", "expected (2, 10) (batch, num_classes)"],
+    ),
+    "factory raises": (
+        "nets.py:tiny",
+        "def tiny(input_shape, num_classes, hidden=8):\n    raise ValueError('hidden must be even')\n",
+        ["model.factory", "ValueError: hidden must be even", "nets.py:2"],
+    ),
+    "forward raises": (
+        "nets.py:tiny",
+        NET + "\n\ndef broken(input_shape, num_classes, hidden=8):\n    return Broken()\n\n\n"
+        "class Broken(nn.Module):\n    def forward(self, x):\n        return x.view(-1, 7)\n",
+        ["model.factory", "RuntimeError", "nets.py:15"],
+    ),
+}
+BAD["forward raises"] = ("nets.py:broken", *BAD["forward raises"][1:])
+
+
+def bad_spec(tmp_path: Path, case: str) -> Path:
+    factory, net, _ = BAD[case]
+    spec = own_spec(tmp_path, NET if net is None else net, factory)
+    if net is None:
+        (tmp_path / "nets.py").unlink()
+    return spec
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_check_model_refuses_a_bad_factory_naming_the_key_and_reason(tmp_path: Path, case: str) -> None:
+    spec_path = bad_spec(tmp_path, case)
+    spec = load_spec(spec_path)
+    data = load_data(spec, None, None)
+    with pytest.raises(SpecError) as info:
+        check_model(spec.model, data, str(spec_path))
+    message = str(info.value)
+    assert message.startswith(f"{spec_path}: model.factory: "), message
+    assert "\n" not in message
+    for piece in BAD[case][2]:
+        assert piece in message, message
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_coarse_refuses_a_bad_factory_before_writing_anything(tmp_path: Path, case: str) -> None:
+    spec = bad_spec(tmp_path, case)
+    res = cli("coarse", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    for piece in BAD[case][2]:
+        assert piece in errors[0], res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_sanity_check_refuses_a_bad_factory_before_writing_anything(tmp_path: Path) -> None:
+    spec = bad_spec(tmp_path, "wrong output shape")
+    res = cli("sanity-check", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 1, res.stderr
+    assert "expected (2, 10) (batch, num_classes)" in res.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_refine_refuses_a_factory_broken_since_coarse_before_the_stage_is_made(tmp_path: Path) -> None:
+    spec = own_spec(tmp_path)
+    assert cli("coarse", str(spec), "--out", str(tmp_path / "run")).returncode == 0
+    (tmp_path / "nets.py").write_text(BAD["wrong output shape"][1] or "")
+    res = cli("refine", str(tmp_path / "run"), "--trials", "1")
+    assert res.returncode == 1, res.stderr
+    assert "model.factory" in res.stderr and "output of shape (2, 5)" in res.stderr
+    assert not (tmp_path / "run/refine-1").exists()
+
+
+FLAKY = """
+
+def flaky(input_shape, num_classes, hidden=8):
+    return Flaky(tiny(input_shape, num_classes, hidden))
+
+
+class Flaky(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        import torch
+
+        if torch.is_grad_enabled():
+            raise RuntimeError('no training today')
+        return self.inner(x)
+"""
+
+
+def test_a_network_that_raises_in_training_fails_its_trials_at_the_users_line(tmp_path: Path) -> None:
+    # Passes the check (which runs without grad), then raises in every training step.
+    net = NET + FLAKY
+    spec = own_spec(tmp_path, net, "nets.py:flaky")
+    line = net.splitlines().index("            raise RuntimeError('no training today')") + 1
+    res = cli("coarse", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 3, res.stderr  # no trial completed
+    assert f"RuntimeError: no training today at nets.py:{line}" in res.stderr
+    records = [json.loads(x) for x in (tmp_path / "run/coarse/trials.jsonl").read_text().splitlines()]
+    assert [r["state"] for r in records] == ["failed", "failed"]
+    assert {r["error_at"] for r in records} == {f"nets.py:{line}"}
+
+
+# --------------------------------------------------------------------------- recorded source, resume
+
+
+def test_run_json_records_the_factory_hash_and_the_loaded_class_count(tmp_path: Path) -> None:
+    spec = own_spec(tmp_path)
+    assert cli("coarse", str(spec), "--out", str(tmp_path / "run")).returncode == 0
+    info = json.loads((tmp_path / "run/coarse/run.json").read_text())
+    assert info["factory_sha256"] == sha256(tmp_path / "nets.py")
+    assert info["num_classes"] == 10
+
+
+def test_resume_refuses_a_changed_factory_file_naming_it_and_resumes_once_restored(tmp_path: Path) -> None:
+    spec = own_spec(tmp_path)
+    run = ["--out", str(tmp_path / "run")]
+    assert cli("coarse", str(spec), *run).returncode == 0
+    before = (tmp_path / "run/coarse/trials.jsonl").read_bytes()
+    (tmp_path / "nets.py").write_text(NET.replace("hidden=8", "hidden=9"))
+    res = cli("coarse", str(spec), *run, "--resume")
+    assert res.returncode == 1, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    assert str((tmp_path / "nets.py").resolve()) in errors[0]
+    assert "changed since this stage started" in errors[0]
+    assert (tmp_path / "run/coarse/trials.jsonl").read_bytes() == before
+    (tmp_path / "nets.py").write_text(NET)
+    res = cli("coarse", str(spec), *run, "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "2 of 2 trials already finished" in res.stderr
+
+
+# --------------------------------------------------------------------------- workers, shipped source
+
+
+def records_by_trial(path: Path) -> dict[int, dict[str, object]]:
+    return {r["trial"]: r for r in map(json.loads, path.read_text().splitlines()) if r["state"] != "interrupted"}
+
+
+def test_worker_processes_train_a_user_network_like_this_process(tmp_path: Path) -> None:
+    spec = own_spec(tmp_path)
+    here = cli("coarse", str(spec), "--out", str(tmp_path / "here"), "--workers", "1")
+    assert here.returncode == 0, here.stderr
+    workers = cli("coarse", str(spec), "--out", str(tmp_path / "workers"), "--workers", "2")
+    assert workers.returncode == 0, workers.stderr
+    a = records_by_trial(tmp_path / "here/coarse/trials.jsonl")
+    b = records_by_trial(tmp_path / "workers/coarse/trials.jsonl")
+    assert sorted(a) == sorted(b) == [0, 1]
+    for t in a:
+        assert a[t]["state"] == b[t]["state"] == "complete"
+        assert a[t]["params"] == b[t]["params"]
+        # Each worker runs torch on one thread, this process on all cores: the same arithmetic up
+        # to the order of float sums.
+        assert a[t]["train_loss"] == pytest.approx(b[t]["train_loss"], rel=1e-4)
+        assert a[t]["val_acc"] == pytest.approx(b[t]["val_acc"], abs=0.02)
+
+
+def test_a_shipped_source_is_used_where_the_file_is_missing_or_differs(tmp_path: Path) -> None:
+    text = NET + "\n\ndef failing(input_shape, num_classes):\n    raise ValueError('shipped code ran')\n"
+    gone = tmp_path / "elsewhere/nets.py"  # the driver's path, absent on this "node"
+    register_source(FactorySource.of(str(gone), text))
+    net = load_factory(f"{gone}:tiny")((3, 32, 32), 10)
+    assert net(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(ValueError) as info:
+        load_factory(f"{gone}:failing")((3, 32, 32), 10)
+    frame = info.traceback[-1]
+    assert (str(frame.path), frame.lineno + 1) == (str(gone), len(NET.splitlines()) + 4)
+    assert "raise ValueError('shipped code ran')" in str(info.getrepr())  # the source line, from the text
+
+    here = tmp_path / "nets.py"  # a file that differs from what the driver shipped: the shipped text wins
+    here.write_text(NET.replace("hidden=8", "hidden=3"))
+    register_source(FactorySource.of(str(here), NET))
+    net = load_factory(f"{here}:tiny")((3, 32, 32), 10)
+    assert net[1].out_features == 8
+
+
+def test_a_trial_failing_in_shipped_code_records_the_users_line(tmp_path: Path) -> None:
+    spec = load_spec(own_spec(tmp_path, factory="nets.py:tiny"))
+    shipped = NET.replace("    c, h, w = input_shape\n", "    c, h, w = input_shape\n    assert hidden < 0, 'no'\n")
+    register_source(FactorySource.of(str((tmp_path / "nets.py").resolve()), shipped))
+    data = load_data(spec, None, None)
+    cfg = TrialConfig(0, {}, spec.model, spec.train, 0)
+    result = run_trial(cfg, data)
+    assert result.state is TrialState.FAILED
+    assert result.error_at == "nets.py:6"
+
+
+# --------------------------------------------------------------------------- classes of a user's data
+
+
+def test_a_users_npz_records_its_class_count_and_the_advice_judges_chance_by_it(tmp_path: Path) -> None:
+    # Three classes and labels that are noise: every trial stays at 1/3, which only the loaded
+    # data's class count (the spec says none for an npz) lets the stage advice call chance.
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (300, 3, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "noise.npz", x_train=x, y_train=rng.integers(0, 3, 300))
+    spec = own_spec(tmp_path)
+    spec.write_text(
+        spec.read_text().replace(
+            "{dataset: synthetic, synthetic_train: 300, synthetic_test: 10,", "{dataset: npz, path: noise.npz,"
+        )
+    )
+    res = cli("coarse", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "run/coarse/run.json").read_text())["num_classes"] == 3
+    assert "2 of 2 trials stayed at chance accuracy" in res.stderr
+    assert res.stdout.count("at chance") == 2  # each trial's curve label, in the table
+    assert (tmp_path / "run/coarse/results.md").read_text().count("at chance") == 2
+
+
+def test_stage_num_classes_is_the_specs_else_the_recorded_count(tmp_path: Path) -> None:
+    npz = DataSpec(dataset="npz", path=tmp_path / "d.npz")
+    assert stage_num_classes(tmp_path, DataSpec(dataset="synthetic")) == 10
+    assert stage_num_classes(tmp_path, npz) is None  # no run.json yet
+    (tmp_path / "run.json").write_text(json.dumps({"num_classes": 7}))
+    assert stage_num_classes(tmp_path, npz) == 7
