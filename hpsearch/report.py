@@ -365,15 +365,17 @@ def sanity_tables(report: SanityReport) -> list[Table]:
         layers.add_column(h, justify="right")
     for s in report.layers:
         sat = "-" if s.saturated is None else f"{s.saturated:.1%}"
-        layers.add_row(str(s.layer), f"{s.mean:.3g}", f"{s.std:.3g}", f"{s.dead:.1%}", sat, f"{s.grad_norm:.3g}")
+        layers.add_row(s.label, f"{s.mean:.3g}", f"{s.std:.3g}", f"{s.dead:.1%}", sat, f"{s.grad_norm:.3g}")
     probe = Table(title="learning-rate probe", title_justify="left")
     for h in ("lr", "start loss", "end loss", "drop", "status"):
         probe.add_column(h, justify="right")
     for r in report.probe:
         style = "" if r.status.ok else "red" if r.status.too_high else "yellow"  # too high / too low
         status = Text(r.status.label, style=style)
-        end = "inf" if not math.isfinite(r.end_loss) else f"{r.end_loss:.3f}"
-        drop = "-" if not math.isfinite(r.drop) else f"{r.drop:+.1%}"
+        end = (
+            "inf" if not math.isfinite(r.end_loss) else f"{r.end_loss:.3f}" if r.end_loss < 1e4 else f"{r.end_loss:.3g}"
+        )
+        drop = "-" if r.diverged else f"{r.drop:+.1%}"  # exploded: a drop of -5.7e+22% says nothing more
         probe.add_row(f"{r.lr:g}", f"{r.start_loss:.3f}", end, drop, status)
     return [checks, layers, probe]
 

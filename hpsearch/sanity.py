@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from hpsearch.data import Dataset
+from hpsearch.errors import SpecError
 from hpsearch.models import Maxout, Net, build_model, l2_penalty
 from hpsearch.records import finite_or_none
-from hpsearch.spec import Activation, Spec, TrainSpec
+from hpsearch.spec import Spec, TrainSpec
 from hpsearch.trial import batch_order, init_seed, make_optimizer, training_loss
 
 # Initial loss / ln(C): inside PASS_BAND passes, inside WARN_BAND warns, outside fails.
@@ -75,7 +76,13 @@ class LayerStats:
     std: float
     dead: float  # fraction of units that are zero for the whole batch
     saturated: float | None  # fraction of outputs saturated (tanh, sigmoid); None for others
-    grad_norm: float  # norm of dL/dW of the layer's weights after one backward pass
+    grad_norm: float  # norm of dL/dW of the weights feeding the layer, after one backward pass
+    name: str | None = None  # a user's network: the module's name in named_modules() and its class
+
+    @property
+    def label(self) -> str:
+        """The layer column: `1`, or `1 (features.1: ReLU)` in a user's network."""
+        return f"{self.layer} ({self.name})" if self.name else str(self.layer)
 
 
 class ProbeStatus(str, enum.Enum):
@@ -157,6 +164,8 @@ StepCallback = Callable[[str, int, int], None]  # (name of the check about to ru
 
 def run_sanity_checks(spec: Spec, data: Dataset, on_step: StepCallback | None = None) -> SanityReport:
     """All four checks in the lecture's order, each on a freshly initialized model."""
+    if spec.model.watch:  # a class name in model.watch that matches no module: refused before any check
+        activation_modules(fresh_model(spec, data), spec.model.watch)
     steps: list[Callable[[], Any]] = [
         lambda: check_initial_loss(spec, data),
         lambda: check_activations(spec, data),
@@ -172,10 +181,24 @@ def run_sanity_checks(spec: Spec, data: Dataset, on_step: StepCallback | None = 
     return SanityReport([initial, activations, overfit, probe_check], layers, probe, recommended)
 
 
+# Dropout modules of a user's network, switched off (p = 0) when the lecture turns regularization off.
+DROPOUT_TYPES = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout)
+
+
 def fresh_model(spec: Spec, data: Dataset, dropout: bool = True) -> nn.Module:
+    """The spec's model as trial 0 initializes it; `dropout=False`: with every dropout switched off.
+    A user's network keeps its dropout modules with p set to 0, rather than in eval mode: eval mode
+    would also switch BatchNorm to its running statistics, which is no regularization, and the
+    next net.train() would turn dropout back on. Dropout called as a function in forward
+    (F.dropout) cannot be reached and stays on."""
     model = spec.model if dropout else spec.model.model_copy(update={"dropout": 0.0})
     torch.manual_seed(init_seed(spec.search.seed, 0))
-    return build_model(model, data.input_shape, data.num_classes).to(data.x_train.device)
+    net = build_model(model, data.input_shape, data.num_classes).to(data.x_train.device)
+    if not dropout:
+        for m in net.modules():
+            if isinstance(m, DROPOUT_TYPES):
+                m.p = 0.0
+    return net
 
 
 def _first_batches(spec: Spec, data: Dataset, count: int, size: int) -> list[torch.Tensor]:
@@ -188,8 +211,9 @@ def _first_batches(spec: Spec, data: Dataset, count: int, size: int) -> list[tor
 
 @torch.no_grad()
 def check_initial_loss(spec: Spec, data: Dataset) -> CheckResult:
-    """Regularization off, the mean loss at init should be ln(C); turning it on must raise it."""
-    net = fresh_model(spec, data).eval()
+    """Regularization off, the mean loss at init should be ln(C); turning it on must raise it.
+    In training mode, as the first step sees it (BatchNorm normalizing by the batch), dropout off."""
+    net = fresh_model(spec, data, dropout=False)
     batches = _first_batches(spec, data, spec.sanity.initial_batches, spec.train.batch_size)
     losses, regularized = [], []
     for idx in batches:
@@ -252,44 +276,124 @@ def _banded(ratio: float, pass_band: tuple[float, float], warn_band: tuple[float
 ACTIVATION_TYPES = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.GELU, nn.Tanh, nn.Sigmoid, nn.SiLU, Maxout)
 
 
-def activation_modules(net: nn.Module, watch: tuple[str, ...] = ()) -> list[nn.Module]:
-    """The modules whose outputs the activation statistics look at: hpsearch's own nets list
-    theirs; in a user's network, every activation module (by type) and any class named in
-    model.watch, in forward-definition order."""
+def activation_modules(net: nn.Module, watch: tuple[str, ...] = ()) -> list[tuple[str, nn.Module]]:
+    """The modules whose outputs the activation statistics look at, with their names in
+    named_modules(): hpsearch's own nets list theirs; in a user's network, every activation module
+    (by type) and every module whose class model.watch names. A name in model.watch that matches no
+    module's class is a SpecError (a typo would otherwise leave its layers out unseen)."""
     if isinstance(net, Net):
-        return list(net.hidden_layers)
-    return [m for m in net.modules() if isinstance(m, ACTIVATION_TYPES) or type(m).__name__ in watch]
+        hidden = {id(m) for m in net.hidden_layers}
+        return [(name, m) for name, m in net.named_modules() if id(m) in hidden]
+    classes = {type(m).__name__ for m in net.modules()}
+    for name in watch:
+        if name not in classes:
+            raise SpecError(f"model.watch: no module of class '{name}' in the network")
+    return [(n, m) for n, m in net.named_modules() if isinstance(m, ACTIVATION_TYPES) or type(m).__name__ in watch]
+
+
+@dataclass(frozen=True)
+class _Activation:
+    """One watched module's output in one forward pass, and the module with weights that ran last
+    before it: the layer whose weight gradient the statistics report beside it."""
+
+    name: str
+    module: nn.Module
+    output: torch.Tensor
+    feeding: nn.Module | None
 
 
 def check_activations(spec: Spec, data: Dataset) -> tuple[CheckResult, list[LayerStats]]:
     """One forward and backward pass at init: per hidden layer, activation mean/std, dead and
-    saturated units, and weight-gradient norms (the lecture's "activation statistics")."""
+    saturated units, and weight-gradient norms (the lecture's "activation statistics"). Layers are
+    listed in the order forward calls them, which a user's network need not define them in."""
     net = fresh_model(spec, data, dropout=False)
     (idx,) = _first_batches(spec, data, 1, spec.sanity.activation_batch)
-    outputs: list[torch.Tensor] = []
-    watched = activation_modules(net, spec.model.watch)
-    hooks = [m.register_forward_hook(lambda _m, _i, o: outputs.append(o.detach())) for m in watched]
+    seen = _forward_backward(net, activation_modules(net, spec.model.watch), data, idx)
+    user = not isinstance(net, Net)
+    calls: dict[int, int] = {}
+    layers = []
+    for i, a in enumerate(seen):
+        calls[id(a.module)] = calls.get(id(a.module), 0) + 1
+        name = None
+        if user:
+            call = f", call {calls[id(a.module)]}" if calls[id(a.module)] > 1 else ""  # a module used twice
+            name = f"{a.name}: {type(a.module).__name__}{call}"
+        layers.append(_layer_stats(i + 1, a.output, a.module, _weight_grad_norm(a.feeding), name))
+    if user and not layers:
+        return _no_activation_modules(), layers
+    if user:
+        kinds = _kinds(a.module for a in seen)
+        saturating = _kinds(a.module for a in seen if isinstance(a.module, SATURATING)) or kinds
+    else:
+        kinds = saturating = spec.model.activation.value
+    return _judge_layers(layers, kinds, saturating), layers
+
+
+def _forward_backward(
+    net: nn.Module, watched: list[tuple[str, nn.Module]], data: Dataset, idx: torch.Tensor
+) -> list[_Activation]:
+    """One training forward and backward pass on the batch `idx`; what each watched module output."""
+    seen: list[_Activation] = []
+    feeding: list[nn.Module | None] = [None]  # the module with weights that ran last
+    names = {id(m): name for name, m in watched}
+
+    def on_weights(m: nn.Module, _i: Any, _o: Any) -> None:
+        feeding[0] = m
+
+    def on_activation(m: nn.Module, _i: Any, o: Any) -> None:
+        if isinstance(o, torch.Tensor) and o.ndim >= 1:
+            # A copy: an in-place op later in forward (ReLU(inplace=True)) must not change what was seen.
+            seen.append(_Activation(names[id(m)], m, o.detach().clone(), feeding[0]))
+
+    weighted = [m for m in net.modules() if any(p.ndim > 1 for p in m.parameters(recurse=False))]
+    hooks = [m.register_forward_hook(on_weights) for m in weighted]
+    hooks += [m.register_forward_hook(on_activation) for _, m in watched]
     try:
         loss, _ = training_loss(net, data.normalize(data.x_train[idx]), data.y_train[idx], 0.0)
         loss.backward()
     finally:
         for h in hooks:
             h.remove()
-    weights = [m.weight for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
-    layers = [_layer_stats(i + 1, h, spec.model.activation, weights[i].grad) for i, h in enumerate(outputs)]
-    return _judge_layers(layers, spec.model.activation), layers
+    return seen
 
 
-def _layer_stats(layer: int, h: torch.Tensor, activation: Activation, grad: torch.Tensor | None) -> LayerStats:
+def _weight_grad_norm(module: nn.Module | None) -> float:
+    """Norm of the gradient of the module's own weights (the regularized tensors: not biases)."""
+    if module is None:
+        return 0.0
+    grads = [p.grad for p in module.parameters(recurse=False) if p.ndim > 1 and p.grad is not None]
+    return math.sqrt(sum(float(g.square().sum()) for g in grads))
+
+
+SATURATING = (nn.Tanh, nn.Sigmoid)
+
+
+def _kinds(modules: Iterable[nn.Module]) -> str:
+    """The activation classes of a user's network, as its messages name them: `Tanh`, `ReLU/Tanh`."""
+    return "/".join(dict.fromkeys(type(m).__name__ for m in modules))
+
+
+def _no_activation_modules() -> CheckResult:
+    return CheckResult(
+        "activations",
+        Verdict.WARN,
+        "no activation modules found",
+        "no module of an activation class (ReLU, Tanh, GELU, ...) in the network: an activation called "
+        "as a function (F.relu) is invisible here; give it a module, or name its class in model.watch",
+        {"depth": 0, "std_ratio": None, "max_saturated": None, "max_dead": 0.0},
+    )
+
+
+def _layer_stats(layer: int, h: torch.Tensor, module: nn.Module, grad_norm: float, name: str | None) -> LayerStats:
+    h = h.float().unsqueeze(1) if h.ndim == 1 else h.float()  # one feature per example
     units = h.transpose(0, 1).reshape(h.shape[1], -1)  # (units or channels, batch * positions)
     dead = float((units == 0).all(dim=1).float().mean())
     saturated: float | None = None
-    if activation is Activation.TANH:
+    if isinstance(module, nn.Tanh):
         saturated = float((h.abs() > 0.99).float().mean())
-    elif activation is Activation.SIGMOID:
+    elif isinstance(module, nn.Sigmoid):
         saturated = float(((h < 0.01) | (h > 0.99)).float().mean())
-    grad_norm = float(grad.norm()) if grad is not None else 0.0
-    return LayerStats(layer, float(h.mean()), float(h.std()), dead, saturated, grad_norm)
+    return LayerStats(layer, float(h.mean()), float(h.std()), dead, saturated, grad_norm, name)
 
 
 Problem = tuple[Verdict, str]
@@ -303,7 +407,7 @@ def _graded(value: float, warn: float, fail: float, message: str, above: bool = 
     return [(Verdict.FAIL if bad else Verdict.WARN, message)]
 
 
-def _depth_problems(layers: list[LayerStats], activation: Activation) -> list[Problem]:
+def _depth_problems(layers: list[LayerStats], activation: str) -> list[Problem]:
     if len(layers) < 2 or layers[0].std == 0:
         return []
     first, last = layers[0].std, layers[-1].std
@@ -313,12 +417,12 @@ def _depth_problems(layers: list[LayerStats], activation: Activation) -> list[Pr
         COLLAPSE_WARN,
         COLLAPSE_FAIL,
         f"activations collapse toward zero across depth ({trend}): initial weights too small for "
-        f"{activation.value}, no learning in deep layers",
+        f"{activation}, no learning in deep layers",
         above=False,
     ) + _graded(last / first, GROWTH_WARN, GROWTH_FAIL, f"activations grow across depth ({trend}): weights too large")
 
 
-def _unit_problems(layers: list[LayerStats], activation: Activation) -> list[Problem]:
+def _unit_problems(layers: list[LayerStats], saturating: str) -> list[Problem]:
     problems: list[Problem] = []
     largest = max(s.std for s in layers)
     if largest > LARGE_STD:
@@ -332,7 +436,7 @@ def _unit_problems(layers: list[LayerStats], activation: Activation) -> list[Pro
             worst,
             SATURATED_WARN,
             SATURATED_FAIL,
-            f"{worst:.0%} of {activation.value} outputs saturated: local gradients near zero, weights too large",
+            f"{worst:.0%} of {saturating} outputs saturated: local gradients near zero, weights too large",
         )
     dead = max(s.dead for s in layers)
     problems += _graded(dead, DEAD_WARN, DEAD_FAIL, f"{dead:.0%} of units dead (zero for the whole batch)")
@@ -348,7 +452,8 @@ def _gradient_problems(layers: list[LayerStats]) -> list[Problem]:
     return []
 
 
-def _judge_layers(layers: list[LayerStats], activation: Activation) -> CheckResult:
+def _judge_layers(layers: list[LayerStats], activation: str, saturating: str) -> CheckResult:
+    """`activation` names the layers' activation in messages, `saturating` the saturating ones."""
     numbers: dict[str, Any] = {
         "depth": len(layers),
         "std_ratio": layers[-1].std / layers[0].std if len(layers) >= 2 and layers[0].std > 0 else None,
@@ -361,7 +466,7 @@ def _judge_layers(layers: list[LayerStats], activation: Activation) -> CheckResu
         return CheckResult(
             "activations", Verdict.PASS, "no hidden layers", "a linear classifier: nothing to check", numbers
         )
-    problems = _depth_problems(layers, activation) + _unit_problems(layers, activation) + _gradient_problems(layers)
+    problems = _depth_problems(layers, activation) + _unit_problems(layers, saturating) + _gradient_problems(layers)
     if not problems:
         return CheckResult("activations", Verdict.PASS, measured, "activations nicely scaled in every layer", numbers)
     worst = Verdict.FAIL if any(v is Verdict.FAIL for v, _ in problems) else Verdict.WARN
@@ -525,6 +630,8 @@ def judge_probe(rows: list[ProbeRow], iterations: int) -> ProbeOutcome:
 def _drop_text(r: ProbeRow) -> str:
     if r.status is ProbeStatus.DIVERGED:
         return "diverged"
+    if r.status is ProbeStatus.EXPLODED:  # the factor: a "drop" of -5.7e+22% says less
+        return f"x{r.end_loss / r.start_loss:.2g} exploded"
     drop = r.drop if abs(r.drop) >= 0.005 else 0.0  # a rise that rounds to 0% reads "+0%", not "-0%"
     return f"{drop:+.0%} {r.status.value}"
 

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from helpers import ROOT, cli
 
 from hpsearch import sanity
 from hpsearch.data import Dataset, load_data
+from hpsearch.errors import SpecError
 from hpsearch.sanity import (
     ProbeOutcome,
     ProbeStatus,
@@ -19,7 +21,9 @@ from hpsearch.sanity import (
     check_activations,
     check_initial_loss,
     check_overfit,
+    judge_probe,
     probe_learning_rates,
+    probe_row,
     run_sanity_checks,
 )
 from hpsearch.spec import Spec, load_spec, parse_spec
@@ -216,6 +220,12 @@ def test_probe_status_says_what_the_loss_did(losses: list[float], status: ProbeS
     assert row.status.too_high == (status not in {ProbeStatus.FELL, ProbeStatus.BARELY_MOVED})
 
 
+def test_probe_summary_gives_an_exploded_loss_as_a_factor() -> None:
+    rows = [probe_row(1.0, [2.3] * 10 + [2.3e20] * 10), probe_row(0.1, [2.3] * 10 + [1.5] * 10)]
+    check, _, _ = judge_probe(rows, 20)
+    assert "1: x1e+20 exploded, 0.1: +35% fell" in check.measured
+
+
 def test_probe_status_labels_say_too_low_or_too_high() -> None:
     assert [s.label for s in ProbeStatus] == [
         "fell: ok",
@@ -391,3 +401,244 @@ def test_cli_writes_a_spec_whose_lr_range_comes_from_lrs_that_fell(
     assert [r["status"] for r in doc["lr_probe"]] == ["rose", "fell", "barely moved", "barely moved"]
     lr = load_spec(out_spec).search.space["lr"]
     assert (lr.low, lr.high) == (pytest.approx(0.01), pytest.approx(1.0))  # type: ignore[union-attr]
+
+
+# --------------------------------------------------------------------------- user networks (model.kind python)
+
+# Factories a user might write: a conv stack whose init the test chooses. Biases start at zero, so
+# the weights' std alone sets the activations' scale.
+USER_NETS = '''
+import math
+
+import torch
+from torch import nn
+
+
+class Swish(nn.Module):
+    """An activation hpsearch does not know by type: watched only when model.watch names it."""
+
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "swish": Swish}
+
+
+def conv_stack(input_shape, num_classes, act="relu", init="kaiming", depth=6, width=8, head_std=0.01, dropout=0.0):
+    channels, size = input_shape[0], input_shape[1]
+    layers = []
+    for i in range(depth):
+        layers += [nn.Conv2d(channels, width, 3, padding=1), ACTIVATIONS[act]()]
+        channels = width
+        if i % 2 == 0 and size >= 8:  # pooling keeps the test fast
+            layers.append(nn.MaxPool2d(2))
+            size //= 2
+    head = nn.Linear(width * size * size, num_classes)
+    net = nn.Sequential(*layers, nn.Flatten(), nn.Dropout(dropout), head)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                fan_in = m.weight[0].numel()
+                std = {"kaiming": math.sqrt(2 / fan_in), "xavier": 1 / math.sqrt(fan_in)}.get(init, init)
+                m.weight.normal_(0.0, float(std))
+                m.bias.zero_()
+        head.weight.normal_(0.0, head_std)
+    return net
+
+
+class Unordered(nn.Module):
+    """Defines its activations in the opposite order to the one its forward uses them in."""
+
+    def __init__(self, num_classes):
+        super().__init__()
+        self.second = nn.Tanh()
+        self.first = nn.ReLU()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4 * 32 * 32, 16)
+        self.head = nn.Linear(16, num_classes)
+
+    def forward(self, x):
+        return self.head(self.second(self.fc(self.first(self.conv(x)).flatten(1))))
+
+
+def unordered(input_shape, num_classes):
+    return Unordered(num_classes)
+
+
+def functional_relu(input_shape, num_classes):
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(math.prod(input_shape), 32)
+            self.head = nn.Linear(32, num_classes)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.fc(x.flatten(1))))
+
+    return Net()
+'''
+
+USER_DATA = {"dataset": "synthetic", "synthetic_train": 600, "synthetic_test": 100, "val_size": 100}
+
+
+@pytest.fixture(scope="module")
+def user_nets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("user") / "user_nets.py"
+    path.write_text(USER_NETS)
+    return path
+
+
+def user_spec(nets: Path, factory: str = "conv_stack", watch: tuple[str, ...] = (), **args: Any) -> Spec:
+    return parse_spec(
+        {
+            "name": "user",
+            "data": USER_DATA,
+            "model": {"kind": "python", "factory": f"{nets}:{factory}", "args": args, "watch": list(watch)},
+            "train": {"device": "cpu", "lr": 0.05},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def user_data(user_nets: Path) -> Dataset:
+    return load_data(user_spec(user_nets), None, None)
+
+
+def test_user_convnet_initial_loss_is_ln_10_and_l2_counts_only_weights(user_nets: Path, user_data: Dataset) -> None:
+    spec = user_spec(user_nets)
+    check = check_initial_loss(spec, user_data)
+    assert check.verdict is Verdict.PASS, check.diagnosis
+    assert check.numbers["loss"] == pytest.approx(2.3026, abs=0.05)
+    net = sanity.fresh_model(spec, user_data)
+    weights = sum(float((p * p).sum().detach()) for n, p in net.named_parameters() if n.endswith("weight"))
+    assert check.numbers["penalty"] == pytest.approx(0.5 * sanity.REG_PROBE * weights, rel=1e-5)  # biases left out
+    assert check.numbers["loss_with_reg"] > check.numbers["loss"]
+
+
+def test_user_convnet_with_huge_scores_fails_the_initial_loss(user_nets: Path, user_data: Dataset) -> None:
+    check = check_initial_loss(user_spec(user_nets, head_std=10.0), user_data)
+    assert check.verdict is Verdict.FAIL
+    assert "initial weights too large" in check.diagnosis
+
+
+def test_user_tanh_convnet_with_tiny_weights_collapses(user_nets: Path, user_data: Dataset) -> None:
+    # The lecture's experiment on the user's own net: weights N(0, 1e-4) in 6 tanh conv layers.
+    check, layers = check_activations(user_spec(user_nets, act="tanh", init=1e-4), user_data)
+    assert check.verdict is Verdict.FAIL
+    assert "collapse toward zero" in check.diagnosis
+    assert "Tanh" in check.diagnosis  # names the network's own activation, not the spec's default relu
+    assert len(layers) == 6
+    assert all(b.std < a.std for a, b in zip(layers, layers[1:], strict=False))
+    assert [s.name for s in layers] == [f"{i}: Tanh" for i in (1, 4, 6, 9, 11, 14)]  # named_modules() names
+    assert layers[0].label == "1 (1: Tanh)"
+    assert all(s.grad_norm > 0 for s in layers[:1])
+
+
+def test_user_tanh_convnet_with_large_weights_saturates(user_nets: Path, user_data: Dataset) -> None:
+    check, layers = check_activations(user_spec(user_nets, act="tanh", init=1.0), user_data)
+    assert check.verdict is Verdict.FAIL
+    assert "of Tanh outputs saturated" in check.diagnosis
+    assert layers[-1].saturated is not None and layers[-1].saturated > 0.2
+
+
+def test_user_relu_convnet_with_kaiming_is_nicely_scaled(user_nets: Path, user_data: Dataset) -> None:
+    check, layers = check_activations(user_spec(user_nets, act="relu", init="kaiming"), user_data)
+    assert check.verdict is Verdict.PASS, check.diagnosis
+    assert len(layers) == 6
+    assert all(s.saturated is None for s in layers)  # ReLU does not saturate
+    # Each layer's gradient norm is that of the conv feeding it: all six convs get a gradient.
+    assert all(s.grad_norm > 0 for s in layers)
+    net = sanity.fresh_model(user_spec(user_nets, act="relu", init="kaiming"), user_data)
+    convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == len(layers)
+
+
+def test_user_layers_are_listed_in_forward_order(user_nets: Path, user_data: Dataset) -> None:
+    _, layers = check_activations(user_spec(user_nets, "unordered"), user_data)
+    assert [s.name for s in layers] == ["first: ReLU", "second: Tanh"]
+    assert [s.saturated is None for s in layers] == [True, False]  # tanh can saturate, relu cannot
+
+
+def test_model_watch_adds_module_classes(user_nets: Path, user_data: Dataset) -> None:
+    _, unwatched = check_activations(user_spec(user_nets, act="swish", depth=2), user_data)
+    assert unwatched == []
+    check, layers = check_activations(user_spec(user_nets, watch=("Swish",), act="swish", depth=2), user_data)
+    assert [s.name for s in layers] == ["1: Swish", "4: Swish"]
+    assert all(s.grad_norm > 0 for s in layers)  # the conv feeding each Swish
+    assert check.numbers["depth"] == 2
+
+
+def test_model_watch_naming_no_module_is_a_spec_error(user_nets: Path, user_data: Dataset) -> None:
+    with pytest.raises(SpecError, match="model.watch: no module of class 'Swishh' in the network"):
+        check_activations(user_spec(user_nets, watch=("Swishh",), act="swish", depth=2), user_data)
+
+
+def test_model_watch_typo_is_refused_before_any_check_runs(user_nets: Path, user_data: Dataset) -> None:
+    steps: list[str] = []
+    with pytest.raises(SpecError, match="model.watch: no module of class 'Swishh'"):
+        run_sanity_checks(
+            user_spec(user_nets, watch=("Swishh",), act="swish", depth=2),
+            user_data,
+            lambda name, *_: steps.append(name),
+        )
+    assert steps == []
+
+
+def test_user_net_without_activation_modules_warns(user_nets: Path, user_data: Dataset) -> None:
+    check, layers = check_activations(user_spec(user_nets, "functional_relu"), user_data)
+    assert layers == []
+    assert check.verdict is Verdict.WARN
+    assert "model.watch" in check.diagnosis
+
+
+def test_user_dropout_is_switched_off_for_the_overfit_test(user_nets: Path, user_data: Dataset) -> None:
+    spec = user_spec(user_nets, dropout=0.9)
+    net = sanity.fresh_model(spec, user_data, dropout=False)
+    dropouts = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
+    assert [m.p for m in dropouts] == [0.0]
+    x = user_data.normalize(user_data.x_train[:8])
+    assert net.training and torch.equal(net(x), net(x))  # deterministic in training mode
+    assert [m.p for m in sanity.fresh_model(spec, user_data).modules() if isinstance(m, torch.nn.Dropout)] == [0.9]
+    check = check_overfit(spec, user_data)
+    assert check.verdict is Verdict.PASS, check.diagnosis
+
+
+def test_user_tanh_convnet_with_tiny_weights_cannot_overfit(user_nets: Path, user_data: Dataset) -> None:
+    # Only the scores' biases learn (the class frequencies of the 20): the loss falls ~10%, no further.
+    check = check_overfit(user_spec(user_nets, act="tanh", init=1e-4), user_data)
+    assert check.verdict is not Verdict.PASS
+    assert check.numbers["train_acc"] <= 0.3
+
+
+def _write_user_spec(tmp_path: Path, nets: Path, args: str) -> Path:
+    (tmp_path / "nets.py").write_text(nets.read_text())
+    spec = tmp_path / "user.yaml"
+    spec.write_text(
+        "name: user\n"
+        "data: {dataset: synthetic, synthetic_train: 600, synthetic_test: 100, val_size: 100}\n"
+        f"model: {{kind: python, factory: nets.py:conv_stack, args: {args}}}\n"
+        "train: {device: cpu, lr: 0.05}\n"
+        "sanity: {probe_lrs: [0.3, 0.1, 0.01, 0.0001], probe_iterations: 40}\n"
+    )
+    return spec
+
+
+def test_cli_sanity_check_passes_a_good_user_convnet(tmp_path: Path, user_nets: Path) -> None:
+    spec = _write_user_spec(tmp_path, user_nets, "{act: relu, init: kaiming}")
+    res = cli("sanity-check", str(spec), "--out", str(tmp_path / "run"), "--json")
+    doc = json.loads(res.stdout)
+    assert res.returncode == 0, (res.stderr, [(c["check"], c["verdict"], c["diagnosis"]) for c in doc["checks"]])
+    assert {c["check"]: c["verdict"] for c in doc["checks"]}["activations"] == "PASS"
+    assert [layer["name"] for layer in doc["layers"]] == [f"{i}: ReLU" for i in (1, 4, 6, 9, 11, 14)]
+
+
+def test_cli_sanity_check_fails_a_badly_initialized_user_convnet(tmp_path: Path, user_nets: Path) -> None:
+    spec = _write_user_spec(tmp_path, user_nets, "{act: tanh, init: 1.0e-4}")
+    res = cli("sanity-check", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 1
+    assert "collapse toward zero" in res.stdout
+    assert "FAIL" in res.stdout
+    doc = json.loads((tmp_path / "run/sanity/report.json").read_text())
+    verdicts = {c["check"]: c["verdict"] for c in doc["checks"]}
+    assert verdicts["activations"] == "FAIL"
+    assert verdicts["initial_loss"] == "PASS"  # tiny weights: logits near zero, loss = ln 10
