@@ -28,7 +28,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from hpsearch.data import Dataset
 from hpsearch.models import build_model
-from hpsearch.population import PopulationOptimizer, _BatchBuffers, _leading, _Param, group_key
+from hpsearch.population import BatchBuffers, Param, PopulationOptimizer, group_key, leading
 from hpsearch.recorder import TrialRecorder
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.trial import (
@@ -61,7 +61,7 @@ class StackedNet:
         frozen = {k for k, prm in self.base.named_parameters() if not prm.requires_grad}
         self.names = [k for k in params if k not in frozen]
         # decays: the tensor had more than one dimension before stacking (models.regularized)
-        self.params = [_Param(params[k].detach(), _leading(params[k].ndim - 1), params[k].ndim > 2) for k in self.names]
+        self.params = [Param(params[k].detach(), leading(params[k].ndim - 1), params[k].ndim > 2) for k in self.names]
         # Frozen parameters go in with the buffers: never differentiated nor updated, as torch.optim
         # skips a parameter without a gradient; run_trial's L2 term still counts them (penalty).
         self.buffers: Tensors = {k: v.detach() for k, v in buffers.items()}
@@ -138,7 +138,7 @@ def run_func_population(
     net = StackedNet(_modules(configs, data))
     opt = PopulationOptimizer(net, configs, device)
     x_acc, y_acc = train_accuracy_sample(data)
-    batch = _BatchBuffers(data, train.batch_size, 1)
+    batch = BatchBuffers(data, train.batch_size, 1)
     for epoch in range(train.epochs):
         order = batch_order(n, first.seed, epoch, device)
         for s in range(0, n, train.batch_size):
@@ -263,7 +263,7 @@ def measured_population(cfg: TrialConfig, data: Dataset, size: int) -> int:
 def step_seconds(cfg: TrialConfig, data: Dataset, size: int) -> tuple[float, float]:
     """Seconds per training step: `size` trials together, and one trial alone."""
     b = min(cfg.train.batch_size, len(data.x_train))
-    batch = _BatchBuffers(data, b, 1)
+    batch = BatchBuffers(data, b, 1)
     x, y = batch.load(torch.arange(b, device=data.x_train.device))
     configs = [cfg.__class__(cfg.trial_id + i, cfg.params, cfg.model, cfg.train, cfg.seed) for i in range(size)]
     net = StackedNet(_modules(configs, data))

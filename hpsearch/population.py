@@ -71,7 +71,7 @@ def plan_populations(configs: list[TrialConfig], size: int) -> list[list[TrialCo
 
 
 @dataclass
-class _Param:
+class Param:
     """A stacked parameter and how a per-trial scalar (P,) broadcasts onto it."""
 
     tensor: torch.Tensor
@@ -87,7 +87,7 @@ def _blocks(size: int, trailing: int) -> Expand:
     return lambda s: s.repeat_interleave(size).view(-1, *([1] * trailing))
 
 
-def _leading(trailing: int) -> Expand:
+def leading(trailing: int) -> Expand:
     return lambda s: s.view(-1, *([1] * trailing))
 
 
@@ -100,7 +100,7 @@ class PopulationNet(nn.Module):
         self.kind = kind
         layers = [[m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))] for net in nets]
         self.act = nets[0].hidden_layers[0] if nets[0].hidden_layers else nn.Identity()
-        self.params: list[_Param] = []
+        self.params: list[Param] = []
         self.convs: list[tuple[nn.Parameter, nn.Parameter]] = []
         self.linears: list[tuple[nn.Parameter, nn.Parameter]] = []
         for i, first in enumerate(layers[0]):
@@ -111,8 +111,8 @@ class PopulationNet(nn.Module):
                 w = nn.Parameter(torch.cat(ws).contiguous())
                 b = nn.Parameter(torch.cat(bs).contiguous())
                 self.params += [
-                    _Param(w, _blocks(first.out_channels, 3), True),
-                    _Param(b, _blocks(first.out_channels, 0), False),
+                    Param(w, _blocks(first.out_channels, 3), True),
+                    Param(b, _blocks(first.out_channels, 0), False),
                 ]
                 self.convs.append((w, b))
             elif i == 0 and kind == "mlp":
@@ -121,12 +121,12 @@ class PopulationNet(nn.Module):
                 w = nn.Parameter(torch.cat(ws).contiguous())
                 b = nn.Parameter(torch.cat(bs).contiguous())
                 h = first.out_features
-                self.params += [_Param(w, _blocks(h, 1), True), _Param(b, _blocks(h, 0), False)]
+                self.params += [Param(w, _blocks(h, 1), True), Param(b, _blocks(h, 0), False)]
                 self.linears.append((w, b))
             else:
                 w = nn.Parameter(torch.stack(ws).contiguous())  # (P, out, in), as nn.Linear keeps it
                 b = nn.Parameter(torch.stack(bs).contiguous())  # (P, out)
-                self.params += [_Param(w, _leading(2), True), _Param(b, _leading(1), False)]
+                self.params += [Param(w, leading(2), True), Param(b, leading(1), False)]
                 self.linears.append((w, b))
         for i, prm in enumerate(self.params):
             self.register_parameter(f"p{i}", prm.tensor)  # type: ignore[arg-type]
@@ -201,7 +201,7 @@ class Stacked(Protocol):
     """What PopulationOptimizer updates: PopulationNet, or funcpop.StackedNet for a user's network."""
 
     kind: str
-    params: list[_Param]
+    params: list[Param]
 
 
 class PopulationOptimizer:
@@ -254,7 +254,7 @@ class PopulationOptimizer:
             else:
                 self._sgd(i, prm, t, g, lr)
 
-    def _fused_first_layer(self, prm: _Param, lr: torch.Tensor) -> None:
+    def _fused_first_layer(self, prm: Param, lr: torch.Tensor) -> None:
         """SGD with one momentum for every trial, on the MLP's first layer: the matmul that makes the
         gradient adds it straight into the momentum buffer (buf = m * buf + dz x), so the gradient
         itself is never written out; then buf += wd * W and W -= lr * buf, as torch.optim.SGD does."""
@@ -266,14 +266,14 @@ class PopulationOptimizer:
         buf.addcmul_(prm.tensor, prm.expand(self.wd))
         prm.tensor.addcmul_(buf, prm.expand(-lr))
 
-    def _sgd(self, i: int, prm: _Param, t: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
+    def _sgd(self, i: int, prm: Param, t: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         m = prm.expand(self.momentum)
         buf = self.state[i]
         torch.addcmul(g, buf, m, out=buf)  # torch: buf = momentum * buf + grad (the first step: buf = grad)
         update = g.addcmul_(buf, m) if self.nesterov else buf  # with momentum 0, buf is the grad itself
         t.addcmul_(update, prm.expand(-lr))
 
-    def _adam(self, i: int, prm: _Param, t: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
+    def _adam(self, i: int, prm: Param, t: torch.Tensor, g: torch.Tensor, lr: torch.Tensor) -> None:
         b1, b2 = prm.expand(self.beta1), prm.expand(self.beta2)
         m, v = self.state[i], self.state2[i]
         m.mul_(b1).addcmul_(g, 1 - b1)
@@ -338,7 +338,7 @@ def run_population(
     train = first.train
     n = len(data.x_train)
     x_acc, y_acc = train_accuracy_sample(data)
-    batch = _BatchBuffers(data, train.batch_size, p)
+    batch = BatchBuffers(data, train.batch_size, p)
     for epoch in range(train.epochs):
         order = batch_order(n, first.seed, epoch, device)
         for s in range(0, n, train.batch_size):
@@ -398,7 +398,7 @@ def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback |
     return [run_trial(cfg, data, on_epoch) for cfg in pop]
 
 
-class _BatchBuffers:
+class BatchBuffers:
     """The minibatch gathered and normalized into buffers kept across steps: fresh megabyte-sized
     tensors each step cost page faults that showed up as much as the conversion itself."""
 
