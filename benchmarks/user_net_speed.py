@@ -199,7 +199,9 @@ def main() -> None:
         conv_work = args.convnet_trials * args.epochs
         print(f"user convnet: {args.convnet_trials} trials x {args.epochs} epochs on {len(small.x_train)} images")
         row, conv_together = timed(
-            f"d. user convnet, vmap population (P={conv_size})", conv_work, lambda: train(conv, small, conv_size)
+            f"d. user convnet, as auto picked ({f'population of {conv_size}' if conv_size > 1 else 'one at a time'})",
+            conv_work,
+            lambda: train(conv, small, conv_size),
         )
         rows.append(row)
         row, conv_alone = timed("e. user convnet, one at a time", conv_work, lambda: train(conv, small, 1))
