@@ -39,13 +39,15 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hpsearch.data import Dataset, RawSplits, load_data, split_and_preprocess
+from search_speed import random_cifar_shaped  # the benchmark beside this one: the same random data
+
+from hpsearch.data import Dataset, load_data
 from hpsearch.executor import auto_population, execute
 from hpsearch.funcpop import measured_population, population_support, step_seconds
 from hpsearch.options import ExecOptions
 from hpsearch.records import TrialConfig, TrialEvents, TrialResult
 from hpsearch.space import trial_configs
-from hpsearch.spec import Preprocess, Spec, load_spec
+from hpsearch.spec import Spec, load_spec
 
 
 def two_layer_net(input_shape: tuple[int, ...], num_classes: int, hidden: int = 50) -> nn.Module:
@@ -71,18 +73,6 @@ def small_convnet(input_shape: tuple[int, ...], num_classes: int, channels: int 
         nn.Flatten(),
         nn.Linear(2 * channels * (h // 4) * (w // 4), num_classes),
     )
-
-
-def random_cifar_shaped(seed: int = 0) -> Dataset:
-    g = torch.Generator().manual_seed(seed)
-    raw = RawSplits(
-        x_train=torch.randint(0, 256, (50_000, 3, 32, 32), dtype=torch.uint8, generator=g),
-        y_train=torch.randint(0, 10, (50_000,), generator=g),
-        x_test=torch.zeros(0, 3, 32, 32, dtype=torch.uint8),
-        y_test=torch.zeros(0, dtype=torch.long),
-        classes=tuple(str(i) for i in range(10)),
-    )
-    return split_and_preprocess(raw, 1000, None, Preprocess.MEAN_IMAGE)
 
 
 def search(base: Spec, trials: int, model: dict[str, Any]) -> list[TrialConfig]:

@@ -28,7 +28,7 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from hpsearch.data import Dataset
 from hpsearch.models import build_model
-from hpsearch.population import BatchBuffers, Param, PopulationOptimizer, group_key, leading
+from hpsearch.population import BatchBuffers, Param, PopulationOptimizer, close_epoch, group_key, leading
 from hpsearch.recorder import TrialRecorder
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.trial import (
@@ -156,13 +156,8 @@ def run_func_population(
                 opt.freeze()  # a dead trial's NaN gradients went into its own slices only: zero them
             if it % FLUSH_EVERY == 0 and device.type == "cpu":
                 opt.flush_tiny()
-        opt.end_epoch()
         accuracies = lambda: (_accuracy(net, data, x_acc, y_acc), _accuracy(net, data, data.x_val, data.y_val))  # noqa: E731
-        blown = recorder.end_epoch(net.penalty(opt.wd).tolist(), accuracies)
-        if blown:
-            opt.stop(blown)
-            opt.freeze()
-        if not recorder.any_training:
+        if not close_epoch(recorder, opt, net.penalty, accuracies):
             break
     return recorder.finish()
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from hpsearch.data import Dataset
 from hpsearch.models import Maxout, Net, build_builtin
-from hpsearch.recorder import TrialRecorder
+from hpsearch.recorder import Accuracies, TrialRecorder
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.spec import Activation, Optimizer
 from hpsearch.trial import (
@@ -363,15 +363,26 @@ def run_population(
                 opt.freeze()  # after the step: autograd still needed the weights as they were
             if it % FLUSH_EVERY == 0 and device.type == "cpu":
                 opt.flush_tiny()
-        opt.end_epoch()
         accuracies = lambda: (_accuracy(net, data, x_acc, y_acc), _accuracy(net, data, data.x_val, data.y_val))  # noqa: E731
-        blown = recorder.end_epoch(net.penalty(opt.wd).tolist(), accuracies)
-        if blown:
-            opt.stop(blown)
-            opt.freeze()
-        if not recorder.any_training:
+        if not close_epoch(recorder, opt, net.penalty, accuracies):
             break
     return recorder.finish()
+
+
+def close_epoch(
+    recorder: TrialRecorder,
+    opt: PopulationOptimizer,
+    penalty: Callable[[torch.Tensor], torch.Tensor],
+    accuracies: Accuracies,
+) -> bool:
+    """A population's epoch end, whatever computed its steps: lr decay, the recorder's epoch (its
+    penalty and accuracies), trials that blew up in the weights frozen. False when none trains on."""
+    opt.end_epoch()
+    blown = recorder.end_epoch(penalty(opt.wd).tolist(), accuracies)
+    if blown:
+        opt.stop(blown)
+        opt.freeze()
+    return recorder.any_training
 
 
 def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None = None) -> list[TrialResult]:

@@ -124,3 +124,20 @@ def _warnings_to_stderr() -> Iterator[None]:
             warnings.filterwarnings("ignore", category=category)
         warnings.showwarning = show
         yield
+
+
+class StopAfter:
+    """Stage progress that presses Ctrl-C once `n` trials have finished (counting those resumed)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
+        pass
+
+    def epochs_done(self, count: int) -> None:
+        pass
+
+    def trial_done(self, result: object, done: int, total: int, best: object) -> None:
+        if done >= self.n:
+            raise KeyboardInterrupt

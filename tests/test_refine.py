@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, cli
+from helpers import ROOT, StopAfter, cli
 from PIL import Image
 
 from hpsearch.errors import SpecError, StageStopped, StoreError
@@ -222,23 +222,6 @@ def test_refine_and_rank_agree_on_the_best_trial_when_accuracies_tie() -> None:
     a = TrialResult(trial=0, state=TrialState.COMPLETE, params={}, val_acc=0.5, train_loss=2.0)
     b = TrialResult(trial=1, state=TrialState.COMPLETE, params={}, val_acc=0.5, train_loss=1.0)
     assert top_complete([a, b], 1)[0] is rank([a, b])[0] is b
-
-
-class StopAfter:
-    """Progress that presses Ctrl-C once `n` trials have finished."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
-        pass
-
-    def epochs_done(self, count: int) -> None:
-        pass
-
-    def trial_done(self, result: object, done: int, total: int, best: object) -> None:
-        if done >= self.n:
-            raise KeyboardInterrupt
 
 
 def test_interrupted_refine_stage_is_refused_then_resumed_and_data_root_is_remembered(tmp_path: Path) -> None:

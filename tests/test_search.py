@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import StopAfter
 
 from hpsearch.errors import SpecError, StageStopped, StoreError
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
@@ -162,23 +163,6 @@ def test_synthetic_data_has_its_own_seed_not_the_searchs() -> None:
         None,
     )
     assert not bool((a.x_train == other.x_train).all())
-
-
-class StopAfter:
-    """Progress that presses Ctrl-C once `n` trials have finished (counting those resumed)."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
-        pass
-
-    def epochs_done(self, count: int) -> None:
-        pass
-
-    def trial_done(self, result: object, done: int, total: int, best: object) -> None:
-        if done >= self.n:
-            raise KeyboardInterrupt
 
 
 ONE_AT_A_TIME = ExecOptions(population=1, workers=1)
