@@ -182,7 +182,12 @@ def _finished(stage_dir: Path) -> bool:
         doc = read_json(stage_dir / "results.json")
     except StoreError:
         return True  # load_stage names the unreadable file
-    return not (isinstance(doc, dict) and doc.get("partial"))
+    return not is_partial(doc)
+
+
+def is_partial(doc: Any) -> bool:
+    """A results.json written when its stage was stopped (Ctrl-C): the trials that finished, not the stage."""
+    return isinstance(doc, dict) and bool(doc.get("partial"))
 
 
 def how_to_start(run_dir: Path) -> str:

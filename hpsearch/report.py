@@ -26,7 +26,7 @@ from hpsearch.curves import curve_label
 from hpsearch.errors import StoreError
 from hpsearch.rank import Edge, fmt_value, rank
 from hpsearch.records import CurveData, TrialResult, TrialState
-from hpsearch.refine import COARSE, StageData, how_to_start, load_stage, resume_command
+from hpsearch.refine import COARSE, StageData, how_to_start, is_partial, load_stage, resume_command
 from hpsearch.spec import DataSpec, Spec, load_spec
 from hpsearch.store import StageStore, read_json
 
@@ -460,7 +460,7 @@ def _report_stages(run_dir: Path) -> tuple[list[StageData], dict[str, tuple[int,
         partial: dict[str, Any] = {}
         if (path / "results.json").is_file():
             spec, results, doc = load_stage(run_dir, name)
-            if not (isinstance(doc, dict) and doc.get("partial")):
+            if not is_partial(doc):
                 data.append(StageData(name, spec, results))
                 name = f"refine-{len(data)}"
                 continue

@@ -32,7 +32,7 @@ from hpsearch.options import ExecOptions, RefineOptions, StageOptions
 from hpsearch.rank import Edge, edges, rank
 from hpsearch.ray_executor import preflight
 from hpsearch.records import CurveData, TrialConfig, TrialEvents, TrialResult, TrialState, failure_summary, jsonable
-from hpsearch.refine import COARSE, RefinePlan, plan_refine, stages
+from hpsearch.refine import COARSE, RefinePlan, is_partial, plan_refine, stages
 from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
 from hpsearch.space import trial_configs
@@ -138,7 +138,7 @@ def finished_stage(stage: Stage) -> StageOutcome | None:
             return None
         results = [finished[c.trial_id] for c in stage.configs]
         doc = _results_doc(stage.store)
-        if doc is None or doc.get("partial") or doc.get("trials_planned", len(results)) != len(results):
+        if doc is None or is_partial(doc) or doc.get("trials_planned", len(results)) != len(results):
             outcome = write_stage_results(stage, results)
         else:
             outcome = stage_outcome(stage, results)
