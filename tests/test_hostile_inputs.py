@@ -685,7 +685,7 @@ def npz_flat_uint8(d: Path, marker: Path) -> tuple[str, list[str]]:
 def npz_not_a_zip(d: Path, marker: Path) -> tuple[str, list[str]]:
     path = d / "d.npz"
     path.write_text("x_train,y_train\n1,2\n")
-    return _npz_case(path, "not an .npz file")
+    return _npz_case(path, "not an .npz file (neither a zip archive of arrays nor a .npy array)")
 
 
 def npz_is_a_pickle(d: Path, marker: Path) -> tuple[str, list[str]]:

@@ -84,6 +84,12 @@ def check_labels(where: str, labels: dict[str, torch.Tensor]) -> int:
     return top + 1
 
 
+def _starts_like_a_pickle(path: Path) -> bool:
+    """Pickle protocols 2 and up begin with the PROTO opcode, 0x80."""
+    with open(path, "rb") as f:
+        return f.read(1) == b"\x80"
+
+
 def _read(path: Path) -> dict[str, np.ndarray]:
     """Every array of the file, or a DataError naming the file and, where it is one array, the array."""
     try:
@@ -93,8 +99,10 @@ def _read(path: Path) -> dict[str, np.ndarray]:
     except IsADirectoryError:
         raise DataError(f"{path}: is a folder, not an .npz file") from None
     except (OSError, ValueError, EOFError) as e:
-        if "pickle" in str(e):  # np.load refuses a pickle without unpickling it
+        if "pickle" in str(e) and _starts_like_a_pickle(path):  # np.load refuses it without unpickling it
             raise DataError(f"{path}: not an .npz file but pickled data, refused (loading it could run code)") from None
+        if "pickle" in str(e):  # numpy takes any file that is not a zip or .npy for a pickle
+            raise DataError(f"{path}: not an .npz file (neither a zip archive of arrays nor a .npy array)") from None
         raise DataError(f"{path}: not an .npz file ({_first_line(e)})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single .npy array, not an .npz file of named arrays (x_train, y_train, ...)")
