@@ -23,6 +23,8 @@ from typing import Any
 from typer.testing import CliRunner
 
 from hpsearch import cli as cli_module
+from hpsearch.records import TrialConfig, TrialResult
+from hpsearch.spec import ModelSpec, TrainSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 200  # a wide terminal, so that tables are not folded
@@ -141,3 +143,28 @@ class StopAfter:
     def trial_done(self, result: object, done: int, total: int, best: object) -> None:
         if done >= self.n:
             raise KeyboardInterrupt
+
+
+def configs(
+    model: ModelSpec, optimizer: str, lrs: list[float], wds: list[float], momenta: list[float] | None = None
+) -> list[TrialConfig]:
+    """Trials of one model, one per (lr, weight decay, momentum), for population-vs-one-at-a-time tests."""
+    out = []
+    for i, (lr, wd, m) in enumerate(zip(lrs, wds, momenta or [0.9] * len(lrs), strict=True)):
+        train = TrainSpec(
+            epochs=1, batch_size=20, optimizer=optimizer, lr=lr, weight_decay=wd, momentum=m, lr_decay=0.9, device="cpu"
+        )  # type: ignore[arg-type]
+        out.append(TrialConfig(i, {"lr": lr, "weight_decay": wd}, model, train, seed=7))
+    return out
+
+
+def max_relative_difference(a: list[TrialResult], b: list[TrialResult]) -> float:
+    """The largest relative difference between two runs' per-step losses, trial by trial."""
+    worst = 0.0
+    for x, y in zip(a, b, strict=True):
+        assert x.trial == y.trial
+        assert x.state is y.state
+        assert len(x.losses) == len(y.losses)
+        for u, v in zip(x.losses, y.losses, strict=True):
+            worst = max(worst, abs(u - v) / abs(u))
+    return worst

@@ -7,11 +7,12 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import configs, max_relative_difference
 
 from hpsearch.data import Dataset, build_dataset
 from hpsearch.funcpop import faster_together, population_support, run_func_population
 from hpsearch.population import group_key, plan_populations, train_group
-from hpsearch.records import TrialConfig, TrialResult, TrialState
+from hpsearch.records import TrialConfig, TrialState
 from hpsearch.spec import DataSpec, ModelSpec, TrainSpec
 from hpsearch.trial import run_trial
 
@@ -102,29 +103,6 @@ def nets(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def user_model(nets: Path, fn: str, **args: object) -> ModelSpec:
     return ModelSpec(kind="python", factory=f"{nets}:{fn}", args=args)
-
-
-def configs(
-    model: ModelSpec, optimizer: str, lrs: list[float], wds: list[float], momenta: list[float] | None = None
-) -> list[TrialConfig]:
-    out = []
-    for i, (lr, wd, m) in enumerate(zip(lrs, wds, momenta or [0.9] * len(lrs), strict=True)):
-        train = TrainSpec(
-            epochs=1, batch_size=20, optimizer=optimizer, lr=lr, weight_decay=wd, momentum=m, lr_decay=0.9, device="cpu"
-        )  # type: ignore[arg-type]
-        out.append(TrialConfig(i, {"lr": lr, "weight_decay": wd}, model, train, seed=7))
-    return out
-
-
-def max_relative_difference(a: list[TrialResult], b: list[TrialResult]) -> float:
-    worst = 0.0
-    for x, y in zip(a, b, strict=True):
-        assert x.trial == y.trial
-        assert x.state is y.state
-        assert len(x.losses) == len(y.losses)
-        for u, v in zip(x.losses, y.losses, strict=True):
-            worst = max(worst, abs(u - v) / abs(u))
-    return worst
 
 
 CASES = [

@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import configs, max_relative_difference
 
 from hpsearch.data import DataRecipe, Dataset, build_dataset
 from hpsearch.executor import auto_population, execute
@@ -23,29 +24,6 @@ DATA = DataSpec(dataset="synthetic", synthetic_train=1100, synthetic_test=100, v
 @pytest.fixture(scope="module")
 def data() -> Dataset:
     return build_dataset(DATA)
-
-
-def configs(
-    model: ModelSpec, optimizer: str, lrs: list[float], wds: list[float], momenta: list[float]
-) -> list[TrialConfig]:
-    out = []
-    for i, (lr, wd, m) in enumerate(zip(lrs, wds, momenta, strict=True)):
-        train = TrainSpec(
-            epochs=1, batch_size=20, optimizer=optimizer, lr=lr, weight_decay=wd, momentum=m, lr_decay=0.9, device="cpu"
-        )  # type: ignore[arg-type]
-        out.append(TrialConfig(i, {"lr": lr, "weight_decay": wd}, model, train, seed=7))
-    return out
-
-
-def max_relative_difference(a: list[TrialResult], b: list[TrialResult]) -> float:
-    worst = 0.0
-    for x, y in zip(a, b, strict=True):
-        assert x.trial == y.trial
-        assert x.state is y.state
-        assert len(x.losses) == len(y.losses)
-        for u, v in zip(x.losses, y.losses, strict=True):
-            worst = max(worst, abs(u - v) / abs(u))
-    return worst
 
 
 CASES = [
