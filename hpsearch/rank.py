@@ -12,19 +12,22 @@ from hpsearch.spec import Categorical, NumericRange
 
 EDGE_FRACTION = 0.1  # a best value in the outer 10% of its range is "on the border"
 
-_STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.DIVERGED: 1, TrialState.FAILED: 2}
+# Stopped trials (successive halving) trained fine, only shorter: they rank with the complete ones,
+# below every trial that reached a higher rung.
+_STATE_ORDER = {TrialState.COMPLETE: 0, TrialState.STOPPED: 0, TrialState.DIVERGED: 1, TrialState.FAILED: 2}
 
 
 def rank(results: list[TrialResult]) -> list[TrialResult]:
-    """Best first: complete trials by validation accuracy (ties: lower train loss), then the rest."""
+    """Best first: trials that trained (complete, or stopped by halving) by the rung they reached,
+    then validation accuracy (ties: lower train loss); then diverged, failed and the rest."""
+    return sorted(results, key=rank_key)
 
-    def key(r: TrialResult) -> tuple[Any, ...]:
-        order = _STATE_ORDER.get(r.state, 3)
-        acc = -(r.val_acc if r.val_acc is not None else -1.0)
-        loss = r.train_loss if r.train_loss is not None and math.isfinite(r.train_loss) else math.inf
-        return (order, acc, loss, r.trial)
 
-    return sorted(results, key=key)
+def rank_key(r: TrialResult) -> tuple[Any, ...]:
+    order = _STATE_ORDER.get(r.state, 3)
+    acc = -(r.val_acc if r.val_acc is not None else -1.0)
+    loss = r.train_loss if r.train_loss is not None and math.isfinite(r.train_loss) else math.inf
+    return (order, -(r.rung or 0), acc, loss, r.trial)
 
 
 @dataclass(frozen=True)

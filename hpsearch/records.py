@@ -26,6 +26,7 @@ class TrialState(str, enum.Enum):
     DIVERGED = "diverged"  # the loss became NaN or inf
     FAILED = "failed"  # an unexpected exception; its message, place and short traceback are kept
     INTERRUPTED = "interrupted"  # running when the search was stopped (Ctrl-C, SIGTERM); re-run on --resume
+    STOPPED = "stopped"  # successive halving: outranked at its rung, not trained further
 
     @property
     def final(self) -> bool:
@@ -67,6 +68,7 @@ class TrialResult:
     error_at: str | None = None  # failed: file:line where it was raised (the innermost frame outside torch)
     traceback: str | None = None  # failed: the last TRACEBACK_FRAMES frames, as Python prints them
     attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier runs lost with their worker
+    rung: int | None = None  # successive halving: the rung it reached (0 = the first); None without halving
 
     def fail(self, e: BaseException) -> None:
         """Record an unexpected exception: FAILED, with its message, where it was raised and the
@@ -136,6 +138,7 @@ class _RecordShape(BaseModel):
     error_at: str | None = None
     traceback: str | None = None
     attempts: list[Any] = []
+    rung: int | None = None
 
 
 def _where(frames: traceback.StackSummary) -> str | None:

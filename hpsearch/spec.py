@@ -278,11 +278,20 @@ SEARCHABLE: dict[str, str] = {name: "train" for name in TrainSpec.model_fields i
 SEARCHABLE.update({name: "model" for name in ModelSpec.model_fields})
 
 
+class HalvingSpec(_Strict):
+    """Successive halving inside a stage (synchronous rungs): every trial trains `min_epochs`, the
+    best 1/eta of them go on to eta times as many epochs, and so on up to train.epochs."""
+
+    eta: int = Field(3, ge=2)  # keep the best 1/eta of a rung; the next rung trains eta x the epochs
+    min_epochs: int = Field(1, ge=1)  # the first rung's epochs
+
+
 class SearchSpec(_Strict):
     trials: int = Field(20, ge=1)
     sampler: Sampler = Sampler.RANDOM
     seed: int = Field(0, ge=0)
     space: dict[str, ParamSpace] = Field(default_factory=dict)
+    halving: HalvingSpec | None = None  # None: every trial trains train.epochs
 
     @field_validator("space", mode="before")
     @classmethod
@@ -341,7 +350,22 @@ class Spec(_Strict):
                 space[name] = self._check_range(name, dom, where)
         # Frozen models: the coerced values replace the raw ones once, here, at construction.
         object.__setattr__(self.search, "space", space)
+        self._check_halving()
         return self
+
+    def _check_halving(self) -> None:
+        halving = self.search.halving
+        if halving is None:
+            return
+        if "epochs" in self.search.space:
+            message = "cannot be searched with search.halving: halving decides each trial's epochs"
+            raise spec_error("search.space.epochs", message, "epochs")
+        if halving.min_epochs >= self.train.epochs:
+            raise spec_error(
+                "search.halving.min_epochs",
+                f"must be below train.epochs ({self.train.epochs}): the first rung must stop before the last",
+                halving.min_epochs,
+            )
 
     def _coerce(self, name: str, value: Any, key: str) -> Any:
         owner = self.train if SEARCHABLE[name] == "train" else self.model
