@@ -30,6 +30,38 @@ def rank_key(r: TrialResult) -> tuple[Any, ...]:
     return (order, -(r.rung or 0), acc, loss, r.trial)
 
 
+Z95 = 1.959964  # two-sided 95% normal quantile
+
+
+def wilson_interval(acc: float, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval of an accuracy measured on n examples: (low, high) within [0, 1].
+    Unlike acc +- 1.96 s.e. it stays inside [0, 1] and is right near 0 and 1 (Wilson, 1927)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    z2 = z * z
+    centre = (acc + z2 / (2 * n)) / (1 + z2 / n)
+    half = z * math.sqrt(acc * (1 - acc) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def tied_with_best(ranked: list[TrialResult], val_size: int) -> list[TrialResult]:
+    """The complete trials whose validation accuracy's 95% interval overlaps the best's, the best
+    first (best first as `ranked` is): with this many validation examples, noise could have picked
+    any of them. Only trials at the best's rung compare (halving: shorter trials are not rivals)."""
+    best = next((r for r in ranked if r.state is TrialState.COMPLETE and r.val_acc is not None), None)
+    if best is None or best.val_acc is None:
+        return []
+    low = wilson_interval(best.val_acc, val_size)[0]
+    return [
+        r
+        for r in ranked
+        if r.state is TrialState.COMPLETE
+        and r.val_acc is not None
+        and r.rung == best.rung
+        and wilson_interval(r.val_acc, val_size)[1] >= low
+    ]
+
+
 @dataclass(frozen=True)
 class Edge:
     name: str
