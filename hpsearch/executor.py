@@ -137,17 +137,22 @@ def _execute_in_workers(
     )
     queue = list(reversed(populations))
     pending: set[Future[list[TrialResult]]] = set()
+    running: dict[Future[list[TrialResult]], list[TrialConfig]] = {}
     try:
         while queue or pending:
             while queue and len(pending) < workers:  # one population per worker in flight: the
                 pop = queue.pop()  # ones on_start has seen are the ones running
                 events.start(pop)
-                pending.add(pool.submit(_worker_train, pop))
+                future = pool.submit(_worker_train, pop)
+                running[future] = pop
+                pending.add(future)
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for future in done:
-                for result in future.result():
+                pop = running.pop(future)
+                for cfg, result in zip(pop, future.result(), strict=True):
                     events.result(result)
-                    events.epochs(result.epochs_done)  # a worker's epochs are known when its population returns
+                    # a worker's epochs are known when its population returns
+                    events.epochs(result.epochs_done - cfg.first_epoch)
     except BaseException:
         _stop_workers(pool)
         raise

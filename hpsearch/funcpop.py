@@ -12,7 +12,7 @@ Whether a network can train this way is decided by trying it on one real batch (
 a network whose training changes its buffers (BatchNorm's running statistics), draws random numbers
 (dropout), does what vmap refuses (in-place tricks, .item()), or gives other numbers under vmap than
 alone (state kept in Python) trains one trial at a time, and the reason says which.
-May import: data, models, population, records, recorder, spec, trial; torch.
+May import: checkpoint, data, models, population, records, recorder, spec, trial; torch.
 """
 
 from __future__ import annotations
@@ -26,9 +26,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
+from hpsearch.checkpoint import start_snapshot
 from hpsearch.data import Dataset
 from hpsearch.models import build_model
-from hpsearch.population import BatchBuffers, Param, PopulationOptimizer, close_epoch, group_key, leading
+from hpsearch.population import (
+    BatchBuffers,
+    Param,
+    PopulationOptimizer,
+    close_epoch,
+    group_key,
+    keep_states,
+    leading,
+    starts,
+)
 from hpsearch.recorder import TrialRecorder
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.trial import (
@@ -61,7 +71,9 @@ class StackedNet:
         frozen = {k for k, prm in self.base.named_parameters() if not prm.requires_grad}
         self.names = [k for k in params if k not in frozen]
         # decays: the tensor had more than one dimension before stacking (models.regularized)
-        self.params = [Param(params[k].detach(), leading(params[k].ndim - 1), params[k].ndim > 2) for k in self.names]
+        self.params = [
+            Param(params[k].detach(), leading(params[k].ndim - 1), params[k].ndim > 2, name=k) for k in self.names
+        ]
         # Frozen parameters go in with the buffers: never differentiated nor updated, as torch.optim
         # skips a parameter without a gradient; run_trial's L2 term still counts them (penalty).
         self.buffers: Tensors = {k: v.detach() for k, v in buffers.items()}
@@ -75,6 +87,12 @@ class StackedNet:
 
     def _loss(self, params: Tensors, buffers: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self._forward(params, buffers, x), y)
+
+    def state_dict(self, p: int) -> Tensors:
+        """Trial p's network state (what its own module's state_dict would hold)."""
+        out = {name: prm.tensor[p] for name, prm in zip(self.names, self.params, strict=True)}
+        out.update((k, v[p]) for k, v in self.buffers.items())
+        return out
 
     def tensors(self) -> Tensors:
         return {name: prm.tensor for name, prm in zip(self.names, self.params, strict=True)}
@@ -135,11 +153,18 @@ def run_func_population(
     first, train = configs[0], configs[0].train
     device, n = data.x_train.device, len(data.x_train)
     recorder = TrialRecorder(configs, n, on_epoch)
-    net = StackedNet(_modules(configs, data))
+    recorder.go_on_from(starts(configs))
+    snaps = [start_snapshot(c, device) for c in configs]
+    modules = _modules(configs, data)
+    for module, snap in zip(modules, snaps, strict=True):
+        if snap is not None:
+            module.load_state_dict(snap.model)
+    net = StackedNet(modules)
     opt = PopulationOptimizer(net, configs, device)
+    opt.load(snaps, recorder.iteration)
     x_acc, y_acc = train_accuracy_sample(data)
     batch = BatchBuffers(data, train.batch_size, 1)
-    for epoch in range(train.epochs):
+    for epoch in range(first.first_epoch, first.last_epoch):
         order = batch_order(n, first.seed, epoch, device)
         for s in range(0, n, train.batch_size):
             x, y = batch.load(order[s : s + train.batch_size])
@@ -159,6 +184,7 @@ def run_func_population(
         accuracies = lambda: (_accuracy(net, data, x_acc, y_acc), _accuracy(net, data, data.x_val, data.y_val))  # noqa: E731
         if not close_epoch(recorder, opt, net.penalty, accuracies):
             break
+    keep_states(recorder, opt, first, net.state_dict)
     return recorder.finish()
 
 

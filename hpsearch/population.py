@@ -8,7 +8,7 @@ training), learning rate, weight decay, momentum or Adam betas and lr decay, app
 vectorized update. A trial whose loss turns NaN/inf is frozen and masked out of the others' way.
 The results equal one-at-a-time training (`run_trial`) up to float rounding.
 A user's network (model.kind python) trains as a torch.func population instead (funcpop.py).
-May import: data, funcpop (inside train_group: it imports this module), models, records, recorder, spec,
+May import: checkpoint, data, funcpop (inside train_group: it imports this module), models, records, recorder, spec,
 trial; torch.
 """
 
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hpsearch.checkpoint import EXP_AVG, EXP_AVG_SQ, MOMENTUM, Snapshot, pack, start_snapshot
 from hpsearch.data import Dataset
 from hpsearch.models import Maxout, Net, build_builtin
 from hpsearch.recorder import Accuracies, TrialRecorder
@@ -46,13 +47,15 @@ def group_key(cfg: TrialConfig) -> tuple[Any, ...] | None:
     """Trials with equal keys train together; None: this trial trains alone (run_trial)."""
     m, t = cfg.model, cfg.train
     adam, nesterov = t.optimizer is Optimizer.ADAM, t.optimizer is Optimizer.NESTEROV
+    # Trials trained together also share their epochs: the stage's, and a halving rung's start and end.
+    epochs = (t.epochs, cfg.first_epoch, cfg.last_epoch)
     if m.kind == "python":
         # The factory and its arguments fix the shapes; lr, weight decay, momentum and betas are per trial.
         args = json.dumps(m.args, sort_keys=True, default=repr)
-        return (m.kind, m.factory, args, t.batch_size, t.epochs, adam, nesterov)
+        return (m.kind, m.factory, args, t.batch_size, epochs, adam, nesterov)
     if m.activation in UNSUPPORTED_ACTIVATIONS or m.dropout > 0 or not m.hidden:
         return None  # dropout masks drawn per trial cannot match one-at-a-time training
-    return (m.kind, m.hidden, m.activation, t.batch_size, t.epochs, adam, nesterov)
+    return (m.kind, m.hidden, m.activation, t.batch_size, epochs, adam, nesterov)
 
 
 def plan_populations(configs: list[TrialConfig], size: int) -> list[list[TrialConfig]]:
@@ -77,6 +80,12 @@ class Param:
     tensor: torch.Tensor
     expand: Callable[[torch.Tensor], torch.Tensor]
     decays: bool  # a weight (L2-regularized), not a bias
+    name: str = ""  # the one-trial network's name for it (its state_dict key)
+    rows: int | None = None  # trials side by side in blocks of `rows` along dim 0; None: stacked (P, ...)
+
+    def part(self, t: torch.Tensor, p: int) -> torch.Tensor:
+        """Trial p's slice of `t` (this parameter, or an optimizer buffer shaped like it)."""
+        return t[p * self.rows : (p + 1) * self.rows] if self.rows is not None else t[p]
 
 
 Expand = Callable[[torch.Tensor], torch.Tensor]
@@ -99,6 +108,7 @@ class PopulationNet(nn.Module):
         self.p = len(nets)
         self.kind = kind
         layers = [[m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))] for net in nets]
+        names = [n for n, m in nets[0].named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         self.act = nets[0].hidden_layers[0] if nets[0].hidden_layers else nn.Identity()
         self.params: list[Param] = []
         self.convs: list[tuple[nn.Parameter, nn.Parameter]] = []
@@ -110,9 +120,10 @@ class PopulationNet(nn.Module):
                 # Output channels of all trials side by side: (P * C_out, C_in, k, k).
                 w = nn.Parameter(torch.cat(ws).contiguous())
                 b = nn.Parameter(torch.cat(bs).contiguous())
+                c = first.out_channels
                 self.params += [
-                    Param(w, _blocks(first.out_channels, 3), True),
-                    Param(b, _blocks(first.out_channels, 0), False),
+                    Param(w, _blocks(c, 3), True, f"{names[i]}.weight", c),
+                    Param(b, _blocks(c, 0), False, f"{names[i]}.bias", c),
                 ]
                 self.convs.append((w, b))
             elif i == 0 and kind == "mlp":
@@ -121,12 +132,18 @@ class PopulationNet(nn.Module):
                 w = nn.Parameter(torch.cat(ws).contiguous())
                 b = nn.Parameter(torch.cat(bs).contiguous())
                 h = first.out_features
-                self.params += [Param(w, _blocks(h, 1), True), Param(b, _blocks(h, 0), False)]
+                self.params += [
+                    Param(w, _blocks(h, 1), True, f"{names[i]}.weight", h),
+                    Param(b, _blocks(h, 0), False, f"{names[i]}.bias", h),
+                ]
                 self.linears.append((w, b))
             else:
                 w = nn.Parameter(torch.stack(ws).contiguous())  # (P, out, in), as nn.Linear keeps it
                 b = nn.Parameter(torch.stack(bs).contiguous())  # (P, out)
-                self.params += [Param(w, leading(2), True), Param(b, leading(1), False)]
+                self.params += [
+                    Param(w, leading(2), True, f"{names[i]}.weight"),
+                    Param(b, leading(1), False, f"{names[i]}.bias"),
+                ]
                 self.linears.append((w, b))
         for i, prm in enumerate(self.params):
             self.register_parameter(f"p{i}", prm.tensor)  # type: ignore[arg-type]
@@ -283,6 +300,34 @@ class PopulationOptimizer:
         denom = (v.sqrt() / prm.expand(c2.sqrt())).add_(prm.expand(self.eps))
         t.addcdiv_(m, denom.div_(prm.expand(-lr / c1)))
 
+    @torch.no_grad()
+    def load(self, snaps: list[Snapshot | None], steps: int) -> None:
+        """Each trial's optimizer buffers and learning rate from where an earlier rung left it (the
+        weights went into its network before stacking); `steps` taken so far, for Adam."""
+        buffers = [self.state, self.state2] if self.adam else [self.state]
+        keys = [EXP_AVG, EXP_AVG_SQ] if self.adam else [MOMENTUM]
+        for p, snap in enumerate(snaps):
+            if snap is None:
+                continue
+            self.lr[p] = snap.lr
+            for i, prm in enumerate(self.net.params):
+                saved = snap.optim.get(prm.name, {})
+                for state, key in zip(buffers, keys, strict=True):
+                    if key in saved:
+                        prm.part(state[i], p).copy_(saved[key].reshape(prm.part(state[i], p).shape))
+        if any(s is not None for s in snaps):
+            self.steps = steps
+
+    def snapshot(self, p: int) -> tuple[dict[str, dict[str, torch.Tensor]], float]:
+        """Trial p's optimizer buffers (by parameter name) and the learning rate its next epoch uses."""
+        optim: dict[str, dict[str, torch.Tensor]] = {}
+        for i, prm in enumerate(self.net.params):
+            if self.adam:
+                optim[prm.name] = {EXP_AVG: prm.part(self.state[i], p), EXP_AVG_SQ: prm.part(self.state2[i], p)}
+            else:
+                optim[prm.name] = {MOMENTUM: prm.part(self.state[i], p)}
+        return optim, float(self.lr[p])
+
     def stop(self, trials: list[int]) -> None:
         """These trials diverged: no more updates for them (freeze() then clears their weights)."""
         if trials:
@@ -333,13 +378,20 @@ def run_population(
     first = configs[0]
     p, device = len(configs), data.x_train.device
     recorder = TrialRecorder(configs, len(data.x_train), on_epoch)
-    net = PopulationNet(_nets(configs, data), first.model.kind)
+    recorder.go_on_from(starts(configs))
+    snaps = [start_snapshot(c, device) for c in configs]
+    nets = _nets(configs, data)
+    for one, snap in zip(nets, snaps, strict=True):
+        if snap is not None:
+            one.load_state_dict(snap.model)
+    net = PopulationNet(nets, first.model.kind)
     opt = PopulationOptimizer(net, configs, device)
+    opt.load(snaps, recorder.iteration)
     train = first.train
     n = len(data.x_train)
     x_acc, y_acc = train_accuracy_sample(data)
     batch = BatchBuffers(data, train.batch_size, p)
-    for epoch in range(train.epochs):
+    for epoch in range(first.first_epoch, first.last_epoch):
         order = batch_order(n, first.seed, epoch, device)
         for s in range(0, n, train.batch_size):
             x, y_rep = batch.load(order[s : s + train.batch_size])
@@ -366,7 +418,30 @@ def run_population(
         accuracies = lambda: (_accuracy(net, data, x_acc, y_acc), _accuracy(net, data, data.x_val, data.y_val))  # noqa: E731
         if not close_epoch(recorder, opt, net.penalty, accuracies):
             break
+    keep_states(recorder, opt, first, lambda j: {prm.name: prm.part(prm.tensor, j) for prm in net.params})
     return recorder.finish()
+
+
+def starts(configs: list[TrialConfig]) -> list[TrialResult] | None:
+    """The records a population goes on from (successive halving), or None when it starts afresh."""
+    records = [c.start.record for c in configs if c.start is not None]
+    return records if len(records) == len(configs) else None
+
+
+def keep_states(
+    recorder: TrialRecorder,
+    opt: PopulationOptimizer,
+    cfg: TrialConfig,
+    model_state: Callable[[int], dict[str, torch.Tensor]],
+) -> None:
+    """At a halving rung's end, each trial still training keeps its weights, optimizer buffers and
+    learning rate in its result (checkpoint.pack), to go on from at the next rung."""
+    if not cfg.keeps_state:
+        return
+    for j, training in enumerate(recorder.training):
+        if training:
+            optim, lr = opt.snapshot(j)
+            recorder.keep_state(j, pack(Snapshot(model_state(j), optim, lr)))
 
 
 def close_epoch(

@@ -170,10 +170,10 @@ def _run(
                     queue.append(pop)
                     continue
                 results = [_lost(cfg, lost) for cfg in pop]
-            for r in results:
+            for cfg, r in zip(pop, results, strict=True):
                 r.attempts = list(lost)
                 events.result(r)
-                events.epochs(r.epochs_done)
+                events.epochs(r.epochs_done - cfg.first_epoch)
     except BaseException:
         for ref in pending:
             ray.cancel(ref, force=True)

@@ -11,6 +11,7 @@ May import: records.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +41,23 @@ class TrialRecorder:
         self._epoch_sums = [0.0] * len(configs)  # data loss summed over the epoch's steps
         self._on_epoch = on_epoch
         self._start = time.perf_counter()
+        self._earlier_time = [0.0] * len(configs)  # wall time of earlier rungs (go_on_from)
+
+    def go_on_from(self, records: Sequence[TrialResult] | None) -> None:
+        """Successive halving: the trials go on from their records at an earlier rung's end (all at
+        the same epoch): their curves grow from there, their wall time adds up."""
+        if records is None:
+            return
+        self.results = [copy.deepcopy(r) for r in records]
+        for r in self.results:
+            r.state, r.checkpoint = TrialState.COMPLETE, None
+        self.iteration, self.epoch = records[0].iterations, records[0].epochs_done
+        self._earlier_time = [r.wall_time for r in records]
+
+    def keep_state(self, j: int, checkpoint: bytes) -> None:
+        """Trial j's trained state at the end (checkpoint.pack), if it is still training."""
+        if self.results[j].state is TrialState.COMPLETE:
+            self.results[j].checkpoint = checkpoint
 
     @property
     def training(self) -> list[bool]:
@@ -114,6 +132,6 @@ class TrialRecorder:
     def finish(self) -> list[TrialResult]:
         """The records, with wall time: the group's time shared evenly among its trials."""
         elapsed = time.perf_counter() - self._start
-        for r in self.results:
-            r.wall_time = elapsed / len(self.results)
+        for r, earlier in zip(self.results, self._earlier_time, strict=True):
+            r.wall_time = earlier + elapsed / len(self.results)
         return self.results

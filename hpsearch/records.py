@@ -41,6 +41,25 @@ class TrialConfig:
     model: ModelSpec  # with the searched values applied
     train: TrainSpec
     seed: int  # the search seed: batch order depends on it alone, the init also on trial_id
+    # Successive halving: train only up to epoch `until` (None: train.epochs) and hand back the
+    # trial's state with its result; `start`: go on from where an earlier rung left the trial.
+    until: int | None = None
+    start: TrialStart | None = None
+
+    @property
+    def first_epoch(self) -> int:
+        """The epoch training starts at: 0, or where the earlier rung stopped."""
+        return self.start.record.epochs_done if self.start is not None else 0
+
+    @property
+    def last_epoch(self) -> int:
+        """The epoch training stops at (exclusive): the rung's end, or train.epochs."""
+        return self.until if self.until is not None else self.train.epochs
+
+    @property
+    def keeps_state(self) -> bool:
+        """Its trained state is wanted afterwards: it stops before train.epochs (a halving rung)."""
+        return self.last_epoch < self.train.epochs
 
 
 @dataclass
@@ -69,6 +88,9 @@ class TrialResult:
     traceback: str | None = None  # failed: the last TRACEBACK_FRAMES frames, as Python prints them
     attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier runs lost with their worker
     rung: int | None = None  # successive halving: the rung it reached (0 = the first); None without halving
+    # Successive halving: the trial's weights and optimizer state at its rung's end (checkpoint.pack),
+    # carried back from wherever it trained; never written into the record.
+    checkpoint: bytes | None = field(default=None, repr=False, compare=False)
 
     def fail(self, e: BaseException) -> None:
         """Record an unexpected exception: FAILED, with its message, where it was raised and the
@@ -81,6 +103,7 @@ class TrialResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["checkpoint"]
         d["state"] = self.state.value
         d["params"] = jsonable(self.params)
         for key in ("losses", "data_losses", "train_loss_per_epoch", "train_acc_per_epoch", "val_acc_per_epoch"):
@@ -97,6 +120,15 @@ class TrialResult:
         for key in ("losses", "data_losses", "train_loss_per_epoch"):
             known[key] = [math.nan if v is None else v for v in known.get(key, [])]
         return cls(**known)
+
+
+@dataclass(frozen=True)
+class TrialStart:
+    """Where a trial goes on from (successive halving): its record up to its last rung, and its
+    weights and optimizer state then (checkpoint.pack)."""
+
+    record: TrialResult
+    checkpoint: bytes
 
 
 @dataclass(frozen=True)

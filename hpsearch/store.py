@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hpsearch.errors import StoreError
-from hpsearch.records import TrialResult
+from hpsearch.records import TrialResult, TrialState
 
 TRIALS_FILE = "trials.jsonl"
 LOCK_FILE = ".lock"
@@ -92,6 +92,70 @@ def refuse_nested_run(out: Path) -> None:
             )
 
 
+def _supersedes(new: TrialResult, old: TrialResult) -> bool:
+    if new.rung is None or old.rung is None:
+        return False
+    return new.rung > old.rung or (
+        new.rung == old.rung and new.state is TrialState.STOPPED and old.state is TrialState.COMPLETE
+    )
+
+
+class Checkpoints:
+    """A halving stage's trial states between rungs: RUN/<stage>/checkpoints/trial-<t>-rung-<k>.pt,
+    each written whole (temp file, fsync, rename) before the record that needs it is appended."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def file(self, trial: int, rung: int) -> Path:
+        return self.path / f"trial-{trial}-rung-{rung}.pt"
+
+    def write(self, trial: int, rung: int, data: bytes) -> None:
+        path = self.file(trial, rung)
+        try:
+            self.path.mkdir(exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{path.name}.", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as e:
+            raise StoreError(f"{path}: cannot write: {e.strerror or e}") from None
+
+    def read(self, trial: int, rung: int) -> bytes | None:
+        """The trial's state at that rung's end, or None when it is not there (removed, never kept)."""
+        try:
+            return self.file(trial, rung).read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise StoreError(f"{self.file(trial, rung)}: cannot read: {e.strerror or e}") from None
+
+    def remove(self, trial: int, rung: int) -> None:
+        self.file(trial, rung).unlink(missing_ok=True)
+
+    def kept(self) -> set[tuple[int, int]]:
+        """(trial, rung) of every checkpoint on disk."""
+        out = set()
+        for f in self.path.glob("trial-*-rung-*.pt") if self.path.is_dir() else []:
+            trial, _, rung = f.stem.removeprefix("trial-").partition("-rung-")
+            if trial.isdigit() and rung.isdigit():
+                out.add((int(trial), int(rung)))
+        return out
+
+    def remove_all(self) -> None:
+        """The stage finished: no trial trains on, so no state is needed."""
+        if self.path.is_dir():
+            for f in self.path.iterdir():
+                f.unlink(missing_ok=True)
+            self.path.rmdir()
+
+
 class StageStore:
     """One stage's directory, e.g. RUN/coarse/."""
 
@@ -161,11 +225,13 @@ class StageStore:
 
     def final_trials(self) -> dict[int, TrialResult]:
         """Each trial's first record with a final state (not interrupted): the trials that are done
-        and never trained again, whatever was recorded about them later."""
+        and never trained again, whatever was recorded about them later. Successive halving records
+        a trial once per rung: there its record at the highest rung counts, and at one rung the
+        decision to stop it (a STOPPED record) replaces its rung result."""
         done: dict[int, TrialResult] = {}
         for r in self.read_trials():
-            if r.state.final:
-                done.setdefault(r.trial, r)
+            if r.state.final and (r.trial not in done or _supersedes(r, done[r.trial])):
+                done[r.trial] = r
         return done
 
     def read_trials(self) -> list[TrialResult]:

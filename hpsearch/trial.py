@@ -4,7 +4,7 @@ This is the reference: the plain PyTorch loop that anyone can read top to bottom
 path (population.py, many trials in one vectorized pass) is tested against it, and both keep their
 records with the same TrialRecorder. Shared pieces of every loop live here too: seeds, batch order,
 optimizer, loss, accuracy and the denormal flush.
-May import: data, models, records, recorder, spec; torch.
+May import: checkpoint, data, models, records, recorder, spec; torch.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from hpsearch.checkpoint import load_into_optimizer, optimizer_snapshot, pack, start_snapshot
 from hpsearch.data import Dataset
 from hpsearch.models import build_model, l2_penalty
 from hpsearch.recorder import TrialRecorder
@@ -114,6 +115,7 @@ def run_trial(config: TrialConfig, data: Dataset, on_epoch: EpochCallback | None
     """Train one trial on `data` (already on its device). Never raises for a bad trial: NaN/inf is
     DIVERGED, any other exception FAILED with its message, place and traceback."""
     recorder = TrialRecorder([config], len(data.x_train), on_epoch)
+    recorder.go_on_from([config.start.record] if config.start is not None else None)
     try:
         _train(config, data, recorder)
     except Exception as e:  # one trial's error must not end the search; it is recorded, not hidden
@@ -127,9 +129,13 @@ def _train(config: TrialConfig, data: Dataset, recorder: TrialRecorder) -> None:
     torch.manual_seed(init_seed(config.seed, config.trial_id))
     net = build_model(config.model, data.input_shape, data.num_classes).to(device)
     opt = make_optimizer(net, train)
+    snap = start_snapshot(config, device)
+    if snap is not None:
+        net.load_state_dict(snap.model)
+        load_into_optimizer(snap, net, opt, recorder.iteration)
     n = len(data.x_train)
     x_acc, y_acc = train_accuracy_sample(data)
-    for epoch in range(train.epochs):
+    for epoch in range(config.first_epoch, config.last_epoch):
         order = batch_order(n, config.seed, epoch, device)
         for start in range(0, n, train.batch_size):
             idx = order[start : start + train.batch_size]
@@ -152,3 +158,5 @@ def _train(config: TrialConfig, data: Dataset, recorder: TrialRecorder) -> None:
         )
         if not recorder.any_training:
             return
+    if config.keeps_state:
+        recorder.keep_state(0, pack(optimizer_snapshot(net, opt)))

@@ -140,6 +140,9 @@ class StopAfter:
     def epochs_done(self, count: int) -> None:
         pass
 
+    def rung(self, text: str) -> None:
+        pass
+
     def trial_done(self, result: object, done: int, total: int, best: object) -> None:
         if done >= self.n:
             raise KeyboardInterrupt
