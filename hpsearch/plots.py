@@ -1,6 +1,9 @@
 """The pictures of `hpsearch report`: loss curves, accuracy curves, the random-search picture and the
-lr x weight-decay map. PNG files drawn headless on `matplotlib.figure.Figure` objects: no pyplot, and the
-backend of a program that imports hpsearch is left alone (`Figure.savefig` renders with Agg for PNG).
+lr x weight-decay map. A diverged trial's loss curve ends at its last finite loss, in a red cross; a
+trial stopped at a rung by successive halving ends, fainter, where it stopped, and the pictures of
+accuracy against the hyperparameters size each trial's marker by the rung it reached.
+PNG files drawn headless on `matplotlib.figure.Figure` objects: no pyplot, and the backend of a
+program that imports hpsearch is left alone (`Figure.savefig` renders with Agg for PNG).
 
 Each picture is drawn from plain data computed first (panels, series, the colour parameter, axis limits,
 ticks, the message for a stage with nothing to show): those functions are pure and tested without
@@ -40,6 +43,10 @@ MOST_LOG_TICKS = 6  # more labels than this on a 4-5 inch log axis start to touc
 LOG_PAD = 0.04  # fraction of the log width added on each side of a range, so edge points are whole
 MESSAGE_COLOR = "darkred"  # the line that says why a picture is empty
 FAILED_Y = 0.03  # axes fraction: where trials without an accuracy are marked, along a panel's bottom
+POINT_SIZE = 18  # points^2: a trial's marker in the accuracy pictures, without halving
+RUNG_SIZES = [8, 22, 44, 72, 104]  # points^2 by rung reached: the few trials that trained longest stand out
+LR_WD_SCALE = 2  # the lr x weight decay map's markers are twice the area: their colour is the accuracy
+RUNG_ALPHA = [0.45, 0.7, 0.9]  # by rung: the many trials stopped at the first rung drawn fainter
 
 Domain = NumericRange | Categorical
 
@@ -54,8 +61,8 @@ class CategoryAccuracy:
     value: Any
     label: str
     trials: int
-    complete: int
-    best: float | None  # None: no trial with this value completed
+    measured: int  # trials with an accuracy: complete, or stopped at a rung by halving
+    best: float | None  # None: no trial with this value has an accuracy
 
 
 @dataclass(frozen=True)
@@ -76,9 +83,10 @@ class LossSeries:
     stage: str
     trial: int
     x: np.ndarray  # epochs (fractional): iteration * loss_every / steps per epoch
-    y: np.ndarray  # training loss, NaN where the record holds a non-finite loss
+    y: np.ndarray  # training loss; a diverged trial's ends at its last finite loss
     color_value: Any  # the trial's value of the colour parameter, None if it has none
     diverged: bool
+    stopped: bool = False  # successive halving stopped it at a rung: its curve ends where it stopped
 
 
 @dataclass(frozen=True)
@@ -111,14 +119,20 @@ def searched(stages: Sequence[StageData]) -> dict[str, Domain]:
     return out
 
 
+def has_accuracy(r: TrialResult) -> bool:
+    """Trained to a validation accuracy: complete, or stopped at a rung by successive halving. A
+    diverged trial's accuracy from before it blew up does not count."""
+    return r.state in (TrialState.COMPLETE, TrialState.STOPPED) and r.val_acc is not None
+
+
 def category_accuracy(stages: Sequence[StageData], name: str, dom: Categorical) -> list[CategoryAccuracy]:
     """One entry per value of a categorical parameter, in the spec's order: how many trials tried it,
-    how many completed, and the best validation accuracy among them."""
+    how many have an accuracy, and the best validation accuracy among them."""
     results = [r for s in stages for r in s.results if name in r.params]
     out = []
     for value in dom.values:
         mine = [r for r in results if jsonable(r.params[name]) == jsonable(value)]
-        accs = [r.val_acc for r in mine if r.state is TrialState.COMPLETE and r.val_acc is not None]
+        accs = [r.val_acc for r in mine if has_accuracy(r) and r.val_acc is not None]
         out.append(CategoryAccuracy(value, fmt_value(value), len(mine), len(accs), max(accs) if accs else None))
     return out
 
@@ -148,9 +162,10 @@ def color_param(stages: Sequence[StageData]) -> str | None:
 
 
 def no_complete_message(stages: Sequence[StageData]) -> str | None:
-    """The message drawn instead of an empty accuracy axis: None while any trial completed."""
+    """The message drawn instead of an empty accuracy axis: None while any trial has an accuracy
+    (complete, or stopped at a rung by halving)."""
     results = [r for s in stages for r in s.results]
-    if any(r.state is TrialState.COMPLETE and r.val_acc is not None for r in results):
+    if any(has_accuracy(r) for r in results):
         return None
     names = ", ".join(s.name for s in stages) or "this run"
     if not results:
@@ -168,9 +183,10 @@ def no_complete_message(stages: Sequence[StageData]) -> str | None:
 
 
 def steps_per_epoch(stage: StageData, r: TrialResult) -> float:
-    """Iterations in one of the trial's epochs: its own count when it finished an epoch and
-    completed, else from its stage's data and batch size (a diverged trial stopped mid-epoch)."""
-    if r.state is TrialState.COMPLETE and r.epochs_done:
+    """Iterations in one of the trial's epochs: its own count when it trained whole epochs (complete,
+    or stopped at a rung), else from its stage's data and batch size (a diverged trial stopped
+    mid-epoch)."""
+    if r.state in (TrialState.COMPLETE, TrialState.STOPPED) and r.epochs_done:
         return r.iterations / r.epochs_done
     data = stage.spec.data
     n = (data.synthetic_train if data.dataset == "synthetic" else CIFAR10_TRAIN) - data.val_size
@@ -181,15 +197,20 @@ def steps_per_epoch(stage: StageData, r: TrialResult) -> float:
 
 
 def loss_series(stages: Sequence[StageData], color_by: str | None) -> list[LossSeries]:
+    """Each trial's loss curve, in epochs. A record keeps the non-finite loss of the step a trial
+    diverged on (as NaN): the curve ends on the finite loss before it, where its cross is drawn."""
     out = []
     for s in stages:
         for r in s.results:
-            if not r.losses:
-                continue
             x = np.arange(len(r.losses)) * r.loss_every / steps_per_epoch(s, r)
             y = np.asarray([v if v is not None and math.isfinite(v) else np.nan for v in r.losses], dtype=float)
+            finite = np.flatnonzero(np.isfinite(y))
+            if len(finite) == 0:
+                continue  # diverged on its first step: no loss to draw
+            end = finite[-1] + 1
             value = r.params.get(color_by) if color_by else None
-            out.append(LossSeries(s.name, r.trial, x, y, value, r.state is TrialState.DIVERGED))
+            diverged, stopped = r.state is TrialState.DIVERGED, r.state is TrialState.STOPPED
+            out.append(LossSeries(s.name, r.trial, x[:end], y[:end], value, diverged, stopped))
     return out
 
 
@@ -207,7 +228,8 @@ def loss_top(series: Sequence[LossSeries]) -> float:
 
 
 def accuracy_series(stages: Sequence[StageData], top: int = 5) -> list[AccuracySeries]:
-    """Train and validation accuracy per epoch of the best `top` complete trials across stages."""
+    """Train and validation accuracy per epoch of the best `top` trials with an accuracy across stages
+    (halving: those that reached the highest rung first, as the table ranks them)."""
     out = []
     for stage, r in _ranked_across(stages)[:top]:
         n = min(len(r.val_acc_per_epoch), len(r.train_acc_per_epoch))
@@ -230,6 +252,32 @@ def accuracy_xlim(series: Sequence[AccuracySeries]) -> tuple[float, float]:
     """From epoch 0 (the start of training) to the last epoch measured, with room for its markers."""
     last = max((int(s.epochs[-1]) for s in series), default=1)
     return 0.0, last + max(0.15, 0.03 * last)
+
+
+def rung_labels(stages: Sequence[StageData]) -> dict[int, str]:
+    """The legend of the rungs that trials with an accuracy reached, lowest first: 'rung 0 (1 epoch)',
+    with the epochs its trials trained (two stages of different halving may differ: '1 or 2 epochs').
+    Empty without halving."""
+    epochs: dict[int, set[int]] = {}
+    for s in stages:
+        for r in s.results:
+            if r.rung is not None and has_accuracy(r):
+                epochs.setdefault(r.rung, set()).add(r.epochs_done)
+    out = {}
+    for rung in sorted(epochs):
+        done = sorted(epochs[rung])
+        unit = "epoch" if done == [1] else "epochs"
+        out[rung] = f"rung {rung} ({' or '.join(str(e) for e in done)} {unit})"
+    return out
+
+
+def rung_size(rung: int | None) -> float:
+    """A trial's marker area (points^2) in the accuracy pictures: larger for a higher rung."""
+    return POINT_SIZE if rung is None else RUNG_SIZES[min(rung, len(RUNG_SIZES) - 1)]
+
+
+def rung_alpha(rung: int | None) -> float:
+    return 0.8 if rung is None else RUNG_ALPHA[min(rung, len(RUNG_ALPHA) - 1)]
 
 
 def padded_range(dom: NumericRange) -> tuple[float, float]:
@@ -297,7 +345,7 @@ def _message(ax: Axes, text: str) -> None:
 def _ranked_across(stages: Sequence[StageData]) -> list[tuple[str, TrialResult]]:
     owner = {id(r): s.name for s in stages for r in s.results}
     ranked = rank([r for s in stages for r in s.results])
-    return [(owner[id(r)], r) for r in ranked if r.state is TrialState.COMPLETE and r.val_acc is not None]
+    return [(owner[id(r)], r) for r in ranked if has_accuracy(r)]
 
 
 def _params_text(r: TrialResult) -> str:
@@ -309,9 +357,20 @@ def _new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
+def loss_line(s: LossSeries) -> tuple[np.ndarray, np.ndarray]:
+    """The line drawn for a trial: a moving average of its finite losses; a diverged trial's ends on
+    its last finite loss itself, where it blew up, not on an average that hides the climb."""
+    ok = np.isfinite(s.y)
+    x, y = s.x[ok], moving_average(s.y[ok], max(3, len(s.y) // 25))
+    if s.diverged and len(y):
+        y[-1] = s.y[ok][-1]
+    return x, y
+
+
 def loss_figure(stages: Sequence[StageData]) -> Figure:
     """Every trial's loss: faint per-iteration points plus a moving average, coloured by the learning
-    rate (or by what was searched when it was not); a diverged trial ends in a red cross."""
+    rate (or by what was searched when it was not); a diverged trial ends at its last finite loss in a
+    red cross, a trial stopped by halving is fainter and ends in a small dot where it stopped."""
     color_by = color_param(stages)
     series = loss_series(stages, color_by)
     fig = _new_figure(9, 5.5)
@@ -319,18 +378,27 @@ def loss_figure(stages: Sequence[StageData]) -> Figure:
     top = loss_top(series)
     color_of, legend = _curve_colors(fig, ax, stages, color_by, series)
     clipped = 0
-    for s in series:
+    # Stopped trials first, so that the few that trained on are drawn over the many that did not.
+    for s in sorted(series, key=lambda s: not s.stopped):
         color = color_of(s.color_value)
         ok = np.isfinite(s.y)
         clipped += bool(np.any(s.y[ok] > top)) or s.diverged
         ax.scatter(s.x[ok], np.minimum(s.y[ok], top), s=2, color=color, alpha=0.12, linewidths=0)
-        if ok.sum() >= 2:
-            smooth = moving_average(s.y[ok], max(3, len(s.y) // 25))
-            ax.plot(s.x[ok], np.minimum(smooth, top), color=color, lw=1.2)
+        x, y = loss_line(s)
+        alpha, lw = (0.45, 0.8) if s.stopped else (1.0, 1.2)
+        if len(x) >= 2:
+            ax.plot(x, np.minimum(y, top), color=color, lw=lw, alpha=alpha)
         if s.diverged:
-            ax.plot([s.x[-1]], [top], marker="x", color="red", ms=7, mew=1.5, clip_on=False, zorder=5)
+            ax.plot(x[-1:], np.minimum(y[-1:], top), marker="x", color="red", ms=7, mew=1.5, clip_on=False, zorder=5)
+        elif s.stopped:
+            ax.plot(x[-1:], np.minimum(y[-1:], top), marker="o", ms=2.5, color=color, alpha=0.8, clip_on=False)
     if any(s.diverged for s in series):
-        legend.append(Line2D([], [], ls="", marker="x", color="red", mew=1.5, label="diverged (loss NaN or inf)"))
+        legend.append(Line2D([], [], ls="", marker="x", color="red", mew=1.5, label="diverged: its last finite loss"))
+    stopped = sum(s.stopped for s in series)
+    if stopped:
+        legend.append(
+            Line2D([], [], color="gray", lw=0.8, alpha=0.6, marker="o", ms=2.5, label=f"{stopped} stopped by halving")
+        )
     ax.set_xlim(*epoch_xlim(series))
     ax.xaxis.set_major_locator(MaxNLocator(nbins=10, steps=[1, 2, 2.5, 5, 10]))
     ax.set_ylim(0, top * 1.02)  # a loss drawn at the top edge stays whole, not cut in half
@@ -414,7 +482,7 @@ def params_figure(stages: Sequence[StageData]) -> Figure | None:
     """Validation accuracy against each searched parameter (the random-search picture): numeric ones
     with each stage's range shaded (log x for log ranges), categorical ones with every trial per value
     and the best of each value marked; the best trial overall is a star, trials without an accuracy
-    are red crosses along the bottom."""
+    are red crosses along the bottom. With successive halving, a marker's size is the rung it reached."""
     panels = param_panels(stages)
     if not panels:
         return None
@@ -435,8 +503,19 @@ def params_figure(stages: Sequence[StageData]) -> Figure | None:
     if message:
         axes[0].set_ylim(0, 1)  # nothing completed: an accuracy axis, not matplotlib's -0.04..0.04
         fig.suptitle(message, fontsize=10, color=MESSAGE_COLOR)
-    fig.legend(handles=list(handles.values()), loc="outside lower center", ncol=min(4, len(handles)), fontsize=8)
+    _legend_rows(fig, list(handles.values()), list(_rung_handles(stages, color="gray")))
     return fig
+
+
+def _legend_rows(fig: Figure, first: list[Any], rungs: list[Any]) -> None:
+    """The legend below the axes, read by rows: the stages and marks, then the rungs on rows of their
+    own, their markers growing left to right. Matplotlib fills a legend's columns one after the other."""
+    ncol = min(4, max(len(first), len(rungs)))
+    blank = Line2D([], [], ls="", label="")
+    items = first + [blank] * (-len(first) % ncol if rungs else 0) + rungs
+    rows = math.ceil(len(items) / ncol)
+    by_column = [items[r * ncol + c] for c in range(ncol) for r in range(rows) if r * ncol + c < len(items)]
+    fig.legend(handles=by_column, loc="outside lower center", ncol=ncol, fontsize=8)
 
 
 def _stage_style(i: int) -> tuple[str, str]:
@@ -453,17 +532,10 @@ def _draw_numeric(
         dom = s.spec.search.space.get(name)
         if isinstance(dom, NumericRange):
             ax.axvspan(dom.low, dom.high, color=color, alpha=0.08)
-        done = [r for r in s.results if r.state is TrialState.COMPLETE and r.val_acc is not None and name in r.params]
-        ax.scatter(
-            [float(r.params[name]) for r in done],
-            [float(r.val_acc or 0.0) for r in done],
-            s=18,
-            color=color,
-            marker=marker,
-            alpha=0.8,
-        )
+        done = [r for r in s.results if has_accuracy(r) and name in r.params]
+        _scatter_by_rung(ax, [float(r.params[name]) for r in done], done, color=color, marker=marker)
         handles.setdefault(s.name, Line2D([], [], ls="", marker=marker, color=color, label=f"{s.name} (range shaded)"))
-    lost = [r for s in stages for r in s.results if r.state is not TrialState.COMPLETE and name in r.params]
+    lost = [r for s in stages for r in s.results if not has_accuracy(r) and name in r.params]
     _mark_lost(ax, [float(r.params[name]) for r in lost], handles)
     if best and name in best[0][1].params:
         _mark_best(ax, float(best[0][1].params[name]), best[0], handles)
@@ -485,23 +557,19 @@ def _draw_categorical(
     for i, s in enumerate(stages):
         color, marker = _stage_style(i)
         for k, key in enumerate(keys):
-            done = [
-                r
-                for r in s.results
-                if r.state is TrialState.COMPLETE and r.val_acc is not None and jsonable(r.params.get(name)) == key
-            ]
+            done = [r for r in s.results if has_accuracy(r) and jsonable(r.params.get(name)) == key]
             # Spread a value's trials sideways (stages side by side), so that equal accuracies stay visible.
             offsets = np.linspace(-0.22, 0.22, len(done)) if len(done) > 1 else np.zeros(len(done))
-            xs = k + offsets + 0.06 * i
-            where.update({id(r): float(x) for r, x in zip(done, xs, strict=True)})
-            ax.scatter(xs, [r.val_acc or 0.0 for r in done], s=18, color=color, marker=marker, alpha=0.8)
+            xs = [float(x) for x in k + offsets + 0.06 * i]
+            where.update({id(r): x for r, x in zip(done, xs, strict=True)})
+            _scatter_by_rung(ax, xs, done, color=color, marker=marker)
         handles.setdefault(s.name, Line2D([], [], ls="", marker=marker, color=color, label=s.name))
     for k, c in enumerate(panel.categories):
         if c.best is not None:
             ax.plot([k - 0.35, k + 0.35], [c.best, c.best], color="black", lw=2, zorder=4)
     if any(c.best is not None for c in panel.categories):
         handles.setdefault("best per value", Line2D([], [], color="black", lw=2, label="best of each value"))
-    lost = [r for s in stages for r in s.results if r.state is not TrialState.COMPLETE and name in r.params]
+    lost = [r for s in stages for r in s.results if not has_accuracy(r) and name in r.params]
     _mark_lost(ax, [keys.index(jsonable(r.params[name])) for r in lost if jsonable(r.params[name]) in keys], handles)
     if best and id(best[0][1]) in where:
         _mark_best(ax, where[id(best[0][1])], best[0], handles)
@@ -510,9 +578,35 @@ def _draw_categorical(
 
 
 def _category_tick(c: CategoryAccuracy) -> str:
-    if c.trials == c.complete:
+    if c.trials == c.measured:
         return f"{c.label}\n{c.trials} trials"
-    return f"{c.label}\n{c.complete} of {c.trials} complete"
+    return f"{c.label}\n{c.trials} trials\n{c.trials - c.measured} diverged/failed"
+
+
+def _scatter_by_rung(ax: Axes, xs: Sequence[float], results: Sequence[TrialResult], **style: Any) -> None:
+    """Trials' validation accuracies at xs, each marker sized (and the many low ones made fainter) by
+    the rung it reached: the higher rungs drawn last, on top."""
+    for rung in sorted({r.rung for r in results}, key=lambda rung: -1 if rung is None else rung):
+        mine = [j for j, r in enumerate(results) if r.rung == rung]
+        ax.scatter(
+            [xs[j] for j in mine],
+            [results[j].val_acc or 0.0 for j in mine],
+            s=rung_size(rung),
+            alpha=rung_alpha(rung),
+            **style,
+        )
+
+
+def _rung_order(r: TrialResult) -> int:
+    return -1 if r.rung is None else r.rung
+
+
+def _rung_handles(stages: Sequence[StageData], scale: float = 1.0, **style: Any) -> list[Line2D]:
+    """A legend entry per rung reached, its marker as large as the rung's points (`scale` x rung_size)."""
+    return [
+        Line2D([], [], ls="", marker="o", ms=math.sqrt(scale * rung_size(rung)), label=label, **style)
+        for rung, label in rung_labels(stages).items()
+    ]
 
 
 def _mark_lost(ax: Axes, xs: Sequence[float], handles: dict[str, Any]) -> None:
@@ -542,25 +636,22 @@ def _mark_best(ax: Axes, x: float, best: tuple[str, TrialResult], handles: dict[
 
 
 def lr_wd_figure(stages: Sequence[StageData]) -> Figure | None:
-    """lr x weight decay, coloured by validation accuracy, one marker per stage; trials without an
-    accuracy as red crosses. None unless both are searched numeric ranges."""
+    """lr x weight decay, coloured by validation accuracy, one marker per stage (sized by the rung
+    reached, with halving); trials without an accuracy as red crosses. None unless both are searched
+    numeric ranges."""
     space = searched(stages)
     lr, wd = space.get("lr"), space.get("weight_decay")
     if not (isinstance(lr, NumericRange) and isinstance(wd, NumericRange)):
         return None
     fig = _new_figure(8, 6)
     ax = fig.subplots()
-    done = [
-        (i, r)
-        for i, s in enumerate(stages)
-        for r in s.results
-        if r.state is TrialState.COMPLETE and r.val_acc is not None
-    ]
+    done = [(i, r) for i, s in enumerate(stages) for r in s.results if has_accuracy(r)]
     accs = [r.val_acc or 0.0 for _, r in done]
     norm = Normalize(min(accs, default=0), max(accs, default=1))
     handles = []
     for i, s in enumerate(stages):
-        mine = [r for j, r in done if j == i]
+        # Higher rungs drawn last, on top of the many trials stopped at the first.
+        mine = sorted((r for j, r in done if j == i), key=_rung_order)
         marker = STAGE_MARKERS[i % len(STAGE_MARKERS)]
         ax.scatter(
             [r.params["lr"] for r in mine],
@@ -568,19 +659,14 @@ def lr_wd_figure(stages: Sequence[StageData]) -> Figure | None:
             c=[r.val_acc or 0.0 for r in mine],
             cmap="viridis",
             norm=norm,
-            s=40,
+            s=[40 if r.rung is None else LR_WD_SCALE * rung_size(r.rung) for r in mine],
             marker=marker,
             edgecolors="black",
             linewidths=0.3,
         )
         # Legend entries in grey: the marker says the stage, the colour is the accuracy.
         handles.append(Line2D([], [], ls="", marker=marker, mfc="lightgray", mec="black", label=s.name))
-    lost = [
-        r
-        for s in stages
-        for r in s.results
-        if r.state is not TrialState.COMPLETE and {"lr", "weight_decay"} <= r.params.keys()
-    ]
+    lost = [r for s in stages for r in s.results if not has_accuracy(r) and {"lr", "weight_decay"} <= r.params.keys()]
     if lost:
         ax.scatter(
             [r.params["lr"] for r in lost], [r.params["weight_decay"] for r in lost], marker="x", color="red", s=30
@@ -602,19 +688,19 @@ def lr_wd_figure(stages: Sequence[StageData]) -> Figure | None:
     message = no_complete_message(stages)
     if message:
         fig.suptitle(message, fontsize=10, color=MESSAGE_COLOR)
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(4, len(handles)), fontsize=8)
+    _legend_rows(fig, handles, _rung_handles(stages, LR_WD_SCALE, mfc="lightgray", mec="black", mew=0.5))
     ax.grid(alpha=0.3)
     return fig
 
 
 def moving_average(values: np.ndarray, window: int) -> np.ndarray:
-    """Trailing mean over `window` points (shorter at the start), NaN-free input assumed."""
+    """Trailing mean over `window` points (shorter at the start), NaN-free input assumed. Each window
+    is summed on its own: a running sum minus an earlier one loses a 2.3 beside a spike of 1e20, and
+    the curve after a blow-up it came back from would read 0."""
     if len(values) == 0:
-        return values
-    cumsum = np.cumsum(np.insert(values, 0, 0.0))
-    idx = np.arange(1, len(values) + 1)
-    start = np.maximum(0, idx - window)
-    return (cumsum[idx] - cumsum[start]) / (idx - start)
+        return np.asarray(values, dtype=float)
+    sums = np.convolve(values, np.ones(window))[: len(values)]
+    return sums / np.minimum(np.arange(1, len(values) + 1), window)
 
 
 # --------------------------------------------------------------------------- files

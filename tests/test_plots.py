@@ -1,11 +1,13 @@
 """The report's pictures, tested on what they are drawn from (panels, series, the colour parameter,
 axis limits and ticks, the message for a stage with nothing to show), and on a few facts of the drawn
-figures: legends beside the axes, never on them; tick labels that do not touch; PNG files written.
-Hand-made trial records only: no training."""
+figures: legends beside the axes, never on them; tick labels that do not touch; a diverged curve that
+ends on its last finite loss; trials stopped by successive halving drawn as far as they trained, and
+marked by the rung they reached; PNG files written. Hand-made trial records only: no training."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from PIL import Image
 
 from hpsearch.plots import (
@@ -27,9 +31,12 @@ from hpsearch.plots import (
     loss_figure,
     loss_series,
     lr_wd_figure,
+    moving_average,
     no_complete_message,
     param_panels,
     params_figure,
+    rung_labels,
+    rung_size,
     write_report_plots,
 )
 from hpsearch.records import TrialResult, TrialState
@@ -41,13 +48,18 @@ LR = {"low": 1e-4, "high": 1.0, "log": True}
 WD = {"low": 1e-6, "high": 1e-1, "log": True}
 
 
-def stage(space: dict[str, Any], results: list[TrialResult], name: str = "coarse", epochs: int = 1) -> StageData:
+def stage(
+    space: dict[str, Any], results: list[TrialResult], name: str = "coarse", epochs: int = 1, halving: bool = False
+) -> StageData:
+    search: dict[str, Any] = {"trials": max(1, len(results)), "space": space}
+    if halving:
+        search["halving"] = {"eta": 3, "min_epochs": 1}
     spec = parse_spec(
         {
             "name": "t",
             "data": {"dataset": "synthetic", "synthetic_train": 3000, "val_size": 500},
             "train": {"epochs": epochs, "batch_size": 100},
-            "search": {"trials": max(1, len(results)), "space": space},
+            "search": search,
         }
     )
     return StageData(name, spec, results)
@@ -83,6 +95,29 @@ def diverged(n: int, at: int = 10, **params: Any) -> TrialResult:
     )
 
 
+def stopped(n: int, val: float, epochs: int, rung: int, **params: Any) -> TrialResult:
+    """A trial stopped by successive halving at `rung`, after `epochs` epochs."""
+    r = done(n, val, epochs, **params)
+    r.state, r.rung = TrialState.STOPPED, rung
+    return r
+
+
+def halving_stage(lost: int = 1, space: dict[str, Any] | None = None, name: str = "coarse", **params: Any) -> StageData:
+    """Successive halving with eta 3 over 9 epochs: 9 trials train 1 epoch (rung 0), the best 3 train
+    to 3 epochs (rung 1), the best of those to 9 (rung 2, complete); `lost` more diverge at rung 0.
+    Each searched lr, and `params` besides."""
+    results = [stopped(i, 0.20 + i / 100, 1, 0, lr=10 ** (-4 + i / 3), **params) for i in range(6)]
+    results += [stopped(6 + i, 0.40 + i / 100, 3, 1, lr=10 ** (-2 + i / 4), **params) for i in range(2)]
+    best = done(8, 0.6, 9, lr=0.02, **params)
+    best.rung = 2
+    results.append(best)
+    for i in range(lost):
+        d = diverged(9 + i, lr=0.9 - i / 10, **params)
+        d.rung = 0
+        results.append(d)
+    return stage(space or {"lr": LR}, results, name, epochs=9, halving=True)
+
+
 def drawn(fig: Figure) -> Figure:
     FigureCanvasAgg(fig)
     fig.canvas.draw()
@@ -104,7 +139,7 @@ def test_a_categorical_parameter_gets_a_panel_with_the_best_accuracy_of_each_val
     panels = param_panels([stage(space, results)])
     assert [(p.name, p.categorical) for p in panels] == [("lr", False), ("activation", True)]
     cats = panels[1].categories
-    assert [(c.label, c.trials, c.complete, c.best) for c in cats] == [
+    assert [(c.label, c.trials, c.measured, c.best) for c in cats] == [
         ("relu", 2, 2, 0.70),
         ("tanh", 2, 1, 0.60),
         ("sigmoid", 1, 0, None),
@@ -151,12 +186,62 @@ def test_a_three_epoch_run_spans_zero_to_three() -> None:
 
 
 def test_a_diverged_trial_ends_where_it_diverged_not_at_the_end_of_the_epoch() -> None:
-    # Diverged on iteration 10 of 25: its curve ends at 10/25 of the epoch, not stretched to 1.
+    # NaN on iteration 10 of 25: its curve ends on iteration 9's loss, not stretched to the epoch's end.
     s = stage({"lr": LR}, [diverged(0, at=10, lr=50.0)])
     (series,) = loss_series([s], "lr")
     assert series.diverged
-    assert series.x[-1] == pytest.approx(10 / STEPS)
-    assert np.isnan(series.y[-1])
+    assert series.x[-1] == pytest.approx(9 / STEPS)
+    assert series.y[-1] == 1e20
+    assert np.all(np.isfinite(series.y))
+
+
+def _rising_then_nan(n: int) -> TrialResult:
+    """Diverged on iteration 20: a spike to 1e20 it came back from, a last finite loss of 3.0, then NaN."""
+    return TrialResult(
+        trial=n,
+        state=TrialState.DIVERGED,
+        params={"lr": 5.0},
+        iterations=21,
+        losses=[2.3, 2.2, 1e20, *([2.0] * 16), 3.0, math.nan],
+    )
+
+
+def test_a_record_read_back_ends_its_diverged_curve_on_the_last_finite_loss() -> None:
+    # trials.jsonl writes the NaN as null and reads it back as NaN: the curve stops on the 3.0 before it.
+    line = json.dumps(_rising_then_nan(0).to_dict())
+    assert line.count("null") >= 1 and "NaN" not in line
+    r = TrialResult.from_dict(json.loads(line))
+    (series,) = loss_series([stage({"lr": LR}, [r])], "lr")
+    assert series.x[-1] == pytest.approx(19 / STEPS)
+    assert series.y[-1] == 3.0
+    assert len(series.y) == 20
+
+
+def test_the_moving_average_recovers_after_a_spike() -> None:
+    # A running sum minus an earlier one loses 2.0 beside 1e20: the average read 0 after the spike.
+    avg = moving_average(np.array([2.3, 1e20, 2.0, 2.0, 2.0, 2.0]), 3)
+    assert avg[-1] == pytest.approx(2.0)
+    assert avg[0] == pytest.approx(2.3)
+
+
+def test_a_diverged_curve_is_drawn_to_its_last_finite_loss_and_no_further() -> None:
+    fig = drawn(loss_figure([stage({"lr": LR}, [done(0, 0.5, lr=0.01), _rising_then_nan(1)])]))
+    ax = fig.axes[0]
+    last_x = 19 / STEPS
+    (cross,) = [line for line in ax.get_lines() if line.get_marker() == "x"]
+    assert cross.get_xydata().tolist() == [[pytest.approx(last_x), 3.0]]
+    # Its line: the one that ends where the cross is, at the last finite loss itself.
+    (curve,) = [
+        line
+        for line in ax.get_lines()
+        if line.get_marker() in ("None", None, "") and float(np.asarray(line.get_xdata())[-1]) == pytest.approx(last_x)
+    ]
+    xy = curve.get_xydata()
+    assert xy[-1].tolist() == [pytest.approx(last_x), 3.0]
+    assert np.all(xy[:, 1] > 1.0)  # never dropping to 0 after the spike it came back from
+    points = [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)]
+    assert all(float(np.max(p[:, 0])) <= last_x + 1e-9 for p in points if len(p) == 20)  # nothing after it
+    assert any("diverged" in t.get_text() for legend in fig.legends for t in legend.get_texts())
 
 
 def test_a_one_epoch_accuracy_plot_marks_train_and_validation() -> None:
@@ -165,6 +250,114 @@ def test_a_one_epoch_accuracy_plot_marks_train_and_validation() -> None:
     markers = sorted(line.get_marker() for line in ax.get_lines())
     assert markers == ["o", "s"]  # validation dots, train squares: one point each is still seen
     assert ax.get_xlim()[0] == 0.0 and ax.get_xlim()[1] > 1.0
+
+
+# --------------------------------------------------------------------------- successive halving
+
+
+def test_stopped_trials_curves_end_at_the_epochs_they_trained() -> None:
+    s = halving_stage()
+    by_trial = {r.trial: r for r in s.results}
+    series = loss_series([s], "lr")
+    assert [x.trial for x in series] == [r.trial for r in s.results]
+    for x in series:
+        r = by_trial[x.trial]
+        assert x.stopped == (r.state is TrialState.STOPPED)
+        if r.state is not TrialState.DIVERGED:
+            assert len(x.y) == r.epochs_done * STEPS
+            assert x.x[-1] == pytest.approx(r.epochs_done - 1 / STEPS)
+    assert epoch_xlim(series) == (0.0, 9.0)
+
+
+def test_stopped_trials_curves_are_drawn_fainter_and_end_in_a_dot() -> None:
+    s = halving_stage()
+    fig = drawn(loss_figure([s]))
+    ax = fig.axes[0]
+    ends = sorted(float(line.get_xdata()[0]) for line in ax.get_lines() if line.get_marker() == "o")
+    epochs = sorted(r.epochs_done for r in s.results if r.state is TrialState.STOPPED)
+    assert ends == pytest.approx([e - 1 / STEPS for e in epochs])
+    faint = [
+        line for line in ax.get_lines() if line.get_marker() in ("None", None, "") and (line.get_alpha() or 1.0) < 1.0
+    ]
+    assert len(faint) == len(epochs)
+    labels = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    assert "8 stopped by halving" in labels
+
+
+def test_the_rungs_reached_are_labelled_with_their_epochs() -> None:
+    assert rung_labels([halving_stage()]) == {0: "rung 0 (1 epoch)", 1: "rung 1 (3 epochs)", 2: "rung 2 (9 epochs)"}
+    assert rung_labels([stage({"lr": LR}, [done(0, 0.5, lr=0.01)])]) == {}  # no halving, no rung legend
+
+
+def _legend_texts(fig: Figure) -> list[str]:
+    return [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+
+
+def _points_by_size(ax: Any) -> dict[float, int]:
+    out: dict[float, int] = {}
+    for c in ax.collections:
+        if isinstance(c, PathCollection) and len(c.get_offsets()):
+            size = float(c.get_sizes()[0])
+            out[size] = out.get(size, 0) + len(c.get_offsets())
+    return out
+
+
+def test_accuracy_against_a_parameter_marks_each_trial_by_the_rung_it_reached() -> None:
+    s = halving_stage(lost=2)
+    fig = drawn(params_figure([s]))  # type: ignore[arg-type]
+    sizes = _points_by_size(fig.axes[0])
+    # Every trial with an accuracy is a point sized by its rung, stopped ones included; the two that
+    # diverged are the red crosses (size 30), not the stopped ones; the best is the star (size 220).
+    assert rung_size(0) < rung_size(1) < rung_size(2)
+    assert sizes == {rung_size(0): 6, rung_size(1): 2, rung_size(2): 1, 30.0: 2, 220.0: 1}
+    # The legend names each rung with its epochs, its marker as large as the rung's points.
+    legend = {
+        h.get_label(): h.get_markersize()
+        for legend in fig.legends
+        for h in legend.legend_handles
+        if isinstance(h, Line2D) and str(h.get_label()).startswith("rung")
+    }
+    assert legend == {
+        "rung 0 (1 epoch)": pytest.approx(math.sqrt(rung_size(0))),
+        "rung 1 (3 epochs)": pytest.approx(math.sqrt(rung_size(1))),
+        "rung 2 (9 epochs)": pytest.approx(math.sqrt(rung_size(2))),
+    }
+    assert no_complete_message([s]) is None
+
+
+def test_only_the_rungs_present_are_in_the_legend() -> None:
+    results = [stopped(i, 0.3, 1, 0, lr=0.01 * (i + 1), weight_decay=1e-4) for i in range(3)]
+    top = done(3, 0.5, 9, lr=0.02, weight_decay=1e-3)
+    top.rung = 2
+    s = stage({"lr": LR, "weight_decay": WD}, [*results, top], epochs=9, halving=True)
+    for make in (params_figure, lr_wd_figure):
+        texts = _legend_texts(drawn(make([s])))  # type: ignore[arg-type]
+        assert sorted(t for t in texts if t.startswith("rung")) == ["rung 0 (1 epoch)", "rung 2 (9 epochs)"], (
+            make.__name__
+        )
+        assert not any("diverged" in t for t in texts)  # stopped trials are not lost ones
+
+
+def test_the_best_trials_accuracy_curves_put_the_highest_rung_first() -> None:
+    acc = accuracy_series([halving_stage()], top=4)
+    assert [(a.trial, len(a.epochs)) for a in acc] == [(8, 9), (7, 3), (6, 3), (5, 1)]
+
+
+def test_a_categorical_value_counts_stopped_trials_as_measured() -> None:
+    space = {"activation": {"values": ["relu", "tanh"]}}
+    results = [
+        stopped(0, 0.30, 1, 0, activation="relu"),
+        stopped(1, 0.35, 1, 0, activation="tanh"),
+        diverged(2, activation="tanh"),
+    ]
+    top = done(3, 0.5, 3, activation="relu")
+    top.rung = 1
+    s = stage(space, [*results, top], epochs=3, halving=True)
+    cats = param_panels([s])[0].categories
+    assert [(c.label, c.trials, c.measured, c.best) for c in cats] == [("relu", 2, 2, 0.5), ("tanh", 2, 1, 0.35)]
+    fig = drawn(params_figure([s]))  # type: ignore[arg-type]
+    ticks = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert ticks == ["relu\n2 trials", "tanh\n2 trials\n1 diverged/failed"]
 
 
 # --------------------------------------------------------------------------- colour
@@ -337,7 +530,9 @@ def test_every_png_is_written_and_shows_something(tmp_path: Path) -> None:
     ]
     refine = [done(i, 0.6 + i / 50, epochs=3, lr=0.05 + i / 100, weight_decay=1e-3, hidden=[32, 32]) for i in range(4)]
     refine.append(diverged(4, lr=0.9, weight_decay=1e-3, hidden=[32, 32]))
-    made = write_report_plots([stage(space, coarse), stage(space, refine, "refine-1", epochs=3)], tmp_path)
+    halving = halving_stage(space=space, name="refine-2", weight_decay=1e-3, hidden=[16])  # stopped trials, rungs
+    stages = [stage(space, coarse), stage(space, refine, "refine-1", epochs=3), halving]
+    made = write_report_plots(stages, tmp_path)
     assert sorted(p.name for p in made) == [
         "accuracy_curves.png",
         "loss_curves.png",
