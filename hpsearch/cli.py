@@ -166,6 +166,9 @@ class TrialProgress:
     def epochs_done(self, count: int) -> None:
         self.progress.advance(self._task("trials", "search", None), count)
 
+    def rung(self, text: str) -> None:
+        err.print(text, highlight=False)
+
     def trial_done(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None:
         task = self._task("trials", "search", None)
         shown = f"best val_acc {best.val_acc:.3f} (trial {best.trial})" if best and best.val_acc is not None else ""
@@ -214,9 +217,9 @@ def resume_command(command: str, out_dir: Path | None, run_dir: Path | None) -> 
 
 
 def render_outcome(outcome: StageOutcome) -> None:
-    """The ranked table on stdout; warnings, failures and where the files are on stderr. Exit 3 when
-    no trial of the stage completed."""
-    from hpsearch.report import rich_table
+    """The ranked table on stdout; how many trials are tied for best, warnings, failures and where the
+    files are on stderr. Exit 3 when no trial of the stage completed."""
+    from hpsearch.report import rich_table, ties_line
 
     for w in outcome.warnings:
         warn(w)
@@ -224,10 +227,18 @@ def render_outcome(outcome: StageOutcome) -> None:
         n = outcome.resumed
         err.print(f"resuming: {n} of {n} trials already finished, 0 to run", highlight=False)
     title = f"{outcome.stage}: {len(outcome.ranked)} trials, ranked by validation accuracy"
-    out.print(rich_table(title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT, data=outcome.data))
+    planned = outcome.planned_epochs
+    out.print(
+        rich_table(
+            title, outcome.ranked, outcome.param_names, limit=TABLE_LIMIT, planned_epochs=planned, data=outcome.data
+        )
+    )
+    ties = ties_line(outcome.ranked, outcome.data)
+    if ties:
+        err.print(ties, highlight=False, soft_wrap=True)
     for e in outcome.edges:
-        if e.flag:
-            warn(e.advice())
+        if e.warning:
+            warn(e.warning)
     if outcome.advice:
         warn(outcome.advice)
     if outcome.failures:
@@ -391,7 +402,8 @@ def coarse(
     executor: ExecutorOption = Executor.LOCAL,
     ray_address: RayAddressOption = None,
 ) -> None:
-    """Random search: short trainings, a ranked table, and warnings for best values on a range's edge.
+    """Random search: short trainings, a ranked table, and a verdict on each range from all the trials
+    (accuracy points past an edge; nothing learned, and which way to move).
     Exit code 3 if no trial completed (every one failed or diverged).
 
     Example: hpsearch coarse configs/cifar10_coarse.yaml --trials 10 --epochs 1 --out runs/quick
@@ -447,8 +459,10 @@ def refine(
     ] = False,
 ) -> None:
     """Plan the next stage from the latest one and run it: ranges narrowed around the top-k trials
-    (or moved outward where the best sat on an edge), longer training, no lr decay. Run it again
-    to refine further. Exit code 3 if no trial of the new stage completed.
+    (or moved outward where the stage's verdict says accuracy points past an edge), longer training,
+    no lr decay. Run it again to refine further. A stage where nothing learned is not refined: it
+    exits 1 saying which way to change the range in the spec, for a new coarse search. Exit code 3
+    if no trial of the new stage completed.
 
     Example: hpsearch refine runs/cifar10_coarse --top-k 5 --trials 20
     """
@@ -519,7 +533,7 @@ def report(
     Example: hpsearch report runs/cifar10_coarse
     """
     try:
-        from hpsearch.report import rich_table, run_report
+        from hpsearch.report import rich_table, run_report, ties_line
 
         outcome = run_report(run_dir)
     except HpsearchError as e:
@@ -535,6 +549,9 @@ def report(
             data=outcome.data,
         )
     )
+    ties = ties_line(outcome.ranked, outcome.data)
+    if ties:
+        err.print(ties, highlight=False, soft_wrap=True)
     for note in outcome.notes:
         warn(note)
     for path in outcome.plots:

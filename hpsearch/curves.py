@@ -49,7 +49,7 @@ def curve_label(r: TrialResult, num_classes: int | None = None, val_size: int | 
     ends = _data_loss_ends(r)
     if ends and (ends.end > ends.start * (1 + RISE) or ends.peak > ends.start * BLOW_UP):
         return CurveLabel.EXPLODING
-    if num_classes and _at_chance(r, num_classes, val_size or ASSUMED_VAL_SIZE):
+    if num_classes and at_chance(r, num_classes, val_size or ASSUMED_VAL_SIZE):
         return CurveLabel.CHANCE
     if ends and (ends.start - ends.end) / ends.start < FLAT_DROP:
         return CurveLabel.FLAT
@@ -83,7 +83,7 @@ def _train_val_gap(r: TrialResult) -> float:
     return r.train_acc - r.val_acc
 
 
-def _at_chance(r: TrialResult, num_classes: int, val_size: int) -> bool:
+def at_chance(r: TrialResult, num_classes: int, val_size: int) -> bool:
     """Validation accuracy within noise of 1/C, and training accuracy not far above it (that is
     overfitting: the net learnt its training set and nothing else)."""
     if r.val_acc is None:
@@ -121,11 +121,11 @@ def stage_advice(
             advice = f"the learning rate is too low, or the data or labels are wrong; raise {key}"
         else:
             advice = f"the learning rate is too low; raise {key}"
-        return f"{len(bad)} of {len(ran)} trials {did}{_lr_span([r for r, _ in bad])}: {advice}"
+        return f"{len(bad)} of {len(ran)} trials {did}{lr_span([r for r, _ in bad])}: {advice}"
     return None
 
 
-def _lr_span(results: list[TrialResult]) -> str:
+def lr_span(results: list[TrialResult]) -> str:
     """' (lr 0.01 to 1e+04)': the learning rates of these trials, when lr was searched."""
     lrs = [v for r in results if isinstance(v := r.params.get("lr"), (int, float))]
     if not lrs:

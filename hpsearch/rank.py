@@ -1,16 +1,21 @@
-"""Ranking trials and flagging best values on the border of their range.
-May import: records, spec."""
+"""Ranking trials, their noise (Wilson intervals, the tied set), and each range's Edge: the best
+trial's position beside the stage's verdict (computed by verdicts.py, which imports this module).
+May import: records, spec; verdicts for types only."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hpsearch.records import TrialResult, TrialState
 from hpsearch.spec import Categorical, NumericRange
 
-EDGE_FRACTION = 0.1  # a best value in the outer 10% of its range is "on the border"
+if TYPE_CHECKING:
+    from hpsearch.verdicts import RangeVerdict, Verdict
+
+EDGE_FRACTION = 0.1  # the outer 10% of a range is its "border"
 
 # Stopped trials (successive halving) trained fine, only shorter: they rank with the complete ones,
 # below every trial that reached a higher rung.
@@ -44,6 +49,14 @@ def wilson_interval(acc: float, n: int, z: float = Z95) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+# What results.json says its `ties` are; the overlap of two 95% intervals is a stricter test than
+# one 95% test of their difference, so "tied" errs toward calling a real lead noise.
+TIE_RULE = (
+    "tied for best: the complete trials at the best's rung whose 95% Wilson interval of validation "
+    "accuracy overlaps the best's"
+)
+
+
 def tied_with_best(ranked: list[TrialResult], val_size: int) -> list[TrialResult]:
     """The complete trials whose validation accuracy's 95% interval overlaps the best's, the best
     first (best first as `ranked` is): with this many validation examples, noise could have picked
@@ -64,24 +77,23 @@ def tied_with_best(ranked: list[TrialResult], val_size: int) -> list[TrialResult
 
 @dataclass(frozen=True)
 class Edge:
+    """A searched numeric parameter's range as its stage left it: where the best trial sits, and
+    the verdict of all the stage's trials on the range (verdicts.range_verdicts)."""
+
     name: str
     low: float
     high: float
     log: bool
-    best: float
-    position: float  # 0 = low end, 1 = high end; measured in log10 space for log ranges
-    flag: str | None  # "low", "high" or None
+    best: float | None  # the best complete trial's value; None when no trial completed
+    position: float | None  # 0 = low end, 1 = high end; measured in log10 space for log ranges
+    flag: str | None  # "low" or "high": the verdict says to widen the range past this bound
+    verdict: Verdict
+    reason: str  # the verdict's why, one line
+    warning: str | None  # what to warn about it; None when there is nothing to do (or it is said on another parameter)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("low", "high", "log", "best", "position", "flag")}
-
-    def advice(self) -> str:
-        where = "high" if self.flag == "high" else "low"
-        direction = "upward" if self.flag == "high" else "downward"
-        return (
-            f"{self.name}: best {fmt_value(self.best)} is at the {where} edge of "
-            f"[{fmt_value(self.low)}, {fmt_value(self.high)}]: widen the range {direction}"
-        )
+        out = {k: getattr(self, k) for k in ("low", "high", "log", "best", "position", "flag")}
+        return {**out, "verdict": self.verdict.value, "reason": self.reason}
 
 
 def position_in_range(value: float, dom: NumericRange) -> float:
@@ -90,18 +102,19 @@ def position_in_range(value: float, dom: NumericRange) -> float:
     return (value - dom.low) / (dom.high - dom.low)
 
 
-def edges(space: dict[str, NumericRange | Categorical], best: TrialResult | None) -> list[Edge]:
-    """For each searched numeric parameter, where the best complete trial's value sits in its range."""
-    if best is None or best.state is not TrialState.COMPLETE:
-        return []
+def edges(
+    space: dict[str, NumericRange | Categorical], best: TrialResult | None, verdicts: Mapping[str, RangeVerdict]
+) -> list[Edge]:
+    """For each searched numeric parameter with a verdict: where the best complete trial's value
+    sits in its range, and the verdict."""
     out = []
     for name, dom in sorted(space.items()):
-        if not isinstance(dom, NumericRange):
+        if not isinstance(dom, NumericRange) or name not in verdicts:
             continue
-        value = float(best.params[name])
-        pos = position_in_range(value, dom)
-        flag = "low" if pos < EDGE_FRACTION else "high" if pos > 1 - EDGE_FRACTION else None
-        out.append(Edge(name, dom.low, dom.high, dom.log, value, pos, flag))
+        v = verdicts[name]
+        value = float(best.params[name]) if best is not None and best.state is TrialState.COMPLETE else None
+        pos = position_in_range(value, dom) if value is not None else None
+        out.append(Edge(name, dom.low, dom.high, dom.log, value, pos, v.flag, v.verdict, v.reason, v.warning))
     return out
 
 

@@ -1,10 +1,12 @@
 """The refine planner: the next stage, planned from the last finished one, without training.
 
-Ranges around the top-k complete trials, with a margin, narrower than before when the best is
-interior; moved outward past the edge when the best sits on it ("careful with best values on
-border"). Longer training, no lr decay, a new seed, and no configuration trained twice at the same
+Ranges around the top-k complete trials (or, when more trials are tied for best within the noise of
+the validation accuracy, around all of those), with a margin, narrower than before when the best is
+interior; moved outward past an edge where the stage's verdict says accuracy points past it
+("careful with best values on border"; verdicts.py). A stage where nothing learned is not refined:
+its best trials are noise. Longer training, no lr decay, a new seed, and no configuration trained twice at the same
 budget. `plan_refine` reads the run and returns a RefinePlan that can be printed (`refine --dry-run`)
-or run (search.run_refine). May import: records, spec, space, rank, store, options; never torch.
+or run (search.run_refine). May import: records, spec, space, rank, store, options, verdicts; never torch.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ import annotated_types
 
 from hpsearch.errors import StoreError
 from hpsearch.options import RefineOptions
-from hpsearch.rank import Edge, edges, fmt_value, rank
-from hpsearch.records import TrialConfig, TrialResult, TrialState, jsonable
+from hpsearch.rank import Edge, edges, fmt_value, rank, tied_with_best
+from hpsearch.records import CurveData, TrialConfig, TrialResult, TrialState, jsonable
 from hpsearch.space import trial_configs
 from hpsearch.spec import (
     SEARCHABLE,
     Categorical,
+    DataSpec,
     ModelSpec,
     NumericRange,
     Sampler,
@@ -35,6 +38,7 @@ from hpsearch.spec import (
     load_spec,
 )
 from hpsearch.store import StageStore, read_json
+from hpsearch.verdicts import RangeVerdict, Verdict, range_verdicts
 
 COARSE = "coarse"
 
@@ -76,11 +80,18 @@ def top_complete(results: list[TrialResult], k: int) -> list[TrialResult]:
     return [r for r in rank(results) if r.state is TrialState.COMPLETE and r.val_acc is not None][:k]
 
 
+def planning_set(results: list[TrialResult], k: int, val_size: int) -> tuple[list[TrialResult], list[TrialResult]]:
+    """(the trials to plan around, best first; the trials tied for best): the tied set when it holds
+    more than k trials (the best k would be a pick made by noise), else the top k."""
+    tied = tied_with_best(rank(results), val_size)
+    return (tied if len(tied) > k else top_complete(results, k)), tied
+
+
 def plan_ranges(
     space: dict[str, NumericRange | Categorical], top: list[TrialResult], edges: list[Edge]
 ) -> list[RangePlan]:
     """The next stage's range for every searched parameter. `top` is best first."""
-    flags = {e.name: e.flag for e in edges}
+    flags = {e.name: e.flag for e in edges if e.verdict is Verdict.EDGE}
     plans = []
     for name, dom in sorted(space.items()):
         if isinstance(dom, Categorical):
@@ -111,13 +122,13 @@ def _plan_numeric(name: str, dom: NumericRange, top: list[TrialResult], flag: st
     best = to(values[0])
     span = f"top-{len(top)} span {fmt_value(min(values))}..{fmt_value(max(values))}"
     if flag in ("high", "low"):
-        # Centre the new range on the edge the best sits on, reaching as far inside as the top
+        # Centre the new range on the edge the verdict points past, reaching as far inside as the top
         # trials (plus the margin), but never wider than MAX_WIDTH of the old range.
         edge = old_hi if flag == "high" else old_lo
         reach = (edge - lo) if flag == "high" else (hi - edge)
         half = min(max(reach, margin), MAX_WIDTH * width / 2)
         lo, hi = edge - half, edge + half
-        rule = f"{span}; best at {flag} edge: extended {'upward' if flag == 'high' else 'downward'}"
+        rule = f"{span}; accuracy points past the {flag} edge: extended {'upward' if flag == 'high' else 'downward'}"
     else:
         lo, hi = max(lo, old_lo), min(hi, old_hi)
         if hi - lo > MAX_WIDTH * width:
@@ -235,6 +246,24 @@ def load_stage(run_dir: Path, stage: str) -> tuple[Spec, list[TrialResult], dict
     return spec, [final[t] for t in sorted(final) if t in ranked], doc
 
 
+def stage_curve_data(stage_dir: Path, data: DataSpec) -> CurveData:
+    """What a stage's accuracies were measured on: its classes (the spec's when it says, else the
+    count its run.json recorded from the loaded data: a user's npz or folder) and its validation
+    examples (the count run.json recorded: an npz's own x_val or a folder's val/ sets it, not
+    data.val_size; the spec's val_size for a stage recorded before the count was kept)."""
+    try:
+        info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
+    except StoreError:
+        info = {}
+    info = info if isinstance(info, dict) else {}
+    classes, val_size = _count(info.get("num_classes"), 2), _count(info.get("val_size"), 1)
+    return CurveData(data.num_classes or classes, val_size or data.val_size)
+
+
+def _count(v: Any, least: int) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= least else None
+
+
 # --------------------------------------------------------------------------- the plan
 
 
@@ -246,7 +275,10 @@ class RefinePlan:
     previous: str  # the stage planned from
     stage: str  # the new stage's name: refine-1, refine-2, ...
     spec: Spec  # the new stage's resolved spec
-    top: list[TrialResult]  # the trials the ranges are planned around, best first
+    top: list[TrialResult]  # the trials the ranges are planned around, best first: the top-k or the tied set
+    top_k: int
+    tied: list[TrialResult]  # the previous stage's trials tied for best (95% intervals overlap the best's)
+    val_size: int  # the validation examples its accuracies were measured on
     ranges: list[RangePlan]
     configs: list[TrialConfig]  # to train
     skipped: list[TrialConfig]  # already trained at this budget (or drawn twice)
@@ -262,13 +294,30 @@ class RefinePlan:
         counts = sorted({c.train.epochs for c in self.configs}) or [self.spec.train.epochs]
         return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
 
+    @property
+    def from_tied(self) -> bool:
+        """Planned around the trials tied for best: more of them than top-k."""
+        return len(self.tied) > self.top_k
+
+    def basis(self) -> str:
+        """What the ranges were planned around: 'top 5 (trials 3, 1, ...)', or '12 trials tied for
+        best, more than its top 5 (trials 3, 1, ...: their 95% intervals overlap, 1000 validation
+        examples)'."""
+        trials = ", ".join(str(r.trial) for r in self.top)
+        if self.from_tied:
+            return (
+                f"{len(self.top)} trials tied for best, more than its top {self.top_k} "
+                f"(trials {trials}: their 95% intervals overlap, {self.val_size} validation examples)"
+            )
+        return f"top {len(self.top)} (trials {trials})"
+
     def describe(self) -> list[str]:
         """The plan in lines a person reads: each range and why, then the stage's size."""
         train = self.spec.train
         lines = [p.describe() for p in self.ranges]
         lines.append(
             f"{self.stage}: {len(self.configs)} trials x {self.epochs_shown()} epochs (lr decay {train.lr_decay:g}), "
-            f"planned from {self.previous}'s top {len(self.top)} (trials {', '.join(str(r.trial) for r in self.top)})"
+            f"planned from {self.previous}'s {self.basis()}"
         )
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} configurations already trained at this budget (or drawn twice)")
@@ -276,8 +325,9 @@ class RefinePlan:
 
 
 def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
-    """Plan the next stage from the latest finished one (narrower around its top-k, outward at an
-    edge), longer training without lr decay; reads the run, writes nothing."""
+    """Plan the next stage from the latest finished one (narrower around its top-k, or its trials
+    tied for best when there are more, outward at an edge), longer training without lr decay; reads
+    the run, writes nothing."""
     done = stages(run_dir)
     if not done:
         raise StoreError(f"{run_dir}: no finished stage to refine; {how_to_start(run_dir)}")
@@ -285,10 +335,15 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
     loaded = {name: load_stage(run_dir, name) for name in done}  # each stage read once
     spec, results, previous_doc = loaded[previous]
     top_k = options.top_k or spec.refine.top_k
-    top = top_complete(results, top_k)
+    data = stage_curve_data(run_dir / previous, spec.data)
+    val_size = data.val_size
+    verdicts = range_verdicts(results, spec.search, data)
+    refuse_nothing_learned(run_dir / previous, verdicts)
+    top, tied = planning_set(results, top_k, val_size)
     if not top:
         raise StoreError(f"{run_dir / previous}: no complete trial to refine around")
-    ranges = _longer_epochs(plan_ranges(spec.search.space, top, edges(spec.search.space, top[0])), spec, options)
+    stage_edges = edges(spec.search.space, top[0], verdicts)
+    ranges = _longer_epochs(plan_ranges(spec.search.space, top, stage_edges), spec, options)
     new_spec = refined_spec(spec, ranges, options, previous_trials=len(results))
     configs, skipped = _not_yet_trained(
         trial_configs(new_spec, str(run_dir / previous / "spec.yaml"), one_config_ok=True),
@@ -303,7 +358,10 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
         "stage": stage,
         "planned_from": previous,
         "top_k": top_k,
-        "top_trials": [r.trial for r in top],
+        "top_trials": [r.trial for r in top],  # planned from: the top-k, or the tied set when larger
+        "tied_trials": [r.trial for r in tied],
+        "planned_from_tied": len(tied) > top_k,
+        "val_size": val_size,
         "trials": len(configs),
         "epochs": new_spec.train.epochs,
         "lr_decay": new_spec.train.lr_decay,
@@ -311,7 +369,18 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
         "skipped_already_trained": [c.params for c in skipped],
     }
     history = [*previous_doc.get("history", []), jsonable(entry)]
-    return RefinePlan(run_dir, previous, stage, new_spec, top, ranges, configs, skipped, history)
+    return RefinePlan(run_dir, previous, stage, new_spec, top, top_k, tied, val_size, ranges, configs, skipped, history)
+
+
+def refuse_nothing_learned(stage_dir: Path, verdicts: dict[str, RangeVerdict]) -> None:
+    """Nothing learned in the stage: its best trials are noise, and a range narrowed around them
+    would be too. Refine stops and says what to change instead of guessing a new range."""
+    said = next((v for v in verdicts.values() if v.verdict is Verdict.NOTHING_LEARNED and v.warning), None)
+    if said is not None:
+        raise StoreError(
+            f"{stage_dir}: {said.warning}. Refine would narrow around noise: change the range in the spec "
+            "and run coarse again"
+        )
 
 
 def _not_yet_trained(planned: list[TrialConfig], trained: set[str]) -> tuple[list[TrialConfig], list[TrialConfig]]:
@@ -366,6 +435,8 @@ def trained_configs(spec: Spec, results: list[TrialResult]) -> list[TrialConfig]
     """The configurations a finished stage trained, rebuilt from its spec and records."""
     out = []
     for r in results:
+        if r.state is TrialState.STOPPED:  # stopped by halving short of its planned epochs: not trained at them
+            continue
         params = {k: tuple(v) if isinstance(v, list) else v for k, v in r.params.items()}  # JSON lists were tuples
         resolved = spec.resolved(params)
         out.append(TrialConfig(r.trial, params, resolved.model, resolved.train, spec.search.seed))

@@ -2,8 +2,10 @@
 `report` command's library side: plots and one ranked table across a run's stages.
 
 Each table column has one number format. The terminal table is laid out for the terminal's width
-and never cuts a number; CSV and JSON keep full precision. Reading a run needs no torch: may import
-records, rank, curves, refine, spec, store; matplotlib (through plots) only when the report is drawn.
+and never cuts a number; CSV and JSON keep full precision. Every accuracy comes with its 95%
+interval, and the trials tied for best (within the noise of the validation examples) are marked
+`=`. Reading a run needs no torch: may import records, rank, curves, refine, spec, store;
+matplotlib (through plots) only when the report is drawn.
 """
 
 from __future__ import annotations
@@ -24,16 +26,29 @@ from rich.text import Text
 
 from hpsearch.curves import curve_label
 from hpsearch.errors import StoreError
-from hpsearch.rank import Edge, fmt_value, rank
+from hpsearch.rank import TIE_RULE, Edge, fmt_value, rank, tied_with_best, wilson_interval
 from hpsearch.records import CurveData, TrialResult, TrialState
-from hpsearch.refine import COARSE, StageData, how_to_start, is_partial, load_stage, resume_command
+from hpsearch.refine import (
+    COARSE,
+    StageData,
+    how_to_start,
+    is_partial,
+    load_stage,
+    resume_command,
+    stage_curve_data,
+)
 from hpsearch.spec import DataSpec, Spec, load_spec
-from hpsearch.store import StageStore, read_json
+from hpsearch.store import StageStore
 
 if TYPE_CHECKING:
     from hpsearch.sanity import SanityReport
 
-STATE_STYLE = {TrialState.COMPLETE: "green", TrialState.DIVERGED: "red", TrialState.FAILED: "magenta"}
+STATE_STYLE = {
+    TrialState.COMPLETE: "green",
+    TrialState.DIVERGED: "red",
+    TrialState.FAILED: "magenta",
+    TrialState.STOPPED: "dim",  # successive halving: trained fine, only shorter
+}
 
 COMPACT_BOX = box.SIMPLE_HEAD  # a narrow terminal: no side borders, one rule under the header
 
@@ -42,24 +57,73 @@ def _acc(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def curve_data(stage_dir: Path, data: DataSpec) -> DataSpec | CurveData:
-    """A stage's data for its curve labels: the spec's section, with the class count the stage's
-    run.json recorded where the spec cannot say it (a user's npz or folder)."""
-    if data.num_classes is not None:
-        return data
-    try:
-        info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
-    except StoreError:
-        info = {}
-    count = info.get("num_classes") if isinstance(info, dict) else None
-    return CurveData(count if isinstance(count, int) and count >= 2 else None, data.val_size)
-
-
 def curve_text(r: TrialResult, data: DataSpec | CurveData | None = None) -> str:
     """The trial's curve label; with the run's data section, 'at chance' is judged too (1/C, and the
     noise of its validation size)."""
     label = curve_label(r, data.num_classes, data.val_size) if data is not None else curve_label(r)
     return label.value if label else ""
+
+
+# --------------------------------------------------------------------------- noise: intervals and ties
+
+TIE_MARK = "="  # before the rank of each trial tied for best: `=1`, `=2`, ... as in a sports table
+
+
+def interval(r: TrialResult, data: DataSpec | CurveData | None) -> tuple[float, float] | None:
+    """The 95% interval of a trial's validation accuracy; None without one, or without the count of
+    validation examples it was measured on."""
+    if data is None or r.val_acc is None or not math.isfinite(r.val_acc):
+        return None
+    return wilson_interval(r.val_acc, data.val_size)
+
+
+def _interval_cell(r: TrialResult, data: DataSpec | CurveData | None) -> str:
+    ci = interval(r, data)
+    return "-" if ci is None else f"{_acc(ci[0])}-{_acc(ci[1])}"
+
+
+def tied_for_best(ranked: list[TrialResult], data: DataSpec | CurveData | None) -> list[TrialResult]:
+    """The trials tied for best, the best first (rank.tied_with_best); none without the count of
+    validation examples."""
+    return tied_with_best(ranked, data.val_size) if data is not None else []
+
+
+def _marked(ranked: list[TrialResult], data: DataSpec | CurveData | None) -> set[int]:
+    """The ids of the trials the tables mark as tied: none when the best stands alone."""
+    tied = tied_for_best(ranked, data)
+    return {id(r) for r in tied} if len(tied) >= 2 else set()
+
+
+def ties_line(ranked: list[TrialResult], data: DataSpec | CurveData | None) -> str | None:
+    """One line on the noise at the top: how many trials are tied for best, or that the best's lead is
+    beyond noise; None with fewer than two complete trials at the best's rung to compare."""
+    tied = tied_for_best(ranked, data)
+    if not tied or data is None:
+        return None
+    best = tied[0]
+    rivals = [r for r in ranked if r.state is TrialState.COMPLETE and r.val_acc is not None and r.rung == best.rung]
+    if len(rivals) < 2:
+        return None
+    at = f" at rung {best.rung}" if best.rung is not None else ""
+    n = data.val_size
+    if len(tied) == 1:
+        return (
+            f"the best trial{at} leads beyond noise: no other trial's 95% interval overlaps its own "
+            f"({n} validation examples)"
+        )
+    return (
+        f"{len(tied)} trials{at} are tied for best (marked {TIE_MARK}; 95% intervals overlap, {n} validation "
+        "examples): the ranking among them is noise"
+    )
+
+
+def ties_document(ranked: list[TrialResult], data: DataSpec | CurveData | None) -> dict[str, Any] | None:
+    """results.json's `ties`: the trials tied for best (the best first, alone when it leads beyond
+    noise), the validation count and the rule; None without the count."""
+    if data is None:
+        return None
+    tied = tied_for_best(ranked, data)
+    return {"count": len(tied), "trials": [r.trial for r in tied], "val_size": data.val_size, "rule": TIE_RULE}
 
 
 # --------------------------------------------------------------------------- one format per column
@@ -110,8 +174,11 @@ def _cell(v: Any, spec: str) -> str:
 
 
 # The layouts of the terminal table, widest first: every column with borders; every column
-# without; without time_s and train_loss; without train_acc, and the curve label in the state column.
-FULL, BORDERLESS, SHORT, SHORTEST = range(4)
+# without; without time_s and train_loss; without train_acc, and the curve label in the state
+# column; without the 95% interval too (the tie marks on the ranks stay).
+FULL, BORDERLESS, SHORT, SHORTER, SHORTEST = range(5)
+LAYOUTS = range(FULL, SHORTEST + 1)
+CI_HEADER = "95% CI"
 
 
 @dataclass(frozen=True)
@@ -119,11 +186,12 @@ class _Column:
     name: str
     cells: list[str]
     numeric: bool  # right-aligned, kept on one line: a number is never cut
-    layouts: range = range(FULL, SHORTEST + 1)  # the layouts that show it
+    layouts: range = LAYOUTS  # the layouts that show it
 
 
 def _epochs_cell(r: TrialResult, planned: int) -> str:
-    """The epochs a trial trained; `2/4` when it stopped (diverged, failed) before its plan's end."""
+    """The epochs a trial trained; `2/4` when it stopped (diverged, failed, stopped by halving)
+    before its plan's end."""
     return str(r.epochs_done) if r.epochs_done >= planned else f"{r.epochs_done}/{planned}"
 
 
@@ -138,18 +206,29 @@ def _columns(
     stages: list[str] | None = None,
     planned_epochs: list[int] | None = None,
     data: DataSpec | CurveData | None = None,
+    marked: set[int] | frozenset[int] = frozenset(),
 ) -> list[_Column]:
+    """`marked`: the ids of the trials tied for best, their ranks marked `=`."""
     until_short, until_borderless = range(FULL, SHORT + 1), range(FULL, BORDERLESS + 1)
-    cols = [_Column("rank", [str(i) for i in range(1, len(ranked) + 1)], numeric=True)]
+    ranks = [f"{TIE_MARK}{i}" if id(r) in marked else str(i) for i, r in enumerate(ranked, 1)]
+    cols = [_Column("rank", ranks, numeric=True)]
     if stages is not None:
         cols.append(_Column("stage", list(stages), numeric=False))
     cols += [
         _Column("trial", [str(r.trial) for r in ranked], numeric=True),
         _Column("state", [r.state.value for r in ranked], numeric=False, layouts=until_short),
         _Column(
-            "state", [curve_text(r, data) or r.state.value for r in ranked], numeric=False, layouts=range(SHORTEST, 4)
+            "state",
+            [curve_text(r, data) or r.state.value for r in ranked],
+            numeric=False,
+            layouts=range(SHORTER, SHORTEST + 1),
         ),
         _Column("val_acc", [_acc(r.val_acc) for r in ranked], numeric=True),
+    ]
+    if data is not None:
+        cells = [_interval_cell(r, data) for r in ranked]
+        cols.append(_Column(CI_HEADER, cells, numeric=True, layouts=range(FULL, SHORTER + 1)))
+    cols += [
         _Column("train_acc", [_acc(r.train_acc) for r in ranked], numeric=True, layouts=until_short),
         # Four digits: the initial loss of a 10-class softmax reads as 2.303, ln 10.
         _Column(
@@ -159,6 +238,8 @@ def _columns(
             layouts=until_borderless,
         ),
     ]
+    if _halving(ranked):  # how far each trial got
+        cols.append(_Column("rung", ["-" if r.rung is None else str(r.rung) for r in ranked], numeric=True))
     if planned_epochs is not None:
         cells = [_epochs_cell(r, p) for r, p in zip(ranked, planned_epochs, strict=True)]
         cols.append(_Column("epochs", cells, numeric=True))
@@ -171,8 +252,18 @@ def _columns(
     return cols
 
 
+def _halving(ranked: list[TrialResult]) -> bool:
+    """Whether the trials ran under successive halving: then each has the rung it reached."""
+    return any(r.rung is not None for r in ranked)
+
+
 def _stopped_early_note(ranked: list[TrialResult], planned_epochs: list[int] | None) -> str | None:
     for r, planned in zip(ranked, planned_epochs or [], strict=False):
+        if r.epochs_done < planned and r.state is TrialState.STOPPED:
+            return (
+                f"epochs {r.epochs_done}/{planned}: trained {r.epochs_done} of {planned} planned epochs, "
+                "then stopped by successive halving (outranked at its rung)"
+            )
         if r.epochs_done < planned:
             return (
                 f"epochs {r.epochs_done}/{planned}: stopped after {r.epochs_done} of {planned} planned epochs "
@@ -187,7 +278,8 @@ def _stopped_early_note(ranked: list[TrialResult], planned_epochs: list[int] | N
 class FittedTable:
     """The ranked table, laid out when it is printed, for the terminal's width: every column when
     they fit; else without borders, then without time_s and train_loss, then without train_acc and
-    with the curve label in the state column (results.md/csv/json keep every column). A number is
+    with the curve label in the state column, then without the 95% interval (results.md/csv/json
+    keep every column). A number is
     never cut: its column is as wide as its widest number, and on a terminal too narrow even for
     that it is folded onto a second line, whole."""
 
@@ -196,7 +288,7 @@ class FittedTable:
 
     def layouts(self) -> list[Table]:
         """Widest first."""
-        return [self.table(layout) for layout in (FULL, BORDERLESS, SHORT, SHORTEST)]
+        return [self.table(layout) for layout in LAYOUTS]
 
     def table(self, layout: int) -> Table:
         shown = [c for c in self.columns if layout in c.layouts]
@@ -255,11 +347,15 @@ def rich_table(
     data: DataSpec | CurveData | None = None,
 ) -> FittedTable:
     """The ranked trials for the terminal, the top `limit`; with `stages`, each trial's stage, and
-    with `planned_epochs`, the epochs each trained (`2/4` when it stopped early)."""
+    with `planned_epochs`, the epochs each trained (`2/4` when it stopped early). With `data` (the
+    count of validation examples), each accuracy's 95% interval and the trials tied for best marked."""
     n = len(ranked) if limit is None else limit
     shown = ranked[:n]
-    columns = _columns(shown, param_names, stages and stages[:n], planned_epochs and planned_epochs[:n], data)
+    marked = _marked(ranked, data)
+    columns = _columns(shown, param_names, stages and stages[:n], planned_epochs and planned_epochs[:n], data, marked)
     notes = [] if len(ranked) <= n else [f"top {n} of {len(ranked)} trials; all are in results.md/csv/json"]
+    if marked:
+        notes.append(f"{TIE_MARK}: tied for best (95% intervals overlap the best's)")
     early = _stopped_early_note(shown, planned_epochs)
     return FittedTable(title, columns, [r.state for r in shown], notes + ([early] if early else []))
 
@@ -271,11 +367,13 @@ def markdown_table(
     planned_epochs: list[int] | None = None,
     data: DataSpec | CurveData | None = None,
 ) -> str:
-    cols = [c for c in _columns(ranked, param_names, stages, planned_epochs, data) if FULL in c.layouts]
+    """The ranked trials as a Markdown table, every column, then a line on the trials tied for best."""
+    marked = _marked(ranked, data)
+    cols = [c for c in _columns(ranked, param_names, stages, planned_epochs, data, marked) if FULL in c.layouts]
     lines = ["| " + " | ".join(c.name for c in cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
     lines += ["| " + " | ".join(c.cells[i] for c in cols) + " |" for i in range(len(ranked))]
-    early = _stopped_early_note(ranked, planned_epochs)
-    return "\n".join(lines) + "\n" + (f"\n{early}\n" if early else "")
+    notes = [n for n in (_stopped_early_note(ranked, planned_epochs), ties_line(ranked, data)) if n]
+    return "\n".join(lines) + "\n" + "".join(f"\n{n}\n" for n in notes)
 
 
 def csv_table(
@@ -285,19 +383,27 @@ def csv_table(
     planned_epochs: list[int] | None = None,
     data: DataSpec | CurveData | None = None,
 ) -> str:
-    """Every trial at full precision, for a program to read; with `planned_epochs`, the epochs each
-    trained and planned."""
+    """Every trial at full precision, for a program to read: its accuracy's 95% interval and whether it
+    is tied for best (with `data`, the count of validation examples; else empty), the rung it reached
+    (with successive halving), and with `planned_epochs`, the epochs each trained and planned."""
     params = _shown_params(param_names, planned_epochs)
+    tied = {id(r) for r in tied_for_best(ranked, data)}
+    halving = _halving(ranked)
     buf = io.StringIO()
     w = csv.writer(buf)
     where = ["stage"] if stages is not None else []
+    rung = ["rung"] if halving else []
     epochs = ["epochs", "epochs_planned"] if planned_epochs is not None else []
-    head = ["rank", *where, "trial", "state", "val_acc", "train_acc", "train_loss", *epochs, *params]
+    noise = ["val_acc_low", "val_acc_high", "tied_for_best"]
+    head = ["rank", *where, "trial", "state", "val_acc", *noise, "train_acc", "train_loss", *rung, *epochs, *params]
     w.writerow(head + ["curve", "time_s", "error"])
     for i, r in enumerate(ranked):
+        ci = interval(r, data)
         w.writerow(
-            [i + 1, *([stages[i]] if stages is not None else []), r.trial, r.state.value]
-            + [r.val_acc, r.train_acc, r.train_loss]
+            [i + 1, *([stages[i]] if stages is not None else []), r.trial, r.state.value, r.val_acc]
+            + (["", ""] if ci is None else list(ci))
+            + ["" if data is None else str(id(r) in tied).lower(), r.train_acc, r.train_loss]
+            + ([r.rung] if halving else [])
             + ([r.epochs_done, planned_epochs[i]] if planned_epochs is not None else [])
             + [fmt_csv(r.params.get(p)) for p in params]
             + [curve_text(r, data), round(r.wall_time, 3), r.error or ""]
@@ -317,19 +423,34 @@ def results_document(
     edge_list: list[Edge],
     extra: dict[str, Any],
     data: DataSpec | CurveData | None = None,
+    planned_epochs: list[int] | None = None,
 ) -> dict[str, Any]:
-    """results.json: the stage, every trial best first with its rank and the epochs it trained, and
-    the edge analysis."""
+    """results.json: the stage; the trials tied for best; every trial best first with its rank, its
+    accuracy's 95% interval, the rung it reached (successive halving), the epochs it trained (and
+    with `planned_epochs`, planned); and the edge analysis."""
+    ties = ties_document(ranked, data)
+    tied = {id(r) for r in tied_for_best(ranked, data)}  # not by number: the report's stages repeat them
+    halving = _halving(ranked)
     rows = []
     for i, r in enumerate(ranked, 1):
         d = r.to_dict()
-        keys = ("trial", "state", "params", "val_acc", "train_acc", "train_loss")
-        rows.append(
-            {"rank": i, **{k: d[k] for k in keys}, "epochs": r.epochs_done, "curve": curve_text(r, data) or None}
-        )
+        keys = ("trial", "state", "params", "val_acc")
+        row = {"rank": i, **{k: d[k] for k in keys}}
+        ci = interval(r, data)
+        row["val_acc_interval"] = None if ci is None else list(ci)
+        row["tied_for_best"] = id(r) in tied
+        row |= {"train_acc": d["train_acc"], "train_loss": d["train_loss"]}
+        if halving:
+            row["rung"] = r.rung
+        row["epochs"] = r.epochs_done
+        if planned_epochs is not None:
+            row["epochs_planned"] = planned_epochs[i - 1]
+        row["curve"] = curve_text(r, data) or None
+        rows.append(row)
     return {
         "stage": stage,
         **extra,
+        **({"ties": ties} if ties is not None else {}),
         "ranked": rows,
         "edges": {e.name: e.to_dict() for e in edge_list},
     }
@@ -341,11 +462,12 @@ def markdown_report(
     param_names: list[str],
     edge_list: list[Edge],
     data: DataSpec | CurveData | None = None,
+    planned_epochs: list[int] | None = None,
 ) -> str:
-    flags = [f"- {e.advice()}" for e in edge_list if e.flag]
-    parts = [f"# {title}\n", markdown_table(ranked, param_names, data=data)]
+    flags = [f"- {e.warning}" for e in edge_list if e.warning]
+    parts = [f"# {title}\n", markdown_table(ranked, param_names, planned_epochs=planned_epochs, data=data)]
     if flags:
-        parts.append("\n**Careful with best values on the border:**\n\n" + "\n".join(flags) + "\n")
+        parts.append("\n**Careful with the ranges (what all the trials say):**\n\n" + "\n".join(flags) + "\n")
     return "\n".join(parts)
 
 
@@ -393,10 +515,11 @@ class ReportOutcome:
     notes: list[str] = field(default_factory=list)  # for the user: what is unfinished and how to finish it
 
     @property
-    def data(self) -> DataSpec | CurveData:
-        """The run's data as curve labels need it (every stage trains on its coarse stage's data)."""
+    def data(self) -> CurveData:
+        """What the run's accuracies were measured on, as curve labels and intervals need it (every
+        stage trains on its coarse stage's data)."""
         run_dir = self.results_path.parent.parent  # RUN/report/results.json
-        return curve_data(run_dir / self.stages[0].name, self.stages[0].spec.data)
+        return stage_curve_data(run_dir / self.stages[0].name, self.stages[0].spec.data)
 
     @property
     def title(self) -> str:
@@ -438,9 +561,11 @@ def run_report(run_dir: Path) -> ReportOutcome:
         "notes": notes,
     }
     run_data = outcome.data  # every stage of a run trains on its coarse stage's data
-    doc = results_document("all", ranked, [], extra, run_data)
-    for row, stage, epochs in zip(doc["ranked"], stage_of, planned, strict=True):
-        row["stage"], row["epochs_planned"] = stage, epochs
+    doc = results_document("all", ranked, [], extra, run_data, planned)
+    for row, stage in zip(doc["ranked"], stage_of, strict=True):
+        row["stage"] = stage
+    if "ties" in doc:  # trial numbers repeat across stages: each tied trial's stage, in the same order
+        doc["ties"]["stages"] = [stage_of[row["rank"] - 1] for row in doc["ranked"] if row["tied_for_best"]]
     out.write_json("results.json", doc)
     head = f"# {data[0].spec.name}: {outcome.title}\n\n" + "".join(f"{n}\n\n" for n in notes)
     out.write_text("results.md", head + markdown_table(ranked, params, stage_of, planned, run_data))

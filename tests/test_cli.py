@@ -42,11 +42,11 @@ def test_smoke_config_end_to_end(tmp_path: Path) -> None:
     best = doc["ranked"][0]
     assert best["state"] == "complete"
     assert best["val_acc"] > 0.3  # synthetic data is learnable
-    # Every flagged edge is warned about on stderr, and nothing is warned that is not flagged.
-    flagged = [name for name, e in doc["edges"].items() if e["flag"]]
+    # Every edge verdict is warned about on stderr, and nothing is warned that is not an edge.
+    flagged = [name for name, e in doc["edges"].items() if e["verdict"] == "edge"]
     assert res.stderr.count("warning:") == len(flagged)
     for name in flagged:
-        assert f"{name}: best" in res.stderr
+        assert f"{name}: accuracy points past the {doc['edges'][name]['flag']} edge" in res.stderr
 
 
 def test_default_out_never_overwrites(tmp_path: Path) -> None:

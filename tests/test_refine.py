@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,12 +14,13 @@ from PIL import Image
 
 from hpsearch.errors import SpecError, StageStopped, StoreError
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
-from hpsearch.rank import edges
+from hpsearch.rank import Edge, edges
 from hpsearch.records import TrialResult, TrialState
 from hpsearch.refine import plan_ranges, stages
 from hpsearch.report import run_report
 from hpsearch.search import run_coarse, run_refine
 from hpsearch.spec import Categorical, NumericRange, parse_spec
+from hpsearch.verdicts import RangeVerdict, Verdict
 
 
 def result(trial: int, val: float, **params: object) -> TrialResult:
@@ -29,6 +31,13 @@ def space(**entries: dict) -> dict:
     return parse_spec({"name": "x", "search": {"space": entries}}).search.space
 
 
+def judged(sp: dict, top: list[TrialResult], **flags: str) -> list[Edge]:
+    """The stage's range verdicts as the planner gets them: an edge past flags[name], else inside."""
+    inside = RangeVerdict(Verdict.INSIDE, None, "")
+    verdicts = {name: RangeVerdict(Verdict.EDGE, flags[name], "") if name in flags else inside for name in sp}
+    return edges(sp, top[0], verdicts)
+
+
 def log_width(dom: NumericRange) -> float:
     return math.log10(dom.high) - math.log10(dom.low)
 
@@ -36,7 +45,7 @@ def log_width(dom: NumericRange) -> float:
 def test_interior_best_gives_a_narrower_range_containing_it() -> None:
     sp = space(lr={"low": 1e-6, "high": 1e-3, "log": True})
     top = [result(0, 0.53, lr=5.8e-5), result(1, 0.52, lr=9.5e-5), result(2, 0.51, lr=3.1e-5)]
-    (plan,) = plan_ranges(sp, top, edges(sp, top[0]))
+    (plan,) = plan_ranges(sp, top, judged(sp, top))
     new, old = plan.new, sp["lr"]
     assert isinstance(new, NumericRange)
     assert isinstance(old, NumericRange)
@@ -49,33 +58,42 @@ def test_interior_best_gives_a_narrower_range_containing_it() -> None:
     assert "top-3 span 3.1e-05..9.5e-05" in plan.describe()
 
 
-def test_best_at_high_edge_moves_the_range_above_the_old_high() -> None:
+def test_an_edge_verdict_high_moves_the_range_above_the_old_high() -> None:
     sp = space(lr={"low": 1e-6, "high": 1e-3, "log": True})
     top = [result(0, 0.53, lr=9.6e-4), result(1, 0.50, lr=6.0e-4), result(2, 0.49, lr=3.0e-4)]
-    (edge,) = edges(sp, top[0])
-    assert edge.flag == "high"
-    (plan,) = plan_ranges(sp, top, [edge])
+    (plan,) = plan_ranges(sp, top, judged(sp, top, lr="high"))
     assert isinstance(plan.new, NumericRange)
     assert plan.new.high > 1e-3
     assert plan.new.low <= 3.0e-4
-    assert "best at high edge: extended upward" in plan.describe()
+    assert "accuracy points past the high edge: extended upward" in plan.describe()
     assert plan.describe().startswith("lr: [1e-06, 1e-03] → [")
 
 
-def test_best_at_low_edge_moves_the_range_below_the_old_low() -> None:
+def test_an_edge_verdict_low_moves_the_range_below_the_old_low() -> None:
     sp = space(weight_decay={"low": 1e-5, "high": 1e5, "log": True})
     top = [result(0, 0.5, weight_decay=1.5e-5), result(1, 0.4, weight_decay=1e-3)]
-    (plan,) = plan_ranges(sp, top, edges(sp, top[0]))
+    (plan,) = plan_ranges(sp, top, judged(sp, top, weight_decay="low"))
     assert isinstance(plan.new, NumericRange)
     assert plan.new.low < 1e-5
     assert plan.new.high >= 1e-3
     assert "extended downward" in plan.rule
 
 
+def test_a_best_on_the_border_with_an_inside_verdict_narrows_inside() -> None:
+    # One trial on the border is not an edge (verdicts.py): the range narrows, staying inside.
+    sp = space(lr={"low": 1e-6, "high": 1e-3, "log": True})
+    top = [result(0, 0.53, lr=9.6e-4), result(1, 0.52, lr=5e-5), result(2, 0.51, lr=3e-5)]
+    (plan,) = plan_ranges(sp, top, judged(sp, top))
+    assert isinstance(plan.new, NumericRange)
+    assert 1e-6 <= plan.new.low
+    assert plan.new.high <= 1e-3
+    assert "extended" not in plan.rule
+
+
 def test_spread_out_top_trials_still_narrow_around_the_best() -> None:
     sp = space(lr={"low": 1e-6, "high": 1e-3, "log": True})
     top = [result(0, 0.5, lr=1e-4), result(1, 0.4, lr=2e-6), result(2, 0.4, lr=8e-4)]
-    (plan,) = plan_ranges(sp, top, edges(sp, top[0]))
+    (plan,) = plan_ranges(sp, top, judged(sp, top))
     assert isinstance(plan.new, NumericRange)
     assert log_width(plan.new) <= 0.5 * 3 + 1e-9
     assert plan.new.low < 1e-4 < plan.new.high
@@ -84,7 +102,7 @@ def test_spread_out_top_trials_still_narrow_around_the_best() -> None:
 def test_linear_and_bounded_and_integer_parameters() -> None:
     sp = space(dropout={"low": 0.0, "high": 0.9}, batch_size={"low": 16, "high": 512, "log": True})
     top = [result(0, 0.5, dropout=0.89, batch_size=64), result(1, 0.4, dropout=0.7, batch_size=100)]
-    plans = {p.name: p for p in plan_ranges(sp, top, edges(sp, top[0]))}
+    plans = {p.name: p for p in plan_ranges(sp, top, judged(sp, top, dropout="high"))}
     dropout, batch = plans["dropout"].new, plans["batch_size"].new
     assert isinstance(dropout, NumericRange)
     assert isinstance(batch, NumericRange)
@@ -187,6 +205,10 @@ def test_cli_refine_and_report(tmp_path: Path) -> None:
     spec.write_text((ROOT / "configs/smoke.yaml").read_text().replace("trials: 8", "trials: 4"))
     coarse = cli("coarse", str(spec), "--out", str(run))
     assert coarse.returncode == 0, coarse.stderr
+    # Noise at the top, said on stderr once the table is out: tied trials, or a lead beyond noise (500 examples).
+    (noise,) = [line for line in coarse.stderr.splitlines() if "500 validation examples" in line]
+    assert "tied for best" in noise or "leads beyond noise" in noise
+    assert "95% CI" in coarse.stdout
     res = cli("refine", str(run), "--trials", "2", "--epochs", "1")
     assert res.returncode == 0, res.stderr
     assert "lr: [1e-04, 1] → [" in res.stderr
@@ -208,7 +230,7 @@ def test_cli_refine_and_report(tmp_path: Path) -> None:
 def test_edge_extension_is_bounded_even_when_the_top_trials_are_spread_out() -> None:
     sp = space(lr={"low": 1e-5, "high": 1.0, "log": True})
     top = [result(0, 0.5, lr=0.9), result(1, 0.4, lr=1e-4), result(2, 0.4, lr=1e-3), result(3, 0.3, lr=2e-5)]
-    (plan,) = plan_ranges(sp, top, edges(sp, top[0]))
+    (plan,) = plan_ranges(sp, top, judged(sp, top, lr="high"))
     assert isinstance(plan.new, NumericRange)
     assert plan.new.high > 1.0  # outward
     assert log_width(plan.new) <= 0.5 * 5 + 0.01  # no wider than half (+ rounding)
@@ -316,3 +338,84 @@ def test_searched_epochs_print_record_and_train_the_same_range(tmp_path: Path) -
     assert "epochs" not in fixed.spec.search.space
     assert fixed_plan.new is None
     assert "fixed at 2" in fixed_plan.describe()
+
+
+# --------------------------------------------------------------------------- planning from the trials tied for best
+
+
+# Six trials within noise of each other at 1000 validation examples (the best's interval is
+# 0.469..0.531), then two clearly behind. By rank: lr 1e-2, 2e-2, 5e-3, then 3e-2, 8e-3, 1.5e-2.
+NOISY = [(0.500, 1e-2), (0.499, 2e-2), (0.497, 5e-3), (0.495, 3e-2), (0.490, 8e-3), (0.485, 1.5e-2)]
+BEHIND = [(0.30, 1e-3), (0.20, 0.3)]
+
+
+def finished_coarse(run: Path, val_size: int | None = None, extra: Sequence[TrialResult] = ()) -> list[TrialResult]:
+    """A finished coarse stage written by hand (no training): its spec, records, results and run.json."""
+    from hpsearch.report import results_document
+    from hpsearch.spec import spec_to_yaml
+    from hpsearch.store import StageStore
+
+    spec = parse_spec({"name": "t", "search": {"trials": 10, "space": {"lr": {"low": 1e-4, "high": 1.0, "log": True}}}})
+    results = [result(i, acc, lr=lr) for i, (acc, lr) in enumerate(NOISY + BEHIND)] + list(extra)
+    store = StageStore(run / "coarse")
+    store.make_dir()
+    store.write_text("spec.yaml", spec_to_yaml(spec))
+    for r in results:
+        store.append_trial(r)
+    store.write_json("results.json", results_document("coarse", results, [], {}))
+    if val_size is not None:
+        store.write_json("run.json", {"num_classes": 10, "val_size": val_size})
+    return results
+
+
+def test_refine_plans_from_the_tied_set_when_it_is_larger_than_top_k(tmp_path: Path) -> None:
+    from hpsearch.refine import plan_refine
+
+    run = tmp_path / "run"
+    finished_coarse(run)
+    plan = plan_refine(run, RefineOptions(top_k=3, trials=4))
+    assert plan.from_tied
+    assert [r.trial for r in plan.top] == [0, 1, 2, 3, 4, 5]
+    (lr,) = plan.ranges
+    assert lr.rule.startswith("top-6 span 5e-03..0.03")  # the top 3 alone span 5e-03..0.02
+    assert isinstance(lr.new, NumericRange)
+    assert lr.new.low <= 5e-3 and lr.new.high >= 3e-2
+    assert plan.describe()[-1].endswith(
+        "planned from coarse's 6 trials tied for best, more than its top 3 "
+        "(trials 0, 1, 2, 3, 4, 5: their 95% intervals overlap, 1000 validation examples)"
+    )
+    entry = plan.history[-1]
+    assert (entry["top_k"], entry["top_trials"], entry["tied_trials"]) == (3, [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5])
+    assert entry["planned_from_tied"] is True
+    assert entry["val_size"] == 1000
+
+    # A top-k larger than the tied set wins, and the line says top-k as before.
+    wide = plan_refine(run, RefineOptions(top_k=7, trials=4))
+    assert not wide.from_tied
+    assert [r.trial for r in wide.top] == [0, 1, 2, 3, 4, 5, 6]
+    assert wide.describe()[-1].endswith("planned from coarse's top 7 (trials 0, 1, 2, 3, 4, 5, 6)")
+
+
+def test_the_tied_set_is_judged_by_the_validation_count_run_json_recorded(tmp_path: Path) -> None:
+    from hpsearch.refine import plan_refine
+
+    run = tmp_path / "run"
+    # 400,000 validation examples (an npz's own x_val: the spec's val_size says 1000): intervals of
+    # +-0.15 points, and only 0.499 and 0.497 are within noise of 0.500.
+    finished_coarse(run, val_size=400_000)
+    plan = plan_refine(run, RefineOptions(top_k=3, trials=4))
+    assert [r.trial for r in plan.tied] == [0, 1, 2]
+    assert not plan.from_tied
+    assert plan.describe()[-1].endswith("planned from coarse's top 3 (trials 0, 1, 2)")
+    assert plan.history[-1]["val_size"] == 400_000
+
+
+def test_a_trial_stopped_by_halving_was_not_trained_at_its_planned_budget(tmp_path: Path) -> None:
+    from hpsearch.refine import trained_configs
+    from hpsearch.spec import load_spec
+
+    run = tmp_path / "run"
+    stopped = TrialResult(trial=8, state=TrialState.STOPPED, params={"lr": 0.1}, val_acc=0.3, epochs_done=1, rung=0)
+    results = finished_coarse(run, extra=[stopped])
+    spec = load_spec(run / "coarse/spec.yaml")
+    assert sorted(c.trial_id for c in trained_configs(spec, results)) == list(range(8))  # not trial 8

@@ -1,5 +1,6 @@
 """The tables: one number format per column, no number cut on an 80-column terminal, every column
-on a wide one, full precision in CSV; the report's epochs column and its unfinished stages."""
+on a wide one, full precision in CSV; the report's epochs column and its unfinished stages; each
+accuracy's 95% interval, the trials tied for best, and the rung each trial reached with halving."""
 
 from __future__ import annotations
 
@@ -7,16 +8,28 @@ import csv
 import io
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from helpers import cli
 from rich.console import Console
 
 from hpsearch.errors import StoreError
-from hpsearch.records import TrialResult, TrialState
-from hpsearch.refine import StageData
-from hpsearch.report import csv_table, fmt_column, markdown_table, results_document, rich_table, run_report
-from hpsearch.spec import parse_spec, spec_to_yaml
+from hpsearch.rank import TIE_RULE, rank
+from hpsearch.records import CurveData, TrialResult, TrialState
+from hpsearch.refine import StageData, stage_curve_data
+from hpsearch.report import (
+    FULL,
+    csv_table,
+    fmt_column,
+    markdown_table,
+    results_document,
+    rich_table,
+    run_report,
+    ties_line,
+)
+from hpsearch.spec import DataSpec, parse_spec, spec_to_yaml
 from hpsearch.store import StageStore
 
 
@@ -262,3 +275,193 @@ def test_sanity_probe_table_says_what_each_lrs_loss_did() -> None:
         if line.count("│") == 6
     }
     assert lines == {"0.1": "rose: lr too high", "0.01": "fell: ok", "0.001": "barely moved: lr too low"}
+
+
+# --------------------------------------------------------------------------- noise: intervals and ties
+
+N1000 = CurveData(num_classes=10, val_size=1000)
+# Issue 14's numbers: at n=1000 the first three are within noise of each other, the fourth is not.
+TIED = rank(
+    [
+        trial(0, 0.497, lr=1e-3),
+        trial(1, 0.495, lr=2e-3),
+        trial(2, 0.488, lr=5e-4),
+        trial(3, 0.40, lr=1e-1),
+        trial(4, None, TrialState.DIVERGED, epochs=1, lr=3.0),
+    ]
+)
+TIES_LINE = (
+    "3 trials are tied for best (marked =; 95% intervals overlap, 1000 validation examples): "
+    "the ranking among them is noise"
+)
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """A bordered table's body rows, best first: each row's cells, stripped."""
+    return [[c.strip() for c in line.split("│")[1:-1]] for line in text.splitlines() if line.startswith("│")]
+
+
+def test_the_table_gives_each_accuracy_its_interval_and_marks_the_ties() -> None:
+    text = render(rich_table("coarse", TIED, ["lr"], data=N1000), 200)
+    header = next(line for line in text.splitlines() if "rank" in line)
+    assert "95% CI" in header
+    rows = table_rows(text)
+    assert rows[0][:5] == ["=1", "0", "complete", "0.497", "0.466-0.528"]
+    assert [row[0] for row in rows] == ["=1", "=2", "=3", "4", "5"]
+    assert rows[3][4] == "0.370-0.431"
+    assert rows[4][4] == "-"  # diverged, no accuracy: no interval
+    assert "=: tied for best (95% intervals overlap the best's)" in text
+    # Without the count of validation examples there is nothing to say about noise.
+    plain = render(rich_table("coarse", TIED, ["lr"]), 200)
+    assert "95% CI" not in plain
+    assert "=" not in plain
+
+
+def test_one_line_says_how_many_are_tied_or_that_the_best_leads() -> None:
+    assert ties_line(TIED, N1000) == TIES_LINE
+    clear = rank([trial(0, 0.60), trial(1, 0.40)])
+    assert ties_line(clear, N1000) == (
+        "the best trial leads beyond noise: no other trial's 95% interval overlaps its own (1000 validation examples)"
+    )
+    assert "=" not in render(rich_table("coarse", clear, [], data=N1000), 200)  # one best: nothing to mark
+    assert ties_line([trial(0, 0.6), trial(1, None, TrialState.FAILED)], N1000) is None  # nothing to compare
+    assert ties_line(TIED, None) is None
+
+
+def test_markdown_csv_and_json_carry_the_intervals_and_the_ties() -> None:
+    md = markdown_table(TIED, ["lr"], data=N1000)
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in md.splitlines() if line.startswith("|")]
+    assert rows[0][:5] == ["rank", "trial", "state", "val_acc", "95% CI"]
+    assert rows[2][:5] == ["=1", "0", "complete", "0.497", "0.466-0.528"]
+    assert md.rstrip().endswith(TIES_LINE)
+
+    table = list(csv.DictReader(io.StringIO(csv_table(TIED, ["lr"], data=N1000))))
+    assert float(table[0]["val_acc_low"]) == pytest.approx(0.46608, abs=1e-5)  # full precision
+    assert float(table[0]["val_acc_high"]) == pytest.approx(0.52794, abs=1e-5)
+    assert [r["tied_for_best"] for r in table] == ["true", "true", "true", "false", "false"]
+    assert (table[4]["val_acc_low"], table[4]["val_acc_high"]) == ("", "")
+    assert "rung" not in table[0]  # no successive halving: no rung column
+
+    doc = json.loads(json.dumps(results_document("coarse", TIED, [], {}, N1000)))
+    assert doc["ties"] == {"count": 3, "trials": [0, 1, 2], "val_size": 1000, "rule": TIE_RULE}
+    assert doc["ranked"][0]["val_acc_interval"] == pytest.approx([0.46608, 0.52794], abs=1e-5)
+    assert doc["ranked"][4]["val_acc_interval"] is None
+    assert [r["tied_for_best"] for r in doc["ranked"]] == [True, True, True, False, False]
+    assert "rung" not in doc["ranked"][0]
+
+
+def test_narrow_terminals_keep_the_interval_as_long_as_they_can_and_the_tie_marks_always() -> None:
+    table = rich_table("coarse", TIED, ["lr"], data=N1000)
+    at60 = render(table, 60)
+    assert "0.466-0.528" in at60  # the interval goes last: after train_acc, train_loss, time_s
+    assert "not shown: train_acc, train_loss, time_s (see results.md)" in " ".join(at60.split())  # caption wraps
+    at40 = render(table, 40)
+    assert "not shown: 95% CI, train_acc, train_loss, time_s" in " ".join(at40.split())
+    assert "…" not in at40
+    assert [line.split()[0] for line in at40.splitlines() if line.strip().startswith("=")][:3] == ["=1", "=2", "=3"]
+
+
+# Successive halving, eta 3 to 9 epochs: two reached the last rung, one stopped at rung 1, one at rung 0.
+HALVED = rank(
+    [
+        replace(trial(0, 0.50, epochs=9, lr=1e-3), rung=2),
+        replace(trial(1, 0.49, epochs=9, lr=2e-3), rung=2),
+        replace(trial(2, 0.47, TrialState.STOPPED, epochs=3, lr=3e-3), rung=1),
+        replace(trial(3, 0.30, TrialState.STOPPED, epochs=1, lr=1e-1), rung=0),
+    ]
+)
+
+
+def test_with_halving_every_table_shows_the_rung_and_a_stopped_trials_epochs() -> None:
+    planned = [9, 9, 9, 9]
+    text = render(rich_table("coarse", HALVED, ["lr"], planned_epochs=planned, data=N1000), 200)
+    header = next(line for line in text.splitlines() if "rank" in line)
+    assert "rung" in header
+    rows = table_rows(text)
+    rung, epochs = [c.strip() for c in header.split("┃")[1:-1]].index("rung"), 8
+    assert [row[rung] for row in rows] == ["2", "2", "1", "0"]
+    assert [row[epochs] for row in rows] == ["9", "9", "3/9", "1/9"]
+    assert "epochs 3/9: trained 3 of 9 planned epochs, then stopped by successive halving" in text
+    # Tied at the last rung only: trial 2's 0.47 would overlap 0.50, but it trained 3 epochs, not 9.
+    assert [row[0] for row in rows] == ["=1", "=2", "3", "4"]
+    assert ties_line(HALVED, N1000) == (
+        "2 trials at rung 2 are tied for best (marked =; 95% intervals overlap, 1000 validation examples): "
+        "the ranking among them is noise"
+    )
+    assert rich_table("coarse", HALVED, ["lr"], data=N1000).table(FULL).rows[2].style == "dim"  # stopped
+
+    md = markdown_table(HALVED, ["lr"], planned_epochs=planned, data=N1000)
+    assert "| rung | epochs |" in md
+    assert "| 1 | 3/9 |" in md
+    table = list(csv.DictReader(io.StringIO(csv_table(HALVED, ["lr"], planned_epochs=planned, data=N1000))))
+    assert [(r["rung"], r["epochs"], r["state"]) for r in table] == [
+        ("2", "9", "complete"),
+        ("2", "9", "complete"),
+        ("1", "3", "stopped"),
+        ("0", "1", "stopped"),
+    ]
+    doc = results_document("coarse", HALVED, [], {}, N1000, planned)
+    assert [(r["rung"], r["epochs"], r["epochs_planned"]) for r in doc["ranked"]] == [
+        (2, 9, 9),
+        (2, 9, 9),
+        (1, 3, 9),
+        (0, 1, 9),
+    ]
+    assert doc["ties"]["trials"] == [0, 1]
+
+
+def test_the_validation_count_is_what_run_json_recorded(tmp_path: Path) -> None:
+    # An npz with its own x_val: data.val_size (1000 by default) is not what the accuracies were measured on.
+    npz = DataSpec(dataset="npz", path="d.npz")
+    assert stage_curve_data(tmp_path, npz) == CurveData(None, 1000)  # no run.json: the spec's
+    StageStore(tmp_path).write_json("run.json", {"num_classes": 7, "val_size": 437})
+    assert stage_curve_data(tmp_path, npz) == CurveData(7, 437)
+    StageStore(tmp_path).write_json("run.json", {"num_classes": True, "val_size": "many"})
+    assert stage_curve_data(tmp_path, npz) == CurveData(None, 1000)  # not counts: ignored
+
+
+def test_the_report_ranks_ties_across_stages_by_the_recorded_count(tmp_path: Path, drawn: dict[str, list[int]]) -> None:
+    run = tmp_path / "run"
+    coarse = [trial(0, 0.49, epochs=1, lr=1e-3), trial(1, 0.30, epochs=1, lr=1e-1)]
+    write_stage(run / "coarse", stage_spec(epochs=1, trials=2), coarse, finished=True)
+    StageStore(run / "coarse").write_json("run.json", {"num_classes": 10, "val_size": 200})
+    refine = [trial(0, 0.50, epochs=4, lr=2e-3), trial(1, 0.20, epochs=4, lr=5e-4)]
+    write_stage(run / "refine-1", stage_spec(epochs=4, trials=2, seed=1), refine, finished=True)
+
+    outcome = run_report(run)
+    assert outcome.data.val_size == 200
+    doc = json.loads(outcome.results_path.read_text())
+    # Trial 0 of each stage: 0.50 and 0.49 of 200 are within noise of each other; trial numbers repeat.
+    assert doc["ties"] | {"rule": ""} == {
+        "count": 2,
+        "trials": [0, 0],
+        "stages": ["refine-1", "coarse"],
+        "val_size": 200,
+        "rule": "",
+    }
+    assert [(r["stage"], r["trial"], r["tied_for_best"]) for r in doc["ranked"]][:3] == [
+        ("refine-1", 0, True),
+        ("coarse", 0, True),
+        ("coarse", 1, False),
+    ]
+    md = (outcome.results_path.parent / "results.md").read_text()
+    assert "2 trials are tied for best (marked =; 95% intervals overlap, 200 validation examples)" in md
+
+    res = cli("report", str(run))
+    assert res.returncode == 0, res.stderr
+    rows = [row[:3] for row in table_rows(res.stdout)]
+    assert rows[:3] == [["=1", "refine-1", "0"], ["=2", "coarse", "0"], ["3", "coarse", "1"]]
+    assert res.stderr.splitlines()[0].startswith("2 trials are tied for best")
+
+
+def test_coarse_and_refine_print_the_tie_line_on_stderr_after_the_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hpsearch.cli import render_outcome
+    from hpsearch.search import StageOutcome
+
+    render_outcome(StageOutcome(tmp_path, "coarse", TIED, [], ["lr"], data=N1000))
+    out, err = capsys.readouterr()
+    assert table_rows(out)[0][:2] == ["=1", "0"]
+    assert TIES_LINE not in out  # results on stdout; what to make of them on stderr
+    assert err.splitlines()[0] == TIES_LINE

@@ -1,4 +1,4 @@
-"""The coarse stage end to end on synthetic data: files on disk, ranking, edge flags, NaN containment."""
+"""The coarse stage end to end on synthetic data: files on disk, ranking, range verdicts, NaN containment."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from hpsearch.options import ExecOptions, RefineOptions, StageOptions
 from hpsearch.records import TrialState
 from hpsearch.search import run_coarse
 from hpsearch.spec import Spec, load_spec, parse_spec, spec_to_yaml, with_overrides
+from hpsearch.verdicts import Verdict
 
 
 def smoke_spec(space: dict, trials: int = 6, sampler: str = "random", **train: object) -> Spec:
@@ -46,7 +47,7 @@ def test_stage_writes_every_file_and_ranks(tmp_path: Path) -> None:
     assert [r["rank"] for r in doc["ranked"]] == list(range(1, 7))
     assert set(doc["edges"]) == {"lr", "weight_decay"}
     for e in doc["edges"].values():
-        assert set(e) == {"low", "high", "log", "best", "position", "flag"}
+        assert set(e) == {"low", "high", "log", "best", "position", "flag", "verdict", "reason"}
     rows = list(csv.DictReader((stage / "results.csv").open()))
     assert [int(r["trial"]) for r in rows] == [r["trial"] for r in doc["ranked"]]
     run = json.loads((stage / "run.json").read_text())
@@ -55,20 +56,25 @@ def test_stage_writes_every_file_and_ranks(tmp_path: Path) -> None:
     assert run["torch"]
 
 
-def test_best_at_edge_is_flagged_interior_is_not(tmp_path: Path) -> None:
-    # lr in [1e-6, 1e-3]: every value is too small for one epoch, so the best trial is the one with
-    # the largest lr, which a grid puts exactly at the high edge.
+def test_a_range_below_the_useful_lrs_learns_nothing_an_interior_one_is_inside(tmp_path: Path) -> None:
+    # lr in [1e-6, 1e-3]: every value is too small for one epoch; the best trial is the one with the
+    # largest lr, on the high edge, but it learned nothing either: the stage says so, and which way.
     spec = smoke_spec({"lr": {"low": 1e-6, "high": 1e-3, "log": True, "points": 4}}, trials=4, sampler="grid")
     outcome = run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "edge"))
     (lr_edge,) = outcome.edges
     assert outcome.best is not None
     assert outcome.best.params["lr"] == pytest.approx(1e-3)
+    assert lr_edge.verdict is Verdict.NOTHING_LEARNED
     assert lr_edge.flag == "high"
+    assert lr_edge.reason.endswith("widen the range upward")
+    assert outcome.advice is None  # the verdict said it: the stage's lr advice does not say it again
     # lr in [1e-3, 1e1]: the good values (~1e-2..1e-1) are inside, the largest diverge.
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e1, "log": True, "points": 9}}, trials=9, sampler="grid")
     outcome = run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "interior"))
     (lr_edge,) = outcome.edges
+    assert lr_edge.verdict is Verdict.INSIDE
     assert lr_edge.flag is None
+    assert lr_edge.position is not None
     assert 0.1 < lr_edge.position < 0.9
 
 
