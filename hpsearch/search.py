@@ -28,16 +28,27 @@ from hpsearch.data import DataRecipe, Dataset, ProgressFn, load_data, resolve_de
 from hpsearch.errors import Interrupted, NothingToResume, SpecError, StageStopped, StoreError
 from hpsearch.executor import execute
 from hpsearch.factory import FactorySource, check_model, describe, source_hash
+from hpsearch.halving import Standing, TopKeep, keep_count, planned_counts, replay, rung_epochs, rung_records
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
 from hpsearch.rank import Edge, edges, rank
 from hpsearch.ray_executor import preflight
-from hpsearch.records import CurveData, TrialConfig, TrialEvents, TrialResult, TrialState, failure_summary, jsonable
-from hpsearch.refine import COARSE, RefinePlan, is_partial, plan_refine, stages
+from hpsearch.records import (
+    CurveData,
+    TrialConfig,
+    TrialEvents,
+    TrialResult,
+    TrialStart,
+    TrialState,
+    failure_summary,
+    jsonable,
+)
+from hpsearch.refine import COARSE, RefinePlan, is_partial, plan_refine, stage_curve_data, stages
 from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
 from hpsearch.space import trial_configs
 from hpsearch.spec import DataSpec, ModelSpec, Spec, load_spec, spec_to_yaml
-from hpsearch.store import StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
+from hpsearch.store import Checkpoints, StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
+from hpsearch.verdicts import Verdict, range_verdicts
 
 RUNS_DIR = Path("runs")
 
@@ -52,7 +63,9 @@ class StageOutcome:
     warnings: list[str] = field(default_factory=list)
     resumed: int = 0  # trials already finished before this command (resume)
     advice: str | None = None  # one line when most trials' lr was too high or too low (curves.stage_advice)
-    data: DataSpec | CurveData | None = None  # what its curve labels judge chance accuracy by
+    # What its accuracies were measured on: the classes (chance accuracy) and validation examples (intervals, ties).
+    data: DataSpec | CurveData | None = None
+    planned_epochs: list[int] | None = None  # with successive halving: each ranked trial's train.epochs
 
     @property
     def best(self) -> TrialResult | None:
@@ -72,6 +85,8 @@ class StageProgress(Protocol):
     def trial_done(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None: ...
 
     def epochs_done(self, count: int) -> None: ...
+
+    def rung(self, text: str) -> None: ...  # successive halving: a rung begins, described in one line
 
 
 @dataclass(frozen=True)
@@ -134,9 +149,9 @@ def finished_stage(stage: Stage) -> StageOutcome | None:
     (the results written if a crash came before them), else None."""
     with stage.store.lock():
         finished, warnings = reconcile(stage.store, stage.configs)
-        if len(finished) < len(stage.configs):
+        results, complete = current_results(stage)
+        if not complete:
             return None
-        results = [finished[c.trial_id] for c in stage.configs]
         doc = _results_doc(stage.store)
         if doc is None or is_partial(doc) or doc.get("trials_planned", len(results)) != len(results):
             outcome = write_stage_results(stage, results)
@@ -164,7 +179,13 @@ def refuse_changed_spec(
     stored = load_spec(stored_path)
     refuse_changed_factory(store, spec, otherwise)
     changes = _diff(stored.model_dump(mode="json"), spec.model_dump(mode="json"))
-    if configs is not None and changes == [f"search.trials: {stored.search.trials} -> {spec.search.trials}"]:
+    grows = changes == [f"search.trials: {stored.search.trials} -> {spec.search.trials}"]
+    if grows and spec.search.halving is not None:
+        raise SpecError(
+            f"{stored_path}: cannot add trials to a halving stage: its rungs were decided among "
+            f"{stored.search.trials} trials; {otherwise}"
+        )
+    if configs is not None and grows:
         if spec.search.trials > stored.search.trials and _plan_kept(trial_configs(stored, str(stored_path)), configs):
             store.write_text("spec.yaml", spec_to_yaml(spec))
             return
@@ -260,6 +281,7 @@ def run_stage(
     # Kept from the stage's start on a resume (refuse_changed_factory saw the same hash): the classes
     # the labels judge chance by, and the code every trial of the stage ran.
     run_info.setdefault("num_classes", data.num_classes)
+    run_info.setdefault("val_size", len(data.y_val))  # the true count: an npz's x_val or a folder's val/ sets it
     if stage.factory is not None:
         run_info.setdefault("factory_sha256", stage.factory.sha256)
     run_info["trials"] = len(stage.configs)
@@ -274,17 +296,151 @@ def run_stage(
         reason = population_support(todo[0], data)
         if reason:
             warnings.append(f"model.factory {stage.spec.model.factory}: trials trained one at a time: {reason}")
-    if progress:
-        progress.start(len(stage.configs), sum(c.train.epochs for c in todo), len(finished))
+    execution = _with_ray_resources(options.execution, stage.spec)
     try:
-        execute(todo, data, _with_ray_resources(options.execution, stage.spec), book.events(), recipe, stage.factory)
+        if stage.spec.search.halving is not None:
+            _execute_rungs(stage, data, execution, book, recipe)
+        else:
+            if progress:
+                progress.start(len(stage.configs), sum(c.train.epochs for c in todo), len(finished))
+            execute(todo, data, execution, book.events(), recipe, stage.factory)
         run_info["end_time"] = _now()
         store.write_json("run.json", run_info)
-        outcome = write_stage_results(stage, book.results)
+        outcome = write_stage_results(stage, current_results(stage)[0])
     except KeyboardInterrupt as e:
         raise _record_stop(stage, book, run_info, e) from None
-    outcome.warnings, outcome.resumed = warnings, len(finished)
+    outcome.warnings, outcome.resumed = warnings + book.notes, len(finished)
     return outcome
+
+
+CHECKPOINTS = "checkpoints"  # a halving stage's folder of trial states between rungs
+
+
+def _execute_rungs(stage: Stage, data: Dataset, execution: ExecOptions, book: _StageBook, recipe: DataRecipe) -> None:
+    """Successive halving: train rung by rung, each rung's trials going on from their states at
+    the rung before; decisions are replayed from the records (halving.replay), so a stage stopped
+    anywhere resumes to the same decisions. Only states that may still go on are kept on disk."""
+    halving = stage.spec.search.halving
+    assert halving is not None
+    rungs = rung_epochs(stage.spec.train.epochs, halving)
+    by_id = {c.trial_id: c for c in stage.configs}
+    plan = {t: jsonable(c.params) for t, c in by_id.items()}
+    checkpoints = Checkpoints(stage.store.path / CHECKPOINTS)
+    started = False
+    while True:
+        records = stage.store.read_trials()
+        standing = replay(rung_records(records, plan), list(by_id), rungs, halving.eta)
+        _record_stopped(stage.store, standing, records, checkpoints)
+        if standing.rung is None:
+            break
+        k = standing.rung
+        if not started:
+            _start_halving_progress(book, standing, rungs, halving.eta)
+            started = True
+        configs, missing = _rung_configs(standing, by_id, rungs, checkpoints)
+        if missing:
+            book.notes.append(
+                f"{checkpoints.path}: {missing} trial state(s) of rung {k - 1} were missing; "
+                f"those trials trained again from the start"
+            )
+        last = k == len(rungs) - 1
+        top = TopKeep(0 if last else keep_count(standing.size, halving.eta), standing.done)
+        book.begin_rung(k, standing.size, len(standing.done))
+        if book.progress:
+            book.progress.rung(_rung_line(k, rungs, standing.size, halving.eta))
+
+        def on_result(r: TrialResult, k: int = k, top: TopKeep = top) -> None:
+            r.rung = k
+            pushed_out: list[int] = []
+            if r.checkpoint is not None:
+                admitted, pushed_out = top.admit(r)
+                if admitted:
+                    checkpoints.write(r.trial, k, r.checkpoint)  # before the record that says it exists
+                r.checkpoint = None
+            book.record(r)
+            if k:
+                checkpoints.remove(r.trial, k - 1)
+            for t in pushed_out:
+                checkpoints.remove(t, k)
+
+        execute(configs, data, execution, replace(book.events(), on_result=on_result), recipe, stage.factory)
+    checkpoints.remove_all()
+
+
+def _rung_line(k: int, rungs: list[int], size: int, eta: int) -> str:
+    """'rung 1 of 0-2: 9 trials (the best 1/3 of rung 0) train on from epoch 1 to 3'"""
+    where = f"rung {k} of 0-{len(rungs) - 1}"
+    if k == 0:
+        return f"{where}: {size} trials train {rungs[0]} epoch{'s' if rungs[0] > 1 else ''} each"
+    return f"{where}: {size} trials (the best 1/{eta} of rung {k - 1}) train on from epoch {rungs[k - 1]} to {rungs[k]}"
+
+
+def _rung_configs(
+    standing: Standing, by_id: dict[int, TrialConfig], rungs: list[int], checkpoints: Checkpoints
+) -> tuple[list[TrialConfig], int]:
+    """The rung's trials to train, each to the rung's end and from its state at the rung before;
+    and how many had no state on disk (those train again from the start: the same result, up to
+    float rounding)."""
+    k = standing.rung
+    assert k is not None
+    until = rungs[k] if k < len(rungs) - 1 else None
+    out, missing = [], 0
+    for t in standing.todo:
+        cfg = replace(by_id[t], until=until)
+        if k:
+            saved = checkpoints.read(t, k - 1)
+            if saved is None:
+                missing += 1
+            else:
+                cfg = replace(cfg, start=TrialStart(standing.starts[t], saved))
+        out.append(cfg)
+    return out, missing
+
+
+def _record_stopped(
+    store: StageStore, standing: Standing, records: list[TrialResult], checkpoints: Checkpoints
+) -> None:
+    """A STOPPED record for each trial a rung's decision stopped (once), and its state removed."""
+    already = {r.trial for r in records if r.state is TrialState.STOPPED}
+    for t, r in sorted(standing.results.items()):
+        if r.state is TrialState.STOPPED and t not in already:
+            store.append_trial(r)
+            if r.rung is not None:
+                checkpoints.remove(t, r.rung)
+
+
+def _start_halving_progress(book: _StageBook, standing: Standing, rungs: list[int], eta: int) -> None:
+    """The bar's total: the trial-epochs left, as planned from where the stage stands."""
+    if book.progress is None:
+        return
+    k = standing.rung or 0
+    counts = planned_counts(standing.size, rungs[k:], eta)
+    ends = [rungs[k - 1] if k else 0, *rungs[k:]]
+    left = len(standing.todo) * (ends[1] - ends[0])
+    left += sum(c * (end - start) for c, start, end in zip(counts[1:], ends[1:-1], ends[2:], strict=True))
+    n = book.total
+    final = sum(1 for r in standing.results.values() if _is_final(r, len(rungs)))
+    book.progress.start(n, left, final)
+
+
+def _is_final(r: TrialResult, rungs: int) -> bool:
+    return r.state is not TrialState.COMPLETE or r.rung == rungs - 1
+
+
+def current_results(stage: Stage) -> tuple[list[TrialResult], bool]:
+    """A stage's results as its records stand, and whether it is finished: each planned trial's
+    final record; with halving, each trial's latest rung (outranked ones STOPPED)."""
+    halving = stage.spec.search.halving
+    if halving is None:
+        found = reconcile(stage.store, stage.configs)[0]
+        finished = len(found) == len(stage.configs)
+    else:
+        rungs = rung_epochs(stage.spec.train.epochs, halving)
+        plan = {c.trial_id: jsonable(c.params) for c in stage.configs}
+        standing = replay(rung_records(stage.store.read_trials(), plan), list(plan), rungs, halving.eta)
+        found, finished = standing.results, standing.rung is None
+    # Read back from JSON a record's values are plain (an activation is "relu"): the plan's are typed.
+    return [replace(found[c.trial_id], params=dict(c.params)) for c in stage.configs if c.trial_id in found], finished
 
 
 def reconcile(store: StageStore, configs: list[TrialConfig]) -> tuple[dict[int, TrialResult], list[str]]:
@@ -323,6 +479,8 @@ class _StageBook:
         self.results = list(finished)
         self.running: dict[int, TrialConfig] = {}
         self.best: TrialResult | None = None
+        self.notes: list[str] = []  # warnings found while training, shown with the outcome
+        self.rung_count: tuple[int, int] | None = None  # halving: (recorded, trials) of the rung
         for r in self.results:
             self.best = _better(r, self.best)
 
@@ -341,8 +499,15 @@ class _StageBook:
         self.running.pop(result.trial, None)
         self.results.append(result)
         self.best = _better(result, self.best)
+        done, total = len(self.results), self.total
+        if self.rung_count is not None:
+            self.rung_count = done, total = (self.rung_count[0] + 1, self.rung_count[1])
         if self.progress:
-            self.progress.trial_done(result, len(self.results), self.total, self.best)
+            self.progress.trial_done(result, done, total, self.best)
+
+    def begin_rung(self, rung: int, trials: int, recorded: int) -> None:
+        """Halving: the progress counts this rung's trials."""
+        self.rung_count = (recorded, trials)
 
 
 def _with_ray_resources(execution: ExecOptions, spec: Spec) -> ExecOptions:
@@ -369,9 +534,13 @@ def _record_stop(stage: Stage, book: _StageBook, run_info: dict[str, Any], e: Ke
         run_info["interrupted_time"] = _now()
         stage.store.write_json("run.json", run_info)
         # What finished, ranked, marked partial: refine and report know it is not a finished stage.
-        finished = reconcile(stage.store, stage.configs)[0]
-        write_stage_results(stage, list(finished.values()), partial=True)
+        results = current_results(stage)[0]
+        write_stage_results(stage, results, partial=True)
     code = e.code if isinstance(e, Interrupted) else 130
+    halving = stage.spec.search.halving
+    if halving is not None:  # trials whose fate is known: stopped, or at the last rung, or failed
+        rungs = len(rung_epochs(stage.spec.train.epochs, halving))
+        on_disk = {r.trial for r in results if _is_final(r, rungs)}
     return StageStopped(code, stage.store.path, len(on_disk), len(stage.configs))
 
 
@@ -398,24 +567,36 @@ def _better(result: TrialResult, best: TrialResult | None) -> TrialResult | None
 
 
 def stage_outcome(stage: Stage, results: list[TrialResult]) -> StageOutcome:
-    """A stage's results ranked best first, with the edge analysis."""
+    """A stage's results ranked best first, with the edge analysis; with successive halving, the
+    epochs each trial was planned to train (its rung's epochs are fewer when it was stopped)."""
     ranked = rank(sorted(results, key=lambda r: r.trial))
     best = ranked[0] if ranked and ranked[0].state is TrialState.COMPLETE else None
-    space, spec_data = stage.spec.search.space, stage.spec.data
-    data = CurveData(stage_num_classes(stage.store.path, spec_data), spec_data.val_size)
-    advice = stage_advice(ranked, data.num_classes, data.val_size)
+    space = stage.spec.search.space
+    data = stage_curve_data(stage.store.path, stage.spec.data)
+    verdicts = range_verdicts(ranked, stage.spec.search, data)
+    # A stage where nothing learned says so, and which way to move, in its lr verdict: once.
+    learned_nothing = any(v.verdict is Verdict.NOTHING_LEARNED for v in verdicts.values())
+    advice = None if learned_nothing else stage_advice(ranked, data.num_classes, data.val_size)
+    planned = None
+    if stage.spec.search.halving is not None:
+        epochs = {c.trial_id: c.train.epochs for c in stage.configs}
+        planned = [epochs.get(r.trial, stage.spec.train.epochs) for r in ranked]
     return StageOutcome(
-        stage.store.path, stage.store.path.name, ranked, edges(space, best), sorted(space), advice=advice, data=data
+        stage.store.path,
+        stage.store.path.name,
+        ranked,
+        edges(space, best, verdicts),
+        sorted(space),
+        advice=advice,
+        data=data,
+        planned_epochs=planned,
     )
 
 
 def stage_num_classes(stage_dir: Path, data: DataSpec) -> int | None:
     """The classes a stage trained on: the spec's when it says (CIFAR-10, synthetic), else the count
     its run.json recorded from the loaded data (a user's npz or folder)."""
-    if data.num_classes is not None:
-        return data.num_classes
-    count = recorded_run_info(stage_dir).get("num_classes")
-    return count if isinstance(count, int) and count >= 2 else None
+    return stage_curve_data(stage_dir, data).num_classes
 
 
 def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool = False) -> StageOutcome:
@@ -430,10 +611,10 @@ def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool 
     if partial:
         extra["partial"] = True
         title += f" (partial: {len(results)} of {len(stage.configs)} trials; the stage was stopped)"
-    data = outcome.data
-    store.write_json("results.json", results_document(name, ranked, edge_list, extra, data))
-    store.write_text("results.csv", csv_table(ranked, names, data=data))
-    store.write_text("results.md", markdown_report(title, ranked, names, edge_list, data))
+    data, planned = outcome.data, outcome.planned_epochs
+    store.write_json("results.json", results_document(name, ranked, edge_list, extra, data, planned))
+    store.write_text("results.csv", csv_table(ranked, names, planned_epochs=planned, data=data))
+    store.write_text("results.md", markdown_report(title, ranked, names, edge_list, data, planned))
     return outcome
 
 
