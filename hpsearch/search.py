@@ -370,9 +370,10 @@ def _execute_rungs(stage: Stage, data: Dataset, execution: ExecOptions, book: _S
 def _rung_line(k: int, rungs: list[int], size: int, eta: int) -> str:
     """'rung 1 of 0-2: 9 trials (the best 1/3 of rung 0) train on from epoch 1 to 3'"""
     where = f"rung {k} of 0-{len(rungs) - 1}"
+    trials = f"{size} trial{'s' if size != 1 else ''}"
     if k == 0:
-        return f"{where}: {size} trials train {rungs[0]} epoch{'s' if rungs[0] > 1 else ''} each"
-    return f"{where}: {size} trials (the best 1/{eta} of rung {k - 1}) train on from epoch {rungs[k - 1]} to {rungs[k]}"
+        return f"{where}: {trials} train {rungs[0]} epoch{'s' if rungs[0] > 1 else ''} each"
+    return f"{where}: {trials} (the best 1/{eta} of rung {k - 1}) train on from epoch {rungs[k - 1]} to {rungs[k]}"
 
 
 def _rung_configs(

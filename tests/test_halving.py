@@ -90,8 +90,8 @@ def test_only_trials_that_can_still_go_on_keep_their_state() -> None:
 # --------------------------------------------------------------------------- going on from a rung
 
 
-def three_epochs(cs: list[TrialConfig]) -> list[TrialConfig]:
-    return [dataclasses.replace(c, train=c.train.model_copy(update={"epochs": 3})) for c in cs]
+def two_epochs(cs: list[TrialConfig]) -> list[TrialConfig]:
+    return [dataclasses.replace(c, train=c.train.model_copy(update={"epochs": 2})) for c in cs]
 
 
 def go_on(cs: list[TrialConfig], first: list[TrialResult]) -> list[TrialConfig]:
@@ -108,11 +108,11 @@ CASES = [
 
 @pytest.mark.parametrize(("model", "optimizer"), CASES, ids=[f"{m.kind}-{o}" for m, o in CASES])
 def test_a_trial_stopped_at_a_rung_goes_on_as_if_never_stopped(data: Dataset, model: ModelSpec, optimizer: str) -> None:
-    """1 epoch, stopped, then on to 3 epochs: the same records as 3 epochs straight; bit for bit in
+    """1 epoch, stopped, then on to 2 epochs: the same records as 2 epochs straight; bit for bit in
     the same loop (the state saved is the state), to float rounding across loops (a population's
     trial may go on alone, and the other way)."""
     lrs = [1e-3, 3e-4, 2e-3] if optimizer == "adam" else [0.02, 0.01, 0.005]
-    cs = three_epochs(configs(model, optimizer, lrs, [1e-3, 0.0, 1e-2], [0.9, 0.5, 0.8]))
+    cs = two_epochs(configs(model, optimizer, lrs, [1e-3, 0.0, 1e-2], [0.9, 0.5, 0.8]))
     straight = run_population(cs, data)
     first = run_population([dataclasses.replace(c, until=1) for c in cs], data)
     assert [r.epochs_done for r in first] == [1, 1, 1]
@@ -127,7 +127,7 @@ def test_a_trial_stopped_at_a_rung_goes_on_as_if_never_stopped(data: Dataset, mo
         r.to_dict() | {"wall_time": 0} for r in straight_alone
     ]
     for r in together:
-        assert (r.epochs_done, r.iterations, len(r.val_acc_per_epoch)) == (3, 150, 3)
+        assert (r.epochs_done, r.iterations, len(r.val_acc_per_epoch)) == (2, 100, 2)
         assert r.wall_time > first[0].wall_time  # the earlier rung's time counts
 
 

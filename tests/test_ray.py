@@ -223,3 +223,30 @@ def test_a_user_factory_runs_on_ray_with_the_numbers_of_the_local_run(tmp_path: 
             assert a[t][key] == b[t][key], (t, key)
     info = json.loads((tmp_path / "ray/coarse/run.json").read_text())
     assert info["factory_sha256"] == json.loads((tmp_path / "local/coarse/run.json").read_text())["factory_sha256"]
+
+
+def test_a_halving_stage_on_ray_equals_the_local_one(tmp_path: Path, ray_address: str) -> None:
+    """Successive halving on Ray: a trial's state at a rung's end comes back with its result and
+    travels to the task that trains it on; decisions and every number equal the local run's."""
+    spec = tmp_path / "halving.yaml"
+    text = Path(SMOKE).read_text().replace("  epochs: 2\n", "  epochs: 4\n")
+    text = text.replace("  seed: 0\n", "  seed: 0\n  halving: {eta: 2, min_epochs: 1}\n")
+    spec.write_text(text + "resources:\n  num_cpus: 2\n")
+    args = ["--trials", "4", "--population", "1"]
+    local = cli("coarse", str(spec), "--out", str(tmp_path / "local"), *args, "--workers", "1")
+    assert local.returncode == 0, local.stderr
+    assert "rung 2 of 0-2: 1 trial (the best 1/2 of rung 1)" in local.stderr
+    on_ray = run_hpsearch(
+        "coarse", str(spec), "--out", str(tmp_path / "ray"), *args, "--executor", "ray", "--ray-address", ray_address
+    )
+    assert on_ray.returncode == 0, on_ray.stderr
+    a = [r for r in final_records(tmp_path / "ray/coarse/trials.jsonl")]
+    b = [r for r in final_records(tmp_path / "local/coarse/trials.jsonl")]
+    key = lambda r: (r["trial"], r["rung"], r["state"])  # noqa: E731
+    assert sorted(map(key, a)) == sorted(map(key, b))
+    assert {r["state"] for r in a} >= {"stopped", "complete"}
+    by = {key(r): r for r in b}
+    for r in a:
+        for field in ("val_acc", "train_loss", "epochs_done", "val_acc_per_epoch", "losses"):
+            assert r[field] == by[key(r)][field], (key(r), field)
+    assert not (tmp_path / "ray/coarse/checkpoints").exists()
