@@ -320,3 +320,33 @@ def test_refine_and_report_read_a_halving_stage(tmp_path: Path) -> None:
     doc = json.loads((run / "report/results.json").read_text())
     assert {row["rung"] for row in doc["ranked"]} >= {0, 2}
     assert report is not None
+
+
+USER_NETS = """
+from torch import nn
+
+
+def frozen_mlp(input_shape, num_classes, hidden=16):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3072, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+    net[1].bias.requires_grad_(False)  # a frozen parameter rides with the buffers in a torch.func population
+    return net
+"""
+
+
+@pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+def test_a_user_network_goes_on_from_a_rung_in_a_torch_func_population_and_alone(
+    data: Dataset, tmp_path: Path, optimizer: str
+) -> None:
+    from hpsearch.funcpop import run_func_population
+
+    (tmp_path / "nets.py").write_text(USER_NETS)
+    model = ModelSpec(kind="python", factory=f"{tmp_path / 'nets.py'}:frozen_mlp")
+    lrs = [1e-3, 3e-4, 2e-3] if optimizer == "adam" else [0.02, 0.01, 0.005]
+    cs = two_epochs(configs(model, optimizer, lrs, [1e-3, 0.0, 1e-2], [0.9, 0.5, 0.8]))
+    straight = run_func_population(cs, data)
+    first = run_func_population([dataclasses.replace(c, until=1) for c in cs], data)
+    together = run_func_population(go_on(cs, first), data)
+    assert [r.to_dict() | {"wall_time": 0} for r in together] == [r.to_dict() | {"wall_time": 0} for r in straight]
+    alone = [run_trial(c, data) for c in go_on(cs, first)]
+    assert all(r.state is TrialState.COMPLETE and r.epochs_done == 2 for r in alone)
+    assert max_relative_difference(straight, alone) <= 2e-4
