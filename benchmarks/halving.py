@@ -56,10 +56,10 @@ def halving_trials(spec: Spec, halving: HalvingSpec, budget: int) -> int:
     return n
 
 
-def methods(spec: Spec) -> list[tuple[str, Spec]]:
+def methods(spec: Spec, etas: list[int]) -> list[tuple[str, Spec]]:
     budget = BUDGET_TRIALS * spec.train.epochs
     out = [("random", with_search(spec, trials=BUDGET_TRIALS, halving=None))]
-    for eta in (6, 3):
+    for eta in etas:
         h = HalvingSpec(eta=eta, min_epochs=1)
         out.append((f"halving eta {eta}", with_search(spec, trials=halving_trials(spec, h, budget), halving=h)))
     return out
@@ -96,6 +96,7 @@ def main() -> None:
     p.add_argument("--data-root", type=Path, help="folder holding cifar-10-batches-bin (or -py)")
     p.add_argument("--synthetic", action="store_true", help="CIFAR-shaped random data (a quick check of the script)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--etas", type=int, nargs="+", default=[6, 3], help="halving's eta values to run")
     p.add_argument("--json", type=Path, help="write every row here")
     args = p.parse_args()
     spec = load_spec(ROOT / "configs/cifar10_coarse.yaml").model_copy(deep=True)
@@ -114,7 +115,7 @@ def main() -> None:
     test_data = dataclasses.replace(data, x_val=test_x, y_val=test_y)
     rows = []
     for seed in args.seeds:
-        for name, method_spec in methods(spec):
+        for name, method_spec in methods(spec, args.etas):
             row = {"method": name, "seed": seed, **run_method(method_spec, seed, args.data_root, test_data)}
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
