@@ -450,12 +450,15 @@ def reconcile(store: StageStore, configs: list[TrialConfig]) -> tuple[dict[int, 
     store.remove_stale_temp_files()
     plan = {c.trial_id: jsonable(c.params) for c in configs}
     finished: dict[int, TrialResult] = {}
-    foreign = 0
-    for t, r in store.final_trials().items():
-        if t in plan and jsonable(r.params) == plan[t]:
-            finished[t] = r
-        elif t in plan:
-            foreign += 1  # same trial number, other parameters: not this plan's trial
+    foreign_trials: set[int] = set()
+    for r in store.read_trials():  # the first final record with the plan's parameters counts
+        if not r.state.final or r.trial not in plan or r.trial in finished:
+            continue
+        if jsonable(r.params) == plan[r.trial]:
+            finished[r.trial] = r
+        else:
+            foreign_trials.add(r.trial)  # same trial number, other parameters: not this plan's trial
+    foreign = len(foreign_trials)
     warnings = []
     if foreign:
         warnings.append(
