@@ -1,9 +1,11 @@
 """The command line: parse -> call the library -> render. The one module that knows the terminal.
 
-Exit codes: 0 success; 1 a user error (one line on stderr, no traceback) or a sanity check FAILed;
-2 wrong usage; 3 a stage in which no trial completed (all failed or diverged: its results are
-still written); 130 / 143 stopped by Ctrl-C / SIGTERM (finished trials saved, --resume continues).
-Torch is imported only by the commands that train (coarse, refine, sanity-check), inside them:
+Exit codes (the README has the table): 0 success; 1 a user error (one line on stderr, no traceback)
+or a sanity check FAILed; 2 wrong usage; 3 a stage in which no trial completed (all failed or
+diverged: its results are still written); 4 --fail-under: the best accuracy is below the bar;
+5 --fail-on-edge: a range verdict says the optimum lies outside a searched range (4 wins when both
+apply); 130 / 143 stopped by Ctrl-C / SIGTERM (finished trials saved, --resume continues).
+Torch is imported only by the commands that train (coarse, refine, final, sanity-check), inside them:
 `--help`, a spec error and `report` start without it.
 May import: every library module, inside the commands; at the top only errors and options.
 """
@@ -16,9 +18,11 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -59,6 +63,8 @@ err = Console(stderr=True, width=_width(sys.stderr), markup=False, emoji=False)
 
 TABLE_LIMIT = 20  # rows shown in the terminal; the files hold every trial
 NO_TRIAL_COMPLETED = 3  # exit code of a stage in which every trial failed or diverged
+BELOW_BAR = 4  # --fail-under: the best accuracy is below the bar
+OUTSIDE_RANGE = 5  # --fail-on-edge: a verdict says the optimum lies outside a searched range
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -216,11 +222,23 @@ def resume_command(command: str, out_dir: Path | None, run_dir: Path | None) -> 
     return shlex.join(["hpsearch", *args, "--resume"]) if args else f"hpsearch {command} --resume"
 
 
-def render_outcome(outcome: StageOutcome) -> None:
-    """The ranked table on stdout; how many trials are tied for best, warnings, failures and where the
-    files are on stderr. Exit 3 when no trial of the stage completed."""
-    from hpsearch.report import rich_table, ties_line
+@dataclass(frozen=True)
+class Gates:
+    """CI gates: exit non-zero when the best accuracy is below `fail_under`, or (`fail_on_edge`) when
+    a range verdict says the optimum lies outside a searched range."""
 
+    fail_under: float | None = None
+    fail_on_edge: bool = False
+
+
+def render_outcome(outcome: StageOutcome, gates: Gates = Gates()) -> None:
+    """The ranked table on stdout; how many trials are tied for best, warnings, failures and where the
+    files are on stderr; the table and warnings in the CI step summary. Exit 3 when no trial of the
+    stage completed, 4 or 5 when a gate fails."""
+    from hpsearch.ci import summary_section
+    from hpsearch.report import markdown_table, rich_table, ties_line
+
+    warnings = list(outcome.warnings)
     for w in outcome.warnings:
         warn(w)
     if outcome.resumed and outcome.resumed == len(outcome.ranked):  # a resume with nothing left to train
@@ -239,16 +257,42 @@ def render_outcome(outcome: StageOutcome) -> None:
     for e in outcome.edges:
         if e.warning:
             warn(e.warning)
+            warnings.append(e.warning)
     if outcome.advice:
         warn(outcome.advice)
+        warnings.append(outcome.advice)
     if outcome.failures:
         warn(f"{outcome.failures}; tracebacks in {outcome.stage_dir / 'trials.jsonl'}")
+        warnings.append(outcome.failures)
     err.print(f"results: {outcome.stage_dir}/results.md, results.csv, results.json", highlight=False)
+    table = markdown_table(outcome.ranked, outcome.param_names, planned_epochs=planned, data=outcome.data)
+    summary(summary_section(f"hpsearch {outcome.stage}: {outcome.stage_dir.parent}", table, warnings))
     if outcome.best is None:
         raise fail(
             f"no trial of {outcome.stage} completed ({_states(outcome.ranked)}): nothing to rank or refine",
             code=NO_TRIAL_COMPLETED,
         )
+    best = outcome.best.val_acc
+    check_bar(gates, best, f"the best validation accuracy of {outcome.stage}")
+    outside = [e for e in outcome.edges if e.verdict.value in ("edge", "nothing_learned")]
+    if gates.fail_on_edge and outside:
+        names = ", ".join(f"{e.name} ({e.verdict.value})" for e in outside)
+        raise fail(f"--fail-on-edge: the optimum lies outside the searched range of {names}", code=OUTSIDE_RANGE)
+
+
+def check_bar(gates: Gates, best: float | None, what: str) -> None:
+    if gates.fail_under is not None and (best is None or best < gates.fail_under):
+        shown = "none" if best is None else f"{best:.4f}"
+        raise fail(f"--fail-under {gates.fail_under}: {what} is {shown}, below the bar", code=BELOW_BAR)
+
+
+def summary(markdown: str) -> None:
+    """Append to the CI step summary ($GITHUB_STEP_SUMMARY) when one is set."""
+    from hpsearch.ci import append_step_summary
+
+    problem = append_step_summary(markdown)
+    if problem:
+        warn(problem)
 
 
 def _states(results: list[TrialResult]) -> str:
@@ -306,6 +350,26 @@ RayAddressOption = Annotated[
 ]
 
 
+FailUnderOption = Annotated[
+    Optional[float],
+    typer.Option(
+        "--fail-under",
+        min=0.0,
+        max=1.0,
+        metavar="ACC",
+        help="CI gate: exit 4 when the best validation accuracy is below ACC (e.g. 0.35).",
+    ),
+]
+FailOnEdgeOption = Annotated[
+    bool,
+    typer.Option(
+        "--fail-on-edge",
+        help="CI gate: exit 5 when a range verdict says the optimum lies outside a searched range "
+        "(an edge, or nothing learned).",
+    ),
+]
+
+
 def execution_options(
     population: int | None, workers: int | None, executor: Executor, ray_address: str | None
 ) -> ExecOptions:
@@ -345,16 +409,23 @@ def sanity_check(
     write_spec: Annotated[
         Optional[Path], typer.Option("--write-spec", help="Write a copy of the spec with the recommended lr range.")
     ] = None,
+    junit: Annotated[
+        Optional[Path],
+        typer.Option("--junit", metavar="FILE", help="Also write the checks as JUnit XML (one testcase per check)."),
+    ] = None,
 ) -> None:
     """The lecture's checks before a search: initial loss = ln(C), activation statistics at init,
     overfitting 20 examples, and a learning-rate probe. Exit code 1 if any check FAILs.
 
     Example: hpsearch sanity-check configs/cifar10_coarse.yaml --write-spec configs/next.yaml
     """
+    started = time.perf_counter()
     try:
         from hpsearch.spec import load_spec
 
         spec = load_spec(spec_path)
+        if junit is not None and not junit.parent.is_dir():
+            raise fail(f"--junit {junit}: its folder {junit.parent} does not exist")
         preflight(spec, str(spec_path))
         from hpsearch.search import run_sanity  # torch: only once the spec is known to be good
 
@@ -380,6 +451,16 @@ def sanity_check(
         for table in sanity_tables(outcome.report):
             out.print(table)
     err.print(f"report: {outcome.report_path}", highlight=False)
+    from hpsearch.ci import junit_xml, sanity_markdown, summary_section, write_junit
+
+    if junit is not None:
+        try:
+            write_junit(junit, junit_xml(outcome.report, spec.name, time.perf_counter() - started))
+        except HpsearchError as e:
+            raise fail(str(e)) from None
+        err.print(f"junit: {junit}", highlight=False)
+    verdict = "FAILED" if outcome.report.failed else "passed"
+    summary(summary_section(f"hpsearch sanity-check: {spec.name} ({verdict})", sanity_markdown(outcome.report), []))
     if outcome.written_spec:
         err.print(f"wrote {outcome.written_spec}: run hpsearch coarse {outcome.written_spec}", highlight=False)
     elif write_spec:
@@ -401,10 +482,12 @@ def coarse(
     resume: Annotated[bool, typer.Option("--resume", help=RESUME_HELP)] = False,
     executor: ExecutorOption = Executor.LOCAL,
     ray_address: RayAddressOption = None,
+    fail_under: FailUnderOption = None,
+    fail_on_edge: FailOnEdgeOption = False,
 ) -> None:
     """Random search: short trainings, a ranked table, and a verdict on each range from all the trials
     (accuracy points past an edge; nothing learned, and which way to move).
-    Exit code 3 if no trial completed (every one failed or diverged).
+    Exit code 3 if no trial completed (every one failed or diverged); 4 and 5 for the CI gates.
 
     Example: hpsearch coarse configs/cifar10_coarse.yaml --trials 10 --epochs 1 --out runs/quick
     """
@@ -437,7 +520,7 @@ def coarse(
     except KeyboardInterrupt as e:
         run_dir = e.stage_dir.parent if isinstance(e, StageStopped) else None
         raise stopped(e, resume_command("coarse", out_dir, run_dir)) from None
-    render_outcome(outcome)
+    render_outcome(outcome, Gates(fail_under, fail_on_edge))
 
 
 @app.command()
@@ -457,12 +540,14 @@ def refine(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the planned stage (ranges, trials, epochs) and train nothing.")
     ] = False,
+    fail_under: FailUnderOption = None,
+    fail_on_edge: FailOnEdgeOption = False,
 ) -> None:
     """Plan the next stage from the latest one and run it: ranges narrowed around the top-k trials
     (or moved outward where the stage's verdict says accuracy points past an edge), longer training,
     no lr decay. Run it again to refine further. A stage where nothing learned is not refined: it
     exits 1 saying which way to change the range in the spec, for a new coarse search. Exit code 3
-    if no trial of the new stage completed.
+    if no trial of the new stage completed; 4 and 5 for the CI gates.
 
     Example: hpsearch refine runs/cifar10_coarse --top-k 5 --trials 20
     """
@@ -503,7 +588,7 @@ def refine(
     if result.outcome is None:
         err.print("nothing new to train: raise --epochs or --trials, or widen the space", highlight=False)
         return
-    render_outcome(result.outcome)
+    render_outcome(result.outcome, Gates(fail_under, fail_on_edge))
 
 
 def print_plan(run_dir: Path, options: RefineOptions) -> None:
@@ -554,9 +639,123 @@ def report(
         err.print(ties, highlight=False, soft_wrap=True)
     for note in outcome.notes:
         warn(note)
+    from hpsearch.ci import summary_section
+    from hpsearch.report import markdown_table
+
+    table = markdown_table(
+        outcome.ranked, outcome.param_names, outcome.stage_of, planned_epochs=outcome.planned_epochs, data=outcome.data
+    )
+    summary(summary_section(f"hpsearch report: {run_dir}", table, list(outcome.notes)))
     for path in outcome.plots:
         err.print(f"plot: {path}", highlight=False)
     err.print(f"results: {outcome.results_path}", highlight=False)
+
+
+class FitOnChoice(str, enum.Enum):
+    TRAIN_VAL = "train+val"
+    TRAIN = "train"
+
+
+@app.command()
+def final(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN", help="Run directory with a finished stage.")],
+    top: Annotated[
+        Optional[int],
+        typer.Option("--top", min=1, help="Finalists: the best K (default: the trials tied with the best)."),
+    ] = None,
+    seeds: Annotated[Optional[int], typer.Option("--seeds", min=1, help="Runs per finalist (default 3).")] = None,
+    fit_on: Annotated[
+        Optional[FitOnChoice],
+        typer.Option("--fit-on", help="train+val (default): train on both; train: hold validation out and report it."),
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option(min=1, help="Epochs per run (default: the stage's).")] = None,
+    again: Annotated[
+        bool, typer.Option("--again", help="Evaluate the test set although an earlier final did (another look at it).")
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Finish an interrupted final (same options); never starts a new one.")
+    ] = False,
+    data_root: DataRootOption = None,
+    population: PopulationOption = None,
+    workers: WorkersOption = None,
+    fail_under: Annotated[
+        Optional[float],
+        typer.Option(
+            "--fail-under",
+            min=0.0,
+            max=1.0,
+            metavar="ACC",
+            help="CI gate: exit 4 when the best mean test accuracy is below ACC.",
+        ),
+    ] = None,
+) -> None:
+    """The end of a search: train the latest stage's best configurations with several seeds, score
+    each on the test set once, keep the best network (RUN/final/model.pt; hpsearch.load_model reads
+    it). Every test evaluation is logged in RUN/final/test_ledger.jsonl; a second final on the same
+    run is refused unless --again. Exit code 4 for the --fail-under gate.
+
+    Example: hpsearch final runs/cifar10_coarse --seeds 3
+    """
+    from hpsearch.options import FinalOptions, FitOn
+
+    options = FinalOptions(
+        top=top,
+        seeds=seeds,
+        fit_on=FitOn(fit_on.value) if fit_on is not None else None,
+        epochs=epochs,
+        again=again,
+        data_root=data_root,
+        command=tuple(sys.argv),
+        execution=execution_options(population, workers, Executor.LOCAL, None),
+        resume=resume,
+    )
+    preflight(None, None, workers)
+    try:
+        with interruptible():
+            with TrialProgress() as progress:
+                progress.planning(f"planning the final of {run_dir}")
+                from hpsearch.final import run_final  # torch: only for a command that trains
+
+                outcome = run_final(
+                    run_dir,
+                    options,
+                    on_data=progress.on_data,
+                    progress=progress,
+                    on_plan=lambda plan: err.print(plan.describe(), highlight=False, soft_wrap=True),
+                    on_model=say_model,
+                )
+    except NothingToResume as e:
+        err.print(str(e), highlight=False, soft_wrap=True)
+        return
+    except HpsearchError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt as e:
+        raise stopped(e, resume_command("final", run_dir, None)) from None
+    render_final(outcome, Gates(fail_under))
+
+
+def render_final(outcome: object, gates: Gates) -> None:
+    from hpsearch.ci import summary_section
+    from hpsearch.final import FinalOutcome
+    from hpsearch.final_report import final_markdown, rich_final_table, summary_lines
+
+    assert isinstance(outcome, FinalOutcome)
+    if outcome.resumed:
+        err.print(f"resumed: {outcome.resumed} of {outcome.plan.runs} runs had finished before", highlight=False)
+    out.print(rich_final_table(outcome))
+    for line in summary_lines(outcome):
+        err.print(line, highlight=False, soft_wrap=True)
+    if outcome.model_path is not None:
+        err.print(f"model: {outcome.model_path} (load it with hpsearch.load_model)", highlight=False)
+    err.print(f"results: {outcome.final_dir}/results.md, results.json; ledger: {outcome.final_dir}/test_ledger.jsonl")
+    summary(summary_section(f"hpsearch final: {outcome.plan.run_dir}", final_markdown(outcome), []))
+    if outcome.best is None:
+        raise fail(
+            f"no run of the final completed: nothing to keep (see {outcome.final_dir}/results.md)",
+            code=NO_TRIAL_COMPLETED,
+        )
+    what = "the best mean test accuracy" if outcome.test_size is not None else "the best mean validation accuracy"
+    check_bar(gates, outcome.best_accuracy, what)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ May import: the standard library only.
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,3 +44,23 @@ class RefineOptions:
     command: tuple[str, ...] = ()
     execution: ExecOptions = ExecOptions()
     resume: bool = False  # finish an interrupted refine stage (same options); never starts a new one
+
+
+class FitOn(str, enum.Enum):
+    """What `hpsearch final` trains the finalists on."""
+
+    TRAIN_VAL = "train+val"  # the training and validation examples: the most data, no validation accuracy
+    TRAIN = "train"  # the training examples only: validation accuracy is measured, as in the search
+
+
+@dataclass(frozen=True)
+class FinalOptions:
+    top: int | None = None  # None: the trials tied with the best (at most final.MAX_TIED)
+    seeds: int | None = None  # runs per finalist; None: final.DEFAULT_SEEDS
+    fit_on: FitOn | None = None  # None: train + validation
+    epochs: int | None = None  # None: the stage's
+    again: bool = False  # evaluate the test set although an earlier final did (another look at it)
+    data_root: Path | None = None
+    command: tuple[str, ...] = ()
+    execution: ExecOptions = ExecOptions()
+    resume: bool = False  # finish an interrupted final (same options); never starts a new one

@@ -47,8 +47,9 @@ def group_key(cfg: TrialConfig) -> tuple[Any, ...] | None:
     """Trials with equal keys train together; None: this trial trains alone (run_trial)."""
     m, t = cfg.model, cfg.train
     adam, nesterov = t.optimizer is Optimizer.ADAM, t.optimizer is Optimizer.NESTEROV
-    # Trials trained together also share their epochs: the stage's, and a halving rung's start and end.
-    epochs = (t.epochs, cfg.first_epoch, cfg.last_epoch)
+    # Trials trained together also share their epochs (the stage's, and a halving rung's start and
+    # end) and their seed, which fixes the batch order (a search has one; `final` trains several).
+    epochs = (t.epochs, cfg.first_epoch, cfg.last_epoch, cfg.seed)
     if m.kind == "python":
         # The factory and its arguments fix the shapes; lr, weight decay, momentum and betas are per trial.
         args = json.dumps(m.args, sort_keys=True, default=repr)

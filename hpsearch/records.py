@@ -45,6 +45,8 @@ class TrialConfig:
     # trial's state with its result; `start`: go on from where an earlier rung left the trial.
     until: int | None = None
     start: TrialStart | None = None
+    # `hpsearch final`: hand back the trained state at the end too (the network it keeps and tests).
+    keep_final: bool = False
 
     @property
     def first_epoch(self) -> int:
@@ -58,8 +60,9 @@ class TrialConfig:
 
     @property
     def keeps_state(self) -> bool:
-        """Its trained state is wanted afterwards: it stops before train.epochs (a halving rung)."""
-        return self.last_epoch < self.train.epochs
+        """Its trained state is wanted afterwards: it stops before train.epochs (a halving rung), or
+        it is a final run whose network is kept."""
+        return self.keep_final or self.last_epoch < self.train.epochs
 
 
 @dataclass

@@ -102,7 +102,7 @@ class DataSpec(_Strict):
     preprocess: Preprocess = Preprocess.MEAN_IMAGE
     download: bool = True
     synthetic_train: int = Field(5000, ge=10)  # synthetic dataset size (train + val)
-    synthetic_test: int = Field(1000, ge=10)
+    synthetic_test: int = Field(1000, ge=0)
     seed: int = Field(0, ge=0)  # synthetic data's own seed: every stage sees the same data, whatever search.seed
 
     @field_validator("path")

@@ -21,12 +21,65 @@ LOCK_FILE = ".lock"
 
 def atomic_write_text(path: Path, text: str) -> None:
     """Write to a temp file in the same directory, fsync, rename: readers see old or new, never half."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    while data:
+        n = os.write(fd, data)
+        data = data[n:]
+
+
+def append_json_line(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line, fsynced before returning. Safe with several writing processes: an
+    exclusive lock, O_APPEND, and the whole line in one write. A line cut by an earlier crash is
+    closed first, so the new record starts on a fresh line."""
+    line = (json.dumps(record, allow_nan=False) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line
+            _write_all(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # closing releases the lock
+    except OSError as e:
+        raise StoreError(f"{path}: cannot append: {e.strerror or e}") from None
+
+
+def read_json_lines(path: Path) -> tuple[list[dict[str, Any]], int]:
+    """The JSON objects of a .jsonl file in order, and how many lines could not be read (a line cut
+    by a crash, or not an object); ([], 0) when there is no file."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return [], 0
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
+    out, bad = [], 0
+    for line in raw.splitlines():
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            record = None
+        if isinstance(record, dict):
+            out.append(record)
+        elif line.strip():
+            bad += 1
+    return out, bad
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """atomic_write_text for bytes: temp file in the same folder, fsync, rename."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
-            os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
+            os.fchmod(fd, 0o666 & ~_umask())
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
@@ -35,12 +88,6 @@ def atomic_write_text(path: Path, text: str) -> None:
             raise
     except OSError as e:
         raise StoreError(f"{path}: cannot write: {e.strerror or e}") from None
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    while data:
-        n = os.write(fd, data)
-        data = data[n:]
 
 
 def read_json(path: Path) -> Any:
@@ -111,21 +158,11 @@ class Checkpoints:
         return self.path / f"trial-{trial}-rung-{rung}.pt"
 
     def write(self, trial: int, rung: int, data: bytes) -> None:
-        path = self.file(trial, rung)
         try:
             self.path.mkdir(exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path, prefix=f".{path.name}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
         except OSError as e:
-            raise StoreError(f"{path}: cannot write: {e.strerror or e}") from None
+            raise StoreError(f"{self.path}: cannot create: {e.strerror or e}") from None
+        atomic_write_bytes(self.file(trial, rung), data)
 
     def read(self, trial: int, rung: int) -> bytes | None:
         """The trial's state at that rung's end, or None when it is not there (removed, never kept)."""
@@ -204,24 +241,8 @@ class StageStore:
             raise StoreError(f"{self.path}: the run directory is not writable")
 
     def append_trial(self, result: TrialResult) -> None:
-        """One JSON line per finished trial, fsynced before the next trial starts. Safe with several
-        writing processes: an exclusive lock, O_APPEND, and the whole line in one write. A line cut
-        by an earlier crash is closed first, so the new record starts on a fresh line."""
-        line = (json.dumps(result.to_dict(), allow_nan=False) + "\n").encode("utf-8")
-        path = self.path / TRIALS_FILE
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                size = os.fstat(fd).st_size
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    line = b"\n" + line
-                _write_all(fd, line)
-                os.fsync(fd)
-            finally:
-                os.close(fd)  # closing releases the lock
-        except OSError as e:
-            raise StoreError(f"{path}: cannot append: {e.strerror or e}") from None
+        """One JSON line per finished trial (append_json_line)."""
+        append_json_line(self.path / TRIALS_FILE, result.to_dict())
 
     def final_trials(self) -> dict[int, TrialResult]:
         """Each trial's first record with a final state (not interrupted): the trials that are done

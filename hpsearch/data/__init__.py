@@ -23,10 +23,10 @@ from hpsearch.data.cifar10 import (
     read_cifar10_py,
     resolve_data_root,
 )
-from hpsearch.data.dataset import Dataset, build_dataset, split_and_preprocess
+from hpsearch.data.dataset import Dataset, build_dataset, final_dataset, split_and_preprocess
 from hpsearch.data.download import ProgressFn, download_file, safe_extract
 from hpsearch.data.folder import load_folder
-from hpsearch.data.load import DataRecipe, load_data, resolve_device
+from hpsearch.data.load import DataRecipe, load_data, load_final_data, resolve_device
 from hpsearch.data.npz import load_npz
 from hpsearch.data.synthetic import make_synthetic
 
@@ -40,8 +40,10 @@ __all__ = [
     "build_dataset",
     "default_data_root",
     "download_file",
+    "final_dataset",
     "load_cifar10",
     "load_data",
+    "load_final_data",
     "load_folder",
     "load_npz",
     "make_synthetic",

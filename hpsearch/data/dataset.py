@@ -186,19 +186,41 @@ def _chunks(x: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
 
 def build_dataset(spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None) -> Dataset:
     """The dataset a spec's `data:` section describes; `data_root` is the CLI's --data-root."""
+    raw, val = raw_splits(spec, data_root, progress)
+    return split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess, val)
+
+
+def raw_splits(
+    spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None
+) -> tuple[RawSplits, Split | None]:
+    """The data's splits as read: train and test, and the data's own validation split if it has one."""
     if spec.dataset == "synthetic":
         try:
-            raw = make_synthetic(spec.synthetic_train, spec.synthetic_test, spec.seed)
+            return make_synthetic(spec.synthetic_train, spec.synthetic_test, spec.seed), None
         except MemoryError:
             gb = (spec.synthetic_train + spec.synthetic_test) * PIXELS * 4 / 1e9  # float32 while generating
             raise DataError(
                 f"data.synthetic_train, data.synthetic_test: {spec.synthetic_train} + {spec.synthetic_test} "
                 f"images need about {gb:.3g} GB to generate, more than this machine can allocate"
             ) from None
-    elif spec.dataset in ("npz", "folder"):
+    if spec.dataset in ("npz", "folder"):
         assert spec.path is not None  # the spec requires it for these datasets
-        raw, val = load_npz(spec.path) if spec.dataset == "npz" else load_folder(spec.path, spec.resize, progress)
-        return split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess, val)
-    else:
-        raw = load_cifar10(resolve_data_root(data_root, spec.root), download=spec.download, progress=progress)
-    return split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess)
+        return load_npz(spec.path) if spec.dataset == "npz" else load_folder(spec.path, spec.resize, progress)
+    return load_cifar10(resolve_data_root(data_root, spec.root), download=spec.download, progress=progress), None
+
+
+def final_dataset(
+    spec: DataSpec, data_root: Path | None, progress: ProgressFn | None, with_val: bool
+) -> tuple[Dataset, Split | None]:
+    """What `hpsearch final` trains on, and the test split it is scored on once (None when the data
+    has none). `with_val`: the validation examples join the training set (and the preprocessing
+    statistics are those of the union); the returned Dataset then has no validation examples."""
+    raw, val = raw_splits(spec, data_root, progress)
+    data = split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess, val)
+    test = (raw.x_test, raw.y_test) if len(raw.y_test) else None
+    if not with_val:
+        return data, test
+    x = torch.cat([data.x_train, data.x_val])
+    y = torch.cat([data.y_train, data.y_val])
+    shift, scale = _statistics(x, Preprocess(spec.preprocess))
+    return Dataset(x, y, x[:0], y[:0], shift, scale, data.classes), test

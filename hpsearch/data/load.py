@@ -7,14 +7,17 @@ May import: the other data modules, spec, errors, torch, yaml.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import yaml
 
-from hpsearch.data.dataset import Dataset, build_dataset
+from hpsearch.data.dataset import Dataset, build_dataset, final_dataset
 from hpsearch.data.download import ProgressFn
+from hpsearch.data.npz import Split
 from hpsearch.errors import DataError, SpecError
 from hpsearch.spec import Spec, parse_spec
 
@@ -30,9 +33,25 @@ def resolve_device(name: str) -> torch.device:
 
 def load_data(spec: Spec, data_root: Path | None, progress: ProgressFn | None, spec_path: str | None = None) -> Dataset:
     """The spec's dataset on the spec's device. Errors about the spec's own keys name its file."""
-    try:
+    with _naming(spec_path):
         data = build_dataset(spec.data, data_root, progress)
         return data.to(resolve_device(spec.train.device))
+
+
+def load_final_data(
+    spec: Spec, data_root: Path | None, progress: ProgressFn | None, with_val: bool, spec_path: str | None = None
+) -> tuple[Dataset, Split | None]:
+    """`hpsearch final`'s training data on the spec's device (with the validation examples when
+    `with_val`), and the test split, on the CPU (None when the data has none)."""
+    with _naming(spec_path):
+        data, test = final_dataset(spec.data, data_root, progress, with_val)
+        return data.to(resolve_device(spec.train.device)), test
+
+
+@contextmanager
+def _naming(spec_path: str | None) -> Iterator[None]:
+    try:
+        yield
     except (DataError, SpecError) as e:
         if spec_path and str(e).startswith(("data.", "train.")):
             raise type(e)(f"{spec_path}: {e}") from None
@@ -45,7 +64,10 @@ class DataRecipe:
 
     spec_yaml: str
     data_root: Path | None
+    with_val: bool | None = None  # `hpsearch final`'s data: None for a search's; True to train on train + val
 
     def __call__(self) -> Dataset:
         spec = parse_spec(yaml.safe_load(self.spec_yaml))
+        if self.with_val is not None:
+            return load_final_data(spec, self.data_root, None, self.with_val)[0]
         return load_data(spec, self.data_root, None)
