@@ -6,6 +6,7 @@ start from the same init, data, batch order and settings."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -76,4 +77,6 @@ def test_a_worker_process_gives_this_process_numbers_bit_for_bit_at_the_same_thr
         TrialEvents(on_result=there.append),
         worker_data=DataRecipe(spec_to_yaml(spec), None),
     )
+    assert sorted(r.trial for r in there) == [0, 1, 2, 3]  # each trial once
+    assert all(math.isfinite(r.val_acc or math.nan) for r in there)  # trained and scored, not failed
     assert numbers(there) == numbers(here)

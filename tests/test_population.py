@@ -1,19 +1,17 @@
-"""Population training equals one-at-a-time training, contains divergence, groups by shape; the
-executor's worker processes give the same results."""
+"""Population training equals one-at-a-time training, contains divergence, groups by shape. (That the
+executor's worker processes give the same results, bit for bit, is tested in test_paths.py.)"""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
 from helpers import configs, max_relative_difference
 
 from hpsearch.data import DataRecipe, Dataset, build_dataset
-from hpsearch.executor import auto_population, execute
-from hpsearch.options import ExecOptions
+from hpsearch.executor import auto_population
 from hpsearch.population import group_key, plan_populations, run_population, train_group
-from hpsearch.records import TrialConfig, TrialEvents, TrialResult, TrialState
+from hpsearch.records import TrialConfig, TrialState
 from hpsearch.spec import DataSpec, ModelSpec, TrainSpec, parse_spec, spec_to_yaml
 from hpsearch.trial import run_trial
 
@@ -141,25 +139,6 @@ def test_auto_population_fits_the_memory_budget(data: Dataset) -> None:
     small = TrialConfig(0, {}, ModelSpec(hidden=(16,)), TrainSpec(device="cpu"), 0)
     large = TrialConfig(0, {}, ModelSpec(hidden=(1024, 1024)), TrainSpec(device="cpu"), 0)
     assert auto_population(small, data) > auto_population(large, data) >= 1
-
-
-def test_worker_processes_give_the_same_results(data: Dataset) -> None:
-    spec = parse_spec({"name": "w", "data": DATA.model_dump(mode="json"), "train": {"device": "cpu"}})
-    cs = configs(ModelSpec(hidden=(16,)), "momentum", [0.02, 0.01, 0.005, 0.002], [1e-3] * 4, [0.9] * 4)
-    here: list[TrialResult] = []
-    execute(cs, data, ExecOptions(population=2, workers=1), TrialEvents(on_result=here.append))
-    there: list[TrialResult] = []
-    execute(
-        cs,
-        data,
-        ExecOptions(population=2, workers=2),
-        TrialEvents(on_result=there.append),
-        worker_data=DataRecipe(spec_to_yaml(spec), None),
-    )
-    assert sorted(r.trial for r in there) == [0, 1, 2, 3]
-    by_trial = {r.trial: r for r in there}
-    assert max_relative_difference(here, [by_trial[r.trial] for r in here]) <= 1e-6
-    assert all(math.isfinite(r.val_acc or math.nan) for r in there)
 
 
 def test_data_recipe_rebuilds_the_same_dataset(data: Dataset, tmp_path: Path) -> None:

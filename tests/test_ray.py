@@ -1,9 +1,10 @@
-"""--executor ray against a real Ray instance on 127.0.0.1, started here with `ray start --head`. A
+"""--executor ray against a real Ray instance on 127.0.0.1, started here with `ray start --head --block`. A
 command that joins Ray runs in a process of its own: Ray's state, signal handlers and shutdown stay out
 of this one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -38,14 +39,30 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # head and for every hpsearch process started by these tests (they inherit os.environ).
     saved = os.environ.get("RAY_AUTH_MODE")
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    start = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
+    # No prestarted workers: they serve jobs without a runtime_env, and every hpsearch run has one (its
+    # PYTHONPATH), so they would only take CPU from the tests while they start.
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_enable_worker_prestart": "0"}
+    # --block: the head stays in the foreground, and stopping it stops this cluster's processes and no
+    # others (`ray stop` would stop every Ray instance on the machine), in a second or two.
+    start = [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=2"]
     start += ["--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"]
-    subprocess.run(start, check=True, capture_output=True, env=env, timeout=120)
+    log = temp / "head.log"
+    with open(log, "w") as out:
+        head = subprocess.Popen(start, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
+        deadline = time.monotonic() + 120
+        while "Ray runtime started" not in log.read_text():
+            assert head.poll() is None, f"ray start failed:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"ray start did not finish in 120 s:\n{log.read_text()}"
+            time.sleep(0.1)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        head.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            head.wait(60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # whatever of its process group outlived it
+        head.wait()
         shutil.rmtree(temp, ignore_errors=True)
         if saved is None:
             os.environ.pop("RAY_AUTH_MODE", None)
@@ -83,10 +100,13 @@ def test_ray_search_equals_the_local_one(tmp_path: Path, ray_address: str) -> No
         for d in ("ray", "local")
     ]
     assert order[0] == order[1]  # the same ranking
-    # The driver is the only writer: refine and report work on a Ray run unchanged.
-    refined = run_hpsearch(
-        "refine", str(tmp_path / "ray"), "--trials", "3", "--executor", "ray", "--ray-address", ray_address
-    )
+    # The driver is the only writer: refine and report work on a Ray run unchanged (here, in this process;
+    # refine's trials would go to Ray through the same executor as coarse's, and it hands that its options).
+    bad = cli("refine", str(tmp_path / "ray"), "--executor", "ray", "--ray-address", "127.0.0.1:abc")
+    assert bad.returncode == 1
+    assert "--ray-address: expected HOST:PORT" in bad.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "ray/refine-1").exists()
+    refined = cli("refine", str(tmp_path / "ray"), "--trials", "3")
     assert refined.returncode == 0, refined.stderr
     report = cli("report", str(tmp_path / "ray"))
     assert report.returncode == 0, report.stderr
@@ -177,7 +197,8 @@ def test_sigterm_during_a_ray_run_records_interrupted_trials_and_exits_143(tmp_p
     assert "resume with: hpsearch" in err.strip().splitlines()[-1]
     states = [json.loads(line)["state"] for line in (run / "coarse/trials.jsonl").read_text().splitlines()]
     assert "interrupted" in states
-    resumed = run_hpsearch(*args, *ray_args, "--resume")
+    # What --resume does is the driver's (read the records, train what is not final): in this process.
+    resumed = cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(r["trial"] for r in final_records(run / "coarse/trials.jsonl")) == list(range(6))
 
