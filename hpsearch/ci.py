@@ -76,6 +76,11 @@ def junit_xml(report: SanityReport, name: str, seconds: float) -> str:
 
 
 def write_junit(path: Path, text: str) -> None:
-    if not path.parent.is_dir():
-        raise StoreError(f"--junit {path}: its folder {path.parent} does not exist")
+    """Write the report, making its folder if needed (as pytest's --junitxml does)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"--junit {path}: cannot create its folder: {e.strerror or e}") from None
+    if path.is_dir():
+        raise StoreError(f"--junit {path}: is a folder; give a file name, e.g. {path / 'sanity.xml'}")
     atomic_write_text(path, text)

@@ -424,8 +424,6 @@ def sanity_check(
         from hpsearch.spec import load_spec
 
         spec = load_spec(spec_path)
-        if junit is not None and not junit.parent.is_dir():
-            raise fail(f"--junit {junit}: its folder {junit.parent} does not exist")
         preflight(spec, str(spec_path))
         from hpsearch.search import run_sanity  # torch: only once the spec is known to be good
 
@@ -737,18 +735,21 @@ def final(
 def render_final(outcome: object, gates: Gates) -> None:
     from hpsearch.ci import summary_section
     from hpsearch.final import FinalOutcome
-    from hpsearch.final_report import final_markdown, rich_final_table, summary_lines
+    from hpsearch.final_report import final_markdown, rich_final_table, summary_lines, title
 
     assert isinstance(outcome, FinalOutcome)
-    if outcome.resumed:
-        err.print(f"resumed: {outcome.resumed} of {outcome.plan.runs} runs had finished before", highlight=False)
+    out.print(title(outcome), highlight=False, soft_wrap=True)
     out.print(rich_final_table(outcome))
     for line in summary_lines(outcome):
         err.print(line, highlight=False, soft_wrap=True)
     if outcome.model_path is not None:
         err.print(f"model: {outcome.model_path} (load it with hpsearch.load_model)", highlight=False)
-    err.print(f"results: {outcome.final_dir}/results.md, results.json; ledger: {outcome.final_dir}/test_ledger.jsonl")
-    summary(summary_section(f"hpsearch final: {outcome.plan.run_dir}", final_markdown(outcome), []))
+    err.print(
+        f"results: {outcome.final_dir}/results.md, results.json; ledger: {outcome.final_dir}/test_ledger.jsonl",
+        highlight=False,
+        soft_wrap=True,
+    )
+    summary(summary_section(f"hpsearch final: {outcome.plan.run_dir}", final_markdown(outcome, heading=False), []))
     if outcome.best is None:
         raise fail(
             f"no run of the final completed: nothing to keep (see {outcome.final_dir}/results.md)",

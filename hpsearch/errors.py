@@ -35,8 +35,11 @@ class StageStopped(Interrupted):
     """A stage stopped by Ctrl-C or SIGTERM: finished trials are on disk, running ones recorded as
     interrupted; `--resume` continues it."""
 
-    def __init__(self, code: int, stage_dir: Path, finished: int, total: int) -> None:
-        saved = f"{finished} of {total} trials finished and saved in {stage_dir} (ranked in its results.md)"
+    def __init__(self, code: int, stage_dir: Path, finished: int, total: int, final: bool = False) -> None:
+        if final:  # hpsearch final: runs, each scored once; none is scored again on --resume
+            saved = f"{finished} of {total} runs finished and saved in {stage_dir} (each scored once, in its ledger)"
+        else:
+            saved = f"{finished} of {total} trials finished and saved in {stage_dir} (ranked in its results.md)"
         super().__init__(code, saved)
         self.stage_dir, self.finished, self.total = stage_dir, finished, total
 

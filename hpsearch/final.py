@@ -284,7 +284,7 @@ def run_final(
             _train(plan, data, options, book, progress, factory, data_root, resumed)
         except KeyboardInterrupt as e:
             code = getattr(e, "code", 130)
-            raise StageStopped(code, final_dir, len(book.done), plan.runs) from None
+            raise StageStopped(code, final_dir, len(book.done), plan.runs, final=True) from None
         return _finish(plan, book, data, test, factory, resumed)
 
 
@@ -393,8 +393,8 @@ class _FinalBook:
             key = (r.trial, int(line.get("seed", -1)))
             if key[0] not in self.by_trial or key[1] not in self.plan.seeds or key in self.done:
                 continue
-            if r.state is TrialState.COMPLETE and not self.model_file(*key).is_file():
-                continue  # its network was lost: trained again (it was never scored)
+            if r.state is TrialState.COMPLETE and not self.model_file(*key).is_file() and key not in self.scores:
+                continue  # its network was lost before it was scored: trained again
             self.done[key] = r
             if r.state is TrialState.COMPLETE and self.test is not None and key not in self.scores:
                 self.score(r, key[1])
@@ -546,7 +546,15 @@ def _keep_model(
     """The best configuration's network: of its seeds, the one with the best validation accuracy when
     validation was held out, else the first seed (choosing a seed by test accuracy would be one more
     look at the test set)."""
-    done = [s for s in plan.seeds if best.states.get(s) is TrialState.COMPLETE]
+    done = [
+        s
+        for s in plan.seeds
+        if best.states.get(s) is TrialState.COMPLETE and book.model_file(best.finalist.trial, s).is_file()
+    ]
+    if not done:
+        raise StoreError(
+            f"{book.final_dir / MODELS}: the best configuration's (trial {best.finalist.trial}) networks are missing"
+        )
     if plan.fit_on is FitOn.TRAIN and any(best.val.get(s) is not None for s in done):
         seed = max(done, key=lambda s: (best.val.get(s) or -1.0, -s))
         why = "the best validation accuracy of its seeds"

@@ -47,7 +47,8 @@ def title(outcome: FinalOutcome) -> str:
     plan = outcome.plan
     configs = f"{len(plan.finalists)} configuration{'s' if len(plan.finalists) != 1 else ''}"
     fit = "train + validation" if plan.fit_on.value == "train+val" else "train"
-    head = f"final: {configs} x {len(plan.seeds)} seeds, {plan.epochs} epochs on {fit}"
+    seeds = f"{len(plan.seeds)} seed{'s' if len(plan.seeds) != 1 else ''}"
+    head = f"final: {configs} x {seeds}, {plan.epochs} epoch{'s' if plan.epochs != 1 else ''} on {fit}"
     if outcome.test_size is None:
         return head + ", ranked by validation accuracy (no test split)"
     head += f", scored once on {outcome.test_size:,} test examples"
@@ -80,7 +81,9 @@ def _columns(outcome: FinalOutcome) -> list[tuple[str, list[str]]]:
 
 
 def rich_final_table(outcome: FinalOutcome) -> Table:
-    table = Table(title=title(outcome), title_justify="left")
+    """The table, without a title: the CLI prints title(outcome) above it as one line (a table's
+    title would fold at the table's width)."""
+    table = Table()
     for name, _ in _columns(outcome):
         table.add_column(name, justify="left" if name == "per seed" else "right")
     cols = _columns(outcome)
@@ -116,10 +119,13 @@ def summary_lines(outcome: FinalOutcome) -> list[str]:
     return lines + outcome.notes
 
 
-def final_markdown(outcome: FinalOutcome) -> str:
+def final_markdown(outcome: FinalOutcome, heading: bool = True) -> str:
+    """results.md: the title as a heading (as a bold line without `heading`: a CI summary section has
+    its own), the table, then what it means."""
     cols = _columns(outcome)
+    top = f"# {title(outcome)}\n" if heading else f"**{title(outcome)}**\n"
     lines = [
-        f"# {title(outcome)}\n",
+        top,
         "| " + " | ".join(n for n, _ in cols) + " |",
         "|" + "|".join("---" for _ in cols) + "|",
     ]
