@@ -145,14 +145,17 @@ def test_an_interrupted_final_resumes_without_scoring_any_run_twice(run: Path) -
     assert len(ledger(run)) == 3
     # A crash after a run's record and before its score: the score is taken on resume, once.
     lines = (run / "final" / LEDGER).read_text().splitlines(keepends=True)
-    (run / "final" / LEDGER).write_text("".join(lines[:-1]))
+    # ... and the append it was doing was cut mid-line by the crash: skipped, and the next line starts fresh.
+    (run / "final" / LEDGER).write_text("".join(lines[:-1]) + '{"attempt": 1, "trial": ')
     refused = cli("final", str(run))
     assert refused.returncode == 1 and "--resume finishes it" in refused.stderr
     other = cli("final", str(run), "--resume", "--seeds", "3")
     assert other.returncode == 1 and "cannot resume with --seeds 3: the interrupted final planned 2" in other.stderr
     res = cli("final", str(run), "--resume")
     assert res.returncode == 0, res.stderr
-    keys = [(e["trial"], e["seed"]) for e in ledger(run)]
+    text = (run / "final" / LEDGER).read_text().splitlines()
+    assert text[2] == '{"attempt": 1, "trial": '  # the torn line, left as it was
+    keys = [(e["trial"], e["seed"]) for e in map(json.loads, text[:2] + text[3:])]
     assert len(keys) == len(set(keys)) == 4
     assert "resuming: 3 of 4 trials already finished, 1 to run" in res.stderr
     nothing = cli("final", str(run), "--resume")
@@ -246,3 +249,20 @@ def test_a_user_network_is_kept_with_its_code_and_loads_after_the_file_changed(t
     with torch.no_grad():
         predictions = model(preprocess(test[0][:64])).argmax(1)
     assert predictions.tolist() == info["predictions"]["classes"]
+
+
+def test_refine_gate_and_the_step_summary_of_refine_report_and_final(
+    run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    res = cli("refine", str(run), "--trials", "2", "--epochs", "1", "--fail-under", "0.99")
+    assert res.returncode == 4
+    assert "--fail-under 0.99: the best validation accuracy of refine-1 is" in res.stderr.strip().splitlines()[-1]
+    assert cli("report", str(run)).returncode == 0
+    res = cli("final", str(run), "--top", "1", "--seeds", "1", "--epochs", "1")
+    assert res.returncode == 0, res.stderr
+    assert "final: 1 configuration x 1 seed, 1 epoch on train + validation" in res.stdout
+    assert json.loads((run / "final/plan.json").read_text())["stage"] == "refine-1"  # the latest stage
+    heads = [line for line in summary.read_text().splitlines() if line.startswith("### ")]
+    assert heads == [f"### hpsearch refine-1: {run}", f"### hpsearch report: {run}", f"### hpsearch final: {run}"]
