@@ -390,6 +390,10 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--json", type=Path, help="write every row here")
     args = p.parse_args()
+    if "halving" in args.methods and (
+        "random" not in args.methods or args.methods.index("random") > args.methods.index("halving")
+    ):
+        p.error("halving sizes itself by random search's trial-epochs in the same budget: list random before it")
     spec = load_spec(args.spec)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"device": "cpu"})})
     if args.synthetic:
