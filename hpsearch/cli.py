@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from hpsearch.spec import Spec
 
 app = typer.Typer(
-    help="Hyperparameter search the cs231n way: sanity checks, coarse random search, refine, report.\n\n"
+    help="Hyperparameter search the cs231n way: sanity checks, coarse random search, refine, report, final.\n\n"
     "Example: hpsearch coarse configs/smoke.yaml",
     no_args_is_help=True,
     add_completion=False,
