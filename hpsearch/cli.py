@@ -38,6 +38,7 @@ from hpsearch.options import ExecOptions, RayOptions, RefineOptions, StageOption
 # The library is imported inside each command, where it is used: --help and usage errors need none of
 # it, a spec error only pydantic, and `report` no torch.
 if TYPE_CHECKING:
+    from hpsearch.final import FinalOutcome
     from hpsearch.records import TrialResult
     from hpsearch.refine import RefinePlan
     from hpsearch.search import StageOutcome
@@ -732,12 +733,10 @@ def final(
     render_final(outcome, Gates(fail_under))
 
 
-def render_final(outcome: object, gates: Gates) -> None:
+def render_final(outcome: FinalOutcome, gates: Gates) -> None:
     from hpsearch.ci import summary_section
-    from hpsearch.final import FinalOutcome
     from hpsearch.final_report import final_markdown, rich_final_table, summary_lines, title
 
-    assert isinstance(outcome, FinalOutcome)
     out.print(title(outcome), highlight=False, soft_wrap=True)
     out.print(rich_final_table(outcome))
     for line in summary_lines(outcome):

@@ -18,7 +18,6 @@ saved_model, spec, store, trial; torch.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import shutil
 import statistics
 from collections.abc import Callable
@@ -35,9 +34,9 @@ from hpsearch.executor import execute
 from hpsearch.factory import FactorySource
 from hpsearch.models import build_model
 from hpsearch.options import FinalOptions, FitOn
-from hpsearch.rank import fmt_value, rank, tied_with_best, wilson_interval
+from hpsearch.rank import rank, tied_with_best
 from hpsearch.records import TrialConfig, TrialEvents, TrialResult, TrialState, jsonable
-from hpsearch.refine import how_to_start, load_stage, stage_curve_data, stages
+from hpsearch.refine import how_to_start, load_stage, stage_curve_data, stages, trained_configs
 from hpsearch.saved_model import save_model
 from hpsearch.spec import Spec, spec_to_yaml
 from hpsearch.store import StageStore, append_json_line, atomic_write_bytes, read_json, read_json_lines, write_json
@@ -193,10 +192,9 @@ def plan_final(
 
 
 def _finalist(spec: Spec, r: TrialResult, epochs: int) -> Finalist:
-    params = {k: tuple(v) if isinstance(v, list) else v for k, v in r.params.items()}  # JSON lists were tuples
-    resolved = spec.resolved(params)
-    train = resolved.train.model_copy(update={"epochs": epochs})
-    return Finalist(r.trial, params, r.val_acc, TrialConfig(r.trial, params, resolved.model, train, spec.search.seed))
+    (cfg,) = trained_configs(spec, [r])
+    train = cfg.train.model_copy(update={"epochs": epochs})
+    return Finalist(r.trial, cfg.params, r.val_acc, replace(cfg, train=train))
 
 
 # --------------------------------------------------------------------------- the ledger
@@ -402,6 +400,7 @@ class _FinalBook:
 
     def record(self, r: TrialResult, seed: int) -> None:
         key = (r.trial, seed)
+        model = None
         if r.state is TrialState.COMPLETE and r.checkpoint is not None:
             model = unpack(r.checkpoint).model
             path = self.model_file(*key)
@@ -413,22 +412,23 @@ class _FinalBook:
         append_json_line(self.final_dir / RUNS, {"attempt": self.plan.attempt, "seed": seed, "record": r.to_dict()})
         self.done[key] = r
         if r.state is TrialState.COMPLETE and self.test is not None:
-            self.score(r, seed)
+            self.score(r, seed, model)
 
-    def network(self, trial: int, seed: int) -> torch.nn.Module:
-        """The run's trained network, rebuilt from its saved weights, in eval mode."""
+    def network(self, trial: int, seed: int, state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+        """The run's trained network in eval mode, from `state` or else its saved weights."""
         cfg = self.by_trial[trial].config
         net = build_model(cfg.model, self.data.input_shape, self.data.num_classes)
-        state = torch.load(self.model_file(trial, seed), map_location="cpu", weights_only=True)
+        if state is None:
+            state = torch.load(self.model_file(trial, seed), map_location="cpu", weights_only=True)
         net.load_state_dict(state)
         return net.to(self.data.x_train.device).eval()
 
-    def score(self, r: TrialResult, seed: int) -> None:
+    def score(self, r: TrialResult, seed: int, state: dict[str, torch.Tensor] | None = None) -> None:
         """The run's one evaluation on the test set, appended to the ledger."""
         assert self.test is not None
         device = self.data.x_train.device
         x, y = self.test[0].to(device), self.test[1].to(device)
-        acc = accuracy(self.network(r.trial, seed), self.data, x, y)
+        acc = accuracy(self.network(r.trial, seed, state), self.data, x, y)
         f = self.by_trial[r.trial]
         entry = {
             "attempt": self.plan.attempt,
@@ -471,13 +471,8 @@ def _train(
     todo = {s: [plan.config(f, s) for f in plan.finalists if (f.trial, s) not in book.done] for s in plan.seeds}
     if progress:
         progress.start(plan.runs, sum(len(c) for c in todo.values()) * plan.epochs, resumed)
-    recipe = DataRecipe(
-        spec_to_yaml(
-            plan.spec.model_copy(update={"train": plan.spec.train.model_copy(update={"epochs": plan.epochs})})
-        ),
-        data_root.resolve() if data_root else None,
-        with_val=plan.fit_on is FitOn.TRAIN_VAL,
-    )
+    root = data_root.resolve() if data_root else None
+    recipe = DataRecipe(spec_to_yaml(plan.spec), root, with_val=plan.fit_on is FitOn.TRAIN_VAL)
     for seed, configs in todo.items():
 
         def on_result(r: TrialResult, seed: int = seed) -> None:
@@ -596,14 +591,3 @@ def _write_results(outcome: FinalOutcome) -> None:
     store = StageStore(outcome.final_dir)
     store.write_json("results.json", final_document(outcome))
     store.write_text("results.md", final_markdown(outcome))
-
-
-def interval_of_one_run(acc: float | None, n: int | None) -> tuple[float, float] | None:
-    """The 95% interval of one run's accuracy on n examples (the spread between seeds is apart)."""
-    if acc is None or n is None or not math.isfinite(acc):
-        return None
-    return wilson_interval(acc, n)
-
-
-def shown_params(row: FinalRow) -> str:
-    return ", ".join(f"{k} {fmt_value(v)}" for k, v in sorted(row.finalist.params.items()))

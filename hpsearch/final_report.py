@@ -43,6 +43,11 @@ def _interval(row: FinalRow, outcome: FinalOutcome) -> str:
     return f"{low:.3f}-{high:.3f}"
 
 
+def shown_params(row: FinalRow) -> str:
+    """'lr 0.0113, weight_decay 1.7e-04': a configuration in one line."""
+    return ", ".join(f"{k} {fmt_value(v)}" for k, v in sorted(row.finalist.params.items()))
+
+
 def title(outcome: FinalOutcome) -> str:
     plan = outcome.plan
     configs = f"{len(plan.finalists)} configuration{'s' if len(plan.finalists) != 1 else ''}"
@@ -97,8 +102,6 @@ def summary_lines(outcome: FinalOutcome) -> list[str]:
     best = outcome.best
     lines = []
     if best is not None:
-        from hpsearch.final import shown_params
-
         seeds = len([s for s in best.states.values() if s is TrialState.COMPLETE])
         if outcome.test_size is not None:
             std = f" ± {best.test_std:.3f}" if best.test_std is not None else ""
