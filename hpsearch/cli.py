@@ -384,12 +384,13 @@ def preflight(spec: Spec | None, spec_path: str | None, workers: int | None = No
     """Before any work, on stderr: the grid a grid search built, and each setting that makes no
     sense, once (hpsearch.lint)."""
     from hpsearch.lint import execution_warnings, spec_warnings
+    from hpsearch.proposals import describe_tpe
     from hpsearch.space import describe_grid
 
     if spec is not None:
-        grid = describe_grid(spec.search, spec_path)
-        if grid is not None:
-            err.print(grid, highlight=False, soft_wrap=True, markup=False)
+        plan = describe_grid(spec.search, spec_path) or describe_tpe(spec.search)
+        if plan is not None:
+            err.print(plan, highlight=False, soft_wrap=True, markup=False)
         for w in spec_warnings(spec):
             warn(w)
     for w in execution_warnings(workers, os.cpu_count()):

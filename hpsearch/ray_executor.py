@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from hpsearch.data import Dataset
@@ -81,6 +82,16 @@ def execute_on_ray(
 ) -> None:
     """Run `populations` as Ray tasks; the caller has run preflight(options) already. `factory`, a
     user's factory file as the driver read it, travels with every task."""
+    with ray_session(options) as ray:
+        _check_resources(ray, options)
+        _run(ray, populations, make_data, options, events, factory)
+
+
+@contextmanager
+def ray_session(options: RayOptions) -> Iterator[Any]:
+    """Ray, started (or joined at options.address) here unless it already is, and shut down on the
+    way out if it was started here: a stage that executes several times (sampler: tpe's waves)
+    starts it once."""
     ray = _ray()
     started_here = not ray.is_initialized()
     if started_here:
@@ -102,8 +113,7 @@ def execute_on_ray(
                 if handler is not None:
                     signal.signal(sig, handler)
     try:
-        _check_resources(ray, options)
-        _run(ray, populations, make_data, options, events, factory)
+        yield ray
     finally:
         if started_here:
             ray.shutdown()

@@ -426,6 +426,7 @@ def refined_spec(spec: Spec, plans: list[RangePlan], options: RefineOptions, pre
     # A new seed per stage: the same seed would redraw the same positions in the new ranges.
     data["search"]["seed"] = spec.search.seed + 1
     data["search"]["sampler"] = Sampler.RANDOM
+    data["search"]["tpe"] = None
     data["train"]["epochs"] = _stage_epochs(spec, options)
     data["train"]["lr_decay"] = spec.refine.lr_decay
     return Spec.model_validate(data)

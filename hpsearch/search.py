@@ -14,7 +14,7 @@ import platform
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,8 +30,9 @@ from hpsearch.executor import execute
 from hpsearch.factory import FactorySource, check_model, describe, source_hash
 from hpsearch.halving import Standing, TopKeep, keep_count, planned_counts, replay, rung_epochs, rung_records
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
+from hpsearch.proposals import optuna_module, propose, read_proposals, record_wave, typed_params
 from hpsearch.rank import Edge, edges, rank
-from hpsearch.ray_executor import preflight
+from hpsearch.ray_executor import preflight, ray_session
 from hpsearch.records import (
     CurveData,
     TrialConfig,
@@ -45,8 +46,8 @@ from hpsearch.records import (
 from hpsearch.refine import COARSE, RefinePlan, is_partial, plan_refine, stage_curve_data, stages
 from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
-from hpsearch.space import trial_configs
-from hpsearch.spec import DataSpec, ModelSpec, Spec, load_spec, spec_to_yaml
+from hpsearch.space import trial_config, trial_configs
+from hpsearch.spec import DataSpec, ModelSpec, Sampler, Spec, load_spec, spec_to_yaml
 from hpsearch.store import Checkpoints, StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
 from hpsearch.verdicts import Verdict, range_verdicts
 
@@ -100,6 +101,30 @@ class Stage:
     history: list[dict[str, Any]]
     factory: FactorySource | None = None  # a user's factory file as the stage read it: run and shipped
 
+    @property
+    def planned(self) -> int:
+        """The trials the stage trains: its configs; with sampler: tpe, search.trials (`configs`
+        then holds the trials planned so far, and grows in place as the model proposes more)."""
+        return self.spec.search.trials if _proposes(self.spec) else len(self.configs)
+
+
+def _proposes(spec: Spec) -> bool:
+    """Trials proposed as others finish (sampler: tpe), not all planned up front."""
+    return spec.search.sampler is Sampler.TPE
+
+
+def with_proposals(stage: Stage) -> Stage:
+    """sampler: tpe: the stage's planned trials and the proposals recorded in its folder after them."""
+    if not _proposes(stage.spec):
+        return stage
+    known = {c.trial_id for c in stage.configs}
+    proposed = [
+        trial_config(stage.spec, t, typed_params(stage.spec.search, params))
+        for t, params in sorted(read_proposals(stage.store.path).items())
+        if t not in known and t < stage.planned
+    ]
+    return replace(stage, configs=[*stage.configs, *proposed])
+
 
 # --------------------------------------------------------------------------- coarse
 
@@ -117,6 +142,8 @@ def run_coarse(
     options.resume, continue RUN/coarse if it was started with the same spec (or start it).
     `on_model`: told which file a user's network was loaded from, once it passed its check."""
     configs = trial_configs(spec, spec_path)
+    if _proposes(spec):
+        optuna_module()  # not installed: said in one line before anything is written
     if options.out is not None:
         refuse_nested_run(options.out)
         run_dir = options.out
@@ -128,8 +155,10 @@ def run_coarse(
     resuming = options.resume and store.started
     history = [{"stage": COARSE, "planned_from": None, "trials": len(configs), "epochs": spec.train.epochs}]
     stage = Stage(store, spec, spec_path, configs, history)
+    history[0]["trials"] = stage.planned
     if resuming:
         refuse_changed_spec(store, spec, "start a new run: another --out, without --resume", configs)
+        stage = with_proposals(stage)
         options = replace(options, data_root=options.data_root or previous_data_root(store.path))
         done = finished_stage(stage)
         if done is not None:  # nothing to train: no data loaded, nothing rewritten
@@ -284,9 +313,9 @@ def run_stage(
     run_info.setdefault("val_size", len(data.y_val))  # the true count: an npz's x_val or a folder's val/ sets it
     if stage.factory is not None:
         run_info.setdefault("factory_sha256", stage.factory.sha256)
-    run_info["trials"] = len(stage.configs)
+    run_info["trials"] = stage.planned
     store.write_json("run.json", run_info)
-    book = _StageBook(store, len(stage.configs), list(finished.values()), progress)
+    book = _StageBook(store, stage.planned, list(finished.values()), progress)
     todo = [c for c in stage.configs if c.trial_id not in finished]
     # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
     recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
@@ -302,8 +331,12 @@ def run_stage(
             _execute_rungs(stage, data, execution, book, recipe)
         else:
             if progress:
-                progress.start(len(stage.configs), sum(c.train.epochs for c in todo), len(finished))
-            execute(todo, data, execution, book.events(), recipe, stage.factory)
+                unproposed = (stage.planned - len(stage.configs)) * stage.spec.train.epochs
+                progress.start(stage.planned, sum(c.train.epochs for c in todo) + unproposed, len(finished))
+            if _proposes(stage.spec):
+                _execute_waves(stage, data, execution, book.events(), recipe, dict(finished))
+            else:
+                execute(todo, data, execution, book.events(), recipe, stage.factory)
         run_info["end_time"] = _now()
         store.write_json("run.json", run_info)
         outcome = write_stage_results(stage, current_results(stage)[0])
@@ -311,6 +344,37 @@ def run_stage(
         raise _record_stop(stage, book, run_info, e) from None
     outcome.warnings, outcome.resumed = warnings + book.notes, len(finished)
     return outcome
+
+
+def _execute_waves(
+    stage: Stage,
+    data: Dataset,
+    execution: ExecOptions,
+    events: TrialEvents,
+    recipe: DataRecipe,
+    told: dict[int, TrialResult],
+    until: int | None = None,
+) -> None:
+    """sampler: tpe. The planned trials not in `told` (the finished ones, by trial id) train first:
+    the startup trials, or on a resume the proposals recorded before the stop; then wave after wave
+    of proposals, each asked from every trial finished before it and recorded before it trains,
+    until search.trials. `until`: successive halving's first rung, where every trial stops."""
+    record = events.on_result
+    assert record is not None
+
+    def on_result(r: TrialResult) -> None:
+        record(r)
+        told[r.trial] = r
+
+    with ray_session(execution.ray) if execution.ray is not None else nullcontext():
+        while True:
+            todo = [c for c in stage.configs if c.trial_id not in told]
+            if not todo:
+                if len(stage.configs) >= stage.planned:
+                    return
+                todo = _ask_wave(stage, list(told.values()))
+            todo = [replace(c, until=until) for c in todo]
+            execute(todo, data, execution, replace(events, on_result=on_result), recipe, stage.factory)
 
 
 CHECKPOINTS = "checkpoints"  # a halving stage's folder of trial states between rungs
@@ -323,9 +387,11 @@ def _execute_rungs(stage: Stage, data: Dataset, execution: ExecOptions, book: _S
     halving = stage.spec.search.halving
     assert halving is not None
     rungs = rung_epochs(stage.spec.train.epochs, halving)
+    checkpoints = Checkpoints(stage.store.path / CHECKPOINTS)
+    if _proposes(stage.spec):
+        _propose_first_rung(stage, data, execution, book, recipe, checkpoints)
     by_id = {c.trial_id: c for c in stage.configs}
     plan = {t: jsonable(c.params) for t, c in by_id.items()}
-    checkpoints = Checkpoints(stage.store.path / CHECKPOINTS)
     started = False
     while True:
         records = stage.store.read_trials()
@@ -349,22 +415,64 @@ def _execute_rungs(stage: Stage, data: Dataset, execution: ExecOptions, book: _S
         if book.progress:
             book.progress.rung(_rung_line(k, rungs, standing.size, halving.eta))
 
-        def on_result(r: TrialResult, k: int = k, top: TopKeep = top) -> None:
-            r.rung = k
-            pushed_out: list[int] = []
-            if r.checkpoint is not None:
-                admitted, pushed_out = top.admit(r)
-                if admitted:
-                    checkpoints.write(r.trial, k, r.checkpoint)  # before the record that says it exists
-                r.checkpoint = None
-            book.record(r)
-            if k:
-                checkpoints.remove(r.trial, k - 1)
-            for t in pushed_out:
-                checkpoints.remove(t, k)
-
+        on_result = _rung_recorder(k, top, checkpoints, book)
         execute(configs, data, execution, replace(book.events(), on_result=on_result), recipe, stage.factory)
     checkpoints.remove_all()
+
+
+def _ask_wave(stage: Stage, told: list[TrialResult]) -> list[TrialConfig]:
+    """The next wave of proposals, recorded, then added to the stage's configs."""
+    settings = stage.spec.search.tpe_settings
+    first = len(stage.configs)
+    proposals = propose(stage.spec.search, told, first, min(settings.wave, stage.planned - first))
+    wave = 1 + (first - settings.startup_trials) // settings.wave  # the startup trials are wave 0
+    record_wave(stage.store.path, wave, first, proposals, len(told))
+    configs = [trial_config(stage.spec, first + i, p) for i, p in enumerate(proposals)]
+    stage.configs.extend(configs)  # recorded: a stop from here on resumes with these trials
+    return configs
+
+
+def _rung_recorder(k: int, top: TopKeep, checkpoints: Checkpoints, book: _StageBook) -> Callable[[TrialResult], None]:
+    """What happens to each result of rung k: its state kept while it may still go on (written
+    before the record that says it exists), the record appended, states no longer needed removed."""
+
+    def on_result(r: TrialResult) -> None:
+        r.rung = k
+        pushed_out: list[int] = []
+        if r.checkpoint is not None:
+            admitted, pushed_out = top.admit(r)
+            if admitted:
+                checkpoints.write(r.trial, k, r.checkpoint)
+            r.checkpoint = None
+        book.record(r)
+        if k:
+            checkpoints.remove(r.trial, k - 1)
+        for t in pushed_out:
+            checkpoints.remove(t, k)
+
+    return on_result
+
+
+def _propose_first_rung(
+    stage: Stage, data: Dataset, execution: ExecOptions, book: _StageBook, recipe: DataRecipe, checkpoints: Checkpoints
+) -> None:
+    """sampler: tpe with successive halving: the first rung trains wave by wave, each wave proposed
+    from the first-rung results before it (every trial at the same budget); once all search.trials
+    have their first-rung result, the rungs after it decide among them as without tpe."""
+    halving = stage.spec.search.halving
+    assert halving is not None
+    rungs = rung_epochs(stage.spec.train.epochs, halving)
+    plan = {c.trial_id: jsonable(c.params) for c in stage.configs}
+    told = {t: by_rung[0] for t, by_rung in rung_records(stage.store.read_trials(), plan).items() if 0 in by_rung}
+    if len(stage.configs) >= stage.planned and len(told) == len(stage.configs):
+        return  # the first rung is done: the rungs after it go on as usual
+    top = TopKeep(keep_count(stage.planned, halving.eta), list(told.values()))
+    book.begin_rung(0, stage.planned, len(told))
+    if book.progress:
+        book.progress.start(stage.planned, (stage.planned - len(told)) * rungs[0], len(told))
+        book.progress.rung(_rung_line(0, rungs, stage.planned, halving.eta) + ", proposed by TPE as trials finish")
+    events = replace(book.events(), on_result=_rung_recorder(0, top, checkpoints, book))
+    _execute_waves(stage, data, execution, events, recipe, told, until=rungs[0])
 
 
 def _rung_line(k: int, rungs: list[int], size: int, eta: int) -> str:
@@ -434,12 +542,16 @@ def current_results(stage: Stage) -> tuple[list[TrialResult], bool]:
     halving = stage.spec.search.halving
     if halving is None:
         found = reconcile(stage.store, stage.configs)[0]
-        finished = len(found) == len(stage.configs)
+        finished = len(found) == stage.planned
     else:
         rungs = rung_epochs(stage.spec.train.epochs, halving)
         plan = {c.trial_id: jsonable(c.params) for c in stage.configs}
-        standing = replay(rung_records(stage.store.read_trials(), plan), list(plan), rungs, halving.eta)
-        found, finished = standing.results, standing.rung is None
+        by_trial = rung_records(stage.store.read_trials(), plan)
+        if len(plan) < stage.planned:  # sampler: tpe, still proposing: the first rung's results so far
+            found, finished = {t: by_rung[0] for t, by_rung in by_trial.items() if 0 in by_rung}, False
+        else:
+            standing = replay(by_trial, list(plan), rungs, halving.eta)
+            found, finished = standing.results, standing.rung is None
     # Read back from JSON a record's values are plain (an activation is "relu"): the plan's are typed.
     return [replace(found[c.trial_id], params=dict(c.params)) for c in stage.configs if c.trial_id in found], finished
 
@@ -545,7 +657,7 @@ def _record_stop(stage: Stage, book: _StageBook, run_info: dict[str, Any], e: Ke
     if halving is not None:  # trials whose fate is known: stopped, or at the last rung, or failed
         rungs = len(rung_epochs(stage.spec.train.epochs, halving))
         on_disk = {r.trial for r in results if _is_final(r, rungs)}
-    return StageStopped(code, stage.store.path, len(on_disk), len(stage.configs))
+    return StageStopped(code, stage.store.path, len(on_disk), stage.planned)
 
 
 @contextmanager
@@ -610,11 +722,11 @@ def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool 
     outcome = stage_outcome(stage, results)
     ranked, edge_list, names, name = outcome.ranked, outcome.edges, outcome.param_names, outcome.stage
     extra: dict[str, Any] = {"name": spec.name, "metric": "val_acc", "history": stage.history}
-    extra["trials_planned"] = len(stage.configs)
+    extra["trials_planned"] = stage.planned
     title = f"{spec.name}: {name}"
     if partial:
         extra["partial"] = True
-        title += f" (partial: {len(results)} of {len(stage.configs)} trials; the stage was stopped)"
+        title += f" (partial: {len(results)} of {stage.planned} trials; the stage was stopped)"
     data, planned = outcome.data, outcome.planned_epochs
     store.write_json("results.json", results_document(name, ranked, edge_list, extra, data, planned))
     store.write_text("results.csv", csv_table(ranked, names, planned_epochs=planned, data=data))

@@ -53,7 +53,13 @@ class TrialSampler:
 
     @property
     def n_trials(self) -> int:
-        return len(self._grid) if self._grid is not None else self.search.trials
+        """The trials planned up front: a grid's points, or search.trials; with sampler: tpe only its
+        startup trials (the model proposes the rest as trials finish: hpsearch.proposals)."""
+        if self._grid is not None:
+            return len(self._grid)
+        if self.search.sampler is Sampler.TPE:
+            return min(self.search.trials, self.search.tpe_settings.startup_trials)
+        return self.search.trials
 
     def params(self, trial_id: int) -> dict[str, Any]:
         if self._grid is not None:
@@ -220,16 +226,18 @@ def _naming(spec_path: str | None) -> Iterator[None]:
 
 
 def trial_configs(spec: Spec, spec_path: str | None = None, *, one_config_ok: bool = False) -> list[TrialConfig]:
-    """Every trial of the spec's search, in trial order. A sampler error names `spec_path`.
+    """Every trial of the spec's search planned up front, in trial order (sampler: tpe: its
+    startup trials, which are random search's). A sampler error names `spec_path`.
     A search of nothing with several trials is refused unless `one_config_ok` (a planner that
     trains each configuration once however often it is drawn, as refine does)."""
     with _naming(spec_path):
         if not one_config_ok:
             _check_searches_something(spec.search)
         sampler = TrialSampler(spec.search)
-    configs = []
-    for i in range(sampler.n_trials):
-        params = sampler.params(i)
-        trial_spec = spec.resolved(params)
-        configs.append(TrialConfig(i, params, trial_spec.model, trial_spec.train, spec.search.seed))
-    return configs
+    return [trial_config(spec, i, sampler.params(i)) for i in range(sampler.n_trials)]
+
+
+def trial_config(spec: Spec, trial_id: int, params: dict[str, Any]) -> TrialConfig:
+    """Trial `trial_id` of `spec`'s search, with these values of the searched parameters."""
+    trial_spec = spec.resolved(params)
+    return TrialConfig(trial_id, params, trial_spec.model, trial_spec.train, spec.search.seed)

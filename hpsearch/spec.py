@@ -63,6 +63,7 @@ class Preprocess(str, enum.Enum):
 class Sampler(str, enum.Enum):
     RANDOM = "random"
     GRID = "grid"
+    TPE = "tpe"  # Optuna's TPE through ask-and-tell (hpsearch.proposals): needs the tpe extra
 
 
 def spec_error(key: str, message: str, value: Any) -> PydanticCustomError:
@@ -286,12 +287,26 @@ class HalvingSpec(_Strict):
     min_epochs: int = Field(1, ge=1)  # the first rung's epochs
 
 
+class TpeSpec(_Strict):
+    """sampler: tpe. The first `startup_trials` are random search's trials (the same values, drawn
+    from the seed and trial id); after them trials are proposed `wave` at a time by a TPE model told
+    every finished trial, and each wave trains together (as populations where shapes allow)."""
+
+    startup_trials: int = Field(10, ge=1)  # Optuna's n_startup_trials default
+    wave: int = Field(4, ge=1)  # proposals asked at once (the pending ones told by a constant liar)
+
+
 class SearchSpec(_Strict):
     trials: int = Field(20, ge=1)
     sampler: Sampler = Sampler.RANDOM
     seed: int = Field(0, ge=0)
     space: dict[str, ParamSpace] = Field(default_factory=dict)
     halving: HalvingSpec | None = None  # None: every trial trains train.epochs
+    tpe: TpeSpec | None = None  # sampler: tpe's settings; None: the defaults
+
+    @property
+    def tpe_settings(self) -> TpeSpec:
+        return self.tpe or TpeSpec()
 
     @field_validator("space", mode="before")
     @classmethod
@@ -350,8 +365,15 @@ class Spec(_Strict):
                 space[name] = self._check_range(name, dom, where)
         # Frozen models: the coerced values replace the raw ones once, here, at construction.
         object.__setattr__(self.search, "space", space)
+        self._check_sampler()
         self._check_halving()
         return self
+
+    def _check_sampler(self) -> None:
+        search = self.search
+        if search.tpe is not None and search.sampler is not Sampler.TPE:
+            message = f"applies to sampler: tpe only (this search's sampler is {search.sampler.value})"
+            raise spec_error("search.tpe", message, "tpe")
 
     def _check_halving(self) -> None:
         halving = self.search.halving

@@ -76,9 +76,12 @@ def final_records(path: Path) -> list[dict[str, Any]]:
 
 def test_ray_search_equals_the_local_one(tmp_path: Path, ray_address: str) -> None:
     # One Ray task with 2 CPUs runs torch on 2 threads, as the local run does on this 2-core machine:
-    # then the float arithmetic is the same, and so is every number.
+    # then the float arithmetic is the same, and so is every number. A tpe search: its waves of
+    # proposals go to Ray one after another (one Ray session), each told the results that came back.
     spec = tmp_path / "smoke2.yaml"
-    spec.write_text(Path(SMOKE).read_text() + "resources:\n  num_cpus: 2\n")
+    text = Path(SMOKE).read_text().replace("sampler: random", "sampler: tpe\n  tpe: {startup_trials: 2, wave: 2}")
+    assert "sampler: tpe" in text
+    spec.write_text(text + "resources:\n  num_cpus: 2\n")
     args = ["--trials", "6", "--epochs", "2", "--population", "1"]
     local = cli("coarse", str(spec), "--out", str(tmp_path / "local"), *args, "--workers", "1")
     assert local.returncode == 0, local.stderr
@@ -91,6 +94,8 @@ def test_ray_search_equals_the_local_one(tmp_path: Path, ray_address: str) -> No
     a = {r["trial"]: r for r in final_records(tmp_path / "ray/coarse/trials.jsonl")}
     b = {r["trial"]: r for r in final_records(tmp_path / "local/coarse/trials.jsonl")}
     assert sorted(a) == sorted(b) == list(range(6))
+    proposed = [(tmp_path / d / "coarse/proposals.jsonl").read_text() for d in ("ray", "local")]
+    assert proposed[0] == proposed[1] and proposed[0].count("\n") == 2  # trials 2-3 and 4-5
     for t in a:
         assert a[t]["params"] == b[t]["params"]
         for key in ("state", "val_acc", "train_acc", "train_loss", "initial_loss", "val_acc_per_epoch", "losses"):
