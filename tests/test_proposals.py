@@ -237,9 +237,7 @@ def test_with_halving_the_first_rung_is_proposed_and_the_best_third_go_on(whole_
 
 
 @pytest.mark.parametrize("n", [6, 10], ids=["while-proposing", "in-the-last-rung"])
-def test_a_stopped_halving_tpe_stage_resumes_to_the_same_decisions(
-    tmp_path: Path, whole_halving: Path, n: int
-) -> None:
+def test_a_stopped_halving_tpe_stage_resumes_to_the_same_decisions(tmp_path: Path, whole_halving: Path, n: int) -> None:
     run = tmp_path / "cut"
     spec = halving_tpe()
     with pytest.raises(StageStopped):
