@@ -11,10 +11,13 @@ the data is in memory: loading it is the same for all and not counted) and the s
 - `random`: hpsearch's random search, run as a stage that grows in chunks of 12 trials (each chunk
   trained in populations) until the budget is spent; the chunk running at the deadline is stopped.
 - `halving`: one hpsearch stage with successive halving (eta 3, min_epochs 1), as many
-  configurations as the trial-epochs random search managed in the same budget allow; stopped at
-  the deadline if it is not done.
-- `coarse+refine`: random chunks for half the budget, then `refine` (planned as `hpsearch refine`
-  plans it: around the tied set or the top-k, 3x the epochs, no lr decay) until the deadline.
+  configurations as the trial-epochs random search trained in the same budget allow (its trials
+  stopped at the deadline included: that is the machine's pace); stopped at the deadline if not done.
+- `coarse+refine`: random chunks of 6 for half the budget, then `refine` (planned as `hpsearch
+  refine` plans it: around the tied set or the top-k, 3x the epochs, no lr decay) until the deadline.
+- `tpe`: one hpsearch stage with `sampler: tpe` (10 random startup trials, then waves of 4 TPE
+  proposals), stopped at the deadline.
+- `tpe+halving`: `halving`, its first rung proposed by `sampler: tpe`.
 - `optuna-tpe`: Optuna's TPE sampler (multivariate, seeded) with its median pruner, driving the same
   network (hpsearch.models.build_model) on the same tensors in a plain PyTorch loop written as a
   careful Optuna user would (minibatch SGD with momentum, lr decay per epoch, validation accuracy
@@ -57,13 +60,15 @@ from hpsearch.rank import rank
 from hpsearch.records import TrialConfig, TrialResult, TrialState
 from hpsearch.refine import COARSE, plan_refine
 from hpsearch.search import Stage, run_stage
-from hpsearch.spec import Categorical, HalvingSpec, NumericRange, Spec, load_spec
+from hpsearch.spec import Categorical, HalvingSpec, NumericRange, Sampler, Spec, load_spec
 from hpsearch.store import StageStore
 from hpsearch.trial import batch_order, init_seed, make_optimizer, run_trial, training_loss
 
 CHUNK = 12  # trials a random-search stage grows by at a time
+COARSE_CHUNK = 6  # coarse+refine's: its coarse half ends at a chunk's end, so smaller chunks waste less
 FINAL_SEEDS = (1000, 1001, 1002)
-METHODS = ("random", "halving", "coarse+refine", "optuna-tpe")
+METHODS = ("random", "halving", "coarse+refine", "tpe", "tpe+halving", "optuna-tpe")
+SIZED_BY_RANDOM = ("halving", "tpe+halving")  # they plan their trials from random search's trial-epochs
 
 
 class OutOfTime(KeyboardInterrupt):
@@ -75,6 +80,7 @@ class Deadline:
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
+        self.epochs = 0  # trial-epochs trained, finished trials or not
 
     def check(self) -> None:
         if time.perf_counter() > self.deadline:
@@ -84,6 +90,7 @@ class Deadline:
         self.check()
 
     def epochs_done(self, count: int) -> None:
+        self.epochs += count
         self.check()
 
     def rung(self, text: str) -> None:
@@ -101,6 +108,7 @@ class Searched:
     trial_epochs: int
     best_val_acc: float | None
     chosen: TrialConfig | None
+    trained_epochs: int = 0  # every trial-epoch trained, a trial stopped at the deadline included
 
 
 # --------------------------------------------------------------------------- hpsearch methods
@@ -119,27 +127,28 @@ def _finished(store: StageStore) -> list[TrialResult]:
     return list(store.final_trials().values())
 
 
-def _random_chunks(spec: Spec, data: Dataset, run: Path, grow_until: float, deadline: float) -> list[TrialConfig]:
-    """Grow a random-search stage CHUNK trials at a time while time is before `grow_until`, the chunk
-    running at `deadline` stopped; returns every planned config."""
+def _random_chunks(
+    spec: Spec, data: Dataset, run: Path, grow_until: float, deadline: float, chunk: int = CHUNK
+) -> tuple[list[TrialConfig], int]:
+    """Grow a random-search stage `chunk` trials at a time while time is before `grow_until`, the
+    chunk running at `deadline` stopped; returns every planned config and the trial-epochs trained."""
     from hpsearch.space import trial_configs
 
     big = _with(spec, trials=10_000)
     planned = trial_configs(big)
     store = StageStore(run / COARSE)
     store.create()
-    n = 0
+    n, progress = 0, Deadline(deadline)
     while time.perf_counter() < grow_until:
-        n += CHUNK
+        n += chunk
         chunk_spec = _with(spec, trials=n)
         stage = _stage(store, chunk_spec, planned[:n])
-        progress = Deadline(deadline)
         try:
             with store.lock():
-                run_stage(stage, data, StageOptions(out=run), progress, resuming=n > CHUNK)  # type: ignore[arg-type]
+                run_stage(stage, data, StageOptions(out=run), progress, resuming=n > chunk)  # type: ignore[arg-type]
         except StageStopped:
             break
-    return planned
+    return planned, progress.epochs
 
 
 def _searched(results: list[TrialResult], configs: dict[int, TrialConfig]) -> Searched:
@@ -155,34 +164,56 @@ def _searched(results: list[TrialResult], configs: dict[int, TrialConfig]) -> Se
 
 def search_random(spec: Spec, data: Dataset, budget: float, run: Path) -> Searched:
     deadline = time.perf_counter() + budget
-    planned = _random_chunks(spec, data, run, deadline, deadline)
-    return _searched(_finished(StageStore(run / COARSE)), {c.trial_id: c for c in planned})
+    planned, trained = _random_chunks(spec, data, run, deadline, deadline)
+    found = _searched(_finished(StageStore(run / COARSE)), {c.trial_id: c for c in planned})
+    found.trained_epochs = trained
+    return found
 
 
-def search_halving(spec: Spec, data: Dataset, budget: float, run: Path, trial_epoch_budget: int) -> Searched:
+def _one_stage(stage_spec: Spec, data: Dataset, deadline: float, run: Path) -> tuple[Stage, Deadline]:
+    """One stage of `stage_spec` trained until it ends or the deadline stops it."""
     from hpsearch.space import trial_configs
 
+    store = StageStore(run / COARSE)
+    store.create()
+    stage = _stage(store, stage_spec, trial_configs(stage_spec))  # tpe: its configs grow as it proposes
+    progress = Deadline(deadline)
+    try:
+        with store.lock():
+            run_stage(stage, data, StageOptions(out=run), progress, False)  # type: ignore[arg-type]
+    except StageStopped:
+        pass
+    return stage, progress
+
+
+def search_halving(
+    spec: Spec, data: Dataset, budget: float, run: Path, trial_epoch_budget: int, sampler: Sampler = Sampler.RANDOM
+) -> Searched:
+    """One halving stage (eta 3), as many trials as `trial_epoch_budget` (what random search
+    trained in the same budget) allows; stopped at the deadline if it is not done."""
     deadline = time.perf_counter() + budget
     halving = HalvingSpec(eta=3, min_epochs=1)
     rungs = rung_epochs(spec.train.epochs, halving)
     n = 2
     while trial_epochs(planned_counts(n + 1, rungs, halving.eta), rungs) <= trial_epoch_budget:
         n += 1
-    stage_spec = _with(spec, trials=n, halving=halving)
-    configs = trial_configs(stage_spec)
-    store = StageStore(run / COARSE)
-    store.create()
-    try:
-        with store.lock():
-            run_stage(_stage(store, stage_spec, configs), data, StageOptions(out=run), Deadline(deadline), False)
-    except StageStopped:
-        pass
-    results = [r for r in _finished(store) if r.state is not TrialState.STOPPED]  # the last rung's, or what finished
-    finished = _finished(store)
-    out = _searched(results or finished, {c.trial_id: c for c in configs})
+    stage, progress = _one_stage(_with(spec, trials=n, halving=halving, sampler=sampler), data, deadline, run)
+    finished = _finished(stage.store)
+    results = [r for r in finished if r.state is not TrialState.STOPPED]  # the last rung's, or what finished
+    out = _searched(results or finished, {c.trial_id: c for c in stage.configs})
     out.configs = len(finished)
-    out.trial_epochs = sum(r.epochs_done for r in _latest_records(store))
+    out.trial_epochs = sum(r.epochs_done for r in _latest_records(stage.store))
+    out.trained_epochs = progress.epochs
     return out
+
+
+def search_tpe(spec: Spec, data: Dataset, budget: float, run: Path) -> Searched:
+    """hpsearch's sampler: tpe (default startup trials and wave), one stage until the deadline."""
+    deadline = time.perf_counter() + budget
+    stage, progress = _one_stage(_with(spec, trials=10_000, sampler=Sampler.TPE), data, deadline, run)
+    found = _searched(_finished(stage.store), {c.trial_id: c for c in stage.configs})
+    found.trained_epochs = progress.epochs
+    return found
 
 
 def _latest_records(store: StageStore) -> list[TrialResult]:
@@ -197,7 +228,7 @@ def _latest_records(store: StageStore) -> list[TrialResult]:
 def search_coarse_refine(spec: Spec, data: Dataset, budget: float, run: Path) -> Searched:
     start = time.perf_counter()
     deadline = start + budget
-    planned = _random_chunks(spec, data, run, start + budget / 2, deadline)
+    planned, _ = _random_chunks(spec, data, run, start + budget / 2, deadline, COARSE_CHUNK)
     coarse = _finished(StageStore(run / COARSE))
     configs = {c.trial_id: c for c in planned}
     found = _searched(coarse, configs)
@@ -330,6 +361,10 @@ def run_method(
             found = search_random(seeded, data, budget, run)
         elif method == "halving":
             found = search_halving(seeded, data, budget, run, trial_epoch_budget)
+        elif method == "tpe+halving":
+            found = search_halving(seeded, data, budget, run, trial_epoch_budget, Sampler.TPE)
+        elif method == "tpe":
+            found = search_tpe(seeded, data, budget, run)
         elif method == "coarse+refine":
             found = search_coarse_refine(seeded, data, budget, run)
         else:
@@ -341,6 +376,7 @@ def run_method(
         "seed": seed,
         "configurations": found.configs,
         "trial_epochs": found.trial_epochs,
+        "trained_epochs": found.trained_epochs,
         "wall_s": round(wall, 1),
         "best_val_acc": found.best_val_acc,
         "chosen": {k: getattr(v, "value", v) for k, v in found.chosen.params.items()} if found.chosen else None,
@@ -390,10 +426,9 @@ def main() -> None:
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--json", type=Path, help="write every row here")
     args = p.parse_args()
-    if "halving" in args.methods and (
-        "random" not in args.methods or args.methods.index("random") > args.methods.index("halving")
-    ):
-        p.error("halving sizes itself by random search's trial-epochs in the same budget: list random before it")
+    for m in SIZED_BY_RANDOM:
+        if m in args.methods and ("random" not in args.methods or args.methods.index("random") > args.methods.index(m)):
+            p.error(f"{m} sizes itself by random search's trial-epochs in the same budget: list random before it")
     spec = load_spec(args.spec)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"device": "cpu"})})
     if args.synthetic:
@@ -421,7 +456,7 @@ def main() -> None:
         for method in args.methods:
             row = run_method(method, spec, seed, data, test_data, args.budget, trial_epoch_budget or 10**9)
             if method == "random":
-                trial_epoch_budget = row["trial_epochs"]
+                trial_epoch_budget = row["trained_epochs"]
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     print(f"spec {args.spec.name}, budget {args.budget:.0f} s per search, final: {len(FINAL_SEEDS)} seeds, test set")
