@@ -18,6 +18,9 @@ the data is in memory: loading it is the same for all and not counted) and the s
 - `tpe`: one hpsearch stage with `sampler: tpe` (10 random startup trials, then waves of 4 TPE
   proposals), stopped at the deadline.
 - `tpe+halving`: `halving`, its first rung proposed by `sampler: tpe`.
+- `tpe+refine`, `tpe+refine-kept`: coarse+refine with a tpe coarse stage (grown a wave at a time);
+  its refine stage restarts (random search in the narrowed ranges) or keeps the model
+  (`refine.sampler: tpe`: TPE told the coarse trials inside the narrowed ranges).
 - `optuna-tpe`: Optuna's TPE sampler (multivariate, seeded) with its median pruner, driving the same
   network (hpsearch.models.build_model) on the same tensors in a plain PyTorch loop written as a
   careful Optuna user would (minibatch SGD with momentum, lr decay per epoch, validation accuracy
@@ -59,7 +62,7 @@ from hpsearch.options import RefineOptions, StageOptions
 from hpsearch.rank import rank
 from hpsearch.records import TrialConfig, TrialResult, TrialState
 from hpsearch.refine import COARSE, plan_refine
-from hpsearch.search import Stage, run_stage
+from hpsearch.search import Stage, run_stage, with_proposals
 from hpsearch.spec import Categorical, HalvingSpec, NumericRange, Sampler, Spec, load_spec
 from hpsearch.store import StageStore
 from hpsearch.trial import batch_order, init_seed, make_optimizer, run_trial, training_loss
@@ -67,7 +70,7 @@ from hpsearch.trial import batch_order, init_seed, make_optimizer, run_trial, tr
 CHUNK = 12  # trials a random-search stage grows by at a time
 COARSE_CHUNK = 6  # coarse+refine's: its coarse half ends at a chunk's end, so smaller chunks waste less
 FINAL_SEEDS = (1000, 1001, 1002)
-METHODS = ("random", "halving", "coarse+refine", "tpe", "tpe+halving", "optuna-tpe")
+METHODS = ("random", "halving", "coarse+refine", "tpe", "tpe+halving", "tpe+refine", "tpe+refine-kept", "optuna-tpe")
 SIZED_BY_RANDOM = ("halving", "tpe+halving")  # they plan their trials from random search's trial-epochs
 
 
@@ -109,6 +112,7 @@ class Searched:
     best_val_acc: float | None
     chosen: TrialConfig | None
     trained_epochs: int = 0  # every trial-epoch trained, a trial stopped at the deadline included
+    refined: int | None = None  # coarse+refine: the refine stage's finished trials
 
 
 # --------------------------------------------------------------------------- hpsearch methods
@@ -127,25 +131,26 @@ def _finished(store: StageStore) -> list[TrialResult]:
     return list(store.final_trials().values())
 
 
-def _random_chunks(
+def _grown_stage(
     spec: Spec, data: Dataset, run: Path, grow_until: float, deadline: float, chunk: int = CHUNK
 ) -> tuple[list[TrialConfig], int]:
-    """Grow a random-search stage `chunk` trials at a time while time is before `grow_until`, the
-    chunk running at `deadline` stopped; returns every planned config and the trial-epochs trained."""
+    """Grow a coarse stage `chunk` trials at a time (sampler tpe: its startup trials first) while
+    time is before `grow_until`, the chunk running at `deadline` stopped; returns every planned
+    config and the trial-epochs trained."""
     from hpsearch.space import trial_configs
 
-    big = _with(spec, trials=10_000)
-    planned = trial_configs(big)
     store = StageStore(run / COARSE)
     store.create()
-    n, progress = 0, Deadline(deadline)
+    n, progress, planned = 0, Deadline(deadline), []
+    first = spec.search.tpe_settings.startup_trials if spec.search.sampler is Sampler.TPE else chunk
     while time.perf_counter() < grow_until:
-        n += chunk
+        n = first if n == 0 else n + chunk
         chunk_spec = _with(spec, trials=n)
-        stage = _stage(store, chunk_spec, planned[:n])
+        stage = with_proposals(_stage(store, chunk_spec, trial_configs(chunk_spec)))
+        planned = stage.configs  # a tpe stage's grow in place as it proposes
         try:
             with store.lock():
-                run_stage(stage, data, StageOptions(out=run), progress, resuming=n > chunk)  # type: ignore[arg-type]
+                run_stage(stage, data, StageOptions(out=run), progress, resuming=n > first)  # type: ignore[arg-type]
         except StageStopped:
             break
     return planned, progress.epochs
@@ -164,7 +169,7 @@ def _searched(results: list[TrialResult], configs: dict[int, TrialConfig]) -> Se
 
 def search_random(spec: Spec, data: Dataset, budget: float, run: Path) -> Searched:
     deadline = time.perf_counter() + budget
-    planned, trained = _random_chunks(spec, data, run, deadline, deadline)
+    planned, trained = _grown_stage(spec, data, run, deadline, deadline)
     found = _searched(_finished(StageStore(run / COARSE)), {c.trial_id: c for c in planned})
     found.trained_epochs = trained
     return found
@@ -226,9 +231,12 @@ def _latest_records(store: StageStore) -> list[TrialResult]:
 
 
 def search_coarse_refine(spec: Spec, data: Dataset, budget: float, run: Path) -> Searched:
+    """A coarse stage grown for half the budget, then refine until the deadline; the coarse stage
+    with the spec's sampler, refine with its refine.sampler."""
     start = time.perf_counter()
     deadline = start + budget
-    planned, _ = _random_chunks(spec, data, run, start + budget / 2, deadline, COARSE_CHUNK)
+    chunk = spec.search.tpe_settings.wave if spec.search.sampler is Sampler.TPE else COARSE_CHUNK
+    planned, _ = _grown_stage(spec, data, run, start + budget / 2, deadline, chunk)
     coarse = _finished(StageStore(run / COARSE))
     configs = {c.trial_id: c for c in planned}
     found = _searched(coarse, configs)
@@ -243,13 +251,15 @@ def search_coarse_refine(spec: Spec, data: Dataset, budget: float, run: Path) ->
     store.create()
     try:
         with store.lock():
-            stage = Stage(store, plan.spec, "benchmark", plan.configs, plan.history)
-            run_stage(stage, data, StageOptions(out=run), Deadline(deadline), False)
+            stage = Stage(store, plan.spec, "benchmark", plan.configs, plan.history, prior=tuple(plan.prior))
+            run_stage(stage, data, StageOptions(out=run), Deadline(deadline), False)  # type: ignore[arg-type]
     except StageStopped:
         pass
     refined = _finished(store)
-    both = _searched(refined, {c.trial_id: c for c in plan.configs})
-    total = Searched(len(coarse) + len(refined), found.trial_epochs + both.trial_epochs, None, None)
+    both = _searched(refined, {c.trial_id: c for c in stage.configs})
+    total = Searched(
+        len(coarse) + len(refined), found.trial_epochs + both.trial_epochs, None, None, refined=len(refined)
+    )
     # The stage that trained longer decides when it has a complete trial; else the coarse pick.
     pick = both if both.chosen is not None else found
     total.best_val_acc, total.chosen = pick.best_val_acc, pick.chosen
@@ -367,6 +377,12 @@ def run_method(
             found = search_tpe(seeded, data, budget, run)
         elif method == "coarse+refine":
             found = search_coarse_refine(seeded, data, budget, run)
+        elif method in ("tpe+refine", "tpe+refine-kept"):
+            refine = Sampler.TPE if method == "tpe+refine-kept" else Sampler.RANDOM
+            tpe = _with(seeded, sampler=Sampler.TPE)
+            found = search_coarse_refine(
+                tpe.model_copy(update={"refine": tpe.refine.model_copy(update={"sampler": refine})}), data, budget, run
+            )
         else:
             found = search_optuna(seeded, data, budget, seed)
         wall = time.perf_counter() - start
@@ -377,6 +393,7 @@ def run_method(
         "configurations": found.configs,
         "trial_epochs": found.trial_epochs,
         "trained_epochs": found.trained_epochs,
+        "refine_trials": found.refined,
         "wall_s": round(wall, 1),
         "best_val_acc": found.best_val_acc,
         "chosen": {k: getattr(v, "value", v) for k, v in found.chosen.params.items()} if found.chosen else None,

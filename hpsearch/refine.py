@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from hpsearch.spec import (
     ModelSpec,
     NumericRange,
     Sampler,
+    SearchSpec,
     Spec,
     TrainSpec,
     is_int_param,
@@ -280,9 +281,10 @@ class RefinePlan:
     tied: list[TrialResult]  # the previous stage's trials tied for best (95% intervals overlap the best's)
     val_size: int  # the validation examples its accuracies were measured on
     ranges: list[RangePlan]
-    configs: list[TrialConfig]  # to train
+    configs: list[TrialConfig]  # to train (refine.sampler tpe: the first; the model proposes the rest)
     skipped: list[TrialConfig]  # already trained at this budget (or drawn twice)
     history: list[dict[str, Any]]  # every stage's plan so far, this one last
+    prior: list[TrialResult] = field(default_factory=list)  # refine.sampler tpe: earlier trials told the model
 
     @property
     def spec_path(self) -> str:
@@ -293,6 +295,11 @@ class RefinePlan:
         """The epochs the planned trials train: '4', or '6-12' when epochs are searched."""
         counts = sorted({c.train.epochs for c in self.configs}) or [self.spec.train.epochs]
         return str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+
+    @property
+    def trials(self) -> int:
+        """The trials the stage trains (refine.sampler tpe: search.trials, most of them proposed later)."""
+        return self.spec.search.trials if self.spec.search.sampler is Sampler.TPE else len(self.configs)
 
     @property
     def from_tied(self) -> bool:
@@ -316,9 +323,14 @@ class RefinePlan:
         train = self.spec.train
         lines = [p.describe() for p in self.ranges]
         lines.append(
-            f"{self.stage}: {len(self.configs)} trials x {self.epochs_shown()} epochs (lr decay {train.lr_decay:g}), "
+            f"{self.stage}: {self.trials} trials x {self.epochs_shown()} epochs (lr decay {train.lr_decay:g}), "
             f"planned from {self.previous}'s {self.basis()}"
         )
+        if self.spec.search.sampler is Sampler.TPE:
+            lines.append(
+                f"{self.stage}: proposed by TPE after its first trial, told the {len(self.prior)} earlier trials "
+                "inside the new ranges (at their shorter budget) and every trial of its own"
+            )
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} configurations already trained at this budget (or drawn twice)")
         return lines
@@ -362,14 +374,38 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
         "tied_trials": [r.trial for r in tied],
         "planned_from_tied": len(tied) > top_k,
         "val_size": val_size,
-        "trials": len(configs),
+        "trials": new_spec.search.trials if new_spec.search.sampler is Sampler.TPE else len(configs),
         "epochs": new_spec.train.epochs,
         "lr_decay": new_spec.train.lr_decay,
         "ranges": {p.name: p.to_dict() for p in ranges},
         "skipped_already_trained": [c.params for c in skipped],
     }
+    prior = inside(new_spec.search, [r for _, results, _ in loaded.values() for r in results])
+    if new_spec.search.sampler is Sampler.TPE:
+        entry["told_earlier_trials"] = len(prior)  # the model kept: told them before the stage's own
     history = [*previous_doc.get("history", []), jsonable(entry)]
-    return RefinePlan(run_dir, previous, stage, new_spec, top, top_k, tied, val_size, ranges, configs, skipped, history)
+    told = prior if new_spec.search.sampler is Sampler.TPE else []
+    return RefinePlan(
+        run_dir, previous, stage, new_spec, top, top_k, tied, val_size, ranges, configs, skipped, history, told
+    )
+
+
+def inside(search: SearchSpec, results: list[TrialResult]) -> list[TrialResult]:
+    """The trials whose every searched value lies in `search`'s space (what a model over it can be told)."""
+    out = []
+    for r in results:
+        ok = all(name in r.params for name in search.space)
+        for name, dom in search.space.items():
+            if not ok:
+                break
+            value = r.params[name]
+            if isinstance(dom, Categorical):
+                ok = jsonable(value) in [jsonable(v) for v in dom.values]
+            else:
+                ok = isinstance(value, (int, float)) and dom.low <= value <= dom.high
+        if ok:
+            out.append(r)
+    return out
 
 
 def refuse_nothing_learned(stage_dir: Path, verdicts: dict[str, RangeVerdict]) -> None:
@@ -425,8 +461,10 @@ def refined_spec(spec: Spec, plans: list[RangePlan], options: RefineOptions, pre
     data["search"]["trials"] = options.trials or spec.refine.trials or previous_trials
     # A new seed per stage: the same seed would redraw the same positions in the new ranges.
     data["search"]["seed"] = spec.search.seed + 1
-    data["search"]["sampler"] = Sampler.RANDOM
-    data["search"]["tpe"] = None
+    data["search"]["sampler"] = spec.refine.sampler
+    # The model kept: its first trial random search's, then proposals told the earlier trials too.
+    wave = spec.search.tpe_settings.wave
+    data["search"]["tpe"] = {"startup_trials": 1, "wave": wave} if spec.refine.sampler is Sampler.TPE else None
     data["train"]["epochs"] = _stage_epochs(spec, options)
     data["train"]["lr_decay"] = spec.refine.lr_decay
     return Spec.model_validate(data)

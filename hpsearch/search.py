@@ -100,6 +100,7 @@ class Stage:
     configs: list[TrialConfig]
     history: list[dict[str, Any]]
     factory: FactorySource | None = None  # a user's factory file as the stage read it: run and shipped
+    prior: tuple[TrialResult, ...] = ()  # sampler: tpe: earlier stages' trials the model is told first
 
     @property
     def planned(self) -> int:
@@ -334,7 +335,7 @@ def run_stage(
                 unproposed = (stage.planned - len(stage.configs)) * stage.spec.train.epochs
                 progress.start(stage.planned, sum(c.train.epochs for c in todo) + unproposed, len(finished))
             if _proposes(stage.spec):
-                _execute_waves(stage, data, execution, book.events(), recipe, dict(finished))
+                _execute_waves(stage, data, execution, book.events(), recipe, _told(stage, finished))
             else:
                 execute(todo, data, execution, book.events(), recipe, stage.factory)
         run_info["end_time"] = _now()
@@ -420,6 +421,13 @@ def _execute_rungs(stage: Stage, data: Dataset, execution: ExecOptions, book: _S
     checkpoints.remove_all()
 
 
+def _told(stage: Stage, finished: dict[int, TrialResult]) -> dict[int, TrialResult]:
+    """What the model is told before a wave: the stage's finished trials, and ahead of them the
+    earlier stages' trials (stage.prior) under ids -1, -2, ... that no trial of the stage has."""
+    prior = {-1 - i: replace(r, trial=-1 - i) for i, r in enumerate(stage.prior)}
+    return {**prior, **finished}
+
+
 def _ask_wave(stage: Stage, told: list[TrialResult]) -> list[TrialConfig]:
     """The next wave of proposals, recorded, then added to the stage's configs."""
     settings = stage.spec.search.tpe_settings
@@ -463,16 +471,16 @@ def _propose_first_rung(
     assert halving is not None
     rungs = rung_epochs(stage.spec.train.epochs, halving)
     plan = {c.trial_id: jsonable(c.params) for c in stage.configs}
-    told = {t: by_rung[0] for t, by_rung in rung_records(stage.store.read_trials(), plan).items() if 0 in by_rung}
-    if len(stage.configs) >= stage.planned and len(told) == len(stage.configs):
+    first = {t: by_rung[0] for t, by_rung in rung_records(stage.store.read_trials(), plan).items() if 0 in by_rung}
+    if len(stage.configs) >= stage.planned and len(first) == len(stage.configs):
         return  # the first rung is done: the rungs after it go on as usual
-    top = TopKeep(keep_count(stage.planned, halving.eta), list(told.values()))
-    book.begin_rung(0, stage.planned, len(told))
+    top = TopKeep(keep_count(stage.planned, halving.eta), list(first.values()))
+    book.begin_rung(0, stage.planned, len(first))
     if book.progress:
-        book.progress.start(stage.planned, (stage.planned - len(told)) * rungs[0], len(told))
+        book.progress.start(stage.planned, (stage.planned - len(first)) * rungs[0], len(first))
         book.progress.rung(_rung_line(0, rungs, stage.planned, halving.eta) + ", proposed by TPE as trials finish")
     events = replace(book.events(), on_result=_rung_recorder(0, top, checkpoints, book))
-    _execute_waves(stage, data, execution, events, recipe, told, until=rungs[0])
+    _execute_waves(stage, data, execution, events, recipe, _told(stage, first), until=rungs[0])
 
 
 def _rung_line(k: int, rungs: list[int], size: int, eta: int) -> str:
@@ -809,12 +817,16 @@ def run_refine(
         refuse_changed_spec(store, plan.spec, f"remove {store.path} to plan it again")
     if options.execution.ray is not None:
         preflight(options.execution.ray)
+    if _proposes(plan.spec):
+        optuna_module()
     # The data root the stage used before, else the previous stage's, unless the command line gives one.
     data_root = options.data_root or previous_data_root(store.path if resuming else run_dir / plan.previous)
     data = load_data(plan.spec, data_root, on_data, plan.spec_path)
     factory = prepare_model(plan.configs[0].model, data, plan.spec_path, on_model)
     stage_options = StageOptions(data_root=data_root, command=options.command, execution=options.execution)
-    stage = Stage(store, plan.spec, plan.spec_path, plan.configs, plan.history, factory)
+    stage = Stage(store, plan.spec, plan.spec_path, plan.configs, plan.history, factory, tuple(plan.prior))
+    if resuming:
+        stage = with_proposals(stage)
     with store.lock():
         if not resuming:
             store.create()

@@ -223,6 +223,10 @@ class RefineSpec(_Strict):
     trials: int | None = Field(None, ge=1)  # None: as many as the previous stage
     epochs_factor: float = Field(3.0, ge=1)  # train this many times longer than the previous stage
     lr_decay: float = Field(1.0, gt=0, le=1)  # "without learning rate decay" unless set here
+    # random: the lecture's random search in the narrowed ranges. tpe: the model kept: TPE in the
+    # narrowed ranges, told every earlier trial inside them (at their shorter budget), from the
+    # stage's second trial on (its first is random search's).
+    sampler: Sampler = Sampler.RANDOM
 
 
 class ResourcesSpec(_Strict):

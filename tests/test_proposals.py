@@ -18,7 +18,7 @@ from hpsearch.options import ExecOptions, RefineOptions, StageOptions
 from hpsearch.proposals import PROPOSALS, propose
 from hpsearch.records import TrialResult, TrialState
 from hpsearch.refine import plan_refine
-from hpsearch.search import run_coarse
+from hpsearch.search import run_coarse, run_refine
 from hpsearch.space import trial_configs
 from hpsearch.spec import Spec, parse_spec
 from hpsearch.store import read_json_lines
@@ -194,6 +194,33 @@ def test_a_tpe_stage_grows_on_resume(tmp_path: Path, whole: Path) -> None:
     grown = run_coarse(tpe_spec(trials=11), "t.yaml", StageOptions(out=run, execution=ONE_AT_A_TIME, resume=True))
     assert grown.resumed == 9 and len(grown.ranked) == 11
     assert [w["told"] for w in waves(run)] == [5, 7, 9]
+
+
+def test_refine_can_keep_the_model(tmp_path: Path) -> None:
+    """refine.sampler: tpe: the refine stage's first trial is random search's in the narrowed ranges,
+    then TPE proposes, told first every earlier trial inside those ranges (refine.sampler random,
+    the default, restarts from nothing: test_a_tpe_stage_proposes_in_waves_recorded_before_they_train)."""
+    body = tpe_body()
+    body["refine"] = {"sampler": "tpe", "top_k": 3}
+    run = tmp_path / "run"
+    coarse = run_coarse(parse_spec(body), "t.yaml", StageOptions(out=run, execution=ONE_AT_A_TIME))
+    plan = plan_refine(run, RefineOptions(trials=5))
+    assert plan.spec.search.sampler.value == "tpe" and len(plan.configs) == 1
+    space = plan.spec.search.space
+    low, high = space["lr"].low, space["lr"].high  # type: ignore[union-attr]
+    hidden = space["hidden"].values if "hidden" in space else ((8,), (16, 8))  # type: ignore[union-attr]
+    inside = sorted(r.trial for r in coarse.ranked if low <= r.params["lr"] <= high and r.params["hidden"] in hidden)
+    assert 3 <= len(inside) < 9  # narrowed around the top 3: some of the 9 fall outside
+    assert sorted(r.trial for r in plan.prior) == inside
+    assert plan.history[-1]["told_earlier_trials"] == len(inside)
+    outcome = run_refine(run, RefineOptions(trials=5, execution=ONE_AT_A_TIME))
+    assert outcome.outcome is not None and len(outcome.outcome.ranked) == 5
+    stage_waves = read_json_lines(run / "refine-1" / PROPOSALS)[0]
+    assert [w["told"] for w in stage_waves] == [len(inside) + 1, len(inside) + 3]  # earlier trials, then its own
+    for w in stage_waves:
+        for t in w["trials"]:
+            assert low <= t["params"]["lr"] <= high
+    assert plan.spec.refine.sampler.value == "tpe"  # the stage's refine settings carry on to the next refine
 
 
 # --------------------------------------------------------------------------- with successive halving

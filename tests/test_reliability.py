@@ -124,8 +124,8 @@ def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path: Path) -> N
     assert cli("coarse", SMOKE, "--out", str(ref), *KILL_ARGS).returncode == 0
     run = tmp_path / "killed"
     args = ["coarse", SMOKE, "--out", str(run), *KILL_ARGS]
-    hits, log = kill_and_resume(args, run / "coarse/trials.jsonl", kills=6, rng=rng)
-    assert hits >= 5, f"only {hits} kills hit a running process (seed {seed})\n" + "\n".join(log)
+    hits, log = kill_and_resume(args, run / "coarse/trials.jsonl", kills=4, rng=rng)
+    assert hits >= 3, f"only {hits} kills hit a running process (seed {seed})\n" + "\n".join(log)
 
     finals = final_records(run / "coarse/trials.jsonl")
     expected = {r["trial"]: r for r in final_records(ref / "coarse/trials.jsonl")}
@@ -138,7 +138,7 @@ def test_kill_9_at_random_moments_then_resume_loses_nothing(tmp_path: Path) -> N
     assert not list((run / "coarse").glob(".*.tmp")), "temp files of interrupted writes were left behind"
     run_info = json.loads((run / "coarse/run.json").read_text())
     assert run_info["end_time"]
-    assert 1 <= len(run_info["resumed"]) <= 3 * 6  # resumes killed before any write leave none
+    assert 1 <= len(run_info["resumed"]) <= 3 * 4  # resumes killed before any write leave none
 
     # refine, killed and resumed the same way: every planned trial once, matching an uninterrupted refine
     assert cli("refine", str(ref), *REFINE_KILL_ARGS).returncode == 0
