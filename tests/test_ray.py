@@ -74,32 +74,47 @@ def final_records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if json.loads(line)["state"] != "interrupted"]
 
 
-def test_ray_search_equals_the_local_one(tmp_path: Path, ray_address: str) -> None:
-    # One Ray task with 2 CPUs runs torch on 2 threads, as the local run does on this 2-core machine:
-    # then the float arithmetic is the same, and so is every number. A tpe search: its waves of
-    # proposals go to Ray one after another (one Ray session), each told the results that came back.
+def test_a_tpe_halving_search_on_ray_equals_the_local_one(tmp_path: Path, ray_address: str) -> None:
+    """A tpe search with successive halving: its first rung's waves of proposals go to Ray one after
+    another (one Ray session), each told the results that came back; a trial's state at the rung's
+    end comes back with its result and travels to the task that trains it on. One Ray task with 2
+    CPUs runs torch on 2 threads, as the local run does on this 2-core machine: then the float
+    arithmetic is the same, and so is every number, every proposal and every decision."""
     spec = tmp_path / "smoke2.yaml"
     text = Path(SMOKE).read_text().replace("sampler: random", "sampler: tpe\n  tpe: {startup_trials: 2, wave: 2}")
-    assert "sampler: tpe" in text
+    text = text.replace("  seed: 0\n", "  seed: 0\n  halving: {eta: 2, min_epochs: 1}\n")
+    assert "sampler: tpe" in text and "halving:" in text
     spec.write_text(text + "resources:\n  num_cpus: 2\n")
-    args = ["--trials", "6", "--epochs", "2", "--population", "1"]
+    args = ["--trials", "4", "--epochs", "2", "--population", "1"]
     local = cli("coarse", str(spec), "--out", str(tmp_path / "local"), *args, "--workers", "1")
     assert local.returncode == 0, local.stderr
+    assert "rung 1 of 0-1: 2 trials (the best 1/2 of rung 0)" in local.stderr
     on_ray = run_hpsearch(
         "coarse", str(spec), "--out", str(tmp_path / "ray"), *args, "--executor", "ray", "--ray-address", ray_address
     )
     assert on_ray.returncode == 0, on_ray.stderr
-    assert "trial 6/6" in on_ray.stderr  # the same progress bar
-    assert "best val_acc" in on_ray.stderr
-    a = {r["trial"]: r for r in final_records(tmp_path / "ray/coarse/trials.jsonl")}
-    b = {r["trial"]: r for r in final_records(tmp_path / "local/coarse/trials.jsonl")}
-    assert sorted(a) == sorted(b) == list(range(6))
+    assert "best val_acc" in on_ray.stderr  # the same progress bar
     proposed = [(tmp_path / d / "coarse/proposals.jsonl").read_text() for d in ("ray", "local")]
-    assert proposed[0] == proposed[1] and proposed[0].count("\n") == 2  # trials 2-3 and 4-5
-    for t in a:
-        assert a[t]["params"] == b[t]["params"]
-        for key in ("state", "val_acc", "train_acc", "train_loss", "initial_loss", "val_acc_per_epoch", "losses"):
-            assert a[t][key] == b[t][key], (t, key)
+    assert proposed[0] == proposed[1] and proposed[0].count("\n") == 1  # trials 2-3
+    a = final_records(tmp_path / "ray/coarse/trials.jsonl")
+    b = final_records(tmp_path / "local/coarse/trials.jsonl")
+    key = lambda r: (r["trial"], r["rung"], r["state"])  # noqa: E731
+    assert sorted(map(key, a)) == sorted(map(key, b))
+    assert {r["trial"] for r in a} == set(range(4)) and {r["state"] for r in a} >= {"stopped", "complete"}
+    by = {key(r): r for r in b}
+    for r in a:
+        assert r["params"] == by[key(r)]["params"]
+        for field in (
+            "val_acc",
+            "train_acc",
+            "train_loss",
+            "initial_loss",
+            "epochs_done",
+            "val_acc_per_epoch",
+            "losses",
+        ):
+            assert r[field] == by[key(r)][field], (key(r), field)
+    assert not (tmp_path / "ray/coarse/checkpoints").exists()
     order = [
         [row["trial"] for row in json.loads((tmp_path / d / "coarse/results.json").read_text())["ranked"]]
         for d in ("ray", "local")
@@ -249,30 +264,3 @@ def test_a_user_factory_runs_on_ray_with_the_numbers_of_the_local_run(tmp_path: 
             assert a[t][key] == b[t][key], (t, key)
     info = json.loads((tmp_path / "ray/coarse/run.json").read_text())
     assert info["factory_sha256"] == json.loads((tmp_path / "local/coarse/run.json").read_text())["factory_sha256"]
-
-
-def test_a_halving_stage_on_ray_equals_the_local_one(tmp_path: Path, ray_address: str) -> None:
-    """Successive halving on Ray: a trial's state at a rung's end comes back with its result and
-    travels to the task that trains it on; decisions and every number equal the local run's."""
-    spec = tmp_path / "halving.yaml"
-    text = Path(SMOKE).read_text().replace("  epochs: 2\n", "  epochs: 4\n")
-    text = text.replace("  seed: 0\n", "  seed: 0\n  halving: {eta: 2, min_epochs: 1}\n")
-    spec.write_text(text + "resources:\n  num_cpus: 2\n")
-    args = ["--trials", "4", "--population", "1"]
-    local = cli("coarse", str(spec), "--out", str(tmp_path / "local"), *args, "--workers", "1")
-    assert local.returncode == 0, local.stderr
-    assert "rung 2 of 0-2: 1 trial (the best 1/2 of rung 1)" in local.stderr
-    on_ray = run_hpsearch(
-        "coarse", str(spec), "--out", str(tmp_path / "ray"), *args, "--executor", "ray", "--ray-address", ray_address
-    )
-    assert on_ray.returncode == 0, on_ray.stderr
-    a = [r for r in final_records(tmp_path / "ray/coarse/trials.jsonl")]
-    b = [r for r in final_records(tmp_path / "local/coarse/trials.jsonl")]
-    key = lambda r: (r["trial"], r["rung"], r["state"])  # noqa: E731
-    assert sorted(map(key, a)) == sorted(map(key, b))
-    assert {r["state"] for r in a} >= {"stopped", "complete"}
-    by = {key(r): r for r in b}
-    for r in a:
-        for field in ("val_acc", "train_loss", "epochs_done", "val_acc_per_epoch", "losses"):
-            assert r[field] == by[key(r)][field], (key(r), field)
-    assert not (tmp_path / "ray/coarse/checkpoints").exists()
