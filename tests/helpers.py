@@ -129,10 +129,11 @@ def _warnings_to_stderr() -> Iterator[None]:
 
 
 class StopAfter:
-    """Stage progress that presses Ctrl-C once `n` trials have finished (counting those resumed)."""
+    """Stage progress that presses Ctrl-C once this command has recorded `n` results (a halving
+    stage's count restarts at each rung; this one does not)."""
 
     def __init__(self, n: int) -> None:
-        self.n = n
+        self.n, self.seen = n, 0
 
     def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
         pass
@@ -144,7 +145,8 @@ class StopAfter:
         pass
 
     def trial_done(self, result: object, done: int, total: int, best: object) -> None:
-        if done >= self.n:
+        self.seen += 1
+        if self.seen >= self.n:
             raise KeyboardInterrupt
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import cli
+from helpers import StopAfter, cli
 
 from hpsearch.errors import SpecError, StageStopped
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
@@ -110,27 +110,6 @@ def test_a_tpe_stage_proposes_in_waves_recorded_before_they_train(tmp_path: Path
     # Refine plans from a tpe stage as from any other (random search in the narrowed ranges).
     plan = plan_refine(run, RefineOptions(trials=4))
     assert len(plan.configs) == 4 and plan.spec.search.sampler.value == "random"
-
-
-class StopAfter:
-    """Stage progress that presses Ctrl-C once `n` results are recorded."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.seen = n, 0
-
-    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
-        pass
-
-    def epochs_done(self, count: int) -> None:
-        pass
-
-    def rung(self, text: str) -> None:
-        pass
-
-    def trial_done(self, result: object, done: int, total: int, best: object) -> None:
-        self.seen += 1
-        if self.seen >= self.n:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")
