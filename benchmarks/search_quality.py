@@ -63,7 +63,7 @@ from hpsearch.rank import rank
 from hpsearch.records import TrialConfig, TrialResult, TrialState
 from hpsearch.refine import COARSE, plan_refine
 from hpsearch.search import Stage, run_stage, with_proposals
-from hpsearch.spec import Categorical, HalvingSpec, NumericRange, Sampler, Spec, load_spec
+from hpsearch.spec import Categorical, HalvingSpec, NumericRange, Sampler, Spec, TpeSpec, load_spec
 from hpsearch.store import StageStore
 from hpsearch.trial import batch_order, init_seed, make_optimizer, run_trial, training_loss
 
@@ -72,6 +72,11 @@ COARSE_CHUNK = 6  # coarse+refine's: its coarse half ends at a chunk's end, so s
 FINAL_SEEDS = (1000, 1001, 1002)
 METHODS = ("random", "halving", "coarse+refine", "tpe", "tpe+halving", "tpe+refine", "tpe+refine-kept", "optuna-tpe")
 SIZED_BY_RANDOM = ("halving", "tpe+halving")  # they plan their trials from random search's trial-epochs
+TPE = TpeSpec()  # the tpe methods' settings (--tpe-startup changes its startup trials)
+
+
+def _tpe(spec: Spec, **search: Any) -> Spec:
+    return _with(spec, sampler=Sampler.TPE, tpe=TPE, **search)
 
 
 class OutOfTime(KeyboardInterrupt):
@@ -215,7 +220,7 @@ def search_halving(
 def search_tpe(spec: Spec, data: Dataset, budget: float, run: Path) -> Searched:
     """hpsearch's sampler: tpe (default startup trials and wave), one stage until the deadline."""
     deadline = time.perf_counter() + budget
-    stage, progress = _one_stage(_with(spec, trials=10_000, sampler=Sampler.TPE), data, deadline, run)
+    stage, progress = _one_stage(_tpe(spec, trials=10_000), data, deadline, run)
     found = _searched(_finished(stage.store), {c.trial_id: c for c in stage.configs})
     found.trained_epochs = progress.epochs
     return found
@@ -372,14 +377,14 @@ def run_method(
         elif method == "halving":
             found = search_halving(seeded, data, budget, run, trial_epoch_budget)
         elif method == "tpe+halving":
-            found = search_halving(seeded, data, budget, run, trial_epoch_budget, Sampler.TPE)
+            found = search_halving(_tpe(seeded), data, budget, run, trial_epoch_budget, Sampler.TPE)
         elif method == "tpe":
             found = search_tpe(seeded, data, budget, run)
         elif method == "coarse+refine":
             found = search_coarse_refine(seeded, data, budget, run)
         elif method in ("tpe+refine", "tpe+refine-kept"):
             refine = Sampler.TPE if method == "tpe+refine-kept" else Sampler.RANDOM
-            tpe = _with(seeded, sampler=Sampler.TPE)
+            tpe = _tpe(seeded)
             found = search_coarse_refine(
                 tpe.model_copy(update={"refine": tpe.refine.model_copy(update={"sampler": refine})}), data, budget, run
             )
@@ -442,11 +447,15 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     p.add_argument("--json", type=Path, help="write every row here")
+    p.add_argument("--tpe-startup", type=int, help="startup trials of the tpe methods (default: sampler tpe's, 10)")
     args = p.parse_args()
     for m in SIZED_BY_RANDOM:
         if m in args.methods and ("random" not in args.methods or args.methods.index("random") > args.methods.index(m)):
             p.error(f"{m} sizes itself by random search's trial-epochs in the same budget: list random before it")
     spec = load_spec(args.spec)
+    global TPE
+    if args.tpe_startup:
+        TPE = TpeSpec(startup_trials=args.tpe_startup)
     spec = spec.model_copy(update={"train": spec.train.model_copy(update={"device": "cpu"})})
     if args.synthetic:
         synthetic = spec.data.model_copy(
