@@ -21,7 +21,7 @@ import numpy as np
 
 from hpsearch.errors import SpecError, StoreError
 from hpsearch.records import TrialResult, TrialState, jsonable
-from hpsearch.spec import Categorical, NumericRange, Sampler, SearchSpec, is_int_param
+from hpsearch.spec import Categorical, NumericRange, SearchSpec, is_int_param
 from hpsearch.store import append_json_line, read_json_lines
 
 PROPOSALS = "proposals.jsonl"  # one line per wave: {"wave", "told", "trials": [{"trial", "params"}, ...]}
@@ -42,7 +42,7 @@ def optuna_module() -> Any:
 
 def describe_tpe(search: SearchSpec) -> str | None:
     """One line saying how a tpe search goes; None for other samplers."""
-    if search.sampler is not Sampler.TPE:
+    if not search.proposed:
         return None
     t = search.tpe_settings
     startup = min(t.startup_trials, search.trials)

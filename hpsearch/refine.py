@@ -24,7 +24,7 @@ from hpsearch.errors import StoreError
 from hpsearch.options import RefineOptions
 from hpsearch.rank import Edge, edges, fmt_value, rank, tied_with_best
 from hpsearch.records import CurveData, TrialConfig, TrialResult, TrialState, jsonable
-from hpsearch.space import trial_configs
+from hpsearch.space import planned_trials, trial_configs
 from hpsearch.spec import (
     SEARCHABLE,
     Categorical,
@@ -299,7 +299,7 @@ class RefinePlan:
     @property
     def trials(self) -> int:
         """The trials the stage trains (refine.sampler tpe: search.trials, most of them proposed later)."""
-        return self.spec.search.trials if self.spec.search.sampler is Sampler.TPE else len(self.configs)
+        return planned_trials(self.spec.search, self.configs)
 
     @property
     def from_tied(self) -> bool:
@@ -326,7 +326,7 @@ class RefinePlan:
             f"{self.stage}: {self.trials} trials x {self.epochs_shown()} epochs (lr decay {train.lr_decay:g}), "
             f"planned from {self.previous}'s {self.basis()}"
         )
-        if self.spec.search.sampler is Sampler.TPE:
+        if self.spec.search.proposed:
             lines.append(
                 f"{self.stage}: proposed by TPE after its first trial, told the {len(self.prior)} earlier trials "
                 "inside the new ranges (at their shorter budget) and every trial of its own"
@@ -374,38 +374,35 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
         "tied_trials": [r.trial for r in tied],
         "planned_from_tied": len(tied) > top_k,
         "val_size": val_size,
-        "trials": new_spec.search.trials if new_spec.search.sampler is Sampler.TPE else len(configs),
+        "trials": planned_trials(new_spec.search, configs),
         "epochs": new_spec.train.epochs,
         "lr_decay": new_spec.train.lr_decay,
         "ranges": {p.name: p.to_dict() for p in ranges},
         "skipped_already_trained": [c.params for c in skipped],
     }
-    prior = inside(new_spec.search, [r for _, results, _ in loaded.values() for r in results])
-    if new_spec.search.sampler is Sampler.TPE:
-        entry["told_earlier_trials"] = len(prior)  # the model kept: told them before the stage's own
+    prior = []
+    if new_spec.search.proposed:  # the model kept: told the earlier trials before the stage's own
+        prior = inside(new_spec.search, [r for _, results, _ in loaded.values() for r in results])
+        entry["told_earlier_trials"] = len(prior)
     history = [*previous_doc.get("history", []), jsonable(entry)]
-    told = prior if new_spec.search.sampler is Sampler.TPE else []
     return RefinePlan(
-        run_dir, previous, stage, new_spec, top, top_k, tied, val_size, ranges, configs, skipped, history, told
+        run_dir, previous, stage, new_spec, top, top_k, tied, val_size, ranges, configs, skipped, history, prior
     )
 
 
 def inside(search: SearchSpec, results: list[TrialResult]) -> list[TrialResult]:
     """The trials whose every searched value lies in `search`'s space (what a model over it can be told)."""
-    out = []
-    for r in results:
-        ok = all(name in r.params for name in search.space)
-        for name, dom in search.space.items():
-            if not ok:
-                break
-            value = r.params[name]
-            if isinstance(dom, Categorical):
-                ok = jsonable(value) in [jsonable(v) for v in dom.values]
-            else:
-                ok = isinstance(value, (int, float)) and dom.low <= value <= dom.high
-        if ok:
-            out.append(r)
-    return out
+    return [
+        r
+        for r in results
+        if all(name in r.params and _holds(dom, r.params[name]) for name, dom in search.space.items())
+    ]
+
+
+def _holds(dom: NumericRange | Categorical, value: Any) -> bool:
+    if isinstance(dom, Categorical):
+        return jsonable(value) in [jsonable(v) for v in dom.values]
+    return isinstance(value, (int, float)) and dom.low <= value <= dom.high
 
 
 def refuse_nothing_learned(stage_dir: Path, verdicts: dict[str, RangeVerdict]) -> None:

@@ -46,8 +46,8 @@ from hpsearch.records import (
 from hpsearch.refine import COARSE, RefinePlan, is_partial, plan_refine, stage_curve_data, stages
 from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
-from hpsearch.space import trial_config, trial_configs
-from hpsearch.spec import DataSpec, ModelSpec, Sampler, Spec, load_spec, spec_to_yaml
+from hpsearch.space import planned_trials, trial_config, trial_configs
+from hpsearch.spec import DataSpec, ModelSpec, Spec, load_spec, spec_to_yaml
 from hpsearch.store import Checkpoints, StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
 from hpsearch.verdicts import Verdict, range_verdicts
 
@@ -106,17 +106,12 @@ class Stage:
     def planned(self) -> int:
         """The trials the stage trains: its configs; with sampler: tpe, search.trials (`configs`
         then holds the trials planned so far, and grows in place as the model proposes more)."""
-        return self.spec.search.trials if _proposes(self.spec) else len(self.configs)
-
-
-def _proposes(spec: Spec) -> bool:
-    """Trials proposed as others finish (sampler: tpe), not all planned up front."""
-    return spec.search.sampler is Sampler.TPE
+        return planned_trials(self.spec.search, self.configs)
 
 
 def with_proposals(stage: Stage) -> Stage:
     """sampler: tpe: the stage's planned trials and the proposals recorded in its folder after them."""
-    if not _proposes(stage.spec):
+    if not stage.spec.search.proposed:
         return stage
     known = {c.trial_id for c in stage.configs}
     proposed = [
@@ -143,7 +138,7 @@ def run_coarse(
     options.resume, continue RUN/coarse if it was started with the same spec (or start it).
     `on_model`: told which file a user's network was loaded from, once it passed its check."""
     configs = trial_configs(spec, spec_path)
-    if _proposes(spec):
+    if spec.search.proposed:
         optuna_module()  # not installed: said in one line before anything is written
     if options.out is not None:
         refuse_nested_run(options.out)
@@ -334,7 +329,7 @@ def run_stage(
             if progress:
                 unproposed = (stage.planned - len(stage.configs)) * stage.spec.train.epochs
                 progress.start(stage.planned, sum(c.train.epochs for c in todo) + unproposed, len(finished))
-            if _proposes(stage.spec):
+            if stage.spec.search.proposed:
                 _execute_waves(stage, data, execution, book.events(), recipe, _told(stage, finished))
             else:
                 execute(todo, data, execution, book.events(), recipe, stage.factory)
@@ -389,8 +384,8 @@ def _execute_rungs(stage: Stage, data: Dataset, execution: ExecOptions, book: _S
     assert halving is not None
     rungs = rung_epochs(stage.spec.train.epochs, halving)
     checkpoints = Checkpoints(stage.store.path / CHECKPOINTS)
-    if _proposes(stage.spec):
-        _propose_first_rung(stage, data, execution, book, recipe, checkpoints)
+    if stage.spec.search.proposed:
+        _propose_first_rung(stage, data, execution, book, recipe, checkpoints, rungs)
     by_id = {c.trial_id: c for c in stage.configs}
     plan = {t: jsonable(c.params) for t, c in by_id.items()}
     started = False
@@ -462,14 +457,19 @@ def _rung_recorder(k: int, top: TopKeep, checkpoints: Checkpoints, book: _StageB
 
 
 def _propose_first_rung(
-    stage: Stage, data: Dataset, execution: ExecOptions, book: _StageBook, recipe: DataRecipe, checkpoints: Checkpoints
+    stage: Stage,
+    data: Dataset,
+    execution: ExecOptions,
+    book: _StageBook,
+    recipe: DataRecipe,
+    checkpoints: Checkpoints,
+    rungs: list[int],
 ) -> None:
     """sampler: tpe with successive halving: the first rung trains wave by wave, each wave proposed
     from the first-rung results before it (every trial at the same budget); once all search.trials
     have their first-rung result, the rungs after it decide among them as without tpe."""
     halving = stage.spec.search.halving
     assert halving is not None
-    rungs = rung_epochs(stage.spec.train.epochs, halving)
     plan = {c.trial_id: jsonable(c.params) for c in stage.configs}
     first = {t: by_rung[0] for t, by_rung in rung_records(stage.store.read_trials(), plan).items() if 0 in by_rung}
     if len(stage.configs) >= stage.planned and len(first) == len(stage.configs):
@@ -817,7 +817,7 @@ def run_refine(
         refuse_changed_spec(store, plan.spec, f"remove {store.path} to plan it again")
     if options.execution.ray is not None:
         preflight(options.execution.ray)
-    if _proposes(plan.spec):
+    if plan.spec.search.proposed:
         optuna_module()
     # The data root the stage used before, else the previous stage's, unless the command line gives one.
     data_root = options.data_root or previous_data_root(store.path if resuming else run_dir / plan.previous)

@@ -57,7 +57,7 @@ class TrialSampler:
         startup trials (the model proposes the rest as trials finish: hpsearch.proposals)."""
         if self._grid is not None:
             return len(self._grid)
-        if self.search.sampler is Sampler.TPE:
+        if self.search.proposed:
             return min(self.search.trials, self.search.tpe_settings.startup_trials)
         return self.search.trials
 
@@ -235,6 +235,12 @@ def trial_configs(spec: Spec, spec_path: str | None = None, *, one_config_ok: bo
             _check_searches_something(spec.search)
         sampler = TrialSampler(spec.search)
     return [trial_config(spec, i, sampler.params(i)) for i in range(sampler.n_trials)]
+
+
+def planned_trials(search: SearchSpec, configs: list[TrialConfig]) -> int:
+    """The trials a stage trains: its planned configs; with sampler: tpe, search.trials (all but
+    the startup trials proposed as others finish)."""
+    return search.trials if search.proposed else len(configs)
 
 
 def trial_config(spec: Spec, trial_id: int, params: dict[str, Any]) -> TrialConfig:

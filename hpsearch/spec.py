@@ -312,6 +312,11 @@ class SearchSpec(_Strict):
     def tpe_settings(self) -> TpeSpec:
         return self.tpe or TpeSpec()
 
+    @property
+    def proposed(self) -> bool:
+        """Trials proposed as others finish (sampler: tpe), not all planned up front."""
+        return self.sampler is Sampler.TPE
+
     @field_validator("space", mode="before")
     @classmethod
     def _space_shape(cls, v: Any) -> Any:
