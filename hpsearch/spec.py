@@ -382,7 +382,7 @@ class Spec(_Strict):
         search = self.search
         if search.tpe is not None and search.sampler is not Sampler.TPE:
             message = f"applies to sampler: tpe only (this search's sampler is {search.sampler.value})"
-            raise spec_error("search.tpe", message, "tpe")
+            raise spec_error("search.tpe", message, search.tpe.model_dump())
 
     def _check_halving(self) -> None:
         halving = self.search.halving
