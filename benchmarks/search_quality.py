@@ -13,11 +13,14 @@ the data is in memory: loading it is the same for all and not counted) and the s
 - `halving`: one hpsearch stage with successive halving (eta 3, min_epochs 1), as many
   configurations as the trial-epochs random search trained in the same budget allow (its trials
   stopped at the deadline included: that is the machine's pace); stopped at the deadline if not done.
+- `median`: `random` with `search.median_stop` (the defaults: 5 startup trials, 1 warm-up epoch):
+  a trial below the median of the complete trials' accuracies at an epoch stops there.
 - `coarse+refine`: random chunks of 6 for half the budget, then `refine` (planned as `hpsearch
   refine` plans it: around the tied set or the top-k, 3x the epochs, no lr decay) until the deadline.
 - `tpe`: one hpsearch stage with `sampler: tpe` (10 random startup trials, then waves of 4 TPE
   proposals), stopped at the deadline.
 - `tpe+halving`: `halving`, its first rung proposed by `sampler: tpe`.
+- `tpe+median`: `tpe` with `search.median_stop`; stopped trials are told to TPE as pruned.
 - `tpe+refine`, `tpe+refine-kept`: coarse+refine with a tpe coarse stage (grown a wave at a time);
   its refine stage restarts (random search in the narrowed ranges) or keeps the model
   (`refine.sampler: tpe`: TPE told the coarse trials inside the narrowed ranges).
@@ -63,14 +66,25 @@ from hpsearch.rank import rank
 from hpsearch.records import TrialConfig, TrialResult, TrialState
 from hpsearch.refine import COARSE, plan_refine
 from hpsearch.search import Stage, run_stage, with_proposals
-from hpsearch.spec import Categorical, HalvingSpec, NumericRange, Sampler, Spec, TpeSpec, load_spec
+from hpsearch.spec import Categorical, HalvingSpec, MedianStopSpec, NumericRange, Sampler, Spec, TpeSpec, load_spec
 from hpsearch.store import StageStore
 from hpsearch.trial import batch_order, init_seed, make_optimizer, run_trial, training_loss
 
 CHUNK = 12  # trials a random-search stage grows by at a time
 COARSE_CHUNK = 6  # coarse+refine's: its coarse half ends at a chunk's end, so smaller chunks waste less
 FINAL_SEEDS = (1000, 1001, 1002)
-METHODS = ("random", "halving", "coarse+refine", "tpe", "tpe+halving", "tpe+refine", "tpe+refine-kept", "optuna-tpe")
+METHODS = (
+    "random",
+    "halving",
+    "median",
+    "coarse+refine",
+    "tpe",
+    "tpe+halving",
+    "tpe+median",
+    "tpe+refine",
+    "tpe+refine-kept",
+    "optuna-tpe",
+)
 SIZED_BY_RANDOM = ("halving", "tpe+halving")  # they plan their trials from random search's trial-epochs
 TPE = TpeSpec()  # the tpe methods' settings (--tpe-startup changes its startup trials)
 
@@ -163,7 +177,7 @@ def _grown_stage(
 
 def _searched(results: list[TrialResult], configs: dict[int, TrialConfig]) -> Searched:
     ranked = rank(results)
-    best = ranked[0] if ranked and ranked[0].state is TrialState.COMPLETE else None
+    best = next((r for r in ranked if r.state is TrialState.COMPLETE), None)  # not one stopped early
     return Searched(
         configs=len(results),
         trial_epochs=sum(r.epochs_done for r in results),
@@ -374,6 +388,10 @@ def run_method(
         start = time.perf_counter()
         if method == "random":
             found = search_random(seeded, data, budget, run)
+        elif method == "median":
+            found = search_random(_with(seeded, median_stop=MedianStopSpec()), data, budget, run)
+        elif method == "tpe+median":
+            found = search_tpe(_with(seeded, median_stop=MedianStopSpec()), data, budget, run)
         elif method == "halving":
             found = search_halving(seeded, data, budget, run, trial_epoch_budget)
         elif method == "tpe+halving":

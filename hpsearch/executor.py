@@ -90,6 +90,7 @@ def execute(
     workers = options.workers if options.workers is not None else default_workers()
     if workers <= 1 or len(populations) == 1 or worker_data is None:
         for pop in populations:
+            pop = events.ready(pop)
             events.start(pop)
             for result in train_group(pop, data, events.on_epoch):
                 events.result(result)
@@ -141,7 +142,7 @@ def _execute_in_workers(
     try:
         while queue or pending:
             while queue and len(pending) < workers:  # one population per worker in flight: the
-                pop = queue.pop()  # ones on_start has seen are the ones running
+                pop = events.ready(queue.pop())  # ones on_start has seen are the ones running
                 events.start(pop)
                 future = pool.submit(_worker_train, pop)
                 running[future] = pop

@@ -106,6 +106,21 @@ def told_value(r: TrialResult) -> float | None:
     return float(r.val_acc)
 
 
+def _optuna_trial(optuna: Any, search: SearchSpec, r: TrialResult, dists: dict[str, Any]) -> Any:
+    """A finished trial as Optuna's record of it. Stopped by median_stop: PRUNED with its accuracy
+    at each epoch it trained, which TPE ranks below the complete trials, later stops above earlier."""
+    states = optuna.trial.TrialState
+    params = _to_optuna(search, r.params)
+    if r.state is TrialState.STOPPED and r.rung is None and r.val_acc_per_epoch:
+        steps = dict(enumerate(r.val_acc_per_epoch))
+        return optuna.trial.create_trial(
+            state=states.PRUNED, params=params, distributions=dists, intermediate_values=steps
+        )
+    value = told_value(r)
+    state = states.FAIL if value is None else states.COMPLETE
+    return optuna.trial.create_trial(state=state, value=value, params=params, distributions=dists)
+
+
 def wave_seed(seed: int, first_trial: int) -> int:
     return int(np.random.SeedSequence([seed, first_trial]).generate_state(1)[0])
 
@@ -124,13 +139,7 @@ def propose(search: SearchSpec, told: list[TrialResult], first_trial: int, count
     )
     study = optuna.create_study(direction="maximize", sampler=sampler)
     for r in sorted(told, key=lambda r: r.trial):
-        value = told_value(r)
-        state = optuna.trial.TrialState.FAIL if value is None else optuna.trial.TrialState.COMPLETE
-        study.add_trial(
-            optuna.trial.create_trial(
-                state=state, value=value, params=_to_optuna(search, r.params), distributions=dists
-            )
-        )
+        study.add_trial(_optuna_trial(optuna, search, r, dists))
     # Asked one after another: each later ask sees the earlier ones as running (the constant liar).
     return [_from_optuna(search, study.ask(dists).params) for _ in range(count)]
 

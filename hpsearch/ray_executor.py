@@ -160,7 +160,8 @@ def _run(
         while queue or pending:
             while queue and len(pending) < slots:  # only what can run now is in flight
                 pop = queue.pop()
-                if not attempts.get(id(pop)):  # a retry is still the same running trials
+                if not attempts.get(id(pop)):  # a retry is still the same running trials, as prepared
+                    pop = events.ready(pop)
                     events.start(pop)
                 pending[task.remote(pop, make_data, threads, factory)] = pop
             done, _ = ray.wait(list(pending), num_returns=1)

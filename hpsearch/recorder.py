@@ -6,7 +6,7 @@ divergence (on any step, or in the weights after an epoch's last step), per-epoc
 accuracies, and wall time.
 Both loops feed it the same numbers, so their records agree by construction, not by two copies kept
 in step. No torch here: the loops hand over Python floats.
-May import: records.
+May import: records, stopping.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult, TrialState
+from hpsearch.stopping import below_bar
 
 MAX_CURVE_POINTS = 250  # per-iteration losses kept in a record (evenly strided)
 
@@ -36,6 +37,7 @@ class TrialRecorder:
         self.every = max(1, math.ceil(train.epochs * self.steps_per_epoch / MAX_CURVE_POINTS))
         for r in self.results:
             r.loss_every = self.every
+        self._bars = [c.stop_below for c in configs]  # search.median_stop's, per trial
         self.iteration = 0  # steps taken so far
         self.epoch = 0  # epochs finished so far
         self._epoch_sums = [0.0] * len(configs)  # data loss summed over the epoch's steps
@@ -98,8 +100,9 @@ class TrialRecorder:
 
     def end_epoch(self, penalties: Sequence[float], accuracies: Accuracies) -> list[int]:
         """After an epoch's last update: each trial's L2 penalty at the epoch's end, and how to measure
-        its accuracies (measured only if a trial is left to use them). Returns the trials whose weights
-        blew up on the epoch's last step: the epoch counts as done, its loss is non-finite (null)."""
+        its accuracies (measured only if a trial is left to use them). Returns the trials that train no
+        further: those whose weights blew up on the epoch's last step (the epoch counts as done, its
+        loss is non-finite: null), and those below their median_stop bar (STOPPED)."""
         dead = []
         for j, r in enumerate(self.results):
             if r.state is not TrialState.COMPLETE:
@@ -119,6 +122,9 @@ class TrialRecorder:
                     r.train_acc_per_epoch.append(train_acc[j])
                     r.val_acc_per_epoch.append(val_acc[j])
                     r.train_acc, r.val_acc = train_acc[j], val_acc[j]
+                    if below_bar(self._bars[j], r.val_acc_per_epoch):
+                        r.state = TrialState.STOPPED
+                        dead.append(j)
             if self._on_epoch:
                 self._on_epoch(len(self.results))
         return dead

@@ -26,7 +26,7 @@ class TrialState(str, enum.Enum):
     DIVERGED = "diverged"  # the loss became NaN or inf
     FAILED = "failed"  # an unexpected exception; its message, place and short traceback are kept
     INTERRUPTED = "interrupted"  # running when the search was stopped (Ctrl-C, SIGTERM); re-run on --resume
-    STOPPED = "stopped"  # successive halving: outranked at its rung, not trained further
+    STOPPED = "stopped"  # stopped early: outranked at its halving rung, or below the median (median_stop)
 
     @property
     def final(self) -> bool:
@@ -47,6 +47,9 @@ class TrialConfig:
     start: TrialStart | None = None
     # `hpsearch final`: hand back the trained state at the end too (the network it keeps and tests).
     keep_final: bool = False
+    # search.median_stop: after epoch e (1-based) the trial stops if its best validation accuracy so
+    # far is below stop_below[e - 1] (None there: not judged). Set as its population starts training.
+    stop_below: tuple[float | None, ...] | None = None
 
     @property
     def first_epoch(self) -> int:
@@ -218,16 +221,22 @@ MESSAGE_CHARS = 160  # of the first failure's message in the one-line summary
 EpochCallback = Callable[[int], None]  # called with the number of trial-epochs just finished
 ResultCallback = Callable[[TrialResult], None]  # a trial's result, as soon as it is known
 StartCallback = Callable[[list[TrialConfig]], None]  # a population (or lone trial) begins training
+PrepareCallback = Callable[[list[TrialConfig]], list[TrialConfig]]  # a population's configs as it will train
 
 
 @dataclass(frozen=True)
 class TrialEvents:
     """What an executor reports while it trains, each optional: a population (or lone trial) starts,
-    trial-epochs finish, a trial's result is known."""
+    trial-epochs finish, a trial's result is known; and `on_prepare`, the stage's last word on a
+    population's configs just before it trains (search.median_stop's bars, from the trials finished by then)."""
 
     on_result: ResultCallback | None = None
     on_epoch: EpochCallback | None = None
     on_start: StartCallback | None = None
+    on_prepare: PrepareCallback | None = None
+
+    def ready(self, pop: list[TrialConfig]) -> list[TrialConfig]:
+        return self.on_prepare(pop) if self.on_prepare else pop
 
     def result(self, r: TrialResult) -> None:
         if self.on_result:

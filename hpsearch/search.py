@@ -47,7 +47,8 @@ from hpsearch.refine import COARSE, RefinePlan, is_partial, plan_refine, stage_c
 from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
 from hpsearch.space import planned_trials, trial_config, trial_configs
-from hpsearch.spec import DataSpec, ModelSpec, Spec, load_spec, spec_to_yaml
+from hpsearch.spec import DataSpec, MedianStopSpec, ModelSpec, Spec, load_spec, spec_to_yaml
+from hpsearch.stopping import with_bars
 from hpsearch.store import Checkpoints, StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
 from hpsearch.verdicts import Verdict, range_verdicts
 
@@ -311,7 +312,7 @@ def run_stage(
         run_info.setdefault("factory_sha256", stage.factory.sha256)
     run_info["trials"] = stage.planned
     store.write_json("run.json", run_info)
-    book = _StageBook(store, stage.planned, list(finished.values()), progress)
+    book = _StageBook(store, stage.planned, list(finished.values()), progress, stage.spec.search.median_stop)
     todo = [c for c in stage.configs if c.trial_id not in finished]
     # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
     recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
@@ -597,9 +598,14 @@ class _StageBook:
     """While a stage trains: each record appended as it arrives, the running trials, the best so far."""
 
     def __init__(
-        self, store: StageStore, total: int, finished: list[TrialResult], progress: StageProgress | None
+        self,
+        store: StageStore,
+        total: int,
+        finished: list[TrialResult],
+        progress: StageProgress | None,
+        median_stop: MedianStopSpec | None = None,
     ) -> None:
-        self.store, self.total, self.progress = store, total, progress
+        self.store, self.total, self.progress, self.median_stop = store, total, progress, median_stop
         self.results = list(finished)
         self.running: dict[int, TrialConfig] = {}
         self.best: TrialResult | None = None
@@ -613,7 +619,12 @@ class _StageBook:
             on_result=self.record,
             on_epoch=self.progress.epochs_done if self.progress else None,
             on_start=self.started,
+            on_prepare=self.prepare if self.median_stop is not None else None,
         )
+
+    def prepare(self, pop: list[TrialConfig]) -> list[TrialConfig]:
+        """median_stop: each trial's bars from the trials recorded so far."""
+        return with_bars(pop, self.median_stop, self.results)
 
     def started(self, pop: list[TrialConfig]) -> None:
         self.running.update((c.trial_id, c) for c in pop)

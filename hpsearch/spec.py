@@ -291,6 +291,16 @@ class HalvingSpec(_Strict):
     min_epochs: int = Field(1, ge=1)  # the first rung's epochs
 
 
+class MedianStopSpec(_Strict):
+    """Early stopping trial by trial, as each trains (the median stopping rule of Google Vizier;
+    Optuna's MedianPruner): after each epoch past `warmup_epochs`, a trial whose best validation
+    accuracy so far is below the median of the complete trials' accuracies at that epoch stops
+    (STOPPED), once `startup_trials` trials have completed. No rungs: nothing waits for others."""
+
+    startup_trials: int = Field(5, ge=1)  # complete trials needed before any trial is stopped
+    warmup_epochs: int = Field(1, ge=0)  # no trial is stopped at its first warmup_epochs epochs
+
+
 class TpeSpec(_Strict):
     """sampler: tpe. The first `startup_trials` are random search's trials (the same values, drawn
     from the seed and trial id); after them trials are proposed `wave` at a time by a TPE model told
@@ -307,6 +317,7 @@ class SearchSpec(_Strict):
     space: dict[str, ParamSpace] = Field(default_factory=dict)
     halving: HalvingSpec | None = None  # None: every trial trains train.epochs
     tpe: TpeSpec | None = None  # sampler: tpe's settings; None: the defaults
+    median_stop: MedianStopSpec | None = None  # None: no trial is stopped early by the median rule
 
     @property
     def tpe_settings(self) -> TpeSpec:
@@ -376,6 +387,7 @@ class Spec(_Strict):
         object.__setattr__(self.search, "space", space)
         self._check_sampler()
         self._check_halving()
+        self._check_median_stop()
         return self
 
     def _check_sampler(self) -> None:
@@ -396,6 +408,21 @@ class Spec(_Strict):
                 "search.halving.min_epochs",
                 f"must be below train.epochs ({self.train.epochs}): the first rung must stop before the last",
                 halving.min_epochs,
+            )
+
+    def _check_median_stop(self) -> None:
+        rule = self.search.median_stop
+        if rule is None:
+            return
+        if self.search.halving is not None:
+            message = "give search.median_stop or search.halving, not both: each decides which trials stop early"
+            raise spec_error("search.median_stop", message, rule.model_dump())
+        if rule.warmup_epochs >= self.train.epochs - 1:
+            raise spec_error(
+                "search.median_stop.warmup_epochs",
+                f"must be below train.epochs - 1 ({self.train.epochs - 1}): a trial is judged after an epoch "
+                "past the warm-up and before its last",
+                rule.warmup_epochs,
             )
 
     def _coerce(self, name: str, value: Any, key: str) -> Any:
