@@ -21,6 +21,8 @@ the data is in memory: loading it is the same for all and not counted) and the s
   proposals), stopped at the deadline.
 - `tpe+halving`: `halving`, its first rung proposed by `sampler: tpe`.
 - `tpe+median`: `tpe` with `search.median_stop`; stopped trials are told to TPE as pruned.
+- `tpe-pop+median`: `tpe+median` with `tpe: {same_shape: true}`: each wave's trials share the
+  first's shape (hidden layers, activation, batch size), so a wave trains as one population.
 - `tpe+refine`, `tpe+refine-kept`: coarse+refine with a tpe coarse stage (grown a wave at a time);
   its refine stage restarts (random search in the narrowed ranges) or keeps the model
   (`refine.sampler: tpe`: TPE told the coarse trials inside the narrowed ranges).
@@ -81,6 +83,7 @@ METHODS = (
     "tpe",
     "tpe+halving",
     "tpe+median",
+    "tpe-pop+median",
     "tpe+refine",
     "tpe+refine-kept",
     "optuna-tpe",
@@ -231,10 +234,11 @@ def search_halving(
     return out
 
 
-def search_tpe(spec: Spec, data: Dataset, budget: float, run: Path) -> Searched:
+def search_tpe(spec: Spec, data: Dataset, budget: float, run: Path, same_shape: bool = False) -> Searched:
     """hpsearch's sampler: tpe (default startup trials and wave), one stage until the deadline."""
     deadline = time.perf_counter() + budget
-    stage, progress = _one_stage(_tpe(spec, trials=10_000), data, deadline, run)
+    tpe = TPE.model_copy(update={"same_shape": same_shape})
+    stage, progress = _one_stage(_with(spec, sampler=Sampler.TPE, tpe=tpe, trials=10_000), data, deadline, run)
     found = _searched(_finished(stage.store), {c.trial_id: c for c in stage.configs})
     found.trained_epochs = progress.epochs
     return found
@@ -390,8 +394,9 @@ def run_method(
             found = search_random(seeded, data, budget, run)
         elif method == "median":
             found = search_random(_with(seeded, median_stop=MedianStopSpec()), data, budget, run)
-        elif method == "tpe+median":
-            found = search_tpe(_with(seeded, median_stop=MedianStopSpec()), data, budget, run)
+        elif method in ("tpe+median", "tpe-pop+median"):
+            ruled = _with(seeded, median_stop=MedianStopSpec())
+            found = search_tpe(ruled, data, budget, run, same_shape=method == "tpe-pop+median")
         elif method == "halving":
             found = search_halving(seeded, data, budget, run, trial_epoch_budget)
         elif method == "tpe+halving":

@@ -6,6 +6,9 @@ are batched matmuls. The convnet's first conv is one conv with P x C output chan
 are grouped convolutions (groups = P). Each trial keeps its own init (the same seed as one-at-a-time
 training), learning rate, weight decay, momentum or Adam betas and lr decay, applied in one
 vectorized update. A trial whose loss turns NaN/inf is frozen and masked out of the others' way.
+Dropout (on a CPU) draws each trial's masks from the trial's own generator, left where its init left
+the global one, in the shape and order nn.Dropout draws them one at a time: the same masks, so trials
+of any dropout rate train together.
 The results equal one-at-a-time training (`run_trial`) up to float rounding.
 A user's network (model.kind python) trains as a torch.func population instead (funcpop.py).
 May import: checkpoint, data, funcpop (inside train_group: it imports this module), models, records, recorder, spec,
@@ -28,7 +31,7 @@ from hpsearch.data import Dataset
 from hpsearch.models import Maxout, Net, build_builtin
 from hpsearch.recorder import Accuracies, TrialRecorder
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult
-from hpsearch.spec import Activation, Optimizer
+from hpsearch.spec import Activation, Optimizer, Spec
 from hpsearch.trial import (
     EVAL_CHUNK,
     FLUSH_EVERY,
@@ -54,9 +57,20 @@ def group_key(cfg: TrialConfig) -> tuple[Any, ...] | None:
         # The factory and its arguments fix the shapes; lr, weight decay, momentum and betas are per trial.
         args = json.dumps(m.args, sort_keys=True, default=repr)
         return (m.kind, m.factory, args, t.batch_size, epochs, adam, nesterov)
-    if m.activation in UNSUPPORTED_ACTIVATIONS or m.dropout > 0 or not m.hidden:
-        return None  # dropout masks drawn per trial cannot match one-at-a-time training
+    if m.activation in UNSUPPORTED_ACTIVATIONS or not m.hidden:
+        return None
+    # Dropout rates may differ within a population (each trial draws its own masks), but a trial with
+    # dropout trains on a CPU only, where masks drawn from a generator are nn.Dropout's (train_group).
     return (m.kind, m.hidden, m.activation, t.batch_size, epochs, adam, nesterov)
+
+
+# What group_key reads of a built-in model's searched values (a python model: every model argument).
+KEY_FIELDS = frozenset({"kind", "hidden", "activation", "batch_size", "epochs", "optimizer"})
+
+
+def shaping_params(spec: Spec) -> list[str]:
+    """The searched parameters whose values decide which population a trial trains in."""
+    return sorted(n for n in spec.search.space if n in KEY_FIELDS or spec.is_factory_arg(n))
 
 
 def plan_populations(configs: list[TrialConfig], size: int) -> list[list[TrialConfig]]:
@@ -104,10 +118,13 @@ def leading(trailing: int) -> Expand:
 class PopulationNet(nn.Module):
     """P copies of one architecture, each with its own weights, evaluated on one shared batch."""
 
-    def __init__(self, nets: list[Net], kind: str) -> None:
+    def __init__(self, nets: list[Net], kind: str, generators: list[torch.Generator] | None = None) -> None:
         super().__init__()
         self.p = len(nets)
         self.kind = kind
+        # Dropout: each trial's rate (0: none) and the generator its masks come from.
+        self.drop = [next((m.p for m in net.modules() if isinstance(m, nn.Dropout)), 0.0) for net in nets]
+        self.generators = generators
         layers = [[m for m in net.modules() if isinstance(m, (nn.Linear, nn.Conv2d))] for net in nets]
         names = [n for n, m in nets[0].named_modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
         self.act = nets[0].hidden_layers[0] if nets[0].hidden_layers else nn.Identity()
@@ -171,9 +188,9 @@ class PopulationNet(nn.Module):
                 # own matmul here ran ~3x slower and allocated a fresh P x H x 3072 tensor each step.
                 z.requires_grad_(True)
                 self._first = (flat, z)
-            h = self._act(z + b0.view(p, -1, 1), 1)
+            h = self._dropout(self._act(z + b0.view(p, -1, 1), 1))
             for w, b in self.linears[1:-1]:
-                h = self._act(torch.baddbmm(b[:, :, None], w, h), 1)
+                h = self._dropout(self._act(torch.baddbmm(b[:, :, None], w, h), 1))
         else:
             h = x
             for i, (w, b) in enumerate(self.convs):
@@ -182,8 +199,23 @@ class PopulationNet(nn.Module):
                 if h.shape[-1] >= 2:
                     h = F.max_pool2d(h, 2)
             h = h.reshape(batch, p, -1).permute(1, 2, 0)  # (P, C * s * s, B), each trial's flatten order
+            h = self._dropout(h)
         w, b = self.linears[-1]
         return torch.baddbmm(b[:, :, None], w, h).transpose(1, 2)  # (P, B, classes)
+
+    def _dropout(self, h: torch.Tensor) -> torch.Tensor:
+        """(P, units, B) in training: each trial's activations times its mask, drawn as nn.Dropout
+        draws it on one trial's (B, units) activations (bernoulli(1 - p) / (1 - p), on a CPU)."""
+        if not self.training or not any(self.drop):
+            return h
+        assert self.generators is not None
+        masks = []
+        for rate, g in zip(self.drop, self.generators, strict=True):
+            mask = torch.ones(h.shape[2], h.shape[1], device=h.device)
+            if rate > 0:
+                mask.bernoulli_(1 - rate, generator=g).div_(1 - rate)
+            masks.append(mask.T)
+        return h * torch.stack(masks)
 
     @torch.no_grad()
     def first_layer_grad(self) -> None:
@@ -354,20 +386,25 @@ class PopulationOptimizer:
             zero_tiny_(t)
 
 
-def _nets(configs: list[TrialConfig], data: Dataset) -> list[Net]:
-    nets = []
+def _nets(configs: list[TrialConfig], data: Dataset) -> tuple[list[Net], list[torch.Generator]]:
+    """Each trial's network, initialized as run_trial does, and a generator where the global one is
+    after that init: run_trial's dropout masks come from there."""
+    nets, generators = [], []
     for cfg in configs:
         torch.manual_seed(init_seed(cfg.seed, cfg.trial_id))  # the same init as run_trial
         nets.append(build_builtin(cfg.model, data.input_shape, data.num_classes).to(data.x_train.device))
-    return nets
+        generators.append(torch.Generator().set_state(torch.get_rng_state()))
+    return nets, generators
 
 
 @torch.no_grad()
 def _accuracy(net: PopulationNet, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> list[float]:
     correct = torch.zeros(net.p, dtype=torch.long, device=x.device)  # counts: exact, as run_trial's
+    net.eval()  # no dropout
     for i in range(0, len(x), EVAL_CHUNK):
         logits = net(data.normalize(x[i : i + EVAL_CHUNK]))
         correct += (logits.argmax(2) == y[i : i + EVAL_CHUNK]).sum(1)
+    net.train()
     return [c / max(1, len(x)) for c in correct.tolist()]
 
 
@@ -381,11 +418,11 @@ def run_population(
     recorder = TrialRecorder(configs, len(data.x_train), on_epoch)
     recorder.go_on_from(starts(configs))
     snaps = [start_snapshot(c, device) for c in configs]
-    nets = _nets(configs, data)
+    nets, generators = _nets(configs, data)
     for one, snap in zip(nets, snaps, strict=True):
         if snap is not None:
             one.load_state_dict(snap.model)
-    net = PopulationNet(nets, first.model.kind)
+    net = PopulationNet(nets, first.model.kind, generators)
     opt = PopulationOptimizer(net, configs, device)
     opt.load(snaps, recorder.iteration)
     train = first.train
@@ -466,8 +503,8 @@ def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback |
     population whose training raises (out of memory, say) trains again one trial at a time, so each
     trial's own result or error is what gets recorded, not one error for them all."""
     warm_up()  # once per process, outside every trial's wall time
-    if len(pop) == 1:
-        return [run_trial(pop[0], data, on_epoch)]
+    if len(pop) == 1 or (data.x_train.device.type != "cpu" and any(c.model.dropout > 0 for c in pop)):
+        return [run_trial(cfg, data, on_epoch) for cfg in pop]  # a GPU draws dropout masks its own way
     if pop[0].model.kind == "python":
         from hpsearch.funcpop import population_support, run_func_population  # funcpop imports this module
 

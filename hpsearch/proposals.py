@@ -14,6 +14,7 @@ May import: errors, records, spec, store; numpy; optuna (only when proposing).
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -125,9 +126,12 @@ def wave_seed(seed: int, first_trial: int) -> int:
     return int(np.random.SeedSequence([seed, first_trial]).generate_state(1)[0])
 
 
-def propose(search: SearchSpec, told: list[TrialResult], first_trial: int, count: int) -> list[dict[str, Any]]:
+def propose(
+    search: SearchSpec, told: list[TrialResult], first_trial: int, count: int, shared: Collection[str] = ()
+) -> list[dict[str, Any]]:
     """`count` proposals for trials first_trial, first_trial + 1, ...: a TPE study told `told`
-    (finished trials, in trial order) and asked `count` times."""
+    (finished trials, in trial order) and asked `count` times; the asks after the first with the
+    first's values of the `shared` parameters fixed (Optuna samples the others)."""
     optuna = optuna_module()
     dists = _distributions(search)
     settings = search.tpe_settings
@@ -141,7 +145,13 @@ def propose(search: SearchSpec, told: list[TrialResult], first_trial: int, count
     for r in sorted(told, key=lambda r: r.trial):
         study.add_trial(_optuna_trial(optuna, search, r, dists))
     # Asked one after another: each later ask sees the earlier ones as running (the constant liar).
-    return [_from_optuna(search, study.ask(dists).params) for _ in range(count)]
+    asked = [study.ask(dists).params]
+    fixed = {name: asked[0][name] for name in shared if name in asked[0]}
+    for _ in range(count - 1):
+        if fixed:
+            study.enqueue_trial(fixed)
+        asked.append(study.ask(dists).params)
+    return [_from_optuna(search, params) for params in asked]
 
 
 def read_proposals(stage_dir: Path) -> dict[int, dict[str, Any]]:

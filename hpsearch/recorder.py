@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult, TrialState
-from hpsearch.stopping import below_bar
+from hpsearch.stopping import failed_bar
 
 MAX_CURVE_POINTS = 250  # per-iteration losses kept in a record (evenly strided)
 
@@ -122,7 +122,8 @@ class TrialRecorder:
                     r.train_acc_per_epoch.append(train_acc[j])
                     r.val_acc_per_epoch.append(val_acc[j])
                     r.train_acc, r.val_acc = train_acc[j], val_acc[j]
-                    if below_bar(self._bars[j], r.val_acc_per_epoch):
+                    r.stopped_below = failed_bar(self._bars[j], r.val_acc_per_epoch)
+                    if r.stopped_below is not None:
                         r.state = TrialState.STOPPED
                         dead.append(j)
             if self._on_epoch:

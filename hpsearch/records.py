@@ -94,6 +94,8 @@ class TrialResult:
     traceback: str | None = None  # failed: the last TRACEBACK_FRAMES frames, as Python prints them
     attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier runs lost with their worker
     rung: int | None = None  # successive halving: the rung it reached (0 = the first); None without halving
+    # search.median_stop: the bar its best accuracy fell below (the complete trials' median at its last epoch)
+    stopped_below: float | None = None
     # Successive halving: the trial's weights and optimizer state at its rung's end (checkpoint.pack),
     # carried back from wherever it trained; never written into the record.
     checkpoint: bytes | None = field(default=None, repr=False, compare=False)
@@ -177,6 +179,7 @@ class _RecordShape(BaseModel):
     traceback: str | None = None
     attempts: list[Any] = []
     rung: int | None = None
+    stopped_below: Number | None = None
 
 
 def _where(frames: traceback.StackSummary) -> str | None:

@@ -259,6 +259,12 @@ def _halving(ranked: list[TrialResult]) -> bool:
 
 def _stopped_early_note(ranked: list[TrialResult], planned_epochs: list[int] | None) -> str | None:
     for r, planned in zip(ranked, planned_epochs or [], strict=False):
+        if r.epochs_done < planned and r.stopped_below is not None:
+            return (
+                f"epochs {r.epochs_done}/{planned}: trained {r.epochs_done} of {planned} planned epochs, then stopped "
+                f"by median_stop (its best val_acc so far below {r.stopped_below:.3f}, the median of the complete "
+                "trials at that epoch)"
+            )
         if r.epochs_done < planned and r.state is TrialState.STOPPED:
             return (
                 f"epochs {r.epochs_done}/{planned}: trained {r.epochs_done} of {planned} planned epochs, "

@@ -30,6 +30,7 @@ from hpsearch.executor import execute
 from hpsearch.factory import FactorySource, check_model, describe, source_hash
 from hpsearch.halving import Standing, TopKeep, keep_count, planned_counts, replay, rung_epochs, rung_records
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
+from hpsearch.population import shaping_params
 from hpsearch.proposals import optuna_module, propose, read_proposals, record_wave, typed_params
 from hpsearch.rank import Edge, edges, rank
 from hpsearch.ray_executor import preflight, ray_session
@@ -337,6 +338,7 @@ def run_stage(
         run_info["end_time"] = _now()
         store.write_json("run.json", run_info)
         outcome = write_stage_results(stage, current_results(stage)[0])
+        book.notes.extend(n for n in [book.median_stop_note()] if n)
     except KeyboardInterrupt as e:
         raise _record_stop(stage, book, run_info, e) from None
     outcome.warnings, outcome.resumed = warnings + book.notes, len(finished)
@@ -428,7 +430,8 @@ def _ask_wave(stage: Stage, told: list[TrialResult]) -> list[TrialConfig]:
     """The next wave of proposals, recorded, then added to the stage's configs."""
     settings = stage.spec.search.tpe_settings
     first = len(stage.configs)
-    proposals = propose(stage.spec.search, told, first, min(settings.wave, stage.planned - first))
+    shared = shaping_params(stage.spec) if settings.same_shape else []
+    proposals = propose(stage.spec.search, told, first, min(settings.wave, stage.planned - first), shared)
     wave = 1 + (first - settings.startup_trials) // settings.wave  # the startup trials are wave 0
     record_wave(stage.store.path, wave, first, proposals, len(told))
     configs = [trial_config(stage.spec, first + i, p) for i, p in enumerate(proposals)]
@@ -606,6 +609,7 @@ class _StageBook:
         median_stop: MedianStopSpec | None = None,
     ) -> None:
         self.store, self.total, self.progress, self.median_stop = store, total, progress, median_stop
+        self.prepared = self.judged = 0  # median_stop: trials that started training, and those given bars
         self.results = list(finished)
         self.running: dict[int, TrialConfig] = {}
         self.best: TrialResult | None = None
@@ -624,7 +628,21 @@ class _StageBook:
 
     def prepare(self, pop: list[TrialConfig]) -> list[TrialConfig]:
         """median_stop: each trial's bars from the trials recorded so far."""
-        return with_bars(pop, self.median_stop, self.results)
+        ready = with_bars(pop, self.median_stop, self.results)
+        self.prepared += len(ready)
+        self.judged += sum(c.stop_below is not None for c in ready)
+        return ready
+
+    def median_stop_note(self) -> str | None:
+        """A note when median_stop could judge none of the trials this run trained."""
+        if self.median_stop is None or self.judged or not self.prepared:
+            return None
+        return (
+            f"search.median_stop judged no trial: every trial started training before "
+            f"{self.median_stop.startup_trials} had completed (trials trained together in a population are "
+            "judged only by trials complete before it starts); train fewer at once (--population) or use "
+            "search.halving"
+        )
 
     def started(self, pop: list[TrialConfig]) -> None:
         self.running.update((c.trial_id, c) for c in pop)
@@ -713,7 +731,7 @@ def stage_outcome(stage: Stage, results: list[TrialResult]) -> StageOutcome:
     learned_nothing = any(v.verdict is Verdict.NOTHING_LEARNED for v in verdicts.values())
     advice = None if learned_nothing else stage_advice(ranked, data.num_classes, data.val_size)
     planned = None
-    if stage.spec.search.halving is not None:
+    if stage.spec.search.halving is not None or stage.spec.search.median_stop is not None:
         epochs = {c.trial_id: c.train.epochs for c in stage.configs}
         planned = [epochs.get(r.trial, stage.spec.train.epochs) for r in ranked]
     return StageOutcome(

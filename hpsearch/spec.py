@@ -308,6 +308,10 @@ class TpeSpec(_Strict):
 
     startup_trials: int = Field(10, ge=1)  # Optuna's n_startup_trials default
     wave: int = Field(4, ge=1)  # proposals asked at once (the pending ones told by a constant liar)
+    # Each wave's trials after its first take the first's values of the parameters that decide a
+    # population (hidden layers, activation, batch size, ...), TPE proposing the rest: a wave trains as
+    # one population even on a space of many shapes.
+    same_shape: bool = False
 
 
 class SearchSpec(_Strict):

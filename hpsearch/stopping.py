@@ -41,9 +41,11 @@ def with_bars(pop: list[TrialConfig], rule: MedianStopSpec | None, finished: lis
     return [replace(c, stop_below=bars(rule, finished, c.train.epochs)) for c in pop]
 
 
-def below_bar(bar: Sequence[float | None] | None, curve: Sequence[float]) -> bool:
-    """After epoch len(curve): is the trial's best accuracy so far below that epoch's bar?"""
+def failed_bar(bar: Sequence[float | None] | None, curve: Sequence[float]) -> float | None:
+    """After epoch len(curve): that epoch's bar if the trial's best accuracy so far is below it
+    (the trial stops), else None."""
     e = len(curve)
-    if bar is None or not curve or e > len(bar) or bar[e - 1] is None:
-        return False
-    return max(curve) < bar[e - 1]  # type: ignore[operator]
+    if bar is None or not curve or e > len(bar):
+        return None
+    at = bar[e - 1]
+    return at if at is not None and max(curve) < at else None

@@ -3,6 +3,7 @@ executor's worker processes give the same results, bit for bit, is tested in tes
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,22 @@ def test_fused_update_with_one_momentum_equals_one_at_a_time(data: Dataset) -> N
     single = [run_trial(c, data) for c in cs]
     together = run_population(cs, data)
     assert max_relative_difference(single, together) <= 1e-4
+
+
+@pytest.mark.parametrize(("kind", "hidden"), [("mlp", (32, 16)), ("convnet", (8,))])
+def test_trials_with_dropout_train_together_as_they_do_alone(data: Dataset, kind: str, hidden: tuple[int, ...]) -> None:
+    """Rates 0, 0.2 and 0.5 in one population: each trial draws its masks from its own generator,
+    as nn.Dropout draws them one at a time, so the population equals one-at-a-time training."""
+    rates = [0.0, 0.2, 0.5, 0.5]
+    base = configs(ModelSpec(kind=kind, hidden=hidden), "momentum", [0.02, 0.01, 0.02, 0.005], [1e-3, 0.0, 1e-3, 1e-2])
+    cs = [replace(c, model=c.model.model_copy(update={"dropout": r})) for c, r in zip(base, rates, strict=True)]
+    assert len(plan_populations(cs, size=4)) == 1  # one population, whatever the rates
+    single = [run_trial(c, data) for c in cs]
+    together = run_population(cs, data)
+    assert max_relative_difference(single, together) <= 1e-4
+    # The masks are in effect: trial 2 differs from trial 0 only in its dropout rate (and its init).
+    without = run_trial(replace(cs[2], model=cs[0].model), data)
+    assert max_relative_difference([single[2]], [replace(without, trial=2)]) > 1e-2
 
 
 def test_a_diverged_trial_does_not_poison_the_others(data: Dataset) -> None:
@@ -125,13 +142,13 @@ def test_trials_of_different_shapes_train_in_separate_populations() -> None:
         mk(1, ModelSpec(hidden=(100,))),
         mk(2, ModelSpec(hidden=(50,))),
         mk(3, ModelSpec(hidden=(50,)), TrainSpec(device="cpu", batch_size=64)),
-        mk(4, ModelSpec(hidden=(50,), dropout=0.5)),  # dropout trains alone
-        mk(5, ModelSpec(hidden=(50,), activation="prelu")),  # so does a learned slope
+        mk(4, ModelSpec(hidden=(50,), dropout=0.5)),  # dropout draws its own masks: it trains with the others
+        mk(5, ModelSpec(hidden=(50,), activation="prelu")),  # a learned slope trains alone
         mk(6, ModelSpec(hidden=(50,))),
     ]
     pops = plan_populations(cs, size=2)
-    assert [[c.trial_id for c in pop] for pop in pops] == [[0, 2], [1], [3], [4], [5], [6]]
-    assert group_key(cs[4]) is None
+    assert [[c.trial_id for c in pop] for pop in pops] == [[0, 2], [1], [3], [4, 6], [5]]
+    assert group_key(cs[4]) == group_key(cs[0])
     assert group_key(cs[5]) is None
 
 

@@ -92,6 +92,27 @@ def test_proposals_concentrate_where_the_told_trials_did_best() -> None:
     assert propose(search, history, 20, 8) == proposals[:8]  # the same told trials and seed: the same proposals
 
 
+def test_same_shape_waves_share_their_firsts_shape_and_train_as_one_population(tmp_path: Path) -> None:
+    search = tpe_spec().search
+    history = [told(10 ** (-4 + 4.47 * i / 19), i) for i in range(20)]
+    free = propose(search, history, 20, 8)
+    assert len({p["hidden"] for p in free}) == 2  # left alone, TPE proposes both shapes in a wave of 8
+    shaped = propose(search, history, 20, 8, shared=["hidden"])
+    assert shaped[0] == free[0] and {p["hidden"] for p in shaped} == {free[0]["hidden"]}
+    assert len({p["lr"] for p in shaped}) == 8  # the rest is still TPE's to propose
+    shaped_body = tpe_body(trials=11, startup=5, wave=3)
+    shaped_body["search"]["tpe"]["same_shape"] = True
+    spec = parse_spec(shaped_body)
+    run = tmp_path / "run"
+    run_coarse(spec, "t.yaml", StageOptions(out=run))
+    recorded = records(run)
+    for w in waves(run):
+        trials = [t["trial"] for t in w["trials"]]
+        assert len({json.dumps(recorded[t]["params"]["hidden"]) for t in trials}) == 1
+        # One population: its trials share their wall time evenly (a lone trial has its own).
+        assert len({recorded[t]["wall_time"] for t in trials}) == 1, [recorded[t]["wall_time"] for t in trials]
+
+
 def test_a_tpe_stage_proposes_in_waves_recorded_before_they_train(tmp_path: Path) -> None:
     run = tmp_path / "run"
     outcome = run_coarse(tpe_spec(), "t.yaml", StageOptions(out=run, execution=ONE_AT_A_TIME))
