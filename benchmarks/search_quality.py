@@ -425,6 +425,7 @@ def run_method(
         "wall_s": round(wall, 1),
         "best_val_acc": found.best_val_acc,
         "chosen": {k: getattr(v, "value", v) for k, v in found.chosen.params.items()} if found.chosen else None,
+        "chosen_trial": found.chosen.trial_id if found.chosen else None,  # below 10: a random startup trial
         "test_acc": tests,
         "test_mean": statistics.fmean(tests) if tests else None,
         "test_std": statistics.stdev(tests) if len(tests) > 1 else None,
