@@ -10,6 +10,7 @@ import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from hpsearch.data import DataRecipe, Dataset, build_dataset
 from hpsearch.executor import execute
 from hpsearch.options import ExecOptions
 from hpsearch.population import run_population
-from hpsearch.records import TrialConfig, TrialEvents, TrialResult
+from hpsearch.records import TrialConfig, TrialEvents, TrialResult, TrialState
 from hpsearch.spec import DataSpec, ModelSpec, TrainSpec, parse_spec, spec_to_yaml
 from hpsearch.trial import run_trial
 
@@ -33,11 +34,11 @@ def data() -> Dataset:
     return build_dataset(DATA)
 
 
-def configs() -> list[TrialConfig]:
+def configs(epochs: int = 1) -> list[TrialConfig]:
     model = ModelSpec(hidden=(16,))
     out = []
     for i, lr in enumerate(LRS):
-        train = TrainSpec(epochs=1, batch_size=20, lr=lr, weight_decay=1e-3, momentum=0.9, device="cpu")
+        train = TrainSpec(epochs=epochs, batch_size=20, lr=lr, weight_decay=1e-3, momentum=0.9, device="cpu")
         out.append(TrialConfig(i, {"lr": lr}, model, train, seed=3))
     return out
 
@@ -64,19 +65,25 @@ def test_the_same_options_give_the_same_numbers_bit_for_bit(data: Dataset) -> No
 
 def test_a_worker_process_gives_this_process_numbers_bit_for_bit_at_the_same_thread_count(data: Dataset) -> None:
     # Two workers each get cores // 2 torch threads (executor._execute_in_workers): this process uses as many.
+    # What the stage prepares for a population as it starts (median_stop's bars) reaches the workers
+    # too: trials 1 and 3 get a bar after epoch 1 that no accuracy clears, so they stop there.
     spec = parse_spec({"name": "w", "data": DATA.model_dump(mode="json"), "train": {"device": "cpu"}})
-    cs = configs()
+    cs = configs(epochs=2)
+    bars = {1: (1.01,), 3: (1.01,)}
+    prepare = lambda pop: [replace(c, stop_below=bars.get(c.trial_id)) for c in pop]  # noqa: E731
     here: list[TrialResult] = []
     with torch_threads(max(1, (os.cpu_count() or 1) // 2)):
-        execute(cs, data, ExecOptions(population=2, workers=1), TrialEvents(on_result=here.append))
+        execute(cs, data, ExecOptions(population=2, workers=1), TrialEvents(on_result=here.append, on_prepare=prepare))
     there: list[TrialResult] = []
     execute(
         cs,
         data,
         ExecOptions(population=2, workers=2),
-        TrialEvents(on_result=there.append),
+        TrialEvents(on_result=there.append, on_prepare=prepare),
         worker_data=DataRecipe(spec_to_yaml(spec), None),
     )
     assert sorted(r.trial for r in there) == [0, 1, 2, 3]  # each trial once
     assert all(math.isfinite(r.val_acc or math.nan) for r in there)  # trained and scored, not failed
     assert numbers(there) == numbers(here)
+    stopped = {r.trial: (r.epochs_done, r.stopped_below) for r in there if r.state is TrialState.STOPPED}
+    assert stopped == {1: (1, 1.01), 3: (1, 1.01)}
