@@ -534,6 +534,7 @@ def _draw_numeric(
             ax.axvspan(dom.low, dom.high, color=color, alpha=0.08)
         done = [r for r in s.results if has_accuracy(r) and name in r.params]
         _scatter_by_rung(ax, [float(r.params[name]) for r in done], done, color=color, marker=marker)
+        _note_median_stopped(done, handles)
         handles.setdefault(s.name, Line2D([], [], ls="", marker=marker, color=color, label=f"{s.name} (range shaded)"))
     lost = [r for s in stages for r in s.results if not has_accuracy(r) and name in r.params]
     _mark_lost(ax, [float(r.params[name]) for r in lost], handles)
@@ -563,6 +564,7 @@ def _draw_categorical(
             xs = [float(x) for x in k + offsets + 0.06 * i]
             where.update({id(r): x for r, x in zip(done, xs, strict=True)})
             _scatter_by_rung(ax, xs, done, color=color, marker=marker)
+            _note_median_stopped(done, handles)
         handles.setdefault(s.name, Line2D([], [], ls="", marker=marker, color=color, label=s.name))
     for k, c in enumerate(panel.categories):
         if c.best is not None:
@@ -585,9 +587,21 @@ def _category_tick(c: CategoryAccuracy) -> str:
 
 def _scatter_by_rung(ax: Axes, xs: Sequence[float], results: Sequence[TrialResult], **style: Any) -> None:
     """Trials' validation accuracies at xs, each marker sized (and the many low ones made fainter) by
-    the rung it reached: the higher rungs drawn last, on top."""
+    the rung it reached: the higher rungs drawn last, on top. Trials median_stop stopped are hollow:
+    their accuracy is from fewer epochs than the rest."""
+    early = [j for j, r in enumerate(results) if r.stopped_below is not None]
+    if early:
+        ax.scatter(
+            [xs[j] for j in early],
+            [results[j].val_acc or 0.0 for j in early],
+            s=POINT_SIZE,
+            alpha=0.8,
+            marker=style["marker"],
+            facecolors="none",
+            edgecolors=style["color"],
+        )
     for rung in sorted({r.rung for r in results}, key=lambda rung: -1 if rung is None else rung):
-        mine = [j for j, r in enumerate(results) if r.rung == rung]
+        mine = [j for j, r in enumerate(results) if r.rung == rung and r.stopped_below is None]
         ax.scatter(
             [xs[j] for j in mine],
             [results[j].val_acc or 0.0 for j in mine],
@@ -595,6 +609,12 @@ def _scatter_by_rung(ax: Axes, xs: Sequence[float], results: Sequence[TrialResul
             alpha=rung_alpha(rung),
             **style,
         )
+
+
+def _note_median_stopped(results: Sequence[TrialResult], handles: dict[str, Any]) -> None:
+    if any(r.stopped_below is not None for r in results):
+        label = "stopped by median_stop (hollow: accuracy at fewer epochs)"
+        handles.setdefault(label, Line2D([], [], ls="", marker="o", color="gray", markerfacecolor="none", label=label))
 
 
 def _rung_order(r: TrialResult) -> int:

@@ -325,6 +325,23 @@ def test_accuracy_against_a_parameter_marks_each_trial_by_the_rung_it_reached() 
     assert no_complete_message([s]) is None
 
 
+def test_trials_stopped_by_median_stop_are_hollow_and_named_in_the_legend() -> None:
+    results = [done(i, 0.4 + i / 100, 4, lr=0.01 * (i + 1)) for i in range(3)]
+    for i in range(3, 5):
+        r = done(i, 0.2, 2, lr=0.001 * i)
+        r.state, r.stopped_below = TrialState.STOPPED, 0.41
+        results.append(r)
+    fig = drawn(params_figure([stage({"lr": LR}, results, epochs=4)]))  # type: ignore[arg-type]
+    hollow = [
+        c
+        for c in fig.axes[0].collections
+        if isinstance(c, PathCollection) and len(c.get_offsets()) and not c.get_facecolors().size
+    ]
+    assert [len(c.get_offsets()) for c in hollow] == [2]
+    assert sorted(float(y) for _, y in hollow[0].get_offsets()) == [0.2, 0.2]
+    assert "stopped by median_stop (hollow: accuracy at fewer epochs)" in _legend_texts(fig)
+
+
 def test_only_the_rungs_present_are_in_the_legend() -> None:
     results = [stopped(i, 0.3, 1, 0, lr=0.01 * (i + 1), weight_decay=1e-4) for i in range(3)]
     top = done(3, 0.5, 9, lr=0.02, weight_decay=1e-3)
