@@ -338,7 +338,9 @@ def run_stage(
         run_info["end_time"] = _now()
         store.write_json("run.json", run_info)
         outcome = write_stage_results(stage, current_results(stage)[0])
-        book.notes.extend(n for n in [book.median_stop_note()] if n)
+        note = book.median_stop_note()
+        if note:
+            book.notes.append(note)
     except KeyboardInterrupt as e:
         raise _record_stop(stage, book, run_info, e) from None
     outcome.warnings, outcome.resumed = warnings + book.notes, len(finished)
