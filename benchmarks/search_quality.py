@@ -26,6 +26,10 @@ the data is in memory: loading it is the same for all and not counted) and the s
 - `tpe+refine`, `tpe+refine-kept`: coarse+refine with a tpe coarse stage (grown a wave at a time);
   its refine stage restarts (random search in the narrowed ranges) or keeps the model
   (`refine.sampler: tpe`: TPE told the coarse trials inside the narrowed ranges).
+- `probe+halving`, `probe+random`: the lecture's recipe: hpsearch's learning-rate probe (sanity-check's
+  ~100 iterations at each of sanity.probe_lrs, its time counted in the budget) narrows the lr range
+  as `hpsearch sanity-check --write-spec` does, then `halving` (sized as `halving` is) or `random`
+  searches the narrowed space until the deadline.
 - `optuna-tpe`: Optuna's TPE sampler (multivariate, seeded) with its median pruner, driving the same
   network (hpsearch.models.build_model) on the same tensors in a plain PyTorch loop written as a
   careful Optuna user would (minibatch SGD with momentum, lr decay per epoch, validation accuracy
@@ -86,9 +90,12 @@ METHODS = (
     "tpe-pop+median",
     "tpe+refine",
     "tpe+refine-kept",
+    "probe+halving",
+    "probe+random",
     "optuna-tpe",
 )
-SIZED_BY_RANDOM = ("halving", "tpe+halving")  # they plan their trials from random search's trial-epochs
+# They plan their trials from random search's trial-epochs in the same budget:
+SIZED_BY_RANDOM = ("halving", "tpe+halving", "probe+halving")
 TPE = TpeSpec()  # the tpe methods' settings (--tpe-startup changes its startup trials)
 
 
@@ -289,6 +296,14 @@ def search_coarse_refine(spec: Spec, data: Dataset, budget: float, run: Path) ->
     return total
 
 
+def probed(spec: Spec, data: Dataset) -> Spec:
+    """The spec with the lr range sanity-check's probe recommends (unchanged if it recommends none)."""
+    from hpsearch.sanity import probe_learning_rates, spec_with_lr_range
+
+    _, _, lr_range = probe_learning_rates(spec, data)
+    return spec if lr_range is None else spec_with_lr_range(spec, *lr_range)
+
+
 # --------------------------------------------------------------------------- Optuna, as its user writes it
 
 
@@ -401,6 +416,13 @@ def run_method(
             found = search_halving(seeded, data, budget, run, trial_epoch_budget)
         elif method == "tpe+halving":
             found = search_halving(_tpe(seeded), data, budget, run, trial_epoch_budget, Sampler.TPE)
+        elif method in ("probe+halving", "probe+random"):
+            narrowed = probed(seeded, data)
+            left = budget - (time.perf_counter() - start)
+            if method == "probe+halving":
+                found = search_halving(narrowed, data, left, run, trial_epoch_budget)
+            else:
+                found = search_random(narrowed, data, left, run)
         elif method == "tpe":
             found = search_tpe(seeded, data, budget, run)
         elif method == "coarse+refine":
