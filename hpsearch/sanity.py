@@ -18,7 +18,7 @@ from hpsearch.data import Dataset
 from hpsearch.errors import SpecError
 from hpsearch.models import Maxout, Net, build_model, l2_penalty
 from hpsearch.records import finite_or_none
-from hpsearch.spec import Spec, TrainSpec
+from hpsearch.spec import NumericRange, Spec, TrainSpec
 from hpsearch.trial import batch_order, init_seed, make_optimizer, training_loss
 
 # Initial loss / ln(C): inside PASS_BAND passes, inside WARN_BAND warns, outside fails.
@@ -699,7 +699,7 @@ def _probe_losses(spec: Spec, data: Dataset, lr: float) -> list[float]:
 
 
 def spec_with_lr_range(spec: Spec, low: float, high: float) -> Spec:
-    """A copy of the spec whose search space has lr log-uniform over [low, high]."""
-    data = spec.model_dump()
-    data["search"]["space"] = {**data["search"]["space"], "lr": {"low": low, "high": high, "log": True}}
-    return Spec.model_validate(data)
+    """A copy of the spec whose search space has lr log-uniform over [low, high] (the keys its file
+    set still the only ones set: spec_to_yaml(..., as_written=True) writes the user's spec back)."""
+    space = {**spec.search.space, "lr": NumericRange(low=low, high=high, log=True)}
+    return spec.model_copy(update={"search": spec.search.model_copy(update={"space": space})})

@@ -919,6 +919,6 @@ def run_sanity(
     if write_spec is not None and report.recommended_lr is not None:
         low, high = report.recommended_lr
         header = f"# Written by hpsearch sanity-check from {spec_path}: lr range from the learning-rate probe.\n"
-        atomic_write_text(write_spec, header + spec_to_yaml(spec_with_lr_range(spec, low, high)))
+        atomic_write_text(write_spec, header + spec_to_yaml(spec_with_lr_range(spec, low, high), as_written=True))
         written = write_spec
     return SanityOutcome(report, store.path / "report.json", written)

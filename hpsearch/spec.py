@@ -633,6 +633,12 @@ def load_spec(path: str | Path) -> Spec:
     return parse_spec(data, str(p), p.resolve().parent)
 
 
-def spec_to_yaml(spec: Spec) -> str:
-    """The resolved spec as YAML that load_spec reads back to an equal Spec."""
+def spec_to_yaml(spec: Spec, as_written: bool = False) -> str:
+    """The resolved spec as YAML that load_spec reads back to an equal Spec. `as_written`: only the
+    keys the spec's file set (the rest are defaults), short collections on one line, as a person
+    writes a spec; else every key, defaults included (what a run records it ran)."""
+    if as_written:
+        return yaml.safe_dump(
+            spec.model_dump(mode="json", exclude_unset=True), sort_keys=False, default_flow_style=None, width=110
+        )
     return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

@@ -25,6 +25,7 @@ from hpsearch.sanity import (
     probe_learning_rates,
     probe_row,
     run_sanity_checks,
+    spec_with_lr_range,
 )
 from hpsearch.spec import Spec, load_spec, parse_spec
 
@@ -360,6 +361,10 @@ def test_cli_passes_writes_report_and_spec(tmp_path: Path) -> None:
     lr = written.search.space["lr"]
     assert (lr.low, lr.high, lr.log) == (pytest.approx(low), pytest.approx(high), True)  # type: ignore[union-attr]
     assert "weight_decay" in written.search.space  # the rest of the space is kept
+    assert written == spec_with_lr_range(load_spec(spec), low, high)  # and everything else
+    text = out_spec.read_text()
+    assert "null" not in text and "probe_lrs" not in text  # the user's keys, not every default
+    assert "lr_decay: 0.95" in text
     again = cli("sanity-check", str(spec), "--out", str(tmp_path / "run"), "--write-spec", str(out_spec))
     assert again.returncode == 1  # never overwrites a file
     assert "already exists" in again.stderr
