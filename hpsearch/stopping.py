@@ -38,9 +38,8 @@ def with_bars(pop: list[TrialConfig], rule: MedianStopSpec | None, finished: lis
     """The population as it trains: each trial with its bars from the trials finished by now."""
     if rule is None:
         return pop
-    by_epochs: dict[int, tuple[float | None, ...] | None] = {}  # the bars depend on a trial's epochs alone
-    for epochs in {c.train.epochs for c in pop}:
-        by_epochs[epochs] = bars(rule, finished, epochs)
+    # A trial's bars depend on its epochs alone: computed once per distinct epochs count.
+    by_epochs = {epochs: bars(rule, finished, epochs) for epochs in {c.train.epochs for c in pop}}
     return [replace(c, stop_below=by_epochs[c.train.epochs]) for c in pop]
 
 
