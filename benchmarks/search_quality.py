@@ -30,10 +30,6 @@ the data is in memory: loading it is the same for all and not counted) and the s
   ~100 iterations at each of sanity.probe_lrs, its time counted in the budget) narrows the lr range
   as `hpsearch sanity-check --write-spec` does, then `halving` (sized as `halving` is) or `random`
   searches the narrowed space until the deadline.
-- `probe+brackets`: `probe+halving` that spends the budget: when its halving stage ends before the
-  deadline, another follows (new draws, another seed), sized to the time left at the trial-epochs
-  per second measured so far, until fewer than 3 trials would fit (Hyperband's brackets, all of one
-  kind); the pick is the best trial of the deepest rung reached.
 - `optuna-tpe`: Optuna's TPE sampler (multivariate, seeded) with its median pruner, driving the same
   network (hpsearch.models.build_model) on the same tensors in a plain PyTorch loop written as a
   careful Optuna user would (minibatch SGD with momentum, lr decay per epoch, validation accuracy
@@ -96,13 +92,10 @@ METHODS = (
     "tpe+refine-kept",
     "probe+halving",
     "probe+random",
-    "probe+brackets",
     "optuna-tpe",
 )
 # They plan their trials from random search's trial-epochs in the same budget:
-SIZED_BY_RANDOM = ("halving", "tpe+halving", "probe+halving", "probe+brackets")
-HALVING = HalvingSpec(eta=3, min_epochs=1)  # the halving methods' rungs
-BRACKET_SEED = 7919  # probe+brackets: a later bracket draws its trials from seed + this x its index
+SIZED_BY_RANDOM = ("halving", "tpe+halving", "probe+halving")
 TPE = TpeSpec()  # the tpe methods' settings (--tpe-startup changes its startup trials)
 
 
@@ -149,8 +142,6 @@ class Searched:
     chosen: TrialConfig | None
     trained_epochs: int = 0  # every trial-epoch trained, a trial stopped at the deadline included
     refined: int | None = None  # coarse+refine: the refine stage's finished trials
-    chosen_epochs: int = 0  # the epochs the chosen configuration trained in the search
-    brackets: int | None = None  # probe+brackets: halving stages run
 
 
 # --------------------------------------------------------------------------- hpsearch methods
@@ -202,7 +193,6 @@ def _searched(results: list[TrialResult], configs: dict[int, TrialConfig]) -> Se
         trial_epochs=sum(r.epochs_done for r in results),
         best_val_acc=best.val_acc if best else None,
         chosen=configs.get(best.trial) if best else None,
-        chosen_epochs=best.epochs_done if best else 0,
     )
 
 
@@ -230,14 +220,18 @@ def _one_stage(stage_spec: Spec, data: Dataset, deadline: float, run: Path) -> t
     return stage, progress
 
 
-def _halving_bracket(
-    spec: Spec, data: Dataset, deadline: float, run: Path, trials: int, sampler: Sampler, index: int
+def search_halving(
+    spec: Spec, data: Dataset, budget: float, run: Path, trial_epoch_budget: int, sampler: Sampler = Sampler.RANDOM
 ) -> Searched:
-    """One halving stage (eta 3) of `trials` trials, stopped at the deadline if it is not done; the
-    index-th bracket draws its trials from another seed (the first from the spec's)."""
-    seed = spec.search.seed + BRACKET_SEED * index
-    bracket = _with(spec, trials=trials, halving=HALVING, sampler=sampler, seed=seed)
-    stage, progress = _one_stage(bracket, data, deadline, run if index == 0 else run / f"bracket-{index}")
+    """One halving stage (eta 3), as many trials as `trial_epoch_budget` (what random search
+    trained in the same budget) allows; stopped at the deadline if it is not done."""
+    deadline = time.perf_counter() + budget
+    halving = HalvingSpec(eta=3, min_epochs=1)
+    rungs = rung_epochs(spec.train.epochs, halving)
+    n = 2
+    while trial_epochs(planned_counts(n + 1, rungs, halving.eta), rungs) <= trial_epoch_budget:
+        n += 1
+    stage, progress = _one_stage(_with(spec, trials=n, halving=halving, sampler=sampler), data, deadline, run)
     finished = _finished(stage.store)
     results = [r for r in finished if r.state is not TrialState.STOPPED]  # the last rung's, or what finished
     out = _searched(results or finished, {c.trial_id: c for c in stage.configs})
@@ -245,52 +239,6 @@ def _halving_bracket(
     out.trial_epochs = sum(r.epochs_done for r in _latest_records(stage.store))
     out.trained_epochs = progress.epochs
     return out
-
-
-def search_halving(
-    spec: Spec,
-    data: Dataset,
-    budget: float,
-    run: Path,
-    trial_epoch_budget: float,
-    sampler: Sampler = Sampler.RANDOM,
-    fill: bool = False,
-) -> Searched:
-    """A halving stage with as many trials as `trial_epoch_budget` (what random search trained in
-    the same budget) allows, stopped at the deadline if it is not done. With `fill`, a stage that
-    ends early is followed by more (brackets, as Hyperband repeats them; new draws), each sized to
-    the time left at the pace measured so far, until fewer than eta trials would fit; the pick is
-    the best trial of the brackets' deepest rung."""
-    start = time.perf_counter()
-    deadline = start + budget
-    rungs = rung_epochs(spec.train.epochs, HALVING)
-    trials, brackets = _halving_trials(trial_epoch_budget, rungs), list[Searched]()
-    while True:
-        brackets.append(_halving_bracket(spec, data, deadline, run, trials, sampler, len(brackets)))
-        now = time.perf_counter()
-        pace = sum(b.trained_epochs for b in brackets) / (now - start)
-        trials = _halving_trials(pace * (deadline - now), rungs)
-        if not fill or trials < HALVING.eta:
-            break
-    picked = [b for b in brackets if b.chosen is not None]
-    best = max(picked, key=lambda b: (b.chosen_epochs, b.best_val_acc or 0.0)) if picked else brackets[0]
-    return Searched(
-        configs=sum(b.configs for b in brackets),
-        trial_epochs=sum(b.trial_epochs for b in brackets),
-        best_val_acc=best.best_val_acc,
-        chosen=best.chosen,
-        trained_epochs=sum(b.trained_epochs for b in brackets),
-        chosen_epochs=best.chosen_epochs,
-        brackets=len(brackets),
-    )
-
-
-def _halving_trials(trial_epoch_budget: float, rungs: list[int]) -> int:
-    """The most trials (at least 2) a halving stage can have within `trial_epoch_budget` trial-epochs."""
-    n = 2
-    while trial_epochs(planned_counts(n + 1, rungs, HALVING.eta), rungs) <= trial_epoch_budget:
-        n += 1
-    return n
 
 
 def search_tpe(spec: Spec, data: Dataset, budget: float, run: Path, same_shape: bool = False) -> Searched:
@@ -468,12 +416,11 @@ def run_method(
             found = search_halving(seeded, data, budget, run, trial_epoch_budget)
         elif method == "tpe+halving":
             found = search_halving(_tpe(seeded), data, budget, run, trial_epoch_budget, Sampler.TPE)
-        elif method in ("probe+halving", "probe+random", "probe+brackets"):
+        elif method in ("probe+halving", "probe+random"):
             narrowed = probed(seeded, data)
             left = budget - (time.perf_counter() - start)
-            if method != "probe+random":
-                fill = method == "probe+brackets"
-                found = search_halving(narrowed, data, left, run, trial_epoch_budget, fill=fill)
+            if method == "probe+halving":
+                found = search_halving(narrowed, data, left, run, trial_epoch_budget)
             else:
                 found = search_random(narrowed, data, left, run)
         elif method == "tpe":
@@ -497,7 +444,6 @@ def run_method(
         "trial_epochs": found.trial_epochs,
         "trained_epochs": found.trained_epochs,
         "refine_trials": found.refined,
-        "brackets": found.brackets,
         "wall_s": round(wall, 1),
         "best_val_acc": found.best_val_acc,
         "chosen": {k: getattr(v, "value", v) for k, v in found.chosen.params.items()} if found.chosen else None,
