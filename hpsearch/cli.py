@@ -444,6 +444,7 @@ def sanity_check(
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
     from hpsearch.report import sanity_tables
+    from hpsearch.sanity import lr_range_hint
 
     if as_json:
         out.print_json(json.dumps(outcome.report.to_dict()))
@@ -465,6 +466,8 @@ def sanity_check(
         err.print(f"wrote {outcome.written_spec}: run hpsearch coarse {outcome.written_spec}", highlight=False)
     elif write_spec:
         warn(f"no lr range to recommend, so {write_spec} was not written")
+    elif hint := lr_range_hint(spec, outcome.report.recommended_lr):
+        err.print(f"hint: {hint}", highlight=False, soft_wrap=True)
     if outcome.report.failed:
         raise typer.Exit(code=1)
 

@@ -46,6 +46,8 @@ SIGNIFICANT_DROP = 0.10
 ROSE_ABOVE = 0.05
 EXPLODED = 1.5  # a loss that ends above 1.5x its start exploded
 CLOSE_TO_BEST = 0.8  # probes within 80% of the best drop count as good too
+# sanity-check says so when at least this share of the searched lr range lies outside the probe's.
+OUTSIDE_HINT = 0.1
 
 
 CHECK_NAMES = ("initial loss", "activation statistics", "overfit a small sample", "learning-rate probe")
@@ -703,3 +705,27 @@ def spec_with_lr_range(spec: Spec, low: float, high: float) -> Spec:
     set still the only ones set: spec_to_yaml(..., as_written=True) writes the user's spec back)."""
     space = {**spec.search.space, "lr": NumericRange(low=low, high=high, log=True)}
     return spec.model_copy(update={"search": spec.search.model_copy(update={"space": space})})
+
+
+def share_outside(dom: NumericRange, low: float, high: float) -> float:
+    """The share of a searched range's draws (uniform, or log-uniform when dom.log) outside [low, high]."""
+    scale = math.log if dom.log else float
+    a, b = scale(dom.low), scale(dom.high)
+    inside = min(b, scale(high)) - max(a, scale(low))
+    return 1.0 - max(0.0, inside) / (b - a)
+
+
+def lr_range_hint(spec: Spec, recommended: tuple[float, float] | None) -> str | None:
+    """One line when much of the spec's searched lr range lies outside the probe's recommended range
+    (each trial drawn there is likely wasted); None when lr is not a searched range or it fits."""
+    dom = spec.search.space.get("lr")
+    if recommended is None or not isinstance(dom, NumericRange):
+        return None
+    share = share_outside(dom, *recommended)
+    if share < OUTSIDE_HINT:
+        return None
+    low, high = recommended
+    return (
+        f"search.space.lr {dom.low:g}..{dom.high:g} puts {share:.0%} of its trials outside the probe's range "
+        f"{low:.1e}..{high:.1e}; --write-spec FILE writes this spec with the probe's range"
+    )

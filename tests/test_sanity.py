@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+import yaml
 from helpers import ROOT, cli
 
 from hpsearch import sanity
@@ -22,12 +23,14 @@ from hpsearch.sanity import (
     check_initial_loss,
     check_overfit,
     judge_probe,
+    lr_range_hint,
     probe_learning_rates,
     probe_row,
     run_sanity_checks,
+    share_outside,
     spec_with_lr_range,
 )
-from hpsearch.spec import Spec, load_spec, parse_spec
+from hpsearch.spec import NumericRange, Spec, load_spec, parse_spec
 
 SYNTHETIC = {"dataset": "synthetic", "synthetic_train": 1500, "synthetic_test": 100, "val_size": 300}
 
@@ -385,6 +388,27 @@ def test_cli_json_and_exit_code_1_on_failure(tmp_path: Path) -> None:
     assert doc["passed"] is False
 
 
+def test_share_outside_a_range_is_measured_in_its_own_scale() -> None:
+    four_decades = NumericRange(low=1e-4, high=1.0, log=True)
+    assert share_outside(four_decades, 10**-2.5, 10**-0.5) == pytest.approx(0.5)  # two decades of four inside
+    assert share_outside(four_decades, 1e-5, 10.0) == pytest.approx(0.0)  # all inside
+    assert share_outside(four_decades, 1e-3, 10.0) == pytest.approx(0.25)  # only the bottom decade out
+    assert share_outside(four_decades, 10.0, 100.0) == pytest.approx(1.0)  # disjoint
+    assert share_outside(NumericRange(low=0.0, high=1.0), 0.25, 0.5) == pytest.approx(0.75)  # linear
+
+
+def test_lr_range_hint_only_when_much_of_a_searched_range_is_outside() -> None:
+    def spec(space: str) -> Spec:
+        return parse_spec({"name": "s", "search": {"space": yaml.safe_load(f"{{{space}}}")}})
+
+    wide = spec("lr: {low: 1.0e-4, high: 1.0, log: true}")
+    assert lr_range_hint(wide, None) is None  # the probe recommended nothing
+    assert "75% of its trials" in (lr_range_hint(wide, (1e-3, 1e-2)) or "")
+    assert lr_range_hint(wide, (1.5e-4, 1.0)) is None  # 4% outside: close enough
+    assert lr_range_hint(spec("lr: {values: [0.1, 0.01]}"), (1e-3, 1e-2)) is None  # not a range
+    assert lr_range_hint(spec("weight_decay: {low: 1.0e-5, high: 1.0e-1, log: true}"), (1e-3, 1e-2)) is None
+
+
 def test_cli_writes_a_spec_whose_lr_range_comes_from_lrs_that_fell(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -399,9 +423,16 @@ def test_cli_writes_a_spec_whose_lr_range_comes_from_lrs_that_fell(
         "search: {space: {lr: {low: 1.0e-4, high: 1.0, log: true}}}\n"
         "sanity: {probe_lrs: [1, 0.1, 0.01, 0.001]}\n"
     )
+    # Without --write-spec: a hint that half the searched decades (1e-4..1e-2 of 1e-4..1) lie outside.
+    res = cli("sanity-check", str(spec), "--out", str(tmp_path / "first"))
+    assert res.returncode == 0, res.stderr
+    hint = "hint: search.space.lr 0.0001..1 puts 50% of its trials outside the probe's range 1.0e-02..1.0e+00"
+    assert hint in " ".join(res.stderr.split()), res.stderr
+    assert "hint" not in res.stdout
     out_spec = tmp_path / "next.yaml"
     res = cli("sanity-check", str(spec), "--out", str(tmp_path / "run"), "--write-spec", str(out_spec))
     assert res.returncode == 0, res.stderr
+    assert "hint:" not in res.stderr  # the written spec has the probe's range
     doc = json.loads((tmp_path / "run/sanity/report.json").read_text())
     assert doc["recommended_lr"] == pytest.approx([0.01, 1.0])
     assert [r["status"] for r in doc["lr_probe"]] == ["rose", "fell", "barely moved", "barely moved"]
