@@ -1,6 +1,6 @@
 """The lecture's babysitting checks, run before a search: initial loss, activation statistics at
 init, overfitting a small sample, and a learning-rate probe that recommends the coarse range.
-May import: data, models, records, spec, trial; torch.
+May import: data, models, rank, records, spec, trial; torch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from torch import nn
 from hpsearch.data import Dataset
 from hpsearch.errors import SpecError
 from hpsearch.models import Maxout, Net, build_model, l2_penalty
+from hpsearch.rank import position_in_range
 from hpsearch.records import finite_or_none
 from hpsearch.spec import NumericRange, Spec, TrainSpec
 from hpsearch.trial import batch_order, init_seed, make_optimizer, training_loss
@@ -709,10 +710,8 @@ def spec_with_lr_range(spec: Spec, low: float, high: float) -> Spec:
 
 def share_outside(dom: NumericRange, low: float, high: float) -> float:
     """The share of a searched range's draws (uniform, or log-uniform when dom.log) outside [low, high]."""
-    scale = math.log if dom.log else float
-    a, b = scale(dom.low), scale(dom.high)
-    inside = min(b, scale(high)) - max(a, scale(low))
-    return 1.0 - max(0.0, inside) / (b - a)
+    start, end = (min(1.0, max(0.0, position_in_range(v, dom))) for v in (low, high))
+    return 1.0 - (end - start)
 
 
 def lr_range_hint(spec: Spec, recommended: tuple[float, float] | None) -> str | None:
