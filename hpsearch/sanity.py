@@ -703,7 +703,7 @@ def _probe_losses(spec: Spec, data: Dataset, lr: float) -> list[float]:
 
 def spec_with_lr_range(spec: Spec, low: float, high: float) -> Spec:
     """A copy of the spec whose search space has lr log-uniform over [low, high] (the keys its file
-    set still the only ones set: spec_to_yaml(..., as_written=True) writes the user's spec back)."""
+    set still the only ones set, for spec.rewritten_spec's fallback: spec_to_yaml(as_written=True))."""
     space = {**spec.search.space, "lr": NumericRange(low=low, high=high, log=True)}
     return spec.model_copy(update={"search": spec.search.model_copy(update={"space": space})})
 

@@ -48,7 +48,7 @@ from hpsearch.refine import COARSE, RefinePlan, is_partial, plan_refine, stage_c
 from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
 from hpsearch.space import planned_trials, trial_config, trial_configs
-from hpsearch.spec import DataSpec, MedianStopSpec, ModelSpec, Spec, load_spec, spec_to_yaml
+from hpsearch.spec import DataSpec, MedianStopSpec, ModelSpec, Spec, load_spec, rewritten_spec, spec_to_yaml
 from hpsearch.stopping import with_bars
 from hpsearch.store import Checkpoints, StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
 from hpsearch.verdicts import Verdict, range_verdicts
@@ -919,6 +919,7 @@ def run_sanity(
     if write_spec is not None and report.recommended_lr is not None:
         low, high = report.recommended_lr
         header = f"# Written by hpsearch sanity-check from {spec_path}: lr range from the learning-rate probe.\n"
-        atomic_write_text(write_spec, header + spec_to_yaml(spec_with_lr_range(spec, low, high), as_written=True))
+        text = rewritten_spec(Path(spec_path), spec_with_lr_range(spec, low, high), write_spec, "lr")
+        atomic_write_text(write_spec, header + text)
         written = write_spec
     return SanityOutcome(report, store.path / "report.json", written)

@@ -633,6 +633,61 @@ def load_spec(path: str | Path) -> Spec:
     return parse_spec(data, str(p), p.resolve().parent)
 
 
+def _value_node(node: yaml.Node, key: str) -> tuple[yaml.Node, yaml.Node] | None:
+    """(key node, value node) of `key` in a YAML mapping node; None if it is not a mapping that has it."""
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    return next(((k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == key), None)
+
+
+def _end_index(node: yaml.Node) -> int:
+    """Where a node's own text ends: a block collection's end mark lies past any comments after it."""
+    if isinstance(node, yaml.CollectionNode) and not node.flow_style and node.value:
+        last = node.value[-1]
+        return _end_index(last[1] if isinstance(last, tuple) else last)
+    return node.end_mark.index
+
+
+def with_space_entry(text: str, name: str, entry: str) -> str | None:
+    """A spec's YAML text with search.space.<name> set to `entry` (one line of flow YAML), every
+    other character as written (comments, order, layout); None when the text has no search.space
+    mapping to put it in."""
+    try:
+        root = yaml.compose(text, Loader=_SafeSpecLoader)
+    except (yaml.YAMLError, RecursionError):
+        return None
+    search = _value_node(root, "search") if root is not None else None
+    space = _value_node(search[1], "space") if search else None
+    if space is None or not isinstance(space[1], yaml.MappingNode) or not space[1].value:
+        return None
+    found = _value_node(space[1], name)
+    if found is not None:  # replace the value: from just after the key's colon to the value's end
+        colon = text.find(":", found[0].end_mark.index)
+        return text[: colon + 1] + " " + entry + text[_end_index(found[1]) :]
+    first = space[1].value[0][0]  # insert it before the first entry, as that one is laid out
+    at = first.start_mark
+    sep = ", " if space[1].flow_style else "\n" + " " * at.column
+    return text[: at.index] + f"{name}: {entry}" + sep + text[at.index :]
+
+
+def rewritten_spec(source: Path, new: Spec, dest: Path, name: str) -> str:
+    """The text to write at `dest` for `new`, a copy of the spec file at `source` whose
+    search.space.<name> changed: the file as its user wrote it (comments included) with only that
+    entry edited, when it then loads as `new` from `dest`; else `new` as written (comments lost)."""
+    dom = new.search.space[name]
+    fields = dom.model_dump(mode="json", exclude_unset=True)
+    entry = yaml.safe_dump(fields, default_flow_style=True, sort_keys=False, width=2**31).strip()
+    try:
+        edited = with_space_entry(source.read_text(encoding="utf-8"), name, entry)
+        if edited is not None:
+            loaded = yaml.load(edited, Loader=_SafeSpecLoader)
+            if parse_spec(loaded, str(dest), dest.resolve().parent) == new:
+                return edited
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, SpecError):
+        pass
+    return spec_to_yaml(new, as_written=True)
+
+
 def spec_to_yaml(spec: Spec, as_written: bool = False) -> str:
     """The resolved spec as YAML that load_spec reads back to an equal Spec. `as_written`: only the
     keys the spec's file set (the rest are defaults), short collections on one line, as a person

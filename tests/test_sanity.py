@@ -368,6 +368,14 @@ def test_cli_passes_writes_report_and_spec(tmp_path: Path) -> None:
     text = out_spec.read_text()
     assert "null" not in text and "probe_lrs" not in text  # the user's keys, not every default
     assert "lr_decay: 0.95" in text
+
+    # The user's file line for line (its comments too), the searched lr range the one line changed.
+    def others(lines: list[str]) -> list[str]:
+        return [line for line in lines if not line.startswith("    lr: {")]
+
+    assert text.startswith("# Written by hpsearch sanity-check from ")
+    assert others(text.splitlines()[1:]) == others(spec.read_text().splitlines())
+    assert "# images, of which the last val_size are the validation split" in text
     again = cli("sanity-check", str(spec), "--out", str(tmp_path / "run"), "--write-spec", str(out_spec))
     assert again.returncode == 1  # never overwrites a file
     assert "already exists" in again.stderr

@@ -8,7 +8,17 @@ import pytest
 from helpers import ROOT
 
 from hpsearch.errors import SpecError
-from hpsearch.spec import Activation, Categorical, NumericRange, load_spec, parse_spec, spec_to_yaml
+from hpsearch.spec import (
+    Activation,
+    Categorical,
+    NumericRange,
+    Spec,
+    load_spec,
+    parse_spec,
+    rewritten_spec,
+    spec_to_yaml,
+    with_space_entry,
+)
 
 
 def error_of(data: object) -> str:
@@ -186,3 +196,55 @@ def test_a_bad_command_line_override_is_one_line_naming_the_option() -> None:
     with pytest.raises(SpecError) as info:
         with_overrides(spec, seed=-1)
     assert str(info.value) == "--seed -1: search.seed: input should be greater than or equal to 0 (got -1)"
+
+
+BLOCK_SPEC = """\
+name: s  # the run's name
+search:
+  space:
+    lr:   # replaced, this comment with it
+      low: 1.0e-4
+      high: 1.0
+      log: true
+    # weight decay next
+    weight_decay: {low: 1.0e-6, high: 1.0e-1, log: true}
+"""
+
+
+def test_a_space_entry_is_replaced_or_inserted_and_nothing_else_changes() -> None:
+    entry = "{low: 0.01, high: 0.1, log: true}"
+    replaced = with_space_entry(BLOCK_SPEC, "lr", entry)
+    written = "lr:   # replaced, this comment with it\n      low: 1.0e-4\n      high: 1.0\n      log: true"
+    assert replaced == BLOCK_SPEC.replace(written, f"lr: {entry}")  # the comment after it kept
+    inserted = with_space_entry(BLOCK_SPEC, "momentum", "{low: 0.5, high: 0.9}")
+    assert inserted == BLOCK_SPEC.replace("    lr:", "    momentum: {low: 0.5, high: 0.9}\n    lr:")
+    flow = "search: {space: {wd: {values: [1]}}}  # flow\n"
+    assert with_space_entry(flow, "lr", entry) == f"search: {{space: {{lr: {entry}, wd: {{values: [1]}}}}}}  # flow\n"
+    assert with_space_entry(flow.replace("wd", "lr"), "lr", entry) == f"search: {{space: {{lr: {entry}}}}}  # flow\n"
+    for nowhere in ("name: s\n", "search: {trials: 3}\n", "search: {space: {}}\n", "- a list\n", "", "a: [\n"):
+        assert with_space_entry(nowhere, "lr", entry) is None, nowhere
+
+
+def with_lr(spec: Spec, low: float, high: float) -> Spec:
+    space = {**spec.search.space, "lr": NumericRange(low=low, high=high, log=True)}
+    return spec.model_copy(update={"search": spec.search.model_copy(update={"space": space})})
+
+
+def test_a_rewritten_spec_keeps_the_users_file_where_it_loads_the_same(tmp_path: Path) -> None:
+    source = tmp_path / "s.yaml"
+    source.write_text(BLOCK_SPEC)
+    new = with_lr(load_spec(source), 0.003, 0.3)
+    text = rewritten_spec(source, new, tmp_path / "next.yaml", "lr")
+    assert text == with_space_entry(BLOCK_SPEC, "lr", "{low: 0.003, high: 0.3, log: true}")  # comments kept
+    (tmp_path / "next.yaml").write_text(text)
+    assert load_spec(tmp_path / "next.yaml") == new
+    # A relative path would name another file from another folder: the spec is written out whole.
+    (tmp_path / "nets.py").write_text("def tiny(input_shape, num_classes):\n    return None\n")
+    source.write_text(BLOCK_SPEC + "model: {kind: python, factory: nets.py:tiny}\n")
+    moved = with_lr(load_spec(source), 0.003, 0.3)
+    (tmp_path / "elsewhere").mkdir()
+    text = rewritten_spec(source, moved, tmp_path / "elsewhere" / "next.yaml", "lr")
+    assert "#" not in text and str(tmp_path / "nets.py") in text
+    (tmp_path / "elsewhere" / "next.yaml").write_text(text)
+    assert load_spec(tmp_path / "elsewhere" / "next.yaml") == moved
+    assert rewritten_spec(source, moved, tmp_path / "next2.yaml", "lr").startswith("name: s  # the run's name\n")
