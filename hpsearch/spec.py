@@ -621,19 +621,24 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{p}: is a directory, not a spec file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{p}: cannot read: {getattr(e, 'strerror', None) or e}") from None
+    return parse_spec_text(text, p)
+
+
+def parse_spec_text(text: str, path: Path) -> Spec:
+    """A spec's YAML text, as the file at `path` would be read (relative paths from its folder)."""
     try:
         data = yaml.load(text, Loader=_SafeSpecLoader)  # a SafeLoader: plain data, no Python objects
     except RecursionError:  # PyYAML's parser recurses once per level of nesting
-        raise SpecError(f"{p}: invalid YAML: nested too deeply") from None
+        raise SpecError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{p}: invalid YAML{where}: {problem}") from None
-    return parse_spec(data, str(p), p.resolve().parent)
+        raise SpecError(f"{path}: invalid YAML{where}: {problem}") from None
+    return parse_spec(data, str(path), path.resolve().parent)
 
 
-def _value_node(node: yaml.Node, key: str) -> tuple[yaml.Node, yaml.Node] | None:
+def _value_node(node: yaml.Node | None, key: str) -> tuple[yaml.Node, yaml.Node] | None:
     """(key node, value node) of `key` in a YAML mapping node; None if it is not a mapping that has it."""
     if not isinstance(node, yaml.MappingNode):
         return None
@@ -656,7 +661,7 @@ def with_space_entry(text: str, name: str, entry: str) -> str | None:
         root = yaml.compose(text, Loader=_SafeSpecLoader)
     except (yaml.YAMLError, RecursionError):
         return None
-    search = _value_node(root, "search") if root is not None else None
+    search = _value_node(root, "search")
     space = _value_node(search[1], "space") if search else None
     if space is None or not isinstance(space[1], yaml.MappingNode) or not space[1].value:
         return None
@@ -679,11 +684,9 @@ def rewritten_spec(source: Path, new: Spec, dest: Path, name: str) -> str:
     entry = yaml.safe_dump(fields, default_flow_style=True, sort_keys=False, width=2**31).strip()
     try:
         edited = with_space_entry(source.read_text(encoding="utf-8"), name, entry)
-        if edited is not None:
-            loaded = yaml.load(edited, Loader=_SafeSpecLoader)
-            if parse_spec(loaded, str(dest), dest.resolve().parent) == new:
-                return edited
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError, SpecError):
+        if edited is not None and parse_spec_text(edited, dest) == new:
+            return edited
+    except (OSError, UnicodeDecodeError, SpecError):
         pass
     return spec_to_yaml(new, as_written=True)
 
