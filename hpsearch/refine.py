@@ -11,6 +11,7 @@ or run (search.run_refine). May import: records, spec, space, rank, store, optio
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import shlex
@@ -89,16 +90,23 @@ def planning_set(results: list[TrialResult], k: int, val_size: int) -> tuple[lis
 
 
 def plan_ranges(
-    space: dict[str, NumericRange | Categorical], top: list[TrialResult], edges: list[Edge]
+    space: dict[str, NumericRange | Categorical],
+    top: list[TrialResult],
+    edges: list[Edge],
+    keep: list[TrialResult] | None = None,
 ) -> list[RangePlan]:
-    """The next stage's range for every searched parameter. `top` is best first."""
+    """The next stage's range for every searched parameter. `top` is best first; every trial of
+    `keep` (the trials tied with the best) lies inside each new range, and so does the best."""
     flags = {e.name: e.flag for e in edges if e.verdict is Verdict.EDGE}
+    toward = {e.name: e.flag for e in edges if e.verdict is Verdict.UNSAMPLED}
+    kept = [top[0], *(keep or [])] if top else list(keep or [])
     plans = []
     for name, dom in sorted(space.items()):
         if isinstance(dom, Categorical):
             plans.append(_plan_categorical(name, dom, top))
         else:
-            plans.append(_plan_numeric(name, dom, top, flags.get(name)))
+            must = [float(r.params[name]) for r in kept if isinstance(r.params.get(name), (int, float))]
+            plans.append(_plan_numeric(name, dom, top, flags.get(name), toward.get(name), must))
     return plans
 
 
@@ -112,7 +120,16 @@ def _same(a: Any, b: Any) -> bool:
     return bool(jsonable(a) == jsonable(b))
 
 
-def _plan_numeric(name: str, dom: NumericRange, top: list[TrialResult], flag: str | None) -> RangePlan:
+def _plan_numeric(
+    name: str,
+    dom: NumericRange,
+    top: list[TrialResult],
+    flag: str | None,
+    toward: str | None = None,
+    must: list[float] | None = None,
+) -> RangePlan:
+    """`flag`: the bound accuracy points past (edge); `toward`: the bound of a part no trial sampled
+    that the fit rises toward (unsampled); `must`: values the new range holds whatever the rule."""
     to, back = (math.log10, lambda u: 10.0**u) if dom.log else (float, float)
     values = [float(r.params[name]) for r in top]
     old_lo, old_hi = to(dom.low), to(dom.high)
@@ -130,6 +147,11 @@ def _plan_numeric(name: str, dom: NumericRange, top: list[TrialResult], flag: st
         half = min(max(reach, margin), MAX_WIDTH * width / 2)
         lo, hi = edge - half, edge + half
         rule = f"{span}; accuracy points past the {flag} edge: extended {'upward' if flag == 'high' else 'downward'}"
+    elif toward in ("high", "low"):
+        # Accuracy rises toward a part of the range no trial reached: search it, up to the old bound.
+        lo, hi = (max(lo, old_lo), old_hi) if toward == "high" else (old_lo, min(hi, old_hi))
+        part = "upper" if toward == "high" else "lower"
+        rule = f"{span}; the {part} part was not sampled: reaching to the old {toward} edge"
     else:
         lo, hi = max(lo, old_lo), min(hi, old_hi)
         if hi - lo > MAX_WIDTH * width:
@@ -140,13 +162,19 @@ def _plan_numeric(name: str, dom: NumericRange, top: list[TrialResult], flag: st
             rule = f"{span} too wide; {MAX_WIDTH:.0%} of the range around the best"
         else:
             rule = span
-    low, high = _clamp(name, back(lo), back(hi), dom)
+    if must:  # the best, and the trials noise cannot tell from it, are never planned out
+        if min(must) < back(lo) or max(must) > back(hi):
+            rule += f"; widened to hold the best and its ties ({fmt_value(min(must))}..{fmt_value(max(must))})"
+        lo, hi = min(lo, to(min(must))), max(hi, to(max(must)))
+    low, high = _clamp(name, back(lo), back(hi), dom, must or [])
     return RangePlan(name, dom, NumericRange(low=low, high=high, log=dom.log, integer=dom.integer), rule)
 
 
-def _clamp(name: str, low: float, high: float, dom: NumericRange) -> tuple[float, float]:
-    """Keep the bounds inside what the field accepts (lr > 0, dropout < 1, ...), integers whole."""
-    low, high = _round_sig(low), _round_sig(high)
+def _clamp(name: str, low: float, high: float, dom: NumericRange, must: list[float]) -> tuple[float, float]:
+    """Keep the bounds inside what the field accepts (lr > 0, dropout < 1, ...), integers whole,
+    and rounded to 3 significant digits outward where rounding would leave a value of `must` out."""
+    low = _round_sig(low, rounding=decimal.ROUND_FLOOR if must and _round_sig(low) > min(must) else None)
+    high = _round_sig(high, rounding=decimal.ROUND_CEILING if must and _round_sig(high) < max(must) else None)
     section = SEARCHABLE.get(name) if dom.integer is None else None  # a factory argument has no field
     owner = TrainSpec if section == "train" else ModelSpec if section == "model" else None
     # A factory argument has no field, so no bounds but its range's own.
@@ -166,11 +194,15 @@ def _clamp(name: str, low: float, high: float, dom: NumericRange) -> tuple[float
     return low, high
 
 
-def _round_sig(v: float, digits: int = 3) -> float:
-    """Ranges read better as 2.1e-04 than 2.0893e-04; three significant digits lose nothing useful."""
+def _round_sig(v: float, digits: int = 3, rounding: str | None = None) -> float:
+    """Ranges read better as 2.1e-04 than 2.0893e-04; three significant digits lose nothing useful.
+    `rounding`: a decimal rounding mode (ROUND_FLOOR, ROUND_CEILING); nearest when None."""
     if v == 0 or not math.isfinite(v):
         return v
-    return float(f"{v:.{digits - 1}e}")
+    if rounding is None:
+        return float(f"{v:.{digits - 1}e}")
+    d = decimal.Decimal(repr(v))
+    return float(d.quantize(decimal.Decimal(1).scaleb(d.adjusted() - digits + 1), rounding=rounding))
 
 
 # --------------------------------------------------------------------------- the stages of a run
@@ -355,7 +387,7 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
     if not top:
         raise StoreError(f"{run_dir / previous}: no complete trial to refine around")
     stage_edges = edges(spec.search.space, top[0], verdicts)
-    ranges = _longer_epochs(plan_ranges(spec.search.space, top, stage_edges), spec, options)
+    ranges = _longer_epochs(plan_ranges(spec.search.space, top, stage_edges, keep=tied), spec, options)
     new_spec = refined_spec(spec, ranges, options, previous_trials=len(results))
     configs, skipped = _not_yet_trained(
         trial_configs(new_spec, str(run_dir / previous / "spec.yaml"), one_config_ok=True),

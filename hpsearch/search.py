@@ -731,7 +731,10 @@ def stage_outcome(stage: Stage, results: list[TrialResult]) -> StageOutcome:
     verdicts = range_verdicts(ranked, stage.spec.search, data)
     # A stage where nothing learned says so, and which way to move, in its lr verdict: once.
     learned_nothing = any(v.verdict is Verdict.NOTHING_LEARNED for v in verdicts.values())
-    advice = None if learned_nothing else stage_advice(ranked, data.num_classes, data.val_size)
+    lr_verdict = verdicts.get("lr")
+    # The stage's line and the lr verdict agree: advice to move lr against where its verdict points is not given.
+    toward = lr_verdict.flag if lr_verdict is not None and lr_verdict.verdict is not Verdict.INSIDE else None
+    advice = None if learned_nothing else stage_advice(ranked, data.num_classes, data.val_size, toward)
     planned = None
     if stage.spec.search.halving is not None or stage.spec.search.median_stop is not None:
         epochs = {c.trial_id: c.train.epochs for c in stage.configs}

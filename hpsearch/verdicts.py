@@ -9,6 +9,9 @@ a border says nothing about the trend. So every trial that trained counts:
 - edge: accuracy points past a bound: a quadratic fit of accuracy against the parameter still
   rises at the outer 10% of the range, or the trials tied with the best (rank.tied_with_best) are
   all pressed against it.
+- unsampled: the fit rises toward a part of the range that no trial sampled (its outer quarter
+  holds none): a fit may not speak for where there are no trials, so the optimum may lie there,
+  inside the range. Refine reaches to that bound, never past it.
 - inside: neither: the optimum is inside the range, or there is no trend beyond noise.
 
 rank.edges puts a verdict beside the best trial's position; results.json, the CLI's warnings and
@@ -43,18 +46,24 @@ MIN_FIT_TRIALS = 8  # three coefficients need residual degrees of freedom for a 
 # trial is one sample, however lucky.
 TIED_ZONE = 0.25
 MIN_TIED = 2
+# A side of the range is unsampled when no trial lies in its outer quarter: n trials drawn uniformly
+# leave a given quarter empty with chance 0.75^n (10% at 8 trials, 0.3% at 20), so at a realistic
+# trial count an empty quarter is a fact about the draws, and a fit's slope there is extrapolation.
+UNSAMPLED_GAP = 0.25
 
 
 class Verdict(str, enum.Enum):
     NOTHING_LEARNED = "nothing_learned"  # every trial flat, at chance or diverged: no trend to read
     EDGE = "edge"  # accuracy points past a bound: widen the range there
+    UNSAMPLED = "unsampled"  # accuracy rises toward a part of the range no trial sampled: search it
     INSIDE = "inside"  # the optimum is inside the range, or no trend beyond noise
 
 
 @dataclass(frozen=True)
 class RangeVerdict:
     verdict: Verdict
-    flag: str | None  # "low" or "high": the bound to widen the range past; None: neither
+    # "low" or "high": the bound to widen the range past (edge), or to reach to (unsampled); None: neither
+    flag: str | None
     reason: str  # one line, without the parameter's name
     warning: str | None = None  # the line to warn with; None: nothing to do, or said on another parameter
 
@@ -63,7 +72,7 @@ class _Side(str, enum.Enum):
     """Which way a trial that learned nothing failed."""
 
     LOW = "low"  # flat, or at chance: the learning rate too low (or the data wrong)
-    HIGH = "high"  # diverged, or its loss rose and it stayed at chance: the learning rate too high
+    HIGH = "high"  # diverged, or its loss rose (or fell then rose) and it stayed at chance: lr too high
 
 
 def range_verdicts(
@@ -96,7 +105,7 @@ def _failed_side(r: TrialResult, data: CurveData | None) -> _Side | None:
     label = curve_label(labelled, classes, val_size)
     if label is CurveLabel.DIVERGED:
         return _Side.HIGH
-    if label is CurveLabel.EXPLODING:  # a rising loss can still have learned something (0.26 at lr 0.26)
+    if label in (CurveLabel.EXPLODING, CurveLabel.REBOUNDED):  # a rising loss can still have learned (0.26 at lr 0.26)
         return _Side.HIGH if classes and val_size and at_chance(labelled, classes, val_size) else None
     if label in (CurveLabel.FLAT, CurveLabel.CHANCE):
         return _Side.LOW
@@ -111,7 +120,7 @@ def _nothing_learned(
 ) -> dict[str, RangeVerdict]:
     """One stage verdict, said once: on lr when it is searched, else on the first parameter."""
     carrier = "lr" if "lr" in numeric else next(iter(numeric))
-    flag, reason = _which_way(ran, sides, "lr" in numeric)
+    flag, reason = _which_way(ran, sides, numeric.get("lr"))
     out = {}
     for name in numeric:
         if name == carrier:
@@ -126,21 +135,24 @@ _DID = {_Side.LOW: "had a flat loss or stayed at chance", _Side.HIGH: "diverged 
 _SOME_DID = {_Side.LOW: "were flat or at chance", _Side.HIGH: "diverged or rose"}
 
 
-def _which_way(ran: list[TrialResult], sides: list[_Side], lr_searched: bool) -> tuple[str | None, str]:
-    """(the bound to widen past, the reason): the lecture's reading of flat and diverged curves."""
+def _which_way(ran: list[TrialResult], sides: list[_Side], lr: NumericRange | None) -> tuple[str | None, str]:
+    """(the bound to widen past, the reason): the lecture's reading of flat and diverged curves. When
+    the trials left the part of the range they point to unsampled, searching it comes first."""
     n = len(ran)
-    if all(s is _Side.LOW for s in sides):
-        where = lr_span(ran)
-        how = "widen the range upward" if lr_searched else "raise train.lr"
-        return ("high" if lr_searched else None), (
-            f"nothing learned: all {n} trials {_DID[_Side.LOW]}{where}: the learning rate is too low "
-            f"(or the data or labels are wrong); {how}"
-        )
-    if all(s is _Side.HIGH for s in sides):
-        how = "widen the range downward" if lr_searched else "lower train.lr"
-        return ("low" if lr_searched else None), (
-            f"nothing learned: all {n} trials {_DID[_Side.HIGH]}{lr_span(ran)}: the learning rate is too high; {how}"
-        )
+    lr_searched = lr is not None
+    for side, way, move, verb in ((_Side.LOW, "high", "upward", "raise"), (_Side.HIGH, "low", "downward", "lower")):
+        if not all(s is side for s in sides):
+            continue
+        too = "too low (or the data or labels are wrong)" if side is _Side.LOW else "too high"
+        said = f"nothing learned: all {n} trials {_DID[side]}{lr_span(ran)}: the learning rate is {too}"
+        if lr is None:
+            return None, f"{said}; {verb} train.lr"
+        lrs = [float(r.params["lr"]) for r in ran]
+        gap = unsampled_part(lr, lrs, way)
+        if gap is not None:
+            bound, to = ("low", max(lrs)) if way == "high" else ("high", min(lrs))
+            return None, f"{said} there, but {gap}: search there first ({verb} its {bound} bound to {fmt_value(to)})"
+        return way, f"{said}; widen the range {move}"
     low = [r for r, s in zip(ran, sides, strict=True) if s is _Side.LOW]
     high = [r for r, s in zip(ran, sides, strict=True) if s is _Side.HIGH]
     counts = f"{len(low)} of {n} trials {_SOME_DID[_Side.LOW]}, {len(high)} {_SOME_DID[_Side.HIGH]}"
@@ -157,6 +169,27 @@ def _which_way(ran: list[TrialResult], sides: list[_Side], lr_searched: bool) ->
             "learning (weight decay, init, the data); check the other parameters"
         )
     return None, f"nothing learned: {counts} at the same train.lr: check the other parameters and the data"
+
+
+def unsampled_part(dom: NumericRange, values: Sequence[float], side: str) -> str | None:
+    """'the upper 2 decades of [1e-04, 1] (above 0.011) were not sampled' when no value lies in the
+    range's outer quarter on `side` ("low" or "high"); None when one does."""
+    positions = [position_in_range(v, dom) for v in values]
+    if not positions:
+        return None
+    gap = 1 - max(positions) if side == "high" else min(positions)
+    if gap <= UNSAMPLED_GAP:
+        return None
+    edge = max(values) if side == "high" else min(values)
+    part = "upper" if side == "high" else "lower"
+    beyond = "above" if side == "high" else "below"
+    if dom.log:
+        decades = round(gap * (math.log10(dom.high) - math.log10(dom.low)), 1)
+        size, were = f"{decades:g} decade{'' if decades == 1 else 's'}", "was" if decades <= 1 else "were"
+    else:
+        size, were = f"{gap:.0%}", "was"
+    bounds = f"[{fmt_value(dom.low)}, {fmt_value(dom.high)}]"
+    return f"the {part} {size} of {bounds} ({beyond} {fmt_value(edge)}) {were} not sampled"
 
 
 # --------------------------------------------------------------------------- edge or inside
@@ -224,6 +257,14 @@ def _judge(
     if len(set(fit_sides) | ({tied_side} - {None})) > 1:  # a U-shaped fit, or fit and tied set disagree
         return RangeVerdict(Verdict.INSIDE, None, f"no clear trend: accuracy points at both edges; {tied_text}")
     fit_side = fit_sides[0] if fit_sides else None
+    values = [float(r.params[name]) for r in ran]
+    if fit_side is not None and tied_side is None and fit is not None:
+        gap = unsampled_part(dom, values, fit_side)
+        if gap is not None:  # the fit's slope out there is extrapolation: no trial says what lies there
+            toward = "upward" if fit_side == "high" else "downward"
+            reason = f"{gap}, and a fit of {fit.n} trials rises toward that part: the optimum may lie there"
+            how = f"search it before widening {toward}: refine reaches to the {fit_side} edge (or run more trials)"
+            return RangeVerdict(Verdict.UNSAMPLED, fit_side, reason, f"{name}: {reason}; {how}")
     side = fit_side or tied_side
     if side is not None:
         why = [_fit_text(name, dom, fit)] if fit is not None and fit_side else []
@@ -238,7 +279,8 @@ def _judge(
         trend = f"a fit of {fit.n} trials peaks inside, near {name} {fmt_value(_value_at(peak, dom))}"
     else:
         trend = f"a fit of {fit.n} trials rises toward neither edge beyond noise"
-    return RangeVerdict(Verdict.INSIDE, None, f"{trend}; {tied_text}")
+    gaps = [g for side in ("low", "high") if (g := unsampled_part(dom, values, side)) is not None]
+    return RangeVerdict(Verdict.INSIDE, None, "; ".join([trend, tied_text, *gaps]))
 
 
 def _accuracy_points(

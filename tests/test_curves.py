@@ -186,7 +186,12 @@ def test_stage_advice_names_only_what_happened() -> None:
 
 def test_stage_advice_counts_only_trials_that_ran_and_needs_a_majority() -> None:
     assert stage_advice(stage({"diverged": 5, "good": 5}), num_classes=10) is None  # half is not most
-    assert stage_advice(stage({"diverged": 3, "chance": 3, "good": 3}), num_classes=10) is None
+    # Two thirds failed, but diverged at lower learning rates than those at chance: not lr's doing.
+    assert stage_advice(stage({"diverged": 3, "chance": 3, "good": 3}), num_classes=10) == (
+        "6 of 9 trials learned nothing: 3 stayed at chance accuracy (lr 0.01 to 1), too low; 3 diverged "
+        "(lr 1e-05 to 1e-03), too high: something besides the learning rate stops learning; check the other "
+        "parameters and the data"
+    )
     line = stage_advice(stage({"diverged": 3, "good": 2, "failed": 5}), num_classes=10)
     assert line is not None
     assert line.startswith("3 of 5 trials diverged")  # failed trials did not run: not counted
@@ -199,3 +204,62 @@ def test_stage_advice_when_lr_is_not_searched_names_train_lr() -> None:
     for r in results:
         r.params = {"weight_decay": 0.1}
     assert stage_advice(results) == "3 of 3 trials diverged: the learning rate is too high; lower train.lr"
+
+
+# The loss of a net whose units die after a few large steps: it falls, then climbs back to ln 10.
+REBOUND = [2.303 - 0.0134 * i for i in range(30)] + [1.9 + 0.02 * i for i in range(20)] + [2.303] * 50
+
+
+def test_a_loss_that_fell_then_rose_back_is_said_to_have_done_so() -> None:
+    r = trial(REBOUND, [0.10, 0.10], [0.10, 0.10])
+    assert curve_label(r, num_classes=10, val_size=1000) is CurveLabel.REBOUNDED
+    assert curve_label(r) is CurveLabel.REBOUNDED  # a loss shape: judged without the classes too
+
+
+def test_a_noisy_falling_loss_did_not_fall_then_rise() -> None:
+    noisy = [2.3 - 0.01 * i + 0.08 * (-1) ** i for i in range(100)]  # +-0.08 per step around 2.3 -> 1.3
+    assert curve_label(trial(noisy, [0.45, 0.45], [0.46, 0.47])) is None
+
+
+def lenet_stage() -> list[TrialResult]:
+    """LeNet on CIFAR-10 as a new user saw it, lr 0.012-0.617: at chance below 0.06, one learned at
+    0.0854, and the loss of those near 0.6 fell then rose back to ln 10."""
+    out = []
+    for lr, (losses, val) in [
+        (0.012, (FALLING, 0.10)),
+        (0.02, (FALLING, 0.10)),
+        (0.03, (FALLING, 0.10)),
+        (0.05, (FALLING, 0.11)),
+        (0.0854, (FALLING, 0.34)),
+        (0.3, (REBOUND, 0.10)),
+        (0.45, (REBOUND, 0.10)),
+        (0.617, (REBOUND, 0.09)),
+    ]:
+        r = trial(losses, [val, val], [val, val])
+        r.trial, r.params = len(out), {"lr": lr}
+        out.append(r)
+    return out
+
+
+def test_trials_that_fell_then_rose_count_as_too_high_never_too_low() -> None:
+    assert stage_advice(lenet_stage(), num_classes=10, val_size=1000) == (
+        "7 of 8 trials learned nothing: 4 stayed at chance accuracy (lr 0.012 to 0.05), too low; 3 fell then "
+        "rose (lr 0.3 to 0.617), too high: the useful learning rates lie between 0.05 and 0.3; narrow "
+        "search.space.lr toward [0.05, 0.3]"
+    )
+
+
+def test_at_chance_above_an_lr_that_learned_is_not_too_low() -> None:
+    results = lenet_stage()
+    for r in results[5:]:  # dead from the first steps: a loss at ln 10 throughout, not a rebound
+        r.losses = [2.303] * 100
+    line = stage_advice(results, num_classes=10, val_size=1000)
+    assert line is not None
+    assert "3 stayed at chance or flat above an lr that learned (lr 0.3 to 0.617), too high" in line
+    assert "raise search.space.lr" not in line
+
+
+def test_advice_against_the_lr_verdict_is_not_given() -> None:
+    results = stage({"chance": 5, "flat": 1, "good": 4})  # too low below the good ones: "raise"
+    assert stage_advice(results, num_classes=10, val_size=1000, lr_toward="high") is not None
+    assert stage_advice(results, num_classes=10, val_size=1000, lr_toward="low") is None

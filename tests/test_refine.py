@@ -419,3 +419,29 @@ def test_a_trial_stopped_by_halving_was_not_trained_at_its_planned_budget(tmp_pa
     results = finished_coarse(run, extra=[stopped])
     spec = load_spec(run / "coarse/spec.yaml")
     assert sorted(c.trial_id for c in trained_configs(spec, results)) == list(range(8))  # not trial 8
+
+
+def test_an_unsampled_verdict_reaches_to_the_old_edge_and_keeps_the_top_trials() -> None:
+    # Every trial drew lr below 0.011 of [1e-4, 1], and the fit rises toward the untried top: the
+    # next stage searches up to 1 (was planned [0.1, 10], holding none of the top 5).
+    sp = space(lr={"low": 1e-4, "high": 1.0, "log": True})
+    top = [
+        result(i, acc, lr=lr) for i, (lr, acc) in enumerate([(0.011, 0.85), (6e-3, 0.83), (8e-3, 0.82), (3e-3, 0.80)])
+    ]
+    verdicts = {"lr": RangeVerdict(Verdict.UNSAMPLED, "high", "")}
+    (plan,) = plan_ranges(sp, top, edges(sp, top[0], verdicts))
+    assert isinstance(plan.new, NumericRange)
+    assert plan.new.high == 1.0  # reaches the old edge, not past it
+    assert plan.new.low <= 3e-3  # holds every top trial
+    assert "the upper part was not sampled: reaching to the old high edge" in plan.describe()
+
+
+def test_an_edge_plan_never_leaves_out_the_trials_tied_with_the_best() -> None:
+    sp = space(lr={"low": 1e-6, "high": 1e-3, "log": True})
+    top = [result(0, 0.53, lr=9.6e-4), result(1, 0.52, lr=8.0e-4), result(2, 0.52, lr=2.1234e-6)]
+    (plan,) = plan_ranges(sp, top, judged(sp, top, lr="high"), keep=top)
+    assert isinstance(plan.new, NumericRange)
+    assert plan.new.high > 1e-3  # still moved past the edge the verdict points past...
+    assert plan.new.low <= 2.1234e-6  # ...but rounded outward so the tied trial stays in
+    assert plan.new.low == 2.12e-6
+    assert "widened to hold the best and its ties (2.1e-06..9.6e-04)" in plan.describe()

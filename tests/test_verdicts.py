@@ -312,3 +312,68 @@ def test_smoke_search_with_a_far_too_low_lr_range_says_nothing_learned_widen_upw
     assert refine.returncode == 1
     assert "nothing learned" in refine.stderr
     assert "Refine would narrow around noise: change the range in the spec and run coarse again" in refine.stderr
+
+
+# Fashion-MNIST as a new user searched it: lr in [1e-4, 1], 8 trials, and every draw fell below 0.011.
+FASHION_LR = (1e-4, 1.0)
+FASHION = [
+    (0.02, 0.62),
+    (0.09, 0.65),
+    (0.16, 0.69),
+    (0.24, 0.72),
+    (0.31, 0.76),
+    (0.38, 0.78),
+    (0.45, 0.83),
+    (0.51, 0.85),
+]
+
+
+def fashion_stage() -> list[TrialResult]:
+    return [trial(i, lr_at(p, FASHION_LR), acc) for i, (p, acc) in enumerate(FASHION)]
+
+
+def test_a_rise_toward_a_part_no_trial_sampled_is_unsampled_not_an_edge() -> None:
+    verdicts = range_verdicts(fashion_stage(), search(FASHION_LR), CIFAR)
+    v = verdicts["lr"]
+    assert v.verdict is Verdict.UNSAMPLED  # it was "edge": the fit's slope at 0.5 is extrapolation
+    assert v.flag == "high"
+    assert v.reason.startswith("the upper 2 decades of [1e-04, 1] (above 0.011) were not sampled")
+    assert v.warning is not None
+    assert "widen the range upward" not in v.warning
+    assert "refine reaches to the high edge (or run more trials)" in v.warning
+
+
+def test_an_empty_outer_quarter_is_named_even_when_the_verdict_is_inside() -> None:
+    peaked = [(p, 0.8 - 3 * (p - 0.3) ** 2) for p, _ in FASHION]
+    trials = [trial(i, lr_at(p, FASHION_LR), acc) for i, (p, acc) in enumerate(peaked)]
+    v = range_verdicts(trials, search(FASHION_LR), CIFAR)["lr"]
+    assert v.verdict is Verdict.INSIDE
+    assert v.reason.endswith("the upper 2 decades of [1e-04, 1] (above 0.011) were not sampled")
+
+
+def test_nothing_learned_in_the_low_half_does_not_say_widen_upward_past_an_untried_top() -> None:
+    positions = np.linspace(0.01, 0.5, 8)  # the image-folder variant: lr 1.1e-04 to 0.01 of a range up to 1
+    trials = [trial(i, lr_at(p, FASHION_LR), 0.1, "flat") for i, p in enumerate(positions)]
+    v = range_verdicts(trials, search(FASHION_LR), CIFAR)["lr"]
+    assert v.verdict is Verdict.NOTHING_LEARNED
+    assert v.flag is None  # not "widen past the high edge": the range already goes there
+    assert v.warning == (
+        "lr: nothing learned: all 8 trials had a flat loss or stayed at chance (lr 1.1e-04 to 0.01): the learning "
+        "rate is too low (or the data or labels are wrong) there, but the upper 2 decades of [1e-04, 1] (above "
+        "0.01) were not sampled: search there first (raise its low bound to 0.01)"
+    )
+
+
+def test_unsampled_part_in_decades_and_in_percent() -> None:
+    from hpsearch.spec import NumericRange
+    from hpsearch.verdicts import unsampled_part
+
+    log = NumericRange(low=1e-4, high=1.0, log=True)
+    assert (
+        unsampled_part(log, [1e-4, 1e-3], "high") == "the upper 3 decades of [1e-04, 1] (above 1e-03) were not sampled"
+    )
+    assert unsampled_part(log, [1e-3, 0.5], "low") is None  # 1e-3 lies in the lower quarter (one decade of four)
+    assert unsampled_part(log, [1e-2, 0.5], "low") == "the lower 2 decades of [1e-04, 1] (below 0.01) were not sampled"
+    linear = NumericRange(low=0.0, high=1.0)
+    assert unsampled_part(linear, [0.1, 0.6], "high") == "the upper 40% of [0, 1] (above 0.6) was not sampled"
+    assert unsampled_part(linear, [0.1, 0.8], "high") is None
