@@ -204,8 +204,9 @@ def check_model(model: ModelSpec, data: Dataset, spec_path: str) -> FactorySourc
     """Before any trial runs: read the user's factory file once and pin it in this process (every
     later trial here runs that text; the caller ships it to workers), build the network once with
     `model` (the first trial's) and run CHECK_BATCH real training examples through it without
-    gradients. A factory that does not load, raises, returns no nn.Module, or a network that raises
-    or whose output is not (batch, num_classes) is refused with one line naming model.factory.
+    gradients. A factory that does not load, raises, returns no nn.Module, or a network with no
+    trainable parameter, that raises, or whose output is not a (batch, num_classes) float tensor is
+    refused with one line naming model.factory.
     Returns the pinned source (None for a module or a built-in net, which is not checked)."""
     if model.kind != "python" or model.factory is None:
         return None
@@ -251,3 +252,21 @@ def _check(model: ModelSpec, data: Dataset) -> None:
         )
     if not out.is_floating_point():
         raise SpecError(f"model.factory: the network of {call} gave {out.dtype} logits; expected floating point")
+    # After the forward pass: a network that raises says where, which is more use than having no parameters.
+    _check_trainable(net, call)
+
+
+def _check_trainable(net: nn.Module, call: str) -> None:
+    """A network with nothing to train: every trial would fail (an optimizer refuses an empty
+    parameter list) or learn nothing."""
+    params = list(net.parameters())
+    if not params:  # nn.Module registers only attributes that are modules: a list's layers are unseen
+        raise SpecError(
+            f"model.factory: the network of {call} has no trainable parameters "
+            "(layers kept in a plain list? use nn.ModuleList)"
+        )
+    if not any(p.requires_grad for p in params):
+        raise SpecError(
+            f"model.factory: the network of {call} has {len(params)} parameter tensors, none trainable "
+            "(requires_grad=False on every one): training would change nothing"
+        )

@@ -137,6 +137,59 @@ BAD = {
 }
 BAD["forward raises"] = ("nets.py:broken", *BAD["forward raises"][1:])
 
+# Layers kept in a plain Python list are invisible to nn.Module: the network has no parameters.
+PLAIN_LIST = """\
+import torch.nn as nn
+
+
+class Listed(nn.Module):
+    def __init__(self, d, k, hidden):
+        super().__init__()
+        self.layers = [nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k)]
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def tiny(input_shape, num_classes, hidden=8):
+    c, h, w = input_shape
+    return Listed(c * h * w, num_classes, hidden)
+"""
+NO_PARAMETERS = [
+    "model.factory",
+    "nets.py:tiny((3, 32, 32), 10, hidden=8)",
+    "has no trainable parameters",
+    "layers kept in a plain list? use nn.ModuleList",
+]
+BAD["parameters in a plain list"] = ("nets.py:tiny", PLAIN_LIST, NO_PARAMETERS)
+BAD["every parameter frozen"] = (
+    "nets.py:frozen",
+    NET + "\n\ndef frozen(input_shape, num_classes, hidden=8):\n    return tiny(input_shape, num_classes, hidden)"
+    ".requires_grad_(False)\n",
+    ["model.factory", "has 4 parameter tensors, none trainable (requires_grad=False on every one)"],
+)
+PAIR = """
+
+def pair(input_shape, num_classes, hidden=8):
+    return Pair(tiny(input_shape, num_classes, hidden))
+
+
+class Pair(nn.Module):
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x), x
+"""
+BAD["output not a tensor"] = (
+    "nets.py:pair",
+    NET + PAIR,
+    ["model.factory", "gave a tuple, not a tensor", "expected (2, 10) (batch, num_classes)"],
+)
+
 
 def bad_spec(tmp_path: Path, case: str) -> Path:
     factory, net, _ = BAD[case]
@@ -189,6 +242,27 @@ def test_refine_refuses_a_factory_broken_since_coarse_before_the_stage_is_made(t
     assert res.returncode == 1, res.stderr
     assert "model.factory" in res.stderr and "output of shape (2, 5)" in res.stderr
     assert not (tmp_path / "run/refine-1").exists()
+
+
+def test_a_network_without_parameters_is_refused_by_every_command_before_it_writes(tmp_path: Path) -> None:
+    # One check (search.prepare_model) before anything is written, whichever command builds the network.
+    spec = own_spec(tmp_path, PLAIN_LIST)
+    for command in (["sanity-check", str(spec)], ["coarse", str(spec), "--population", "1"]):
+        res = cli(*command, "--out", str(tmp_path / "run"))
+        assert res.returncode == 1, res.stderr
+        errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1, res.stderr
+        for piece in NO_PARAMETERS:
+            assert piece in errors[0], res.stderr
+        assert not (tmp_path / "run").exists()
+    (tmp_path / "nets.py").write_text(NET)
+    assert cli("coarse", str(spec), "--out", str(tmp_path / "run")).returncode == 0
+    (tmp_path / "nets.py").write_text(PLAIN_LIST)
+    for command in (["refine", str(tmp_path / "run"), "--trials", "1"], ["final", str(tmp_path / "run")]):
+        res = cli(*command)
+        assert res.returncode == 1, res.stderr
+        assert "has no trainable parameters" in res.stderr
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["coarse"]
 
 
 FLAKY = """
