@@ -18,7 +18,8 @@ import os
 import sys
 import traceback
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,11 +145,18 @@ def _import(reference: str, shipped: FactorySource | None) -> Callable[..., Any]
     where, _, name = reference.rpartition(":")
     path = factory_file(reference)
     try:
-        if path is not None:
-            text = shipped.text if shipped else _read(path).decode("utf-8", errors="replace")
-            module = _import_text(path, text)
-        else:
-            module = importlib.import_module(where)
+        with _clean_argv(str(path) if path is not None else where):
+            if path is not None:
+                text = shipped.text if shipped else _read(path).decode("utf-8", errors="replace")
+                module = _import_text(path, text)
+            else:
+                module = importlib.import_module(where)
+    except SystemExit as e:  # a script's sys.exit or argparse at module level: hpsearch must not exit with it
+        shown = path.name if path is not None else where
+        raise SpecError(
+            f"model.factory: {shown} exited while being imported{_exited_at(e, path)}: "
+            'put the script part under `if __name__ == "__main__":`'
+        ) from None
     except SyntaxError as e:
         raise SpecError(f"model.factory: {e.filename}:{e.lineno}: syntax error: {e.msg}") from None
     except ModuleNotFoundError as e:
@@ -163,6 +171,24 @@ def _import(reference: str, shipped: FactorySource | None) -> Callable[..., Any]
     if not callable(fn):
         raise SpecError(f"model.factory: {where} has no function '{name}'")
     return fn  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _clean_argv(argv0: str) -> Iterator[None]:
+    """sys.argv while a factory's file is imported: what `python nets.py` gives it, never hpsearch's own
+    arguments, which a training script's argparse at module level would read and reject."""
+    saved = sys.argv
+    sys.argv = [argv0]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def _exited_at(e: SystemExit, path: Path | None) -> str:
+    """' (at nets.py:12)': the innermost line of the factory's file on the way to the exit."""
+    frames = [f for f in traceback.extract_tb(e.__traceback__) if path is not None and f.filename == str(path)]
+    return f" (at {path.name}:{frames[-1].lineno})" if path is not None and frames else ""
 
 
 def _import_text(path: Path, text: str) -> types.ModuleType:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cli
+from helpers import cli, run_hpsearch
 
 from hpsearch.data import load_data
 from hpsearch.errors import SpecError
@@ -296,6 +296,44 @@ def test_a_network_that_raises_in_training_fails_its_trials_at_the_users_line(tm
     records = [json.loads(x) for x in (tmp_path / "run/coarse/trials.jsonl").read_text().splitlines()]
     assert [r["state"] for r in records] == ["failed", "failed"]
     assert {r["error_at"] for r in records} == {f"nets.py:{line}"}
+
+
+# --------------------------------------------------------------------------- a script's import-time code
+
+SCRIPT = """\
+import argparse
+import json
+import sys
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--lr", type=float, default=0.1)
+parser.parse_args()  # a training script's command line, parsed at import
+with open(sys.argv[0] + ".argv.json", "w") as f:
+    json.dump(sys.argv, f)
+
+"""
+
+
+def test_a_factory_file_that_parses_its_command_line_at_import_sees_a_clean_argv(tmp_path: Path) -> None:
+    # A real process: what the file must not see is hpsearch's own command line.
+    spec = own_spec(tmp_path, SCRIPT + NET)
+    res = run_hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), "--population", "1")
+    assert res.returncode == 0, res.stderr
+    nets = (tmp_path / "nets.py").resolve()
+    assert json.loads((tmp_path / "nets.py.argv.json").read_text()) == [str(nets)]  # as `python nets.py` gives
+
+
+@pytest.mark.parametrize("script", ["raise SystemExit(3)\n", "import sys\n\nsys.exit(0)\n"])
+def test_a_factory_file_that_exits_while_imported_is_refused_naming_it(tmp_path: Path, script: str) -> None:
+    spec = own_spec(tmp_path, NET + script)
+    res = run_hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"))
+    assert res.returncode == 1, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    line = len(NET.splitlines()) + len(script.splitlines())  # the script's last line: where it exited
+    assert f"model.factory: nets.py exited while being imported (at nets.py:{line})" in errors[0]
+    assert 'put the script part under `if __name__ == "__main__":`' in errors[0]
+    assert not (tmp_path / "run").exists()
 
 
 # --------------------------------------------------------------------------- recorded source, resume
