@@ -3,9 +3,9 @@
 RUN/final/model.pt is the network's state_dict, nothing else (read with torch.load(...,
 weights_only=True): tensors, never code); RUN/final/model.json says how to rebuild it: the resolved
 spec (model and training settings with the searched values applied), for a user's network the
-factory reference, its file's sha256 and text, the preprocessing statistics, the classes, and the
-hpsearch and torch versions. `load_model(RUN)` returns (network in eval mode, preprocess) such that
-`network(preprocess(uint8_images))` gives logits.
+factory reference, its file's sha256 and text and the text of each local module it imports, the
+preprocessing statistics, the classes, and the hpsearch and torch versions. `load_model(RUN)`
+returns (network in eval mode, preprocess) such that `network(preprocess(uint8_images))` gives logits.
 May import: data, errors, factory, models, spec, store; torch.
 """
 
@@ -23,7 +23,7 @@ from torch import nn
 from hpsearch import __version__
 from hpsearch.data import Dataset
 from hpsearch.errors import SpecError, StoreError
-from hpsearch.factory import FactorySource, register_source
+from hpsearch.factory import FactorySource, LocalModule, register_source
 from hpsearch.models import build_model
 from hpsearch.spec import ModelSpec, Spec
 from hpsearch.store import atomic_write_bytes, read_json, write_json
@@ -85,6 +85,10 @@ def save_model(
             "path": factory.path if factory else None,
             "sha256": factory.sha256 if factory else None,
             "source": factory.text if factory else None,  # the code the network ran: rebuilt from it
+            "modules": [
+                {"name": m.name, "path": m.path, "package": m.package, "source": m.text}
+                for m in (factory.modules if factory else ())
+            ],
         }
     atomic_write_bytes(final_dir / MODEL_FILE, state)
     write_json(final_dir / INFO_FILE, doc)
@@ -177,11 +181,17 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _register_factory(final_dir: Path, doc: dict[str, Any]) -> None:
-    """A user's network is rebuilt from the code it trained with (model.json keeps its text)."""
+    """A user's network is rebuilt from the code it trained with (model.json keeps its text and its
+    local modules'), wherever this runs and whatever the files hold now."""
     factory = doc.get("factory") or {}
     source, path = factory.get("source"), factory.get("path")
+    modules = [
+        LocalModule.of(m["name"], m["path"], m["source"], bool(m.get("package")))
+        for m in factory.get("modules") or []
+        if isinstance(m, dict) and all(isinstance(m.get(k), str) for k in ("name", "path", "source"))
+    ]
     if isinstance(source, str) and isinstance(path, str):
-        register_source(FactorySource.of(path, source))
+        register_source(FactorySource.of(path, source, modules))
 
 
 def _first(e: BaseException) -> str:

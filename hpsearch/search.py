@@ -27,7 +27,7 @@ from hpsearch.curves import stage_advice
 from hpsearch.data import DataRecipe, Dataset, ProgressFn, load_data, resolve_device
 from hpsearch.errors import Interrupted, NothingToResume, SpecError, StageStopped, StoreError
 from hpsearch.executor import execute
-from hpsearch.factory import FactorySource, check_model, describe, source_hash
+from hpsearch.factory import FactorySource, check_model, describe, disk_source
 from hpsearch.halving import Standing, TopKeep, keep_count, planned_counts, replay, rung_epochs, rung_records
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
 from hpsearch.population import shaping_params
@@ -225,19 +225,36 @@ def refuse_changed_spec(
 
 
 def refuse_changed_factory(store: StageStore, spec: Spec, otherwise: str) -> None:
-    """Resuming must run the code the stage started with: a factory file whose sha256 differs from
-    the one in run.json is refused, naming the file."""
+    """Resuming must run the code the stage started with: a factory file, or a local module it
+    imports, whose sha256 differs from the one in run.json is refused, naming the file."""
     if spec.model.kind != "python" or spec.model.factory is None:
         return
-    recorded = recorded_run_info(store.path).get("factory_sha256")
-    now = source_hash(spec.model.factory)
-    if recorded is None or now is None or now == recorded:
+    info = recorded_run_info(store.path)
+    recorded = info.get("factory_sha256")
+    now = disk_source(spec.model.factory)
+    if recorded is None or now is None or now.sha256 == recorded:
         return
-    path = spec.model.factory.rpartition(":")[0]
+    path, then, digest = _changed_file(now, info.get("factory_files"), recorded)
+    beside = "" if path == now.path else f" (imported by {Path(now.path).name})"
     raise SpecError(
-        f"model.factory: {path}: cannot resume {store.path}, the file changed since this stage started "
-        f"(sha256 {recorded[:8]}... then, {now[:8]}... now); put back the code it started with, or {otherwise}"
+        f"model.factory: {path}{beside}: cannot resume {store.path}, the file changed since this stage started "
+        f"({_digest(then, 'sha256 ')} then, {_digest(digest)} now); put back the code it started with, or {otherwise}"
     )
+
+
+def _changed_file(now: FactorySource, recorded_files: Any, recorded: str) -> tuple[str, str | None, str | None]:
+    """(file, sha256 then, sha256 now) of the first file that differs from what run.json recorded;
+    the factory file itself when run.json has no files (a stage from before they were recorded)."""
+    files = now.files
+    if isinstance(recorded_files, dict):
+        for path in [*files, *(p for p in recorded_files if p not in files)]:
+            if files.get(path) != recorded_files.get(path):
+                return path, recorded_files.get(path), files.get(path)
+    return now.path, recorded, now.sha256
+
+
+def _digest(sha256: str | None, prefix: str = "") -> str:
+    return f"{prefix}{sha256[:8]}..." if sha256 else "no such file"
 
 
 def prepare_model(
@@ -311,6 +328,7 @@ def run_stage(
     run_info.setdefault("val_size", len(data.y_val))  # the true count: an npz's x_val or a folder's val/ sets it
     if stage.factory is not None:
         run_info.setdefault("factory_sha256", stage.factory.sha256)
+        run_info.setdefault("factory_files", stage.factory.files)  # which file changed, should a resume be refused
     run_info["trials"] = stage.planned
     store.write_json("run.json", run_info)
     book = _StageBook(store, stage.planned, list(finished.values()), progress, stage.spec.search.median_stop)

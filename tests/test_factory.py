@@ -8,16 +8,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import cli, run_hpsearch
+from helpers import ROOT, cli, run_hpsearch
 
+import hpsearch
 from hpsearch.data import load_data
 from hpsearch.errors import SpecError
-from hpsearch.factory import FactorySource, check_model, describe, load_factory, register_source
+from hpsearch.factory import FactorySource, check_model, describe, load_factory, read_source, register_source
 from hpsearch.records import TrialConfig, TrialState
 from hpsearch.search import stage_num_classes
 from hpsearch.spec import DataSpec, load_spec
@@ -419,6 +422,145 @@ def test_a_trial_failing_in_shipped_code_records_the_users_line(tmp_path: Path) 
     result = run_trial(cfg, data)
     assert result.state is TrialState.FAILED
     assert result.error_at == "nets.py:6"
+
+
+# --------------------------------------------------------------------------- a factory importing its neighbours
+
+LENET = """\
+import torch.nn as nn
+
+
+class LeNet(nn.Sequential):
+    def __init__(self, d, k, hidden):
+        super().__init__(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k))
+"""
+ZOO_NET = """\
+from lenet import LeNet
+
+
+def tiny(input_shape, num_classes, hidden=8):
+    c, h, w = input_shape
+    return LeNet(c * h * w, num_classes, hidden)
+"""
+
+
+def zoo_spec(tmp_path: Path) -> Path:
+    """nets.py importing LeNet from the lenet.py beside it, as a model zoo's first try does."""
+    (tmp_path / "lenet.py").write_text(LENET)
+    return own_spec(tmp_path, ZOO_NET)
+
+
+def test_a_factory_importing_its_neighbour_trains_here_and_in_worker_processes(tmp_path: Path) -> None:
+    spec = zoo_spec(tmp_path)  # run from the repository, not the factory's folder
+    nets = (tmp_path / "nets.py").resolve()
+    for workers in ("1", "2"):  # one trial per population: two populations, one per worker process
+        out = tmp_path / f"workers-{workers}"
+        res = cli("coarse", str(spec), "--out", str(out), "--population", "1", "--workers", workers)
+        assert res.returncode == 0, res.stderr
+        assert f"model: tiny from {nets} (sha256 " in res.stderr
+        assert "..., with lenet.py)" in res.stderr
+    a = records_by_trial(tmp_path / "workers-1/coarse/trials.jsonl")
+    b = records_by_trial(tmp_path / "workers-2/coarse/trials.jsonl")
+    assert sorted(a) == sorted(b) == [0, 1]
+    for t in a:
+        assert a[t]["state"] == b[t]["state"] == "complete", (a[t].get("error"), b[t].get("error"))
+        assert a[t]["train_loss"] == pytest.approx(b[t]["train_loss"], rel=1e-4)
+
+
+def test_the_hash_covers_the_neighbour_and_resume_refuses_it_edited_naming_it(tmp_path: Path) -> None:
+    spec = zoo_spec(tmp_path)
+    run = ["--out", str(tmp_path / "run")]
+    assert cli("coarse", str(spec), *run).returncode == 0
+    info = json.loads((tmp_path / "run/coarse/run.json").read_text())
+    nets, lenet = (tmp_path / "nets.py").resolve(), (tmp_path / "lenet.py").resolve()
+    assert info["factory_files"] == {str(nets): sha256(nets), str(lenet): sha256(lenet)}
+    assert info["factory_sha256"] != sha256(nets)  # the file alone is not what the stage ran
+    before = (tmp_path / "run/coarse/trials.jsonl").read_bytes()
+    lenet.write_text(LENET.replace("nn.ReLU()", "nn.Tanh()"))
+    res = cli("coarse", str(spec), *run, "--resume")
+    assert res.returncode == 1, res.stderr
+    errors = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, res.stderr
+    assert f"model.factory: {lenet} (imported by nets.py): cannot resume" in errors[0]
+    assert f"changed since this stage started (sha256 {info['factory_files'][str(lenet)][:8]}... then" in errors[0]
+    assert (tmp_path / "run/coarse/trials.jsonl").read_bytes() == before
+    lenet.write_text(LENET)
+    res = cli("coarse", str(spec), *run, "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "2 of 2 trials already finished" in res.stderr
+
+
+def test_an_edited_neighbour_is_imported_again_and_a_pinned_one_wins_over_the_disk(tmp_path: Path) -> None:
+    spec = load_spec(zoo_spec(tmp_path))
+    reference = spec.model.factory or ""
+    assert isinstance(load_factory(reference)((3, 32, 32), 10)[2], torch.nn.ReLU)
+    (tmp_path / "lenet.py").write_text(LENET.replace("nn.ReLU()", "nn.Tanh()"))
+    assert isinstance(load_factory(reference)((3, 32, 32), 10)[2], torch.nn.Tanh)  # not the module imported before
+    source = read_source(spec.model)  # what a driver pins and ships: Tanh
+    assert source is not None
+    assert [m.name for m in source.modules] == ["lenet"]
+    register_source(source)
+    (tmp_path / "lenet.py").write_text(LENET.replace("nn.ReLU()", "nn.Sigmoid()"))
+    assert isinstance(load_factory(reference)((3, 32, 32), 10)[2], torch.nn.Tanh)
+
+
+def test_the_local_modules_are_the_folders_modules_its_import_statements_name(tmp_path: Path) -> None:
+    # A package with a relative import, a module imported inside a function, an installed package and
+    # a standard-library name shadowed by a file beside it (never taken for a local module).
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    (zoo / "__init__.py").write_text("")
+    (zoo / "layers.py").write_text("import torch.nn as nn\n\n\ndef head(d, k):\n    return nn.Linear(d, k)\n")
+    (zoo / "lenet.py").write_text(
+        "import torch.nn as nn\n\nfrom .layers import head\n\n\ndef lenet(d, k, hidden):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(d, hidden), nn.ReLU(), head(hidden, k))\n"
+    )
+    (tmp_path / "widths.py").write_text("WIDTH = 8\n")
+    (tmp_path / "random.py").write_text("raise RuntimeError('not the standard library')\n")
+    (tmp_path / "unused.py").write_text("")
+    net = (
+        "import random\n\nimport torch\n\nfrom zoo.lenet import lenet\n\n\n"
+        "def tiny(input_shape, num_classes, hidden=8):\n    from widths import WIDTH\n\n"
+        "    c, h, w = input_shape\n    return lenet(c * h * w, num_classes, WIDTH + random.randint(0, 0))\n"
+    )
+    spec = load_spec(own_spec(tmp_path, net))
+    line = describe(spec.model)
+    assert line is not None
+    assert line.endswith("..., with widths.py, zoo/__init__.py, zoo/layers.py, zoo/lenet.py)"), line
+    model = load_factory(spec.model.factory or "")((3, 32, 32), 10)
+    assert model[1].out_features == 8  # widths.WIDTH
+    assert model[3].out_features == 10  # zoo.layers.head
+
+
+def test_load_model_rebuilds_a_network_importing_its_neighbour_elsewhere_without_the_files(tmp_path: Path) -> None:
+    (tmp_path / "zoo").mkdir()
+    spec = zoo_spec(tmp_path / "zoo")
+    run = tmp_path / "run"
+    assert cli("coarse", str(spec), "--out", str(run)).returncode == 0
+    res = cli("final", str(run), "--top", "1", "--seeds", "1")
+    assert res.returncode == 0, res.stderr
+    images = torch.arange(2 * 3 * 32 * 32).reshape(2, 3, 32, 32).remainder(256).to(torch.uint8)
+    model, preprocess = hpsearch.load_model(run)
+    with torch.no_grad():
+        expected = model(preprocess(images)).tolist()
+    for name in ("nets.py", "lenet.py"):
+        (tmp_path / "zoo" / name).unlink()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # A new process: this one has lenet imported already.
+    script = (
+        "import json, sys, torch, hpsearch\n"
+        "model, preprocess = hpsearch.load_model(sys.argv[1])\n"
+        "images = torch.arange(2 * 3 * 32 * 32).reshape(2, 3, 32, 32).remainder(256).to(torch.uint8)\n"
+        "print(json.dumps(model(preprocess(images)).tolist()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(run)], cwd=elsewhere, capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    assert np.allclose(got, expected, rtol=1e-6, atol=0), (got, expected)
 
 
 # --------------------------------------------------------------------------- classes of a user's data

@@ -264,3 +264,25 @@ def test_a_user_factory_runs_on_ray_with_the_numbers_of_the_local_run(tmp_path: 
             assert a[t][key] == b[t][key], (t, key)
     info = json.loads((tmp_path / "ray/coarse/run.json").read_text())
     assert info["factory_sha256"] == json.loads((tmp_path / "local/coarse/run.json").read_text())["factory_sha256"]
+
+
+def test_a_factory_importing_its_neighbour_runs_on_ray_from_the_text_the_stage_read(
+    tmp_path: Path, ray_address: str
+) -> None:
+    # Ray's worker processes start in a folder of Ray's own, with sys.path of their own: they import
+    # lenet as the driver does, from the text it read with the factory.
+    (tmp_path / "lenet.py").write_text(OWN_NET.replace("def tiny(", "def lenet("))
+    (tmp_path / "nets.py").write_text(
+        "from lenet import lenet\n\n\ndef tiny(input_shape, num_classes):\n    return lenet(input_shape, num_classes)\n"
+    )
+    spec = tmp_path / "own.yaml"
+    spec.write_text(
+        "name: own\ndata: {dataset: synthetic, synthetic_train: 200, synthetic_test: 10, val_size: 100}\n"
+        "model: {kind: python, factory: nets.py:tiny}\ntrain: {epochs: 1, batch_size: 50, device: cpu}\n"
+        "search: {trials: 2, seed: 0, space: {lr: {low: 1.0e-3, high: 1.0e-1, log: true}}}\n"
+    )
+    on_ray = ["--population", "1", "--executor", "ray", "--ray-address", ray_address]
+    res = run_hpsearch("coarse", str(spec), "--out", str(tmp_path / "run"), *on_ray)
+    assert res.returncode == 0, res.stderr
+    records = final_records(tmp_path / "run/coarse/trials.jsonl")
+    assert [r["state"] for r in records] == ["complete", "complete"], [r.get("error") for r in records]
