@@ -438,6 +438,7 @@ def sanity_check(
                 on_data=progress.on_data,
                 on_step=progress.on_step,
                 on_model=say_model,
+                on_warning=warn,
             )
     except HpsearchError as e:
         raise fail(str(e)) from None
@@ -517,6 +518,7 @@ def coarse(
                     on_data=progress.on_data,
                     progress=progress,
                     on_model=say_model,
+                    on_warning=warn,
                 )
     except HpsearchError as e:
         raise fail(str(e)) from None
@@ -580,6 +582,7 @@ def refine(
                     progress=progress,
                     on_plan=render_plan,
                     on_model=say_model,
+                    on_warning=warn,
                 )
     except NothingToResume as e:
         err.print(str(e), highlight=False, soft_wrap=True)
@@ -726,6 +729,7 @@ def final(
                     progress=progress,
                     on_plan=lambda plan: err.print(plan.describe(), highlight=False, soft_wrap=True),
                     on_model=say_model,
+                    on_warning=warn,
                 )
     except NothingToResume as e:
         err.print(str(e), highlight=False, soft_wrap=True)

@@ -249,10 +249,12 @@ def run_final(
     progress: FinalProgress | None = None,
     on_plan: Callable[[FinalPlan], None] | None = None,
     on_model: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> FinalOutcome:
     """Plan (or, with options.resume, pick up) a final, train its runs, score each on the test set
-    once, write the results and keep the best network. Ctrl-C / SIGTERM raise StageStopped."""
-    from hpsearch.search import prepare_model, previous_data_root
+    once, write the results and keep the best network. Ctrl-C / SIGTERM raise StageStopped.
+    `on_model`, `on_warning`: as for search.run_coarse."""
+    from hpsearch.search import prepare_model, previous_data_root, say_warnings
 
     final_dir = run_dir / FINAL
     store = StageStore(final_dir)
@@ -264,6 +266,7 @@ def run_final(
     data_root = options.data_root or previous_data_root(stage_dir)
     with_val = plan.fit_on is FitOn.TRAIN_VAL
     data, test = load_final_data(plan.spec, data_root, on_data, with_val, spec_path)
+    say_warnings(data, on_warning)
     if test is None and with_val:
         raise StoreError(
             f"{spec_path}: the data has no test split (synthetic_test: 0, or an npz without x_test), so there is "

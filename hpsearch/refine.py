@@ -290,7 +290,7 @@ def stage_curve_data(stage_dir: Path, data: DataSpec) -> CurveData:
         info = {}
     info = info if isinstance(info, dict) else {}
     classes, val_size = _count(info.get("num_classes"), 2), _count(info.get("val_size"), 1)
-    return CurveData(data.num_classes or classes, val_size or data.val_size)
+    return CurveData(data.known_num_classes or classes, val_size or data.val_size)
 
 
 def _count(v: Any, least: int) -> int | None:

@@ -135,10 +135,12 @@ def run_coarse(
     on_data: ProgressFn | None = None,
     progress: StageProgress | None = None,
     on_model: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> StageOutcome:
     """Run the coarse stage of `spec` into RUN/coarse and return the ranked outcome. With
     options.resume, continue RUN/coarse if it was started with the same spec (or start it).
-    `on_model`: told which file a user's network was loaded from, once it passed its check."""
+    `on_model`: told which file a user's network was loaded from, once it passed its check;
+    `on_warning`: told each warning about the data (classes with no training examples) once it loaded."""
     configs = trial_configs(spec, spec_path)
     if spec.search.proposed:
         optuna_module()  # not installed: said in one line before anything is written
@@ -164,6 +166,7 @@ def run_coarse(
     # Data first, then the user's network on one batch of it: a missing dataset or a bad factory
     # leaves no half-made run directory behind.
     data = load_data(spec, options.data_root, on_data, spec_path)
+    say_warnings(data, on_warning)
     stage = replace(stage, factory=prepare_model(configs[0].model, data, spec_path, on_model))
     with store.lock():
         if not resuming:
@@ -268,6 +271,13 @@ def prepare_model(
     if on_model is not None and line is not None:
         on_model(line)
     return source
+
+
+def say_warnings(data: Dataset, on_warning: Callable[[str], None] | None) -> None:
+    """The loaded data's warnings, told once by the driver that loaded it (never by a worker process)."""
+    if on_warning is not None:
+        for line in data.warnings:
+            on_warning(line)
 
 
 def _plan_kept(old: list[TrialConfig], new: list[TrialConfig]) -> bool:
@@ -848,9 +858,11 @@ def run_refine(
     progress: StageProgress | None = None,
     on_plan: Callable[[RefinePlan], None] | None = None,
     on_model: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> RefineOutcome:
     """Plan the next stage from the latest one (refine.plan_refine), show it through `on_plan`, and
-    run it; never re-runs a configuration already trained at that budget."""
+    run it; never re-runs a configuration already trained at that budget. `on_model`, `on_warning`:
+    as for run_coarse."""
     if options.resume:
         _check_something_to_resume(run_dir)
     plan = plan_refine(run_dir, options)
@@ -874,6 +886,7 @@ def run_refine(
     # The data root the stage used before, else the previous stage's, unless the command line gives one.
     data_root = options.data_root or previous_data_root(store.path if resuming else run_dir / plan.previous)
     data = load_data(plan.spec, data_root, on_data, plan.spec_path)
+    say_warnings(data, on_warning)
     factory = prepare_model(plan.configs[0].model, data, plan.spec_path, on_model)
     stage_options = StageOptions(data_root=data_root, command=options.command, execution=options.execution)
     stage = Stage(store, plan.spec, plan.spec_path, plan.configs, plan.history, factory, tuple(plan.prior))
@@ -915,9 +928,11 @@ def run_sanity(
     on_data: ProgressFn | None = None,
     on_step: StepCallback | None = None,
     on_model: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> SanityOutcome:
     """Run the four sanity checks, write RUN/sanity/report.json and, if asked and the probe
-    recommends a range, a copy of the spec with that lr range."""
+    recommends a range, a copy of the spec with that lr range. `on_model`, `on_warning`: as for
+    run_coarse."""
     if write_spec is not None and write_spec.exists():
         raise StoreError(f"{write_spec}: already exists; choose another --write-spec path")
     if write_spec is not None and not (write_spec.parent.is_dir() and os.access(write_spec.parent, os.W_OK)):
@@ -927,6 +942,7 @@ def run_sanity(
     run_dir = options.out if options.out is not None else RUNS_DIR / spec.name
     store = StageStore(run_dir / "sanity")
     data = load_data(spec, options.data_root, on_data, spec_path)
+    say_warnings(data, on_warning)
     source = prepare_model(spec.model, data, spec_path, on_model)  # the network sanity-check builds
     store.make_dir()  # before the checks run: an unwritable --out fails at once
     report = run_sanity_checks(spec, data, on_step)

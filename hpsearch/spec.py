@@ -99,6 +99,7 @@ class DataSpec(_Strict):
     resize: tuple[int, int] | None = None  # folder: resize every image to (height, width); else mixed sizes are refused
     root: Path | None = None  # where CIFAR-10 lives or is downloaded to; None: the user cache dir
     val_size: int = Field(1000, ge=1)  # taken from the end of the training set
+    num_classes: int | None = Field(None, ge=2)  # npz: classes 0..num_classes-1 (else the largest label + 1)
     train_subset: int | None = Field(None, ge=1)  # first N training examples after the val split
     preprocess: Preprocess = Preprocess.MEAN_IMAGE
     download: bool = True
@@ -119,13 +120,16 @@ class DataSpec(_Strict):
             raise spec_error("path", f"is for dataset npz or folder, not {self.dataset}", str(self.path))
         if self.resize is not None and (self.dataset != "folder" or min(self.resize) < 1):
             raise spec_error("resize", "is [height, width] >= 1, for dataset folder only", self.resize)
+        if self.num_classes is not None and self.dataset != "npz":
+            # A folder's classes are its train/ sub-folders; CIFAR-10 and the synthetic data have ten.
+            raise spec_error("num_classes", f"is for dataset npz only, not {self.dataset}", self.num_classes)
         return self
 
     @property
-    def num_classes(self) -> int | None:
-        """Classes of the dataset when the spec alone says it: CIFAR-10's ten and the synthetic
-        data's ten; None for a user's npz or folder (the loaded Dataset knows)."""
-        return 10 if self.dataset in ("cifar10", "synthetic") else None
+    def known_num_classes(self) -> int | None:
+        """Classes of the dataset when the spec alone says it: CIFAR-10's ten, the synthetic data's
+        ten, an npz's data.num_classes; None for any other npz or a folder (the loaded Dataset knows)."""
+        return 10 if self.dataset in ("cifar10", "synthetic") else self.num_classes
 
 
 class ModelSpec(_Strict):

@@ -15,6 +15,7 @@ from helpers import cli
 from PIL import Image
 
 from hpsearch.data import DataRecipe, build_dataset
+from hpsearch.errors import DataError, SpecError
 from hpsearch.spec import DataSpec, Preprocess, load_spec, spec_to_yaml
 
 
@@ -77,13 +78,68 @@ def test_npz_images_are_nchw_uint8_with_the_same_pixels(
     assert ds.y_train.tolist() == labels(60)[:50].tolist()
 
 
-def test_npz_classes_are_the_largest_label_of_any_split_plus_one(tmp_path: Path) -> None:
-    y_test = np.array([0, 5])  # label 5 only in the test split: still 6 classes
+def test_npz_classes_are_the_largest_label_plus_one_and_one_seen_only_in_test_is_warned(tmp_path: Path) -> None:
+    y_test = np.array([0, 3])  # label 3 only in the test split: 4 classes, one the network never trains on
     np.savez(tmp_path / "d.npz", x_train=images_nhwc(60), y_train=labels(60), x_test=images_nhwc(2), y_test=y_test)
     ds = build_dataset(npz_spec(tmp_path / "d.npz"))
-    assert ds.num_classes == 6
-    assert ds.classes == ("0", "1", "2", "3", "4", "5")
+    assert ds.classes == ("0", "1", "2", "3")
     assert ds.y_train.dtype == torch.int64
+    assert ds.warnings == (
+        f"{tmp_path / 'd.npz'}: class 3 has no training examples (1 in y_test); "
+        "a class without training examples cannot be learned",
+    )
+    np.savez(tmp_path / "d.npz", x_train=images_nhwc(60), y_train=labels(60))
+    assert build_dataset(npz_spec(tmp_path / "d.npz")).warnings == ()  # every class trained on: nothing to say
+
+
+def stray(n: int = 60, at: int = 17, label: int = 7) -> np.ndarray:
+    """labels 0..2 and one stray label: the issue's example."""
+    y = labels(n)
+    y[at] = label
+    return y
+
+
+def test_npz_labels_that_skip_classes_are_refused_naming_the_stray_label(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=images_nhwc(60), y_train=stray())
+    with pytest.raises(DataError) as e:
+        build_dataset(npz_spec(path))
+    assert str(e.value) == (
+        f"{path}: no example has label 3, 4, 5 or 6, yet y_train[17] is 7 (1 example of label 7): labels must be "
+        "0..C-1 with examples of each; fix the labels, or set data.num_classes: 8 to train with classes that have "
+        "no examples"
+    )
+    np.savez(path, x_train=images_nhwc(60), y_train=np.arange(60) % 2 * 5)  # labels {0, 5}
+    with pytest.raises(DataError, match=r"no example has label 1, 2, 3 or 4, yet y_train\[1\] is 5 \(30 examples"):
+        build_dataset(npz_spec(path))
+
+
+def test_npz_num_classes_refuses_a_label_outside_it_naming_the_label_and_its_count(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=images_nhwc(60), y_train=stray(), x_test=images_nhwc(3), y_test=np.array([7, 9, 1]))
+    with pytest.raises(DataError) as e:
+        build_dataset(npz_spec(path, num_classes=3))
+    assert str(e.value) == (
+        f"{path}: y_train[17] is 7, outside data.num_classes 3 (labels 0..2): 2 examples of label 7, and 1 more "
+        "with labels >= 3; fix the labels or raise data.num_classes"
+    )
+
+
+def test_npz_num_classes_keeps_classes_without_examples_and_warns_naming_them(tmp_path: Path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=images_nhwc(60), y_train=np.arange(60) % 2 * 5)  # labels {0, 5}, as the user says
+    ds = build_dataset(npz_spec(path, num_classes=6))
+    assert ds.num_classes == 6  # the network has 6 outputs; sanity-check's initial loss is judged by ln 6
+    assert ds.warnings == (
+        f"{path}: classes 1, 2, 3, 4 have no examples at all (data.num_classes is 6: labels 0..5); "
+        "lower it or fix the labels",
+    )
+
+
+def test_num_classes_is_for_npz_only(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path / "s.yaml", "  dataset: folder\n  path: imgs\n  num_classes: 3\n")
+    with pytest.raises(SpecError, match="data.num_classes: is for dataset npz only, not folder"):
+        load_spec(spec)
 
 
 def test_npz_own_validation_split_is_used_instead_of_val_size(tmp_path: Path) -> None:
@@ -177,6 +233,17 @@ def test_folder_val_split_and_resize(tmp_path: Path) -> None:
     assert ds.input_shape == (3, 4, 6)
     assert len(ds.y_train) == 30 and ds.y_val.tolist() == [2]
     assert ds.x_val.unique().tolist() == [200]  # a constant image resizes to the same constant
+
+
+def test_folder_class_that_the_validation_split_takes_whole_is_warned(tmp_path: Path) -> None:
+    rgb_folder(tmp_path)  # 10 images each of a, b, c, read class by class: the last 10 are all of c
+    ds = build_dataset(folder_spec(tmp_path, val_size=10))
+    assert ds.y_val.unique().tolist() == [2]
+    assert ds.warnings == (
+        f"{tmp_path}: class c has no training examples (10 in the validation split, the last 10 training "
+        "examples); a folder's images are read class by class: add a val/ folder",
+    )
+    assert build_dataset(folder_spec(tmp_path, val_size=9)).warnings == ()  # one c left to train on
 
 
 def test_folder_is_decoded_once_then_read_from_the_cache_until_a_file_changes(
@@ -277,3 +344,22 @@ def test_coarse_on_user_data_completes_and_ranks(tmp_path: Path, kind: str) -> N
     assert [(t["rank"], t["state"]) for t in ranked] == [(1, "complete"), (2, "complete")]
     accs = [t["val_acc"] for t in ranked]
     assert accs == sorted(accs, reverse=True)
+
+
+def test_a_class_without_training_examples_is_warned_in_every_command_that_loads_the_data(tmp_path: Path) -> None:
+    y, y_test = labels(300), np.array([0, 1, 2, 3])  # class 3 is tested but never trained on
+    x = (images_nhwc(300) // 4 + 60 * y[:, None, None, None]).astype(np.uint8)  # learnable: brighter by class
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=images_nhwc(4), y_test=y_test)
+    spec = write_spec(tmp_path / "spec.yaml", "  dataset: npz\n  path: d.npz\n  val_size: 100\n")
+    warning = f"warning: {tmp_path / 'd.npz'}: class 3 has no training examples (1 in y_test)"
+    run = str(tmp_path / "run")
+    commands = {
+        "sanity-check": ("sanity-check", str(spec), "--out", str(tmp_path / "sanity")),
+        "coarse": ("coarse", str(spec), "--out", run),
+        "refine": ("refine", run, "--trials", "1", "--epochs", "1"),
+        "final": ("final", run, "--top", "1", "--seeds", "1"),
+    }
+    for name, args in commands.items():
+        res = cli(*args)
+        assert res.returncode in (0, 1), (name, res.stderr)  # sanity-check exits 1 when a check FAILs
+        assert res.stderr.count(warning) == 1, (name, res.stderr)

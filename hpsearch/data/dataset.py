@@ -43,6 +43,7 @@ class Dataset:
     shift: torch.Tensor  # float32, broadcastable to (B, C, H, W), in [0, 1] pixel units (features: their units)
     scale: torch.Tensor  # float32, broadcastable; divides after the shift
     classes: tuple[str, ...]
+    warnings: tuple[str, ...] = ()  # about the data as read (classes with no training examples), said once
 
     @property
     def num_classes(self) -> int:
@@ -69,7 +70,11 @@ class Dataset:
         """This dataset with every tensor on `device`."""
         return dataclasses.replace(
             self,
-            **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if f.name != "classes"},
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            },
         )
 
 
@@ -187,7 +192,52 @@ def _chunks(x: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
 def build_dataset(spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None) -> Dataset:
     """The dataset a spec's `data:` section describes; `data_root` is the CLI's --data-root."""
     raw, val = raw_splits(spec, data_root, progress)
-    return split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess, val)
+    data = split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess, val)
+    return _with_warnings(data, spec, raw, own_val=val is not None)
+
+
+def _with_warnings(data: Dataset, spec: DataSpec, raw: RawSplits, own_val: bool) -> Dataset:
+    """`data` with a warning naming the classes that have no training example, and where theirs are."""
+    counts = torch.bincount(data.y_train, minlength=data.num_classes)
+    empty = [c for c in range(data.num_classes) if counts[c] == 0]
+    if not empty or spec.path is None:  # CIFAR-10 and the synthetic data have every class
+        return data
+    names = [data.classes[c] for c in empty]
+    kind = f"classes {', '.join(names)} have" if len(names) > 1 else f"class {names[0]} has"
+    warning = f"{spec.path}: {kind} {_whereabouts(data, spec, raw, empty, own_val)}"
+    return dataclasses.replace(data, warnings=(warning,))
+
+
+def _whereabouts(data: Dataset, spec: DataSpec, raw: RawSplits, empty: list[int], own_val: bool) -> str:
+    """Where the examples of the `empty` classes are instead of the training split, and what would help."""
+
+    def held(y: torch.Tensor) -> int:
+        return int(torch.isin(y, torch.tensor(empty, device=y.device)).sum())
+
+    folder = spec.dataset == "folder"
+    in_val, in_test = held(data.y_val), held(raw.y_test)
+    left_out = held(raw.y_train) - (0 if own_val else in_val)  # past the first data.train_subset
+    places = []
+    if in_val and not own_val:
+        places.append(f"{in_val} in the validation split, the last {len(data.y_val)} training examples")
+    if left_out:
+        places.append(f"{left_out} after the first data.train_subset {spec.train_subset}")
+    if in_val and own_val:
+        places.append(f"{in_val} in {'val/' if folder else 'y_val'}")
+    if in_test:
+        places.append(f"{in_test} in {'test/' if folder else 'y_test'}")
+    if not places:
+        n = data.num_classes
+        return f"no examples at all (data.num_classes is {n}: labels 0..{n - 1}); lower it or fix the labels"
+    if in_val and not own_val and folder:
+        fix = "a folder's images are read class by class: add a val/ folder"
+    elif in_val and not own_val:
+        fix = "shuffle the file's examples or give it x_val/y_val"
+    elif left_out:
+        fix = "raise data.train_subset or shuffle the examples"
+    else:
+        fix = "a class without training examples cannot be learned"
+    return f"no training examples ({'; '.join(places)}); {fix}"
 
 
 def raw_splits(
@@ -205,7 +255,9 @@ def raw_splits(
             ) from None
     if spec.dataset in ("npz", "folder"):
         assert spec.path is not None  # the spec requires it for these datasets
-        return load_npz(spec.path) if spec.dataset == "npz" else load_folder(spec.path, spec.resize, progress)
+        if spec.dataset == "npz":
+            return load_npz(spec.path, spec.num_classes)
+        return load_folder(spec.path, spec.resize, progress)
     return load_cifar10(resolve_data_root(data_root, spec.root), download=spec.download, progress=progress), None
 
 
@@ -218,9 +270,9 @@ def final_dataset(
     raw, val = raw_splits(spec, data_root, progress)
     data = split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess, val)
     test = (raw.x_test, raw.y_test) if len(raw.y_test) else None
-    if not with_val:
-        return data, test
-    x = torch.cat([data.x_train, data.x_val])
-    y = torch.cat([data.y_train, data.y_val])
-    shift, scale = _statistics(x, Preprocess(spec.preprocess))
-    return Dataset(x, y, x[:0], y[:0], shift, scale, data.classes), test
+    if with_val:
+        x = torch.cat([data.x_train, data.x_val])
+        y = torch.cat([data.y_train, data.y_val])
+        shift, scale = _statistics(x, Preprocess(spec.preprocess))
+        data = Dataset(x, y, x[:0], y[:0], shift, scale, data.classes)
+    return _with_warnings(data, spec, raw, own_val=val is not None), test

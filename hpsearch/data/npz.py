@@ -3,8 +3,9 @@
 Read with `np.load(allow_pickle=False)`, so a file cannot run code. `x` is images, uint8 (N, H, W) (grayscale),
 (N, C, H, W) or (N, H, W, C) (taken as NHWC when the last dim is 1 or 3 and the second is not, and moved to
 NCHW), or float features of any shape (kept as float32; a 4-D float array is images too, and the same layout
-rule applies). Labels are integers 0..C-1, C = the largest label in any split + 1. Every problem is a DataError
-naming the file and the array. `check_labels` and `Split` are shared with `folder`.
+rule applies). Labels are integers 0..C-1: C is data.num_classes when the spec gives it, else the largest label in
+any split + 1, and then every class must have an example somewhere (a gap is refused: a stray label would add
+empty classes). Every problem is a DataError naming the file and the array. The split types are shared with `folder`.
 This module imports `hpsearch.data.cifar10` (for `RawSplits`) and no other module of the package.
 """
 
@@ -24,8 +25,9 @@ SPLITS = ("train", "val", "test")
 _KEYS = tuple(f"{a}_{s}" for s in SPLITS for a in "xy")
 
 
-def load_npz(path: Path) -> tuple[RawSplits, Split | None]:
-    """The file's splits, checked: (train and test as RawSplits, the file's own validation split or None)."""
+def load_npz(path: Path, num_classes: int | None = None) -> tuple[RawSplits, Split | None]:
+    """The file's splits, checked: (train and test as RawSplits, the file's own validation split or None).
+    `num_classes`: data.num_classes, when the labels need not show every class."""
     arrays = _read(path)
     for name in arrays:
         if name not in _KEYS:
@@ -51,8 +53,8 @@ def load_npz(path: Path) -> tuple[RawSplits, Split | None]:
     for split in ("train", "val"):
         if split in splits and len(splits[split][1]) == 0:
             raise DataError(f"{path}: x_{split} and y_{split} are empty")
-    num_classes = check_labels(str(path), {f"y_{s}": y for s, (_, y) in splits.items()})
-    classes = tuple(str(i) for i in range(num_classes))
+    count = check_labels(str(path), {f"y_{s}": y for s, (_, y) in splits.items()}, num_classes)
+    classes = tuple(str(i) for i in range(count))
     empty = (shape_like(splits["train"][0]), torch.zeros(0, dtype=torch.int64))
     x_test, y_test = splits.get("test", empty)
     return RawSplits(*splits["train"], x_test, y_test, classes), splits.get("val")
@@ -63,9 +65,11 @@ def shape_like(x: torch.Tensor) -> torch.Tensor:
     return x.new_zeros((0, *x.shape[1:]))
 
 
-def check_labels(where: str, labels: dict[str, torch.Tensor]) -> int:
-    """The number of classes (largest label + 1, at least 2), after refusing a negative label or one
-    that would make more classes than there are labels: int64 labels by name, `where` names the file."""
+def check_labels(where: str, labels: dict[str, torch.Tensor], stated: int | None = None) -> int:
+    """The number of classes: `stated` (data.num_classes) after refusing a label outside it, else
+    the largest label + 1 after refusing labels that skip a class (labels 0..2 and one stray 7 would
+    make 8 classes, 4 of them without an example), a negative label, one that would make more classes
+    than there are labels, or a single class. int64 labels by name; `where` names the file."""
     total = sum(len(y) for y in labels.values())
     top = max(int(y.max()) for y in labels.values() if len(y))
     for name, y in labels.items():
@@ -73,15 +77,63 @@ def check_labels(where: str, labels: dict[str, torch.Tensor]) -> int:
         if len(bad):
             i = int(bad[0])
             raise DataError(f"{where}: {name}[{i}] is {int(y[i])}; labels must be 0..C-1 (no negative labels)")
-    if top + 1 > total:
-        name, y = next((n, y) for n, y in labels.items() if len(y) and int(y.max()) == top)
-        i = int((y == top).nonzero()[0])
+    if stated is not None:
+        _refuse_outside(where, labels, stated)
+    elif top + 1 > total:
+        name, i = _first(labels, top)
         raise DataError(
             f"{where}: {name}[{i}] is {top}, which makes {top + 1} classes for {total} labels; labels must be 0..C-1"
         )
-    if top < 1:
+    present = torch.unique(torch.cat([y for y in labels.values()])).tolist()
+    if len(present) < 2:
         raise DataError(f"{where}: every label is {top}; a classifier needs at least 2 classes (labels 0..C-1)")
+    if stated is not None:
+        return stated
+    missing = sorted(set(range(top + 1)) - set(present))
+    if missing:
+        above = next(v for v in present if v > missing[0])
+        name, i = _first(labels, above)
+        raise DataError(
+            f"{where}: no example has label {_listed(missing, 'or')}, yet {name}[{i}] is {above} "
+            f"({_examples_of(labels, above)}): labels must be 0..C-1 with examples of each; fix the labels, "
+            f"or set data.num_classes: {top + 1} to train with classes that have no examples"
+        )
     return top + 1
+
+
+def _refuse_outside(where: str, labels: dict[str, torch.Tensor], stated: int) -> None:
+    """A label >= data.num_classes, named with its first place and count."""
+    outside = sum(int((y >= stated).sum()) for y in labels.values())
+    if not outside:
+        return
+    name, y = next((n, y) for n, y in labels.items() if bool((y >= stated).any()))
+    i = int((y >= stated).nonzero()[0])
+    label = int(y[i])
+    others = outside - sum(int((y == label).sum()) for y in labels.values())
+    more = f", and {others} more with labels >= {stated}" if others else ""
+    raise DataError(
+        f"{where}: {name}[{i}] is {label}, outside data.num_classes {stated} (labels 0..{stated - 1}): "
+        f"{_examples_of(labels, label)}{more}; fix the labels or raise data.num_classes"
+    )
+
+
+def _first(labels: dict[str, torch.Tensor], label: int) -> tuple[str, int]:
+    """The first place `label` occurs: (array name, index)."""
+    name, y = next((n, y) for n, y in labels.items() if bool((y == label).any()))
+    return name, int((y == label).nonzero()[0])
+
+
+def _examples_of(labels: dict[str, torch.Tensor], label: int) -> str:
+    count = sum(int((y == label).sum()) for y in labels.values())
+    return f"{count} example{'s' if count != 1 else ''} of label {label}"
+
+
+def _listed(values: list[int], last: str) -> str:
+    """3, 4, 5 or 6: at most 8 shown, then how many more."""
+    shown = [str(v) for v in values[:8]]
+    if len(values) > 8:
+        return f"{', '.join(shown)} and {len(values) - 8} more"
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} {last} {shown[-1]}"
 
 
 def _starts_like_a_pickle(path: Path) -> bool:
