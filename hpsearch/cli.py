@@ -77,6 +77,11 @@ def warn(message: str) -> None:
     err.print(Text.assemble(("warning:", "bold yellow"), " ", message), highlight=False, soft_wrap=True)
 
 
+def note(message: str) -> None:
+    """A line worth knowing that is not a warning (the split an automatic val_size chose)."""
+    err.print(message, highlight=False, soft_wrap=True, markup=False)
+
+
 def version_callback(value: bool) -> None:
     if value:
         out.print(f"hpsearch {__version__}")
@@ -439,6 +444,7 @@ def sanity_check(
                 on_step=progress.on_step,
                 on_model=say_model,
                 on_warning=warn,
+                on_note=note,
             )
     except HpsearchError as e:
         raise fail(str(e)) from None
@@ -519,6 +525,7 @@ def coarse(
                     progress=progress,
                     on_model=say_model,
                     on_warning=warn,
+                    on_note=note,
                 )
     except HpsearchError as e:
         raise fail(str(e)) from None

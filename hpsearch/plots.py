@@ -189,7 +189,8 @@ def steps_per_epoch(stage: StageData, r: TrialResult) -> float:
     if r.state in (TrialState.COMPLETE, TrialState.STOPPED) and r.epochs_done:
         return r.iterations / r.epochs_done
     data = stage.spec.data
-    n = (data.synthetic_train if data.dataset == "synthetic" else CIFAR10_TRAIN) - data.val_size
+    total = data.synthetic_train if data.dataset == "synthetic" else CIFAR10_TRAIN
+    n = total - data.val_examples(total)
     if data.train_subset is not None:
         n = min(n, data.train_subset)
     batch = int(r.params.get("batch_size", stage.spec.train.batch_size))

@@ -27,6 +27,7 @@ from hpsearch.rank import Edge, edges, fmt_value, rank, tied_with_best
 from hpsearch.records import CurveData, TrialConfig, TrialResult, TrialState, jsonable
 from hpsearch.space import planned_trials, trial_configs
 from hpsearch.spec import (
+    AUTO_VAL_CAP,
     SEARCHABLE,
     Categorical,
     DataSpec,
@@ -283,14 +284,15 @@ def stage_curve_data(stage_dir: Path, data: DataSpec) -> CurveData:
     """What a stage's accuracies were measured on: its classes (the spec's when it says, else the
     count its run.json recorded from the loaded data: a user's npz or folder) and its validation
     examples (the count run.json recorded: an npz's own x_val or a folder's val/ sets it, not
-    data.val_size; the spec's val_size for a stage recorded before the count was kept)."""
+    data.val_size; the spec's val_size for a stage recorded before the count was kept, or 1,000, the
+    most an automatic val_size holds out, when the spec left it out)."""
     try:
         info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
     except StoreError:
         info = {}
     info = info if isinstance(info, dict) else {}
     classes, val_size = _count(info.get("num_classes"), 2), _count(info.get("val_size"), 1)
-    return CurveData(data.known_num_classes or classes, val_size or data.val_size)
+    return CurveData(data.known_num_classes or classes, val_size or data.val_size or AUTO_VAL_CAP)
 
 
 def _count(v: Any, least: int) -> int | None:

@@ -37,7 +37,7 @@ from hpsearch.refine import (
     resume_command,
     stage_curve_data,
 )
-from hpsearch.spec import DataSpec, Spec, load_spec
+from hpsearch.spec import Spec, load_spec
 from hpsearch.store import StageStore
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ def _acc(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def curve_text(r: TrialResult, data: DataSpec | CurveData | None = None) -> str:
+def curve_text(r: TrialResult, data: CurveData | None = None) -> str:
     """The trial's curve label; with the run's data section, 'at chance' is judged too (1/C, and the
     noise of its validation size)."""
     label = curve_label(r, data.num_classes, data.val_size) if data is not None else curve_label(r)
@@ -69,7 +69,7 @@ def curve_text(r: TrialResult, data: DataSpec | CurveData | None = None) -> str:
 TIE_MARK = "="  # before the rank of each trial tied for best: `=1`, `=2`, ... as in a sports table
 
 
-def interval(r: TrialResult, data: DataSpec | CurveData | None) -> tuple[float, float] | None:
+def interval(r: TrialResult, data: CurveData | None) -> tuple[float, float] | None:
     """The 95% interval of a trial's validation accuracy; None without one, or without the count of
     validation examples it was measured on."""
     if data is None or r.val_acc is None or not math.isfinite(r.val_acc):
@@ -77,24 +77,24 @@ def interval(r: TrialResult, data: DataSpec | CurveData | None) -> tuple[float, 
     return wilson_interval(r.val_acc, data.val_size)
 
 
-def _interval_cell(r: TrialResult, data: DataSpec | CurveData | None) -> str:
+def _interval_cell(r: TrialResult, data: CurveData | None) -> str:
     ci = interval(r, data)
     return "-" if ci is None else f"{_acc(ci[0])}-{_acc(ci[1])}"
 
 
-def tied_for_best(ranked: list[TrialResult], data: DataSpec | CurveData | None) -> list[TrialResult]:
+def tied_for_best(ranked: list[TrialResult], data: CurveData | None) -> list[TrialResult]:
     """The trials tied for best, the best first (rank.tied_with_best); none without the count of
     validation examples."""
     return tied_with_best(ranked, data.val_size) if data is not None else []
 
 
-def _marked(ranked: list[TrialResult], data: DataSpec | CurveData | None) -> set[int]:
+def _marked(ranked: list[TrialResult], data: CurveData | None) -> set[int]:
     """The ids of the trials the tables mark as tied: none when the best stands alone."""
     tied = tied_for_best(ranked, data)
     return {id(r) for r in tied} if len(tied) >= 2 else set()
 
 
-def ties_line(ranked: list[TrialResult], data: DataSpec | CurveData | None) -> str | None:
+def ties_line(ranked: list[TrialResult], data: CurveData | None) -> str | None:
     """One line on the noise at the top: how many trials are tied for best, or that the best's lead is
     beyond noise; None with fewer than two complete trials at the best's rung to compare."""
     tied = tied_for_best(ranked, data)
@@ -117,7 +117,7 @@ def ties_line(ranked: list[TrialResult], data: DataSpec | CurveData | None) -> s
     )
 
 
-def ties_document(ranked: list[TrialResult], data: DataSpec | CurveData | None) -> dict[str, Any] | None:
+def ties_document(ranked: list[TrialResult], data: CurveData | None) -> dict[str, Any] | None:
     """results.json's `ties`: the trials tied for best (the best first, alone when it leads beyond
     noise), the validation count and the rule; None without the count."""
     if data is None:
@@ -205,7 +205,7 @@ def _columns(
     param_names: list[str],
     stages: list[str] | None = None,
     planned_epochs: list[int] | None = None,
-    data: DataSpec | CurveData | None = None,
+    data: CurveData | None = None,
     marked: set[int] | frozenset[int] = frozenset(),
 ) -> list[_Column]:
     """`marked`: the ids of the trials tied for best, their ranks marked `=`."""
@@ -350,7 +350,7 @@ def rich_table(
     limit: int | None = None,
     stages: list[str] | None = None,
     planned_epochs: list[int] | None = None,
-    data: DataSpec | CurveData | None = None,
+    data: CurveData | None = None,
 ) -> FittedTable:
     """The ranked trials for the terminal, the top `limit`; with `stages`, each trial's stage, and
     with `planned_epochs`, the epochs each trained (`2/4` when it stopped early). With `data` (the
@@ -371,7 +371,7 @@ def markdown_table(
     param_names: list[str],
     stages: list[str] | None = None,
     planned_epochs: list[int] | None = None,
-    data: DataSpec | CurveData | None = None,
+    data: CurveData | None = None,
 ) -> str:
     """The ranked trials as a Markdown table, every column, then a line on the trials tied for best."""
     marked = _marked(ranked, data)
@@ -387,7 +387,7 @@ def csv_table(
     param_names: list[str],
     stages: list[str] | None = None,
     planned_epochs: list[int] | None = None,
-    data: DataSpec | CurveData | None = None,
+    data: CurveData | None = None,
 ) -> str:
     """Every trial at full precision, for a program to read: its accuracy's 95% interval and whether it
     is tied for best (with `data`, the count of validation examples; else empty), the rung it reached
@@ -428,7 +428,7 @@ def results_document(
     ranked: list[TrialResult],
     edge_list: list[Edge],
     extra: dict[str, Any],
-    data: DataSpec | CurveData | None = None,
+    data: CurveData | None = None,
     planned_epochs: list[int] | None = None,
 ) -> dict[str, Any]:
     """results.json: the stage; the trials tied for best; every trial best first with its rank, its
@@ -467,7 +467,7 @@ def markdown_report(
     ranked: list[TrialResult],
     param_names: list[str],
     edge_list: list[Edge],
-    data: DataSpec | CurveData | None = None,
+    data: CurveData | None = None,
     planned_epochs: list[int] | None = None,
 ) -> str:
     flags = [f"- {e.warning}" for e in edge_list if e.warning]

@@ -24,11 +24,20 @@ import torch
 
 from hpsearch import __version__
 from hpsearch.curves import stage_advice
-from hpsearch.data import DataRecipe, Dataset, ProgressFn, load_data, resolve_device
+from hpsearch.data import (
+    DataRecipe,
+    Dataset,
+    ProgressFn,
+    load_data,
+    resolve_device,
+    resolve_val_size,
+    training_set_size,
+)
 from hpsearch.errors import Interrupted, NothingToResume, SpecError, StageStopped, StoreError
 from hpsearch.executor import execute
 from hpsearch.factory import FactorySource, check_model, describe, disk_source
 from hpsearch.halving import Standing, TopKeep, keep_count, planned_counts, replay, rung_epochs, rung_records
+from hpsearch.lint import data_warnings, split_note
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
 from hpsearch.population import shaping_params
 from hpsearch.proposals import optuna_module, propose, read_proposals, record_wave, typed_params
@@ -67,7 +76,7 @@ class StageOutcome:
     resumed: int = 0  # trials already finished before this command (resume)
     advice: str | None = None  # one line when most trials' lr was too high or too low (curves.stage_advice)
     # What its accuracies were measured on: the classes (chance accuracy) and validation examples (intervals, ties).
-    data: DataSpec | CurveData | None = None
+    data: CurveData | None = None
     planned_epochs: list[int] | None = None  # with successive halving: each ranked trial's train.epochs
 
     @property
@@ -136,11 +145,15 @@ def run_coarse(
     progress: StageProgress | None = None,
     on_model: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> StageOutcome:
     """Run the coarse stage of `spec` into RUN/coarse and return the ranked outcome. With
     options.resume, continue RUN/coarse if it was started with the same spec (or start it).
     `on_model`: told which file a user's network was loaded from, once it passed its check;
-    `on_warning`: told each warning about the data (classes with no training examples) once it loaded."""
+    `on_warning`: told each warning about the data once it loaded (classes with no training examples;
+    for a user's npz or folder, a validation split or batch too large for it); `on_note`: told the
+    split an automatic val_size chose."""
+    given, spec = spec, resolve_val_size(spec)  # the stage records, and a resume compares, the split it trains on
     configs = trial_configs(spec, spec_path)
     if spec.search.proposed:
         optuna_module()  # not installed: said in one line before anything is written
@@ -166,7 +179,7 @@ def run_coarse(
     # Data first, then the user's network on one batch of it: a missing dataset or a bad factory
     # leaves no half-made run directory behind.
     data = load_data(spec, options.data_root, on_data, spec_path)
-    say_warnings(data, on_warning)
+    say_data(given, data, on_warning, on_note)
     stage = replace(stage, factory=prepare_model(configs[0].model, data, spec_path, on_model))
     with store.lock():
         if not resuming:
@@ -277,6 +290,22 @@ def say_warnings(data: Dataset, on_warning: Callable[[str], None] | None) -> Non
     """The loaded data's warnings, told once by the driver that loaded it (never by a worker process)."""
     if on_warning is not None:
         for line in data.warnings:
+            on_warning(line)
+
+
+def say_data(
+    spec: Spec, data: Dataset, on_warning: Callable[[str], None] | None, on_note: Callable[[str], None] | None
+) -> None:
+    """What a command given `spec` (val_size perhaps left out) says once its data loaded, and so passed
+    its checks: the split an automatic val_size chose, the data's warnings, and for a user's npz or
+    folder the lint that needs its size (the CLI linted CIFAR-10 and synthetic data from the spec)."""
+    size = training_set_size(spec.data)
+    note = split_note(spec.data, size)
+    if on_note is not None and note is not None:
+        on_note(note)
+    say_warnings(data, on_warning)
+    if on_warning is not None and spec.data.path is not None and size is not None:
+        for line in data_warnings(spec, size):
             on_warning(line)
 
 
@@ -929,10 +958,11 @@ def run_sanity(
     on_step: StepCallback | None = None,
     on_model: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> SanityOutcome:
     """Run the four sanity checks, write RUN/sanity/report.json and, if asked and the probe
-    recommends a range, a copy of the spec with that lr range. `on_model`, `on_warning`: as for
-    run_coarse."""
+    recommends a range, a copy of the spec with that lr range. `on_model`, `on_warning`, `on_note`:
+    as for run_coarse."""
     if write_spec is not None and write_spec.exists():
         raise StoreError(f"{write_spec}: already exists; choose another --write-spec path")
     if write_spec is not None and not (write_spec.parent.is_dir() and os.access(write_spec.parent, os.W_OK)):
@@ -942,7 +972,7 @@ def run_sanity(
     run_dir = options.out if options.out is not None else RUNS_DIR / spec.name
     store = StageStore(run_dir / "sanity")
     data = load_data(spec, options.data_root, on_data, spec_path)
-    say_warnings(data, on_warning)
+    say_data(spec, data, on_warning, on_note)
     source = prepare_model(spec.model, data, spec_path, on_model)  # the network sanity-check builds
     store.make_dir()  # before the checks run: an unwritable --out fails at once
     report = run_sanity_checks(spec, data, on_step)

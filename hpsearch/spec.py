@@ -9,7 +9,7 @@ import math
 import reprlib
 import unicodedata
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
 from pydantic import (
@@ -93,12 +93,23 @@ def _from_spec_dir(path: Path, info: ValidationInfo) -> Path:
     return Path(base) / path if base is not None and not path.is_absolute() else path
 
 
+AUTO_VAL_SHARE = 10  # data.val_size left out: a tenth of the training set is held out for validation...
+AUTO_VAL_CAP = 1000  # ...and at most this many: the lecture's 1,000 of CIFAR-10's 50,000
+
+
+class DataSize(NamedTuple):
+    """A dataset's size as counted before it is loaded (an npz's labels, a folder's listing)."""
+
+    train: int  # training examples, before any validation split
+    own_val: bool  # the data has its own validation split (an npz's x_val, a folder's val/): val_size is unused
+
+
 class DataSpec(_Strict):
     dataset: Literal["cifar10", "synthetic", "npz", "folder"] = "cifar10"
     path: Path | None = None  # npz: the .npz file; folder: the image folder (train/<class>/...); relative to the spec
     resize: tuple[int, int] | None = None  # folder: resize every image to (height, width); else mixed sizes are refused
     root: Path | None = None  # where CIFAR-10 lives or is downloaded to; None: the user cache dir
-    val_size: int = Field(1000, ge=1)  # taken from the end of the training set
+    val_size: int | None = Field(None, ge=1)  # from the end of the training set; None: a tenth, at most 1000
     num_classes: int | None = Field(None, ge=2)  # npz: classes 0..num_classes-1 (else the largest label + 1)
     train_subset: int | None = Field(None, ge=1)  # first N training examples after the val split
     preprocess: Preprocess = Preprocess.MEAN_IMAGE
@@ -124,6 +135,12 @@ class DataSpec(_Strict):
             # A folder's classes are its train/ sub-folders; CIFAR-10 and the synthetic data have ten.
             raise spec_error("num_classes", f"is for dataset npz only, not {self.dataset}", self.num_classes)
         return self
+
+    def val_examples(self, train: int) -> int:
+        """The validation examples held out of `train` training examples: val_size, or when it is left
+        out a tenth of them, at most 1,000 (so CIFAR-10 holds out 1,000 of 50,000 and a set of 1,500
+        still trains on 1,350)."""
+        return self.val_size if self.val_size is not None else max(1, min(AUTO_VAL_CAP, train // AUTO_VAL_SHARE))
 
     @property
     def known_num_classes(self) -> int | None:

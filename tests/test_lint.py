@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from helpers import ROOT
 
-from hpsearch.lint import execution_warnings, spec_warnings, training_examples
-from hpsearch.spec import load_spec, parse_spec
+from hpsearch.lint import data_warnings, execution_warnings, spec_warnings, split_note, training_examples
+from hpsearch.spec import DataSize, load_spec, parse_spec
 
 SYNTHETIC = {"dataset": "synthetic", "synthetic_train": 3000, "val_size": 500}  # 2500 training examples
 
@@ -125,3 +127,47 @@ def test_a_python_models_init_std_argument_and_user_data_are_not_linted_as_built
         }
     )
     assert spec_warnings(spec) == []  # init_std is the factory's argument; the npz's size is unknown here
+
+
+def test_the_validation_split_warning_counts_an_npz_and_a_folder(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from hpsearch.data import training_set_size
+
+    np.savez(tmp_path / "d.npz", x_train=np.zeros((1500, 2), np.float32), y_train=np.arange(1500) % 3)
+    npz = spec_with({"dataset": "npz", "path": str(tmp_path / "d.npz"), "val_size": 1000})
+    assert spec_warnings(npz) == []  # before it loads, its size is unknown
+    assert data_warnings(npz, training_set_size(npz.data)) == [
+        "data.val_size 1000 holds out most of the 1500 training examples: only 500 are left to train on "
+        "(the lecture holds out 1000 of 50000)"
+    ]
+    np.savez(
+        tmp_path / "d.npz",
+        x_train=np.zeros((1500, 2)),
+        y_train=np.arange(1500) % 3,
+        x_val=np.zeros((9, 2)),
+        y_val=np.arange(9) % 3,
+    )
+    assert data_warnings(npz, training_set_size(npz.data)) == []  # its own x_val: val_size holds out nothing
+    for cls in "ab":
+        (tmp_path / "imgs" / "train" / cls).mkdir(parents=True)
+        for i in range(15):  # 30 images: counted from the listing, none decoded
+            Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "imgs" / "train" / cls / f"{i}.png")
+    folder = spec_with({"dataset": "folder", "path": str(tmp_path / "imgs"), "val_size": 20})
+    assert training_set_size(folder.data) == DataSize(train=30, own_val=False)
+    split, batch = data_warnings(folder, training_set_size(folder.data))
+    assert split.startswith("data.val_size 20 holds out most of the 30 training examples: only 10 are left")
+    assert batch.startswith("train.batch_size 100 is larger than the 10 training examples")  # counted too
+
+
+def test_an_automatic_val_size_is_said_in_one_line_for_a_small_set_only() -> None:
+    small = spec_with({"dataset": "npz", "path": "/tmp/d.npz"}).data  # val_size left out
+    assert split_note(small, DataSize(train=1500, own_val=False)) == (
+        "data: validating on 150 of 1,500 training examples (10%; set data.val_size to choose)"
+    )
+    assert split_note(small, DataSize(train=10_000, own_val=False)) is None  # 1000, as for CIFAR-10: nothing new
+    assert split_note(small, DataSize(train=1500, own_val=True)) is None  # its own x_val: val_size is unused
+    assert split_note(spec_with({**SYNTHETIC}).data) is None  # val_size set: the user chose
+    assert split_note(spec_with({"dataset": "synthetic"}).data) == (
+        "data: validating on 500 of 5,000 training examples (10%; set data.val_size to choose)"
+    )

@@ -411,7 +411,7 @@ def test_with_halving_every_table_shows_the_rung_and_a_stopped_trials_epochs() -
 
 
 def test_the_validation_count_is_what_run_json_recorded(tmp_path: Path) -> None:
-    # An npz with its own x_val: data.val_size (1000 by default) is not what the accuracies were measured on.
+    # An npz with its own x_val: data.val_size is not what the accuracies were measured on.
     npz = DataSpec(dataset="npz", path="d.npz")
     assert stage_curve_data(tmp_path, npz) == CurveData(None, 1000)  # no run.json: the spec's
     StageStore(tmp_path).write_json("run.json", {"num_classes": 7, "val_size": 437})

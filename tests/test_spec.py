@@ -93,7 +93,8 @@ def test_validation_errors_name_file_key_and_value(data: object, expected: str) 
 
 def test_defaults_and_types() -> None:
     spec = parse_spec({"name": "x"})
-    assert spec.data.val_size == 1000
+    assert spec.data.val_size is None  # automatic: a tenth of the training set, at most 1000
+    assert spec.data.val_examples(50_000) == 1000  # CIFAR-10 holds out 1000, as the lecture does
     assert spec.model.activation is Activation.RELU
     assert spec.model.hidden == (50,)
     assert spec.train.lr_decay == 1.0

@@ -153,6 +153,15 @@ def test_npz_own_validation_split_is_used_instead_of_val_size(tmp_path: Path) ->
     torch.testing.assert_close(ds.shift, torch.from_numpy(expected_mean).float(), rtol=0, atol=1e-6)
 
 
+def test_val_size_left_out_holds_out_a_tenth_of_the_training_set_at_most_1000(tmp_path: Path) -> None:
+    for n, held in ((1500, 150), (12_000, 1000), (15, 1)):
+        np.savez(tmp_path / "d.npz", x_train=np.zeros((n, 2), np.float32), y_train=np.arange(n) % 3)
+        ds = build_dataset(DataSpec(dataset="npz", path=tmp_path / "d.npz"))
+        assert (len(ds.y_train), len(ds.y_val)) == (n - held, held), n
+    ds = build_dataset(npz_spec(tmp_path / "d.npz", val_size=5))  # given: respected
+    assert len(ds.y_val) == 5
+
+
 def features(n: int = 60, d: int = 5) -> np.ndarray:
     rng = np.random.default_rng(0)
     return (rng.normal(size=(n, d)) * np.arange(1, d + 1) + np.arange(d) * 10).astype(np.float64)
@@ -363,3 +372,39 @@ def test_a_class_without_training_examples_is_warned_in_every_command_that_loads
         res = cli(*args)
         assert res.returncode in (0, 1), (name, res.stderr)  # sanity-check exits 1 when a check FAILs
         assert res.stderr.count(warning) == 1, (name, res.stderr)
+
+
+def test_coarse_says_the_automatic_split_records_it_and_resumes_with_it(tmp_path: Path) -> None:
+    y = labels(1500)
+    np.savez(tmp_path / "d.npz", x_train=(np.eye(3)[y] + 0.1 * features(1500, 3)).astype(np.float32), y_train=y)
+    given = write_spec(tmp_path / "given.yaml", "  dataset: npz\n  path: d.npz\n  val_size: 1000\n")
+    res = cli("coarse", str(given), "--out", str(tmp_path / "given"), "--trials", "1")
+    assert res.returncode == 0, res.stderr
+    assert "warning: data.val_size 1000 holds out most of the 1500 training examples: only 500 are left" in res.stderr
+    assert "data: validating" not in res.stderr  # the user chose the split
+    spec = write_spec(tmp_path / "spec.yaml", "  dataset: npz\n  path: d.npz\n")  # val_size left out
+    run = tmp_path / "run"
+    res = cli("coarse", str(spec), "--out", str(run))
+    assert res.returncode == 0, res.stderr
+    assert "data: validating on 150 of 1,500 training examples (10%; set data.val_size to choose)\n" in res.stderr
+    assert json.loads((run / "coarse" / "run.json").read_text())["val_size"] == 150
+    assert load_spec(run / "coarse" / "spec.yaml").data.val_size == 150  # the split it trained on, not "auto"
+    first = json.loads((run / "coarse" / "trials.jsonl").read_text().splitlines()[0])
+    assert first["iterations"] == 135  # 1350 training examples in batches of 10, one epoch
+    res = cli("coarse", str(spec), "--out", str(run), "--trials", "3", "--resume")  # the same spec: resumed
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads((run / "coarse" / "results.json").read_text())["ranked"]) == 3
+
+
+def test_a_run_recorded_with_val_size_1000_resumes_from_a_spec_that_leaves_it_out(tmp_path: Path) -> None:
+    # Runs before val_size could be left out recorded 1000; CIFAR-10's automatic split is still 1000.
+    y = labels(10_000)
+    np.savez(tmp_path / "d.npz", x_train=features(10_000, 3).astype(np.float32), y_train=y)
+    data = "  dataset: npz\n  path: d.npz\n"
+    run = str(tmp_path / "run")
+    old = write_spec(tmp_path / "old.yaml", data + "  val_size: 1000\n")
+    assert cli("coarse", str(old), "--out", run, "--trials", "1").returncode == 0
+    new = write_spec(tmp_path / "new.yaml", data)
+    res = cli("coarse", str(new), "--out", run, "--trials", "2", "--resume")
+    assert res.returncode == 0, res.stderr
+    assert "data: validating" not in res.stderr  # 1000 of 10,000: what a large set always held out

@@ -6,8 +6,9 @@ extracts a tar archive without writing outside its target (`download_file`, `fil
 unpickler, `load_cifar10`, `RawSplits`); `synthetic` makes CIFAR-shaped random data (`make_synthetic`); `npz`
 reads a user's named arrays (`load_npz`); `folder` decodes and caches a user's image folder (`load_folder`);
 `dataset` holds the in-memory `Dataset`, the validation split and preprocessing statistics, and `build_dataset`,
-which turns a spec's `data:` section into a `Dataset`; `load` puts a spec's dataset on its device (`load_data`, and
-`DataRecipe`, its picklable form for worker processes). This package re-exports the public names other
+which turns a spec's `data:` section into a `Dataset`, and `training_set_size`, which counts it without loading it;
+`load` puts a spec's dataset on its device (`load_data`, and `DataRecipe`, its picklable form for worker processes)
+and fills in an automatic val_size (`resolve_val_size`). This package re-exports the public names other
 modules and tests use.
 """
 
@@ -23,10 +24,10 @@ from hpsearch.data.cifar10 import (
     read_cifar10_py,
     resolve_data_root,
 )
-from hpsearch.data.dataset import Dataset, build_dataset, final_dataset, split_and_preprocess
+from hpsearch.data.dataset import Dataset, build_dataset, final_dataset, split_and_preprocess, training_set_size
 from hpsearch.data.download import ProgressFn, download_file, safe_extract
 from hpsearch.data.folder import load_folder
-from hpsearch.data.load import DataRecipe, load_data, load_final_data, resolve_device
+from hpsearch.data.load import DataRecipe, load_data, load_final_data, resolve_device, resolve_val_size
 from hpsearch.data.npz import load_npz
 from hpsearch.data.synthetic import make_synthetic
 
@@ -51,6 +52,8 @@ __all__ = [
     "read_cifar10_py",
     "resolve_data_root",
     "resolve_device",
+    "resolve_val_size",
     "safe_extract",
     "split_and_preprocess",
+    "training_set_size",
 ]

@@ -48,6 +48,7 @@ PIXELS = 3 * 32 * 32  # bytes per image: a 32x32 red plane, then green, then blu
 RECORDS_PER_FILE = 10_000
 RECORD_BYTES = 1 + PIXELS  # binary release: one label byte, then the pixels
 TRAIN_FILES = 5
+TRAIN_IMAGES = TRAIN_FILES * RECORDS_PER_FILE  # 50,000, before the validation split
 
 
 @dataclass(frozen=True)

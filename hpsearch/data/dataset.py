@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from hpsearch.data.cifar10 import PIXELS, RawSplits, load_cifar10, resolve_data_root
+from hpsearch.data.cifar10 import PIXELS, TRAIN_IMAGES, RawSplits, load_cifar10, resolve_data_root
 from hpsearch.data.download import ProgressFn
-from hpsearch.data.folder import load_folder
-from hpsearch.data.npz import Split, load_npz
+from hpsearch.data.folder import folder_size, load_folder
+from hpsearch.data.npz import Split, load_npz, npz_size
 from hpsearch.data.synthetic import make_synthetic
 from hpsearch.errors import DataError
-from hpsearch.spec import DataSpec, Preprocess
+from hpsearch.spec import DataSize, DataSpec, Preprocess
 
 _STATS_CHUNK = 1024  # images per chunk when summing statistics: 1024 * 3072 * 8 B = 25 MB of int64
 
@@ -192,7 +192,7 @@ def _chunks(x: torch.Tensor, size: int) -> Iterable[torch.Tensor]:
 def build_dataset(spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None) -> Dataset:
     """The dataset a spec's `data:` section describes; `data_root` is the CLI's --data-root."""
     raw, val = raw_splits(spec, data_root, progress)
-    data = split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess, val)
+    data = split_and_preprocess(raw, spec.val_examples(len(raw.y_train)), spec.train_subset, spec.preprocess, val)
     return _with_warnings(data, spec, raw, own_val=val is not None)
 
 
@@ -240,6 +240,18 @@ def _whereabouts(data: Dataset, spec: DataSpec, raw: RawSplits, empty: list[int]
     return f"no training examples ({'; '.join(places)}); {fix}"
 
 
+def training_set_size(spec: DataSpec) -> DataSize | None:
+    """The training set's size before the validation split, counted without loading it: CIFAR-10's
+    50,000 and the synthetic data's from the spec, an npz's from its labels, a folder's from its
+    listing; None when the npz has no y_train (loading it says so)."""
+    if spec.dataset == "cifar10":
+        return DataSize(TRAIN_IMAGES, own_val=False)
+    if spec.dataset == "synthetic":
+        return DataSize(spec.synthetic_train, own_val=False)
+    assert spec.path is not None  # the spec requires it for npz and folder
+    return npz_size(spec.path) if spec.dataset == "npz" else folder_size(spec.path)
+
+
 def raw_splits(
     spec: DataSpec, data_root: Path | None = None, progress: ProgressFn | None = None
 ) -> tuple[RawSplits, Split | None]:
@@ -268,7 +280,7 @@ def final_dataset(
     has none). `with_val`: the validation examples join the training set (and the preprocessing
     statistics are those of the union); the returned Dataset then has no validation examples."""
     raw, val = raw_splits(spec, data_root, progress)
-    data = split_and_preprocess(raw, spec.val_size, spec.train_subset, spec.preprocess, val)
+    data = split_and_preprocess(raw, spec.val_examples(len(raw.y_train)), spec.train_subset, spec.preprocess, val)
     test = (raw.x_test, raw.y_test) if len(raw.y_test) else None
     if with_val:
         x = torch.cat([data.x_train, data.x_val])

@@ -29,6 +29,7 @@ from hpsearch.data.cifar10 import RawSplits
 from hpsearch.data.download import ProgressFn
 from hpsearch.data.npz import SPLITS, Split, shape_like
 from hpsearch.errors import DataError
+from hpsearch.spec import DataSize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_PREFIX = ".hpsearch-cache-"
@@ -65,6 +66,12 @@ def load_folder(
     arrays = _decode(root, listing, resize, progress)
     _write_cache(root, key, arrays)
     return _splits(arrays, listing)
+
+
+def folder_size(root: Path) -> DataSize:
+    """The folder's training images and whether it has val/, from its listing (nothing decoded)."""
+    listing = _list(root)
+    return DataSize(len(listing.splits["train"]), "val" in listing.splits)
 
 
 # --------------------------------------------------------------------------- listing and checks

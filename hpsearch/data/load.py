@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from hpsearch.data.dataset import Dataset, build_dataset, final_dataset
+from hpsearch.data.dataset import Dataset, build_dataset, final_dataset, training_set_size
 from hpsearch.data.download import ProgressFn
 from hpsearch.data.npz import Split
 from hpsearch.errors import DataError, SpecError
@@ -46,6 +46,21 @@ def load_final_data(
     with _naming(spec_path):
         data, test = final_dataset(spec.data, data_root, progress, with_val)
         return data.to(resolve_device(spec.train.device)), test
+
+
+def resolve_val_size(spec: Spec) -> Spec:
+    """`spec` with a left-out data.val_size replaced by the count it stands for on this data (a tenth
+    of the training set, at most 1,000: DataSpec.val_examples), so that a run's spec.yaml says the split
+    it trained on and a resume compares like with like (a run recorded before val_size could be left
+    out says 1000, which CIFAR-10's 50,000 still give). Unchanged when val_size is set, or when the
+    data has its own validation split and val_size is unused."""
+    if spec.data.val_size is not None:
+        return spec
+    size = training_set_size(spec.data)
+    if size is None or size.own_val:
+        return spec
+    data = spec.data.model_copy(update={"val_size": spec.data.val_examples(size.train)})
+    return spec.model_copy(update={"data": data})
 
 
 @contextmanager

@@ -19,6 +19,7 @@ import torch
 
 from hpsearch.data.cifar10 import RawSplits
 from hpsearch.errors import DataError
+from hpsearch.spec import DataSize
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (x, y) of one split
 SPLITS = ("train", "val", "test")
@@ -142,8 +143,17 @@ def _starts_like_a_pickle(path: Path) -> bool:
         return f.read(1) == b"\x80"
 
 
-def _read(path: Path) -> dict[str, np.ndarray]:
-    """Every array of the file, or a DataError naming the file and, where it is one array, the array."""
+def npz_size(path: Path) -> DataSize | None:
+    """The file's training examples and whether it has x_val, from its labels alone (x_train, the
+    bulk, is not read); None when it has no y_train (load_npz says what is missing)."""
+    with _open(path) as npz:
+        if "y_train" not in npz.files:
+            return None
+        return DataSize(len(_array(path, npz, "y_train")), "y_val" in npz.files or "x_val" in npz.files)
+
+
+def _open(path: Path) -> np.lib.npyio.NpzFile:
+    """The file opened lazily (an array is read when asked for), or a DataError naming the file."""
     try:
         npz = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -158,23 +168,29 @@ def _read(path: Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path}: not an .npz file ({_first_line(e)})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single .npy array, not an .npz file of named arrays (x_train, y_train, ...)")
-    arrays: dict[str, np.ndarray] = {}
-    with npz:
-        for name in npz.files:
-            try:
-                arrays[name] = npz[name]
-            except ValueError as e:
-                if "allow_pickle" in str(e):  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
-                    raise DataError(
-                        f"{path}: {name} is an object array, refused (loading it would unpickle); "
-                        f"store numbers (uint8 images, float features, integer labels)"
-                    ) from None
-                raise DataError(f"{path}: {name} is not a readable array ({_first_line(e)})") from None
-            except (OSError, EOFError, zipfile.BadZipFile) as e:
-                raise DataError(f"{path}: {name} is not a readable array ({_first_line(e)})") from None
-            except MemoryError:
-                raise DataError(f"{path}: {name} is larger than this machine can allocate") from None
-    return arrays
+    return npz
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    """Every array of the file, or a DataError naming the file and, where it is one array, the array."""
+    with _open(path) as npz:
+        return {name: _array(path, npz, name) for name in npz.files}
+
+
+def _array(path: Path, npz: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
+    try:
+        return npz[name]
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # numpy: "Object arrays cannot be loaded when allow_pickle=False"
+            raise DataError(
+                f"{path}: {name} is an object array, refused (loading it would unpickle); "
+                f"store numbers (uint8 images, float features, integer labels)"
+            ) from None
+        raise DataError(f"{path}: {name} is not a readable array ({_first_line(e)})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: {name} is not a readable array ({_first_line(e)})") from None
+    except MemoryError:
+        raise DataError(f"{path}: {name} is larger than this machine can allocate") from None
 
 
 def _examples(path: Path, name: str, x: np.ndarray) -> torch.Tensor:
