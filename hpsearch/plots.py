@@ -8,11 +8,12 @@ program that imports hpsearch is left alone (`Figure.savefig` renders with Agg f
 Each picture is drawn from plain data computed first (panels, series, the colour parameter, axis limits,
 ticks, the message for a stage with nothing to show): those functions are pure and tested without
 drawing; the `*_figure` functions only draw them.
-May import: rank, records, refine, spec; matplotlib (never pyplot), numpy.
+May import: rank, records, refine, spec, store; matplotlib (never pyplot), numpy.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from collections import Counter
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ from hpsearch.rank import fmt_value, rank
 from hpsearch.records import TrialResult, TrialState, jsonable
 from hpsearch.refine import StageData
 from hpsearch.spec import Categorical, NumericRange
+from hpsearch.store import atomic_write_bytes
 
 STAGE_COLORS = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
 STAGE_MARKERS = ["o", "s", "^", "D", "v", "P"]
@@ -728,22 +730,24 @@ def moving_average(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def _save(fig: Figure | None, path: Path) -> Path | None:
+    """The figure as a PNG file, written whole or not at all: rendered into memory first, then
+    store.atomic_write_bytes, so a full disk is a StoreError and the report drawn before stays."""
     if fig is None:
         return None
+    png = io.BytesIO()
     # A Figure not registered with pyplot needs no close: it is freed with its last reference.
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(png, format="png", dpi=DPI, bbox_inches="tight")
+    atomic_write_bytes(path, png.getvalue())
     return path
 
 
 def plot_loss_curves(stages: list[StageData], path: Path) -> Path:
-    fig = loss_figure(stages)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    _save(loss_figure(stages), path)
     return path
 
 
 def plot_accuracy_curves(stages: list[StageData], path: Path, top: int = 5) -> Path:
-    fig = accuracy_figure(stages, top)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    _save(accuracy_figure(stages, top), path)
     return path
 
 

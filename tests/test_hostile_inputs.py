@@ -546,6 +546,25 @@ def test_full_disk_while_writing_trials_keeps_every_record_written(finished_run:
     assert tree(runs / "done") == before
 
 
+def test_report_on_a_full_disk_is_one_line_and_keeps_the_report_drawn_before(runs: Path) -> None:
+    # Issue 27 item 8: a 79-line matplotlib traceback, and the first PNG cut where the disk filled.
+    run = runs / "done"
+    assert cli("report", str(run)).returncode == 0
+    before = tree(run)
+    pngs = [p for p in (run / "report").iterdir() if p.suffix == ".png"]
+    assert len(pngs) == 4
+    limit = min(p.stat().st_size for p in pngs) // 2  # every picture is cut part-way (EFBIG, as ENOSPC)
+
+    def full_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
+
+    res = run_hpsearch("report", str(run), preexec=full_disk)  # limits: a process
+    line = refusal(res, str(run / "report"), "cannot write", "File too large")
+    assert line.startswith("error: ")
+    assert tree(run) == before  # the report drawn before, whole; no temp file left beside it
+
+
 # ------------------------------------------------------------- shapes too large for memory, or for the data
 
 
