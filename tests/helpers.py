@@ -28,6 +28,9 @@ from hpsearch.spec import ModelSpec, TrainSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 200  # a wide terminal, so that tables are not folded
+# Seconds: the cap on any one wait in the tests (a process, a record, an event). A cap catches a hang
+# and nothing else: what takes seconds alone took minutes on a loaded 2-core machine.
+PATIENCE = 600
 
 
 def run_hpsearch(

@@ -1,47 +1,110 @@
-"""hpsearch in CI: docs/ci.md's workflow commands run as written, gates exit with their codes, the
+"""hpsearch in CI: docs/ci.md's workflow installs and runs as written, gates exit with their codes, the
 step summary gets each command's table, sanity-check writes JUnit."""
 
 from __future__ import annotations
 
-import shlex
+import os
 import shutil
+import subprocess
+import sys
+import venv
 import xml.etree.ElementTree as ET
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from helpers import ROOT, cli
+from helpers import PATIENCE, ROOT, WIDTH, cli
 
 from hpsearch.ci import SUMMARY_ENV
 
 
-def workflow_commands() -> list[list[str]]:
-    """The hpsearch commands of docs/ci.md's workflow, in order (pip installs are the runner's)."""
+def workflow_steps() -> list[dict[str, Any]]:
+    """The steps of docs/ci.md's workflow, in order."""
     text = (ROOT / "docs/ci.md").read_text()
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
-    workflow = yaml.safe_load(block)
-    steps = workflow["jobs"]["search"]["steps"]
-    lines = [line for s in steps if "run" in s for line in s["run"].splitlines()]
-    return [shlex.split(line) for line in lines if line.startswith("hpsearch ")]
+    steps: list[dict[str, Any]] = yaml.safe_load(block)["jobs"]["search"]["steps"]
+    return steps
 
 
-def test_the_ci_workflow_runs_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    shutil.copytree(ROOT / "configs", tmp_path / "configs")
-    summary = tmp_path / "summary.md"
-    monkeypatch.setenv(SUMMARY_ENV, str(summary))
-    commands = workflow_commands()
-    assert [c[1] for c in commands] == ["sanity-check", "coarse", "final"]
-    for command in commands:
-        res = cli(*command[1:], cwd=tmp_path)
-        assert res.returncode == 0, f"{shlex.join(command)}\n{res.stderr}"
+@dataclass(frozen=True)
+class Runner:
+    checkout: Path  # where the steps run
+    python: Path  # the runner's Python: a venv
+    env: dict[str, str]
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Runner:
+    """What a GitHub runner has after actions/checkout and setup-python: a copy of this checkout, and
+    a Python of its own (a venv) with pip, where the steps run. Offline: the venv sees the packages of
+    the Python running the tests (torch, typer, ...; an hpsearch there too, which is why the test
+    checks the venv's own), pip is told to use no index, so an install line that needs a download
+    fails instead of downloading, and setuptools comes from here instead of an isolated build
+    environment (which would download it)."""
+    checkout = tmp_path / "checkout"
+    shutil.copytree(ROOT, checkout, ignore=shutil.ignore_patterns(*NOT_IN_A_CHECKOUT))
+    python = tmp_path / "python"
+    venv.create(python, with_pip=False)
+    # This interpreter's package folders, as site dirs of the venv (their .pth files read too); not
+    # system_site_packages, which from inside a venv would give the base Python's, without torch.
+    own = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    site_dir = next((python / "lib").glob("python*/site-packages"))
+    (site_dir / "tested_python.pth").write_text("".join(f"import site; site.addsitedir({p!r})\n" for p in own))
+    # The runner's `pip`: this environment's pip run by the venv's Python, so it installs into the
+    # venv (ensurepip's own copy would bring an old setuptools that hides this one from torch).
+    pip = python / "bin/pip"
+    pip.write_text(
+        f"#!{python / 'bin/python'}\nimport sys\nfrom pip._internal.cli.main import main\nsys.exit(main())\n"
+    )
+    pip.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # hpsearch only as installed
+    env |= {
+        "PATH": f"{python / 'bin'}:{os.defpath}",  # no other hpsearch on PATH
+        "PIP_NO_INDEX": "1",
+        "PIP_NO_BUILD_ISOLATION": "0",  # pip's inverted spelling of --no-build-isolation
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "COLUMNS": str(WIDTH),
+        SUMMARY_ENV: str(tmp_path / "summary.md"),
+    }
+    return Runner(checkout, python, env)
+
+
+# Not part of a fresh checkout: what a developer's working tree builds and runs.
+NOT_IN_A_CHECKOUT = (".git", ".venv", "runs", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", ".benchmarks")
+
+
+def test_the_ci_workflow_installs_and_runs_as_written(runner: Runner) -> None:
+    checkout, python, env = runner.checkout, runner.python, runner.env
+    steps = [s for s in workflow_steps() if "run" in s]
+    lines = [line for s in steps for line in s["run"].splitlines()]
+    assert [line.split()[1] for line in lines if line.startswith("hpsearch ")] == ["sanity-check", "coarse", "final"]
+    for step in steps:
+        # GitHub's `bash` shell on Linux: bash --noprofile --norc -eo pipefail {0}
+        res = subprocess.run(
+            ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=PATIENCE,
+        )
+        assert res.returncode == 0, f"{step['name']}:\n{step['run']}\n{res.stdout}\n{res.stderr}"
+        if step["name"].startswith("Install"):
+            installed = next((python / "lib").glob("python*/site-packages/hpsearch"), None)
+            assert installed is not None, f"{step['run']} installed no hpsearch into the runner's Python"
+            assert (installed / "cli.py").read_bytes() == (ROOT / "hpsearch/cli.py").read_bytes()  # this checkout's
+            assert (python / "bin/hpsearch").is_file()  # the command the next steps run
     # JUnit: one testcase per check, none failed
-    suite = ET.parse(tmp_path / "reports/sanity.xml").getroot().find("testsuite")
+    suite = ET.parse(checkout / "reports/sanity.xml").getroot().find("testsuite")
     assert suite is not None
     cases = suite.findall("testcase")
     assert [c.get("name") for c in cases] == ["initial_loss", "activations", "overfit", "lr_probe"]
-    assert suite.get("failures") == "0" and all(c.find("failure") is None for c in cases)
+    assert suite.get("failures") == "0"
+    assert all(c.find("failure") is None for c in cases)
     # The step summary: each command's section and table, in order
-    text = summary.read_text()
+    text = Path(env[SUMMARY_ENV]).read_text()
     heads = [line for line in text.splitlines() if line.startswith("### ")]
     assert heads[0].startswith("### hpsearch sanity-check: smoke (passed)")
     assert heads[1] == "### hpsearch coarse: runs/ci"
@@ -49,7 +112,7 @@ def test_the_ci_workflow_runs_as_written(tmp_path: Path, monkeypatch: pytest.Mon
     assert "| check | verdict | measured | diagnosis |" in text
     assert "| rank | trial | state | val_acc | 95% CI |" in text
     assert "| rank | trial | lr | weight_decay | test_acc | std |" in text
-    assert (tmp_path / "runs/ci/final/model.pt").is_file()
+    assert (checkout / "runs/ci/final/model.pt").is_file()
 
 
 def test_gates_exit_4_below_the_bar_and_5_outside_the_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
