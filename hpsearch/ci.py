@@ -33,9 +33,11 @@ def append_step_summary(markdown: str) -> str | None:
     return None
 
 
-def summary_section(heading: str, body: str, warnings: list[str]) -> str:
-    """A step summary section: a heading, the table, then the warnings as a list."""
-    parts = [f"### {heading}\n", body.rstrip("\n") + "\n"]
+def summary_section(heading: str, body: str, warnings: list[str], failed: str | None = None) -> str:
+    """A step summary section: a heading, why the step failed (`failed`: the exit code and the line
+    the command ended with; first, where the red step's page is read), the table, then the warnings
+    as a list."""
+    parts = [f"### {heading}\n", *([f":x: {failed}\n"] if failed else []), body.rstrip("\n") + "\n"]
     if warnings:
         parts.append("\n" + "\n".join(f"- :warning: {w}" for w in warnings) + "\n")
     return "\n".join(parts)

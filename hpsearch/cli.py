@@ -272,24 +272,45 @@ def render_outcome(outcome: StageOutcome, gates: Gates = Gates()) -> None:
         warnings.append(outcome.failures)
     err.print(f"results: {outcome.stage_dir}/results.md, results.csv, results.json", highlight=False)
     table = markdown_table(outcome.ranked, outcome.param_names, planned_epochs=planned, data=outcome.data)
-    summary(summary_section(f"hpsearch {outcome.stage}: {outcome.stage_dir.parent}", table, warnings))
+    red = stage_red(outcome, gates)
+    summary(summary_section(f"hpsearch {outcome.stage}: {outcome.stage_dir.parent}", table, warnings, red_line(red)))
+    if red is not None:
+        raise fail(red.message, code=red.code)
+
+
+@dataclass(frozen=True)
+class Red:
+    """Why a command that ran exits non-zero (3, 4, 5): the code, and the one line that says why, on
+    stderr and in the CI step summary."""
+
+    code: int
+    message: str
+
+
+def red_line(red: Red | None) -> str | None:
+    return None if red is None else f"exit {red.code}: {red.message}"
+
+
+def stage_red(outcome: StageOutcome, gates: Gates) -> Red | None:
+    """Exit 3 when no trial completed; else 4 below the --fail-under bar; else 5 for --fail-on-edge."""
     if outcome.best is None:
-        raise fail(
-            f"no trial of {outcome.stage} completed ({_states(outcome.ranked)}): nothing to rank or refine",
-            code=NO_TRIAL_COMPLETED,
-        )
-    best = outcome.best.val_acc
-    check_bar(gates, best, f"the best validation accuracy of {outcome.stage}")
+        states = _states(outcome.ranked)
+        return Red(NO_TRIAL_COMPLETED, f"no trial of {outcome.stage} completed ({states}): nothing to rank or refine")
+    below = below_bar(gates, outcome.best.val_acc, f"the best validation accuracy of {outcome.stage}")
+    if below is not None:
+        return below
     outside = [e for e in outcome.edges if e.verdict.value in ("edge", "nothing_learned")]
     if gates.fail_on_edge and outside:
         names = ", ".join(f"{e.name} ({e.verdict.value})" for e in outside)
-        raise fail(f"--fail-on-edge: the optimum lies outside the searched range of {names}", code=OUTSIDE_RANGE)
+        return Red(OUTSIDE_RANGE, f"--fail-on-edge: the optimum lies outside the searched range of {names}")
+    return None
 
 
-def check_bar(gates: Gates, best: float | None, what: str) -> None:
+def below_bar(gates: Gates, best: float | None, what: str) -> Red | None:
     if gates.fail_under is not None and (best is None or best < gates.fail_under):
         shown = "none" if best is None else f"{best:.4f}"
-        raise fail(f"--fail-under {gates.fail_under}: {what} is {shown}, below the bar", code=BELOW_BAR)
+        return Red(BELOW_BAR, f"--fail-under {gates.fail_under}: {what} is {shown}, below the bar")
+    return None
 
 
 def summary(markdown: str) -> None:
@@ -763,14 +784,20 @@ def render_final(outcome: FinalOutcome, gates: Gates) -> None:
         highlight=False,
         soft_wrap=True,
     )
-    summary(summary_section(f"hpsearch final: {outcome.plan.run_dir}", final_markdown(outcome, heading=False), []))
+    red = final_red(outcome, gates)
+    heading, table = f"hpsearch final: {outcome.plan.run_dir}", final_markdown(outcome, heading=False)
+    summary(summary_section(heading, table, [], red_line(red)))
+    if red is not None:
+        raise fail(red.message, code=red.code)
+
+
+def final_red(outcome: FinalOutcome, gates: Gates) -> Red | None:
+    """Exit 3 when no run of the final completed; else 4 below the --fail-under bar."""
     if outcome.best is None:
-        raise fail(
-            f"no run of the final completed: nothing to keep (see {outcome.final_dir}/results.md)",
-            code=NO_TRIAL_COMPLETED,
-        )
+        message = f"no run of the final completed: nothing to keep (see {outcome.final_dir}/results.md)"
+        return Red(NO_TRIAL_COMPLETED, message)
     what = "the best mean test accuracy" if outcome.test_size is not None else "the best mean validation accuracy"
-    check_bar(gates, outcome.best_accuracy, what)
+    return below_bar(gates, outcome.best_accuracy, what)
 
 
 if __name__ == "__main__":

@@ -133,10 +133,12 @@ def test_gates_exit_4_below_the_bar_and_5_outside_the_range(tmp_path: Path, monk
     )
     assert (tmp_path / "run/coarse/results.json").is_file()  # the results are written all the same
     assert "- :warning: lr: nothing learned" in summary.read_text()
+    assert why_red(summary) == f"exit 5: {error_line(res)}"  # the run's page says why it is red
     # The same finished stage, read back (--resume trains nothing), with the accuracy bar: 4 wins.
     both = cli(*args, "--resume", "--fail-on-edge", "--fail-under", "0.5")
     assert both.returncode == 4
     assert "--fail-under 0.5: the best validation accuracy of coarse is 0." in both.stderr.strip().splitlines()[-1]
+    assert why_red(summary) == f"exit 4: {error_line(both)}"
     assert cli(*args, "--resume", "--fail-under", "0.05").returncode == 0
     assert cli(*args, "--fail-under", "1.5").returncode == 2  # not an accuracy: a usage error
 
@@ -159,3 +161,34 @@ def test_junit_reports_a_failed_check_and_an_unwritable_summary_only_warns(
     failed = {c.get("name"): c.find("failure") for c in suite.findall("testcase")}
     assert failed["initial_loss"] is not None and "FAIL" in (failed["initial_loss"].text or "")
     assert int(suite.get("failures") or 0) == sum(f is not None for f in failed.values()) >= 1
+
+
+def test_the_step_summary_says_why_a_stage_with_no_completed_trial_is_red(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = tmp_path / "hot.yaml"
+    text = (ROOT / "configs/smoke.yaml").read_text()
+    spec.write_text(
+        text.replace("lr: {low: 1.0e-4, high: 1.0, log: true}", "lr: {low: 1.0e+4, high: 1.0e+5, log: true}")
+    )
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv(SUMMARY_ENV, str(summary))
+    res = cli("coarse", str(spec), "--trials", "2", "--epochs", "1", "--out", str(tmp_path / "run"))
+    assert res.returncode == 3, res.stderr
+    assert error_line(res).startswith("no trial of coarse completed (2 diverged)")
+    assert why_red(summary) == f"exit 3: {error_line(res)}"
+
+
+def error_line(res: subprocess.CompletedProcess[str]) -> str:
+    """The command's last line on stderr, its `error: ` taken off."""
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: "), res.stderr
+    return line.removeprefix("error: ")
+
+
+def why_red(summary: Path) -> str | None:
+    """What the step summary's last section says about why the step failed: its `:x:` line."""
+    section = summary.read_text().split("\n### ")[-1]
+    lines = [line for line in section.splitlines() if line.startswith(":x: ")]
+    assert len(lines) <= 1, section
+    return lines[0].removeprefix(":x: ") if lines else None

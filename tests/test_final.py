@@ -15,6 +15,7 @@ import torch
 from helpers import StopAfter, cli
 
 import hpsearch
+from hpsearch.ci import SUMMARY_ENV
 from hpsearch.data import final_dataset
 from hpsearch.errors import StageStopped, StoreError
 from hpsearch.final import LEDGER, run_final
@@ -198,10 +199,14 @@ def test_data_without_a_test_split(tmp_path: Path) -> None:
     assert json.loads((run / "final/model.json").read_text())["predictions"]["split"] == "val"
 
 
-def test_final_fail_under_gate(run: Path) -> None:
+def test_final_fail_under_gate(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = tmp_path / "summary.md"
+    monkeypatch.setenv(SUMMARY_ENV, str(summary))
     res = cli("final", str(run), "--top", "1", "--seeds", "1", "--fail-under", "0.99")
     assert res.returncode == 4
-    assert "--fail-under 0.99: the best mean test accuracy is" in res.stderr.strip().splitlines()[-1]
+    line = res.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: --fail-under 0.99: the best mean test accuracy is")
+    assert f":x: exit 4: {line.removeprefix('error: ')}" in summary.read_text().splitlines()  # why CI is red
     assert (run / "final/model.pt").is_file()  # the work is kept; only the exit code says no
 
 
