@@ -38,7 +38,7 @@ from hpsearch.options import ExecOptions, RayOptions, RefineOptions, StageOption
 # The library is imported inside each command, where it is used: --help and usage errors need none of
 # it, a spec error only pydantic, and `report` no torch.
 if TYPE_CHECKING:
-    from hpsearch.final import FinalOutcome
+    from hpsearch.final import FinalOutcome, FinalPlan
     from hpsearch.records import TrialResult
     from hpsearch.refine import RefinePlan
     from hpsearch.search import StageOutcome
@@ -635,11 +635,15 @@ def print_plan(run_dir: Path, options: RefineOptions) -> None:
         raise fail(str(e)) from None
     for line in plan.describe():
         out.print(line, highlight=False, soft_wrap=True)
+    for note in plan.notes:
+        warn(note)
 
 
 def render_plan(plan: RefinePlan) -> None:
     for line in plan.describe():
         err.print(line, highlight=False, soft_wrap=True)
+    for note in plan.notes:
+        warn(note)
 
 
 @app.command()
@@ -755,7 +759,7 @@ def final(
                     options,
                     on_data=progress.on_data,
                     progress=progress,
-                    on_plan=lambda plan: err.print(plan.describe(), highlight=False, soft_wrap=True),
+                    on_plan=render_final_plan,
                     on_model=say_model,
                     on_warning=warn,
                 )
@@ -767,6 +771,12 @@ def final(
     except KeyboardInterrupt as e:
         raise stopped(e, resume_command("final", run_dir, None)) from None
     render_final(outcome, Gates(fail_under))
+
+
+def render_final_plan(plan: FinalPlan) -> None:
+    err.print(plan.describe(), highlight=False, soft_wrap=True)
+    for note in plan.notes:
+        warn(note)
 
 
 def render_final(outcome: FinalOutcome, gates: Gates) -> None:

@@ -70,6 +70,7 @@ class FinalPlan:
     epochs: int
     basis: str  # why these finalists, in words
     attempt: int  # 1 for the first final of this run; each --again adds one
+    notes: list[str] = field(default_factory=list)  # warnings on the stage read (lines that could not be)
 
     @property
     def runs(self) -> int:
@@ -162,7 +163,8 @@ def plan_final(
     if not done:
         raise StoreError(f"{run_dir}: no finished stage to take finalists from; {how_to_start(run_dir)}")
     stage = stored["stage"] if stored else done[-1]
-    spec, results, _ = load_stage(run_dir, stage)
+    spec, results, _, store = load_stage(run_dir, stage)
+    notes = [n for n in [store.unreadable_note("a trial recorded only there is not a finalist")] if n]
     ranked = [r for r in rank(results) if r.state is TrialState.COMPLETE and r.val_acc is not None]
     if not ranked:
         raise StoreError(f"{run_dir / stage}: no trial completed, so there is nothing to train again")
@@ -188,7 +190,7 @@ def plan_final(
     base = spec.search.seed
     seeds = [int(s) for s in stored["seeds"]] if stored else [base + i for i in range(options.seeds or DEFAULT_SEEDS)]
     finalists = [_finalist(spec, r, epochs) for r in picked]
-    return FinalPlan(run_dir, stage, spec, finalists, seeds, fit_on, epochs, basis, attempt)
+    return FinalPlan(run_dir, stage, spec, finalists, seeds, fit_on, epochs, basis, attempt, notes)
 
 
 def _finalist(spec: Spec, r: TrialResult, epochs: int) -> Finalist:

@@ -17,7 +17,7 @@ import math
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import annotated_types
 
@@ -266,7 +266,16 @@ class StageData:
     results: list[TrialResult]
 
 
-def load_stage(run_dir: Path, stage: str) -> tuple[Spec, list[TrialResult], dict[str, Any]]:
+class LoadedStage(NamedTuple):
+    """A finished stage as load_stage read it."""
+
+    spec: Spec
+    results: list[TrialResult]
+    doc: dict[str, Any]  # its results.json
+    store: StageStore  # as read: the lines of its trials.jsonl that could not be (`unreadable_note`)
+
+
+def load_stage(run_dir: Path, stage: str) -> LoadedStage:
     """A finished stage's resolved spec, trial records and results document."""
     path = run_dir / stage
     spec = load_spec(path / "spec.yaml")
@@ -276,8 +285,9 @@ def load_stage(run_dir: Path, stage: str) -> tuple[Spec, list[TrialResult], dict
     ranked = (
         {row.get("trial") for row in doc.get("ranked", []) if isinstance(row, dict)} if isinstance(doc, dict) else set()
     )
-    final = StageStore(path).final_trials()
-    return spec, [final[t] for t in sorted(final) if t in ranked], doc
+    store = StageStore(path)
+    final = store.final_trials()
+    return LoadedStage(spec, [final[t] for t in sorted(final) if t in ranked], doc, store)
 
 
 def stage_curve_data(stage_dir: Path, data: DataSpec) -> CurveData:
@@ -319,6 +329,7 @@ class RefinePlan:
     skipped: list[TrialConfig]  # already trained at this budget (or drawn twice)
     history: list[dict[str, Any]]  # every stage's plan so far, this one last
     prior: list[TrialResult] = field(default_factory=list)  # refine.sampler tpe: earlier trials told the model
+    notes: list[str] = field(default_factory=list)  # warnings on the stages read (lines that could not be)
 
     @property
     def spec_path(self) -> str:
@@ -379,7 +390,9 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
         raise StoreError(f"{run_dir}: no finished stage to refine; {how_to_start(run_dir)}")
     previous = done[-1]
     loaded = {name: load_stage(run_dir, name) for name in done}  # each stage read once
-    spec, results, previous_doc = loaded[previous]
+    spec, results, previous_doc, _ = loaded[previous]
+    left_out = "a trial recorded only there is left out of the plan"
+    notes = [n for stage in loaded.values() if (n := stage.store.unreadable_note(left_out))]
     top_k = options.top_k or spec.refine.top_k
     data = stage_curve_data(run_dir / previous, spec.data)
     val_size = data.val_size
@@ -395,7 +408,7 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
         trial_configs(new_spec, str(run_dir / previous / "spec.yaml"), one_config_ok=True),
         {
             config_key(c)
-            for stage_spec, stage_results, _ in loaded.values()
+            for stage_spec, stage_results, _, _ in loaded.values()
             for c in trained_configs(stage_spec, stage_results)
         },
     )
@@ -416,11 +429,11 @@ def plan_refine(run_dir: Path, options: RefineOptions) -> RefinePlan:
     }
     prior = []
     if new_spec.search.proposed:  # the model kept: told the earlier trials before the stage's own
-        prior = inside(new_spec.search, [r for _, results, _ in loaded.values() for r in results])
+        prior = inside(new_spec.search, [r for stage in loaded.values() for r in stage.results])
         entry["told_earlier_trials"] = len(prior)
     history = [*previous_doc.get("history", []), jsonable(entry)]
     return RefinePlan(
-        run_dir, previous, stage, new_spec, top, top_k, tied, val_size, ranges, configs, skipped, history, prior
+        run_dir, previous, stage, new_spec, top, top_k, tied, val_size, ranges, configs, skipped, history, prior, notes
     )
 
 

@@ -547,7 +547,7 @@ def run_report(run_dir: Path) -> ReportOutcome:
     that did not finish (stopped by Ctrl-C) is reported with the trials it finished, and a note."""
     from hpsearch.plots import write_report_plots  # matplotlib: only when a report is drawn
 
-    data, unfinished = _report_stages(run_dir)
+    data, unfinished, unreadable = _report_stages(run_dir)
     if not any(s.results for s in data):
         raise StoreError(f"{run_dir}: no finished stage to report on; {how_to_start(run_dir)}")
     owner = {id(r): s for s in data for r in s.results}
@@ -555,7 +555,7 @@ def run_report(run_dir: Path) -> ReportOutcome:
     stage_of = [owner[id(r)].name for r in ranked]
     planned = [_planned_epochs(r, owner[id(r)].spec) for r in ranked]
     params = sorted({p for s in data for p in s.spec.search.space})
-    notes = [_unfinished_note(run_dir, name, done, total) for name, (done, total) in unfinished.items()]
+    notes = unreadable + [_unfinished_note(run_dir, name, done, total) for name, (done, total) in unfinished.items()]
     out = StageStore(run_dir / "report")
     out.make_dir()
     plots = write_report_plots([s for s in data if s.results], out.path)
@@ -579,32 +579,41 @@ def run_report(run_dir: Path) -> ReportOutcome:
     return outcome
 
 
-def _report_stages(run_dir: Path) -> tuple[list[StageData], dict[str, tuple[int, int]]]:
+def _report_stages(run_dir: Path) -> tuple[list[StageData], dict[str, tuple[int, int]], list[str]]:
     """The run's stages in order: each finished one as refine.load_stage reads it, and one that did
     not finish (stopped by Ctrl-C: a trials.jsonl, and no results.json or one marked partial) with
-    the trials it finished; for those, (finished, planned) in the second value."""
+    the trials it finished; for those, (finished, planned) in the second value. Third: a note for
+    each trials.jsonl with lines that could not be read."""
     data: list[StageData] = []
     unfinished: dict[str, tuple[int, int]] = {}
+    unreadable: list[str] = []
     name = COARSE
     while True:
         path = run_dir / name
         partial: dict[str, Any] = {}
         if (path / "results.json").is_file():
-            spec, results, doc = load_stage(run_dir, name)
+            spec, results, doc, read = load_stage(run_dir, name)
             if not is_partial(doc):
                 data.append(StageData(name, spec, results))
+                unreadable += _unreadable(read)
                 name = f"refine-{len(data)}"
                 continue
             partial = doc
         store = StageStore(path)
         if not (store.started and (path / "spec.yaml").is_file()):
-            return data, unfinished
+            return data, unfinished, unreadable
         spec = load_spec(path / "spec.yaml")
         final = store.final_trials()  # newer than a partial results.json, if one was written since
         results = [final[t] for t in sorted(final)]
         unfinished[name] = (len(results), _planned_trials(spec, partial))
         data.append(StageData(name, spec, results))
+        unreadable += _unreadable(store)
         name = f"refine-{len(data)}"
+
+
+def _unreadable(store: StageStore) -> list[str]:
+    note = store.unreadable_note("a trial recorded only there is left out of this report")
+    return [note] if note else []
 
 
 def _planned_trials(spec: Spec, partial: dict[str, Any]) -> int:

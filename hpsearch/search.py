@@ -648,11 +648,13 @@ def reconcile(store: StageStore, configs: list[TrialConfig]) -> tuple[dict[int, 
             f"{store.path / 'trials.jsonl'}: {foreign} record(s) with parameters other than the plan's "
             "for their trial number were ignored; those trials were run again"
         )
-    if store.unreadable_lines:
-        warnings.append(
-            f"{store.path / 'trials.jsonl'}: skipped {store.unreadable_lines} unreadable line(s) "
-            "(a write cut by a crash); trials without a readable record were run again"
-        )
+    unreadable = store.unreadable_note(
+        "a trial recorded only there counts as not run, and is trained again"
+        if len(finished) < len(plan)
+        else "every trial of the plan has a readable record, so none is trained again"
+    )
+    if unreadable:
+        warnings.append(unreadable)
     return finished, warnings
 
 

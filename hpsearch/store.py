@@ -17,6 +17,7 @@ from hpsearch.records import TrialResult, TrialState
 
 TRIALS_FILE = "trials.jsonl"
 LOCK_FILE = ".lock"
+MOST_LINES_NAMED = 10  # unreadable lines named by number; beyond, a count
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -198,7 +199,27 @@ class StageStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.unreadable_lines = 0  # set by read_trials
+        self.unreadable: list[int] = []  # set by read_trials: the numbers (from 1) of the lines it could not read
+
+    @property
+    def unreadable_lines(self) -> int:
+        return len(self.unreadable)
+
+    def unreadable_note(self, consequence: str) -> str | None:
+        """One line on the lines of trials.jsonl that read_trials could not read, by number, then the
+        command's `consequence` ('a trial recorded only there is left out of this report'); None when
+        every line was read."""
+        if not self.unreadable:
+            return None
+        shown = ", ".join(str(n) for n in self.unreadable[:MOST_LINES_NAMED])
+        more = len(self.unreadable) - MOST_LINES_NAMED
+        many = len(self.unreadable) > 1
+        numbers = f"line{'s' if many else ''} {shown}" + (f" and {more} more" if more > 0 else "")
+        records = "trial records" if many else "a trial record"
+        return (
+            f"{self.path / TRIALS_FILE}: {numbers} could not be read as {records} (the file was changed by hand, "
+            f"or a write was cut by a crash): {consequence}"
+        )
 
     @property
     def started(self) -> bool:
@@ -256,8 +277,8 @@ class StageStore:
         return done
 
     def read_trials(self) -> list[TrialResult]:
-        """Every readable record, in file order; a line cut mid-write (a crash) is skipped and
-        counted in `unreadable_lines`."""
+        """Every readable record, in file order; a line that is not one (cut mid-write by a crash,
+        or edited by hand) is skipped and its number kept in `unreadable`."""
         path = self.path / TRIALS_FILE
         if not path.exists():
             return []
@@ -266,15 +287,17 @@ class StageStore:
             raw = path.read_bytes()
         except OSError as e:
             raise StoreError(f"{path}: cannot read: {e.strerror or e}") from None
-        self.unreadable_lines = 0
-        for line in raw.splitlines():
+        self.unreadable = []
+        for number, line in enumerate(raw.splitlines(), 1):
+            if not line.strip():
+                continue  # holds no record, so none is lost (as read_json_lines)
             try:
                 record = json.loads(line.decode("utf-8"))
                 if not isinstance(record, dict):
                     raise ValueError("not a record")
                 out.append(TrialResult.from_dict(record))
             except (UnicodeDecodeError, ValueError, KeyError, TypeError):
-                self.unreadable_lines += 1  # a line cut by a crash, or not ours: skipped, counted
+                self.unreadable.append(number)  # a line cut by a crash, or edited by hand: skipped, kept
         return out
 
     def remove_stale_temp_files(self) -> None:

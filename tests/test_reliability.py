@@ -234,10 +234,45 @@ def test_resume_after_a_torn_write_reruns_that_trial_and_says_so(tmp_path: Path)
     (run / "coarse/results.json").unlink()  # the stage did not finish
     resumed = cli(*args, "--resume")
     assert resumed.returncode == 0, resumed.stderr
-    assert "skipped 1 unreadable line(s)" in resumed.stderr
+    assert f"{path}: line 4 could not be read as a trial record" in resumed.stderr
     assert "3 of 4 trials already finished" in resumed.stderr
     assert sorted(r["trial"] for r in final_records(path)) == [0, 1, 2, 3]
     assert final_records(path)[-1]["trial"] == torn_trial
+
+
+def test_a_trials_file_changed_by_hand_is_said_once_by_each_command_that_reads_it(tmp_path: Path) -> None:
+    # Issue 27 item 11: the best trial's val_acc set to "high" and a garbage line: report and refine
+    # dropped the best trial without a word, and resume blamed a crash.
+    run = tmp_path / "run"
+    args = ["coarse", SMOKE, "--out", str(run), "--trials", "4", "--epochs", "1"]
+    assert cli(*args).returncode == 0
+    path = run / "coarse/trials.jsonl"
+    lines = path.read_text().splitlines()
+    best = max(range(len(lines)), key=lambda i: json.loads(lines[i])["val_acc"])
+    best_trial = json.loads(lines[best])["trial"]
+    lines[best] = json.dumps({**json.loads(lines[best]), "val_acc": "high"})
+    lines.insert(best + 1, "not a record, typed by hand")
+    path.write_text("\n".join(lines) + "\n")
+    numbers = f"lines {best + 1}, {best + 2}"  # 1-based, as an editor shows them
+    only_there = "a trial recorded only there"
+    for command, consequence in (
+        (["report", str(run)], f"{only_there} is left out of this report"),
+        (["refine", str(run), "--dry-run"], f"{only_there} is left out of the plan"),
+        (["final", str(run), "--top", "1", "--seeds", "1"], f"{only_there} is not a finalist"),
+        (args + ["--resume"], f"{only_there} counts as not run, and is trained again"),  # the best trial
+        (args + ["--resume"], "every trial of the plan has a readable record, so none is trained again"),
+    ):
+        res = cli(*command)
+        assert res.returncode == 0, res.stderr
+        said = [line for line in res.stderr.splitlines() if "could not be read" in line]
+        assert said == [
+            f"warning: {path}: {numbers} could not be read as trial records (the file was changed by hand, "
+            f"or a write was cut by a crash): {consequence}"
+        ], res.stderr
+    report = json.loads((run / "report/results.json").read_text())
+    assert best_trial not in [r["trial"] for r in report["ranked"]]  # left out, as the report said
+    again = [r for r in final_records(path) if r["trial"] == best_trial and isinstance(r["val_acc"], float)]
+    assert len(again) == 1  # the first resume's record; the second trained nothing
 
 
 def _append_many(path: str, writer: int, count: int) -> None:
@@ -406,7 +441,21 @@ def test_records_of_the_wrong_types_are_unreadable_lines_not_crashes(tmp_path: P
         for record in bad:
             f.write(json.dumps(record) + "\n")
     assert [r.trial for r in store.read_trials()] == [0]
-    assert store.unreadable_lines == len(bad)
+    assert store.unreadable == list(range(2, 2 + len(bad)))
+
+
+def test_the_unreadable_lines_are_named_by_number_up_to_ten_and_blank_lines_lose_nothing(tmp_path: Path) -> None:
+    store = StageStore(tmp_path)
+    store.append_trial(_result(0))
+    with open(tmp_path / "trials.jsonl", "a") as f:
+        f.write("\n  \n" + "x\n" * 12)  # two blank lines, then twelve that are not records
+    assert [r.trial for r in store.read_trials()] == [0]
+    assert store.unreadable == list(range(4, 16))
+    note = store.unreadable_note("so it goes")
+    assert note is not None
+    assert note.startswith(f"{tmp_path / 'trials.jsonl'}: lines 4, 5, 6, 7, 8, 9, 10, 11, 12, 13 and 2 more could")
+    assert note.endswith(": so it goes")
+    assert StageStore(tmp_path / "none").unreadable_note("so it goes") is None
 
 
 def test_resume_ignores_a_record_whose_parameters_are_not_the_plans(tmp_path: Path) -> None:

@@ -133,7 +133,7 @@ def test_unreadable_trial_lines_are_skipped_and_counted(tmp_path: Path) -> None:
         f.write(b'\xff\xfe x\n5\n{"trial": 9, "sta')  # bad bytes, not a record, a line cut mid-write
     store = StageStore(tmp_path / "r/coarse")
     assert [r.trial for r in store.read_trials()] == [0, 1]
-    assert store.unreadable_lines == 3
+    assert store.unreadable == [3, 4, 5]  # by line number, from 1, as an editor shows them
 
 
 def test_data_errors_about_the_spec_name_its_file(tmp_path: Path) -> None:
