@@ -14,6 +14,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,7 +30,8 @@ from hpsearch.spec import ModelSpec, TrainSpec
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 200  # a wide terminal, so that tables are not folded
 # Seconds: the cap on any one wait in the tests (a process, a record, an event). A cap catches a hang
-# and nothing else: what takes seconds alone took minutes on a loaded 2-core machine.
+# and nothing else: what takes seconds alone took minutes on a loaded 2-core machine, so no test waits
+# on a deadline the work must meet; each waits for the event itself (wait_for), up to this.
 PATIENCE = 600
 
 
@@ -44,10 +46,19 @@ def run_hpsearch(
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=PATIENCE,
         env=env,
         preexec_fn=preexec,
     )
+
+
+def wait_for(event: Callable[[], bool], what: str, every: float = 0.02) -> None:
+    """Return once `event()` holds, looking every `every` seconds; fail saying `what` did not happen
+    if it has not after PATIENCE seconds (a hang, not a slow machine)."""
+    cap = time.monotonic() + PATIENCE
+    while not event():
+        assert time.monotonic() < cap, f"{what}: not after {PATIENCE} s"
+        time.sleep(every)
 
 
 def start_hpsearch(*args: str, cwd: Path = ROOT) -> subprocess.Popen[str]:

@@ -8,7 +8,7 @@ import ast
 import subprocess
 import sys
 
-from helpers import ROOT
+from helpers import PATIENCE, ROOT
 
 PACKAGE = ROOT / "hpsearch"
 
@@ -16,7 +16,7 @@ PACKAGE = ROOT / "hpsearch"
 def loaded_after(code: str) -> list[str]:
     """The heavy libraries loaded by a fresh interpreter after running `code`."""
     probe = f"{code}\nimport sys; print(' '.join(m for m in ('torch', 'matplotlib', 'ray') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=PATIENCE)
     return out.stdout.split()
 
 
@@ -39,7 +39,7 @@ def test_importing_the_plots_leaves_the_hosts_matplotlib_backend_alone() -> None
         "import matplotlib; matplotlib.use('svg'); import hpsearch.plots, sys;"
         "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=PATIENCE)
     assert out.stdout.split() == ["svg", "False"]
 
 
@@ -76,6 +76,6 @@ def test_a_process_pays_its_one_time_costs_before_the_first_trials_clock_starts(
         "pop.train_group(trial_configs(spec), data)\n"
         "print(seen)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=PATIENCE)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["[True]"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from helpers import ROOT
+from helpers import PATIENCE, ROOT
 
 from hpsearch.lint import data_warnings, execution_warnings, spec_warnings, split_note, training_examples
 from hpsearch.spec import DataSize, load_spec, parse_spec
@@ -111,7 +111,7 @@ def test_more_workers_than_cores_warns() -> None:
 
 def test_lint_imports_no_torch() -> None:
     code = "import sys, hpsearch.lint; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=PATIENCE)
     assert out.stdout.strip() == "False"
 
 

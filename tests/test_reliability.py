@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
-from helpers import ROOT, cli, start_hpsearch
+from helpers import PATIENCE, ROOT, cli, start_hpsearch, wait_for
 
 from hpsearch.records import TrialResult, TrialState
 from hpsearch.store import StageStore, atomic_write_text
@@ -65,6 +65,11 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
+def wait_for_a_new_record(proc: subprocess.Popen[str], trials_file: Path, before: int) -> None:
+    """Until the process has recorded more than `before` final records, or ended."""
+    wait_for(lambda: len(final_records(trials_file)) > before or proc.poll() is not None, "a new record")
+
+
 def kill_and_resume(args: list[str], trials_file: Path, kills: int, rng: random.Random) -> tuple[int, list[str]]:
     """Run `hpsearch *args` and kill -9 it at a random moment, again and again (with --resume once the
     stage has started) until `kills` kills have hit a live process or 3 x `kills` runs were made,
@@ -88,11 +93,8 @@ def kill_and_resume(args: list[str], trials_file: Path, kills: int, rng: random.
                 time.sleep(delay)
                 log.append(f"run {attempts}: killed {delay:.2f} s after start")
             else:
-                # Inside the search: once this process has recorded a trial, a moment later.
-                deadline = time.monotonic() + 30
-                while len(final_records(trials_file)) <= before and proc.poll() is None:
-                    assert time.monotonic() < deadline, "no trial recorded in 30 s"
-                    time.sleep(0.02)
+                # Inside the search: once this process has recorded a trial (or ended), a moment later.
+                wait_for_a_new_record(proc, trials_file, before)
                 delay = rng.uniform(0.0, 0.4)
                 time.sleep(delay)
                 log.append(f"run {attempts}: killed {delay:.2f} s after a new record")
@@ -101,7 +103,7 @@ def kill_and_resume(args: list[str], trials_file: Path, kills: int, rng: random.
                 hits += 1
             else:
                 log.append(f"run {attempts}: ended before its kill")
-        _, err = proc.communicate(timeout=120)
+        _, err = proc.communicate(timeout=PATIENCE)
         if last:
             assert proc.returncode == 0, f"final resume failed: {err}\n" + "\n".join(log)
         finals = final_records(trials_file)
@@ -183,18 +185,15 @@ def test_a_second_command_on_a_running_stage_is_refused(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["coarse", SMOKE, "--out", str(run), "--trials", "6", "--epochs", "6", "--population", "1"]
     first = start_hpsearch(*args)  # a real process, holding the stage while this one asks for it
-    deadline = time.monotonic() + 60
-    while not (run / "coarse/spec.yaml").exists():
-        assert first.poll() is None
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_for(lambda: first.poll() is not None or (run / "coarse/spec.yaml").exists(), "the stage started")
+    assert first.poll() is None
     second = cli(*args, "--resume")
     assert second.returncode == 1
     assert "Traceback" not in second.stderr
     assert second.stderr.strip().splitlines()[-1] == (
         f"error: {run / 'coarse'}: another hpsearch process is running this stage; wait for it to finish or stop it"
     )
-    _, err = first.communicate(timeout=120)
+    _, err = first.communicate(timeout=PATIENCE)
     assert first.returncode == 0, err
     assert sorted(r["trial"] for r in records(run / "coarse/trials.jsonl")) == list(range(6))  # each once
     # The lock goes with its holder: a later --resume runs (and finds nothing left to train).
@@ -289,7 +288,7 @@ def test_concurrent_writer_processes_lose_and_interleave_nothing(tmp_path: Path)
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(PATIENCE)
         assert p.exitcode == 0
     store = StageStore(tmp_path)
     got = store.read_trials()
@@ -309,15 +308,12 @@ def test_ctrl_c_and_sigterm_mark_the_running_trial_and_say_how_to_resume(
     args = ["coarse", SMOKE, "--out", str(run), "--trials", "4", "--epochs", "6", "--population", "1"]
     proc = start_hpsearch(*args, "--workers", workers)
     path = run / "coarse/trials.jsonl"
-    deadline = time.monotonic() + 60
-    while not final_records(path):
-        assert proc.poll() is None, "no trial finished"
-        assert time.monotonic() < deadline, "no trial finished"
-        time.sleep(0.02)
+    wait_for(lambda: proc.poll() is not None or bool(final_records(path)), "a first trial finished")
+    assert proc.poll() is None, "no trial finished"
     time.sleep(0.1)  # inside the next trial (about 0.3 s each), so one is running when the signal lands
     kids = children(proc.pid)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=PATIENCE)
     assert proc.returncode == code, err
     assert "Traceback" not in err
     last = err.strip().splitlines()[-1]
@@ -331,10 +327,8 @@ def test_ctrl_c_and_sigterm_mark_the_running_trial_and_say_how_to_resume(
     interrupted = {r["trial"] for r in records(path) if r["state"] == "interrupted"}
     assert not interrupted & set(finished_before)  # a recorded trial is never also marked interrupted
     assert f"{len(finished_before)} of 4 trials finished" in last
-    deadline = time.monotonic() + 10
-    while any(alive(k) for k in kids):  # worker processes are stopped, not left training
-        assert time.monotonic() < deadline, f"worker processes {kids} still running"
-        time.sleep(0.05)
+    # The worker processes are stopped, not left training.
+    wait_for(lambda: not any(alive(k) for k in kids), f"worker processes {kids} stopped", every=0.05)
     # The resume command, one trial at a time: that worker processes stop is checked above; resuming needs none.
     resumed = cli(*args, "--workers", "1", "--resume")
     assert resumed.returncode == 0, resumed.stderr
@@ -359,19 +353,14 @@ def test_kill_9_of_the_driver_takes_its_worker_processes_down(tmp_path: Path) ->
     proc = start_hpsearch(
         "coarse", SMOKE, "--out", str(run), "--trials", "8", "--epochs", "20", "--population", "1", "--workers", "2"
     )
-    deadline = time.monotonic() + 60
-    while len(children(proc.pid)) < 3:  # the two spawned workers and multiprocessing's resource tracker
-        assert proc.poll() is None
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    # The two spawned workers and multiprocessing's resource tracker.
+    wait_for(lambda: proc.poll() is not None or len(children(proc.pid)) >= 3, "the workers started", every=0.05)
+    assert proc.poll() is None
     time.sleep(random.uniform(0.0, 4.0))  # while the workers start up (importing torch) or train
     kids = children(proc.pid)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=30)
-    deadline = time.monotonic() + 10
-    while any(alive(k) for k in kids):
-        assert time.monotonic() < deadline, f"orphaned workers {kids} still running"
-        time.sleep(0.05)
+    proc.communicate(timeout=PATIENCE)
+    wait_for(lambda: not any(alive(k) for k in kids), f"orphaned workers {kids} ended", every=0.05)
 
 
 def test_a_diverged_trial_fails_alone_and_ranks_last(tmp_path: Path) -> None:
@@ -411,11 +400,12 @@ def test_atomic_rewrites_survive_kill_9_whole(tmp_path: Path) -> None:
         kills += 1
         atomic_write_text(target, "start\n")  # so that the wait below sees this writer's first rewrite
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(target)], cwd=ROOT)
-        while target.read_text() == "start\n":  # this writer has started rewriting (its imports take ~1 s)
-            time.sleep(0.01)
+        # This writer has started rewriting (its imports take ~1 s).
+        wait_for(lambda p=proc: p.poll() is not None or target.read_text() != "start\n", "a rewrite", every=0.01)
+        assert proc.poll() is None, "the writer ended"
         time.sleep(rng.uniform(0.0, 0.3))
         proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
+        proc.wait(PATIENCE)
         text = target.read_text()
         assert text in valid, f"a half-written file: {len(text)} characters"
         leftovers = list(tmp_path.glob(".results.json.*.tmp"))  # a kill inside a write leaves its temp file
@@ -483,11 +473,10 @@ def test_refine_and_report_see_each_planned_trial_once_after_interruptions(tmp_p
     for _ in range(2):  # Ctrl-C twice, each time after a new record: interrupted records pile up
         proc = start_hpsearch(*args, "--resume")
         before = len(final_records(run / "coarse/trials.jsonl"))
-        while len(final_records(run / "coarse/trials.jsonl")) <= before:
-            assert proc.poll() is None
-            time.sleep(0.02)
+        wait_for_a_new_record(proc, run / "coarse/trials.jsonl", before)
+        assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(60) == 130
+        assert proc.wait(PATIENCE) == 130
     assert cli(*args, "--resume").returncode == 0
     # Whether a Ctrl-C caught a trial running depends on timing, so the records an interruption
     # leaves are also written outright: an interrupted one, a duplicate, a trial outside the plan.
