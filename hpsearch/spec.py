@@ -647,8 +647,13 @@ def load_spec(path: str | Path) -> Spec:
 
 def parse_spec_text(text: str, path: Path) -> Spec:
     """A spec's YAML text, as the file at `path` would be read (relative paths from its folder)."""
+    loader = _SafeSpecLoader(text)  # a SafeLoader: plain data, no Python objects
     try:
-        data = yaml.load(text, Loader=_SafeSpecLoader)  # a SafeLoader: plain data, no Python objects
+        # yaml.load's two steps, with the node tree checked between them: once constructed, a key
+        # given twice has already lost its first value.
+        root = loader.get_single_node()
+        _refuse_duplicate_keys(root, path)
+        data = loader.construct_document(root) if root is not None else None
     except RecursionError:  # PyYAML's parser recurses once per level of nesting
         raise SpecError(f"{path}: invalid YAML: nested too deeply") from None
     except yaml.YAMLError as e:
@@ -656,7 +661,40 @@ def parse_spec_text(text: str, path: Path) -> Spec:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise SpecError(f"{path}: invalid YAML{where}: {problem}") from None
+    finally:
+        loader.dispose()
     return parse_spec(data, str(path), path.resolve().parent)
+
+
+def _refuse_duplicate_keys(root: yaml.Node | None, path: Path) -> None:
+    """A SpecError naming the first key given twice in one mapping (PyYAML keeps the last value
+    silently), with its place in the spec and both lines. Each node is visited once: an alias
+    points at a node already seen, and a few lines of aliases can reach billions of them."""
+    seen: set[int] = set()
+    todo: list[tuple[yaml.Node, str]] = [(root, "")] if root is not None else []
+    while todo:
+        node, where = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            todo += [(item, f"{where}.{i}" if where else str(i)) for i, item in reversed(list(enumerate(node.value)))]
+        if not isinstance(node, yaml.MappingNode):
+            continue
+        first: dict[tuple[str, str], yaml.Node] = {}
+        children = []
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base` merges a mapping whose keys the file may override: YAML's own rule
+            name = f"{where}.{key.value}" if where else str(key.value)
+            earlier = first.setdefault((key.tag, key.value), key)
+            if earlier is not key:
+                raise SpecError(
+                    f"{path}: {name}: duplicate key, at lines {earlier.start_mark.line + 1} and "
+                    f"{key.start_mark.line + 1} (YAML would keep only the last; give it once)"
+                )
+            children.append((value, name))
+        todo += reversed(children)
 
 
 def _value_node(node: yaml.Node | None, key: str) -> tuple[yaml.Node, yaml.Node] | None:

@@ -249,3 +249,37 @@ def test_a_rewritten_spec_keeps_the_users_file_where_it_loads_the_same(tmp_path:
     (tmp_path / "elsewhere" / "next.yaml").write_text(text)
     assert load_spec(tmp_path / "elsewhere" / "next.yaml") == moved
     assert rewritten_spec(source, moved, tmp_path / "next2.yaml", "lr").startswith("name: s  # the run's name\n")
+
+
+def test_a_key_given_twice_is_refused_naming_the_key_and_both_lines(tmp_path: Path) -> None:
+    # PyYAML keeps the last of two equal keys: the search would run on a value the user may not see.
+    spec = tmp_path / "twice.yaml"
+    spec.write_text(
+        "name: twice\n"
+        "search:\n"
+        "  space:\n"
+        "    lr: {low: 1.0e-4, high: 1.0e-1, log: true}\n"
+        "    weight_decay: {low: 1.0e-6, high: 1.0e-2, log: true}\n"
+        "    lr: {low: 1.0e-3, high: 1.0e-2, log: true}\n"
+    )
+    with pytest.raises(SpecError) as e:
+        load_spec(spec)
+    assert str(e.value) == (
+        f"{spec}: search.space.lr: duplicate key, at lines 4 and 6 (YAML would keep only the last; give it once)"
+    )
+    top = tmp_path / "top.yaml"
+    top.write_text("name: a\ntrain: {epochs: 2}\nname: b\n")
+    with pytest.raises(SpecError, match=r"top\.yaml: name: duplicate key, at lines 1 and 3 "):
+        load_spec(top)
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("name: f\ntrain: {epochs: 2, epochs: 3}\n")
+    with pytest.raises(SpecError, match=r"flow\.yaml: train\.epochs: duplicate key, at lines 2 and 2 "):
+        load_spec(flow)
+
+
+def test_a_merged_mapping_may_be_overridden(tmp_path: Path) -> None:
+    # `<<: {...}` then a key of the merged mapping is YAML's own way to override it, not a duplicate.
+    good = tmp_path / "good.yaml"
+    good.write_text("name: g\ntrain:\n  <<: {epochs: 2, batch_size: 50}\n  epochs: 3\n")
+    spec = load_spec(good)
+    assert (spec.train.epochs, spec.train.batch_size) == (3, 50)
