@@ -701,6 +701,15 @@ def _probe_losses(spec: Spec, data: Dataset, lr: float) -> list[float]:
     return losses
 
 
+def written_lr_range(low: float, high: float) -> tuple[float, float]:
+    """The recommended range as --write-spec writes it: each end to 3 significant digits, 0.01 rather
+    than the 0.010000000000000002 that a decade below a geometric mean leaves (report.json keeps the
+    full floats). Rounded to nearest, not outward: an end that is a probed lr stays that lr (0.1 is
+    stored as 0.1000000000000000055, which rounded up becomes 0.101, above the lr whose loss rose),
+    and moving an end by at most 0.5% changes nothing in a range more than a decade wide."""
+    return float(f"{low:.3g}"), float(f"{high:.3g}")
+
+
 def spec_with_lr_range(spec: Spec, low: float, high: float) -> Spec:
     """A copy of the spec whose search space has lr log-uniform over [low, high] (the keys its file
     set still the only ones set, for spec.rewritten_spec's fallback: spec_to_yaml(as_written=True))."""

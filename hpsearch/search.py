@@ -55,7 +55,7 @@ from hpsearch.records import (
 )
 from hpsearch.refine import COARSE, RefinePlan, is_partial, plan_refine, stage_curve_data, stages
 from hpsearch.report import csv_table, markdown_report, results_document
-from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range
+from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range, written_lr_range
 from hpsearch.space import planned_trials, trial_config, trial_configs
 from hpsearch.spec import DataSpec, MedianStopSpec, ModelSpec, Spec, load_spec, rewritten_spec, spec_to_yaml
 from hpsearch.stopping import with_bars
@@ -986,7 +986,7 @@ def run_sanity(
     store.write_json("report.json", doc)
     written = None
     if write_spec is not None and report.recommended_lr is not None:
-        low, high = report.recommended_lr
+        low, high = written_lr_range(*report.recommended_lr)
         header = f"# Written by hpsearch sanity-check from {spec_path}: lr range from the learning-rate probe.\n"
         text = rewritten_spec(Path(spec_path), spec_with_lr_range(spec, low, high), write_spec, "lr")
         atomic_write_text(write_spec, header + text)

@@ -29,6 +29,7 @@ from hpsearch.sanity import (
     run_sanity_checks,
     share_outside,
     spec_with_lr_range,
+    written_lr_range,
 )
 from hpsearch.spec import NumericRange, Spec, load_spec, parse_spec
 
@@ -362,9 +363,10 @@ def test_cli_passes_writes_report_and_spec(tmp_path: Path) -> None:
     written = load_spec(out_spec)
     low, high = doc["recommended_lr"]
     lr = written.search.space["lr"]
-    assert (lr.low, lr.high, lr.log) == (pytest.approx(low), pytest.approx(high), True)  # type: ignore[union-attr]
+    written_low, written_high = written_lr_range(low, high)  # 3 significant digits
+    assert (lr.low, lr.high, lr.log) == (written_low, written_high, True)  # type: ignore[union-attr]
     assert "weight_decay" in written.search.space  # the rest of the space is kept
-    assert written == spec_with_lr_range(load_spec(spec), low, high)  # and everything else
+    assert written == spec_with_lr_range(load_spec(spec), written_low, written_high)  # and everything else
     text = out_spec.read_text()
     assert "null" not in text and "probe_lrs" not in text  # the user's keys, not every default
     assert "lr_decay: 0.95" in text
@@ -394,6 +396,12 @@ def test_cli_json_and_exit_code_1_on_failure(tmp_path: Path) -> None:
     verdicts = {c["check"]: c["verdict"] for c in doc["checks"]}
     assert verdicts["initial_loss"] == "FAIL"
     assert doc["passed"] is False
+
+
+def test_the_written_lr_range_has_3_significant_digits_and_keeps_a_probed_lr() -> None:
+    assert written_lr_range(0.010000000000000002, 1.0000000000000002) == (0.01, 1.0)  # exp(log(0.1)) / 10, x 10
+    assert written_lr_range(0.00316227766016838, 0.316227766016838) == (0.00316, 0.316)  # sqrt(10) decades
+    assert written_lr_range(0.017320508075688773, 0.1) == (0.0173, 0.1)  # a capped end stays the probed lr
 
 
 def test_share_outside_a_range_is_measured_in_its_own_scale() -> None:
@@ -444,8 +452,11 @@ def test_cli_writes_a_spec_whose_lr_range_comes_from_lrs_that_fell(
     doc = json.loads((tmp_path / "run/sanity/report.json").read_text())
     assert doc["recommended_lr"] == pytest.approx([0.01, 1.0])
     assert [r["status"] for r in doc["lr_probe"]] == ["rose", "fell", "barely moved", "barely moved"]
+    # The range is written to 3 significant digits; report.json keeps the probe's floats.
+    assert doc["recommended_lr"][0] == 0.010000000000000002  # exp(log(0.1)) / 10
     lr = load_spec(out_spec).search.space["lr"]
-    assert (lr.low, lr.high) == (pytest.approx(0.01), pytest.approx(1.0))  # type: ignore[union-attr]
+    assert (lr.low, lr.high) == (0.01, 1.0)  # type: ignore[union-attr]
+    assert "lr: {low: 0.01, high: 1.0, log: true}" in out_spec.read_text()
 
 
 # --------------------------------------------------------------------------- user networks (model.kind python)
