@@ -491,7 +491,9 @@ def sanity_check(
     verdict = "FAILED" if outcome.report.failed else "passed"
     summary(summary_section(f"hpsearch sanity-check: {spec.name} ({verdict})", sanity_markdown(outcome.report), []))
     if outcome.written_spec:
-        err.print(f"wrote {outcome.written_spec}: run hpsearch coarse {outcome.written_spec}", highlight=False)
+        # Quoted as the resume command is: a path with a space or a quote pastes into a shell whole.
+        command = shlex.join(["hpsearch", "coarse", str(outcome.written_spec)])
+        err.print(f"wrote {outcome.written_spec}: run {command}", highlight=False, soft_wrap=True)
     elif write_spec:
         warn(f"no lr range to recommend, so {write_spec} was not written")
     elif hint := lr_range_hint(spec, outcome.report.recommended_lr):

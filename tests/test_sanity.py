@@ -4,6 +4,7 @@ Xavier, overfitting 20 examples, and a learning-rate probe whose range really tr
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -457,6 +458,26 @@ def test_cli_writes_a_spec_whose_lr_range_comes_from_lrs_that_fell(
     lr = load_spec(out_spec).search.space["lr"]
     assert (lr.low, lr.high) == (0.01, 1.0)  # type: ignore[union-attr]
     assert "lr: {low: 0.01, high: 1.0, log: true}" in out_spec.read_text()
+
+
+def test_the_suggested_coarse_command_is_shell_quoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A folder with a space: the command printed after --write-spec must paste into a shell as one path.
+    curves = {1.0: step(2.3, 2.62), 0.1: step(2.3, 2.0), 0.01: step(2.3, 2.3)}
+    monkeypatch.setattr(sanity, "_probe_losses", lambda _spec, _data, lr: curves[lr])
+    folder = tmp_path / "my specs"
+    folder.mkdir()
+    spec = folder / "s.yaml"
+    spec.write_text(
+        "name: s\ndata: {dataset: synthetic, synthetic_train: 600, val_size: 100}\n"
+        "model: {hidden: [16]}\ntrain: {device: cpu, lr: 0.05}\n"
+        "sanity: {probe_lrs: [1, 0.1, 0.01], overfit_epochs: 2}\n"
+    )
+    out_spec = folder / "next spec.yaml"
+    res = cli("sanity-check", str(spec), "--out", str(tmp_path / "run"), "--write-spec", str(out_spec))
+    assert out_spec.is_file(), res.stderr
+    suggested = next(line for line in res.stderr.splitlines() if line.startswith("wrote "))
+    command = suggested.split(": run ", 1)[1]
+    assert shlex.split(command) == ["hpsearch", "coarse", str(out_spec)]
 
 
 # --------------------------------------------------------------------------- user networks (model.kind python)
