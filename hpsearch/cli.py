@@ -106,9 +106,11 @@ class _Eta(TimeRemainingColumn):
 
 class TrialProgress:
     """A progress bar on stderr, shown from the first update: planning, the data download if any,
-    then trial i/N, elapsed time, time left and best so far."""
+    then trial i/N, elapsed time, time left and best so far. `name` labels the bar by what trains
+    (a search, or `final`'s runs), `unit` what it counts."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "search", unit: str = "trial") -> None:
+        self.name, self.unit = name, unit
         self.progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
@@ -170,21 +172,22 @@ class TrialProgress:
         """A stage begins: the bar counts trial-epochs, so populations show progress every epoch.
         `finished`: trials already done before a resume."""
         self._planned()
-        task = self._task("trials", "search", trial_epochs)
-        self.progress.update(task, total=trial_epochs, completed=0, count=f"trial {finished}/{trials}", eta=True)
+        task = self._task("trials", self.name, trial_epochs)
+        count = f"{self.unit} {finished}/{trials}"
+        self.progress.update(task, total=trial_epochs, completed=0, count=count, eta=True)
         if finished:
-            err.print(f"resuming: {finished} of {trials} trials already finished, {trials - finished} to run")
+            err.print(f"resuming: {finished} of {trials} {self.unit}s already finished, {trials - finished} to run")
 
     def epochs_done(self, count: int) -> None:
-        self.progress.advance(self._task("trials", "search", None), count)
+        self.progress.advance(self._task("trials", self.name, None), count)
 
     def rung(self, text: str) -> None:
         err.print(text, highlight=False)
 
     def trial_done(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None:
-        task = self._task("trials", "search", None)
+        task = self._task("trials", self.name, None)
         shown = f"best val_acc {best.val_acc:.3f} (trial {best.trial})" if best and best.val_acc is not None else ""
-        self.progress.update(task, count=f"trial {done}/{total}", best=shown)
+        self.progress.update(task, count=f"{self.unit} {done}/{total}", best=shown)
 
 
 @contextmanager
@@ -752,7 +755,7 @@ def final(
     preflight(None, None, workers)
     try:
         with interruptible():
-            with TrialProgress() as progress:
+            with TrialProgress("final", "run") as progress:
                 progress.planning(f"planning the final of {run_dir}")
                 from hpsearch.final import run_final  # torch: only for a command that trains
 

@@ -69,6 +69,10 @@ def test_final_trains_finalists_with_seeds_scores_the_test_set_once_and_keeps_th
     res = cli("final", str(run), "--top", "2", "--seeds", "2")
     assert res.returncode == 0, res.stderr
     assert "final: 2 configurations x 2 seeds, 2 epochs on train + validation, scored once on 300 test" in res.stdout
+    # The progress bar names what trains: final's runs, not a search's trials.
+    bar = [line for line in res.stderr.splitlines() if "4/4" in line]
+    assert len(bar) == 1 and bar[0].split()[:1] == ["final"], res.stderr
+    assert "run 4/4" in bar[0]
     entries = ledger(run)
     best_two = [r["trial"] for r in ranked_trials(run)[:2]]
     assert sorted((e["trial"], e["seed"]) for e in entries) == sorted((t, s) for t in best_two for s in (3, 4))
@@ -158,7 +162,7 @@ def test_an_interrupted_final_resumes_without_scoring_any_run_twice(run: Path) -
     assert text[2] == '{"attempt": 1, "trial": '  # the torn line, left as it was
     keys = [(e["trial"], e["seed"]) for e in map(json.loads, text[:2] + text[3:])]
     assert len(keys) == len(set(keys)) == 4
-    assert "resuming: 3 of 4 trials already finished, 1 to run" in res.stderr
+    assert "resuming: 3 of 4 runs already finished, 1 to run" in res.stderr
     nothing = cli("final", str(run), "--resume")
     assert nothing.returncode == 0 and "nothing to resume" in nothing.stderr
 
