@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, cli, run_hpsearch
 
-from hpsearch.cli import app
+from hpsearch.cli import app, out
+from hpsearch.records import TrialResult
+from hpsearch.report import rich_table
 
 
 def command_names() -> list[str]:
@@ -196,3 +198,39 @@ def test_the_progress_bar_shows_planning_at_once_then_an_eta() -> None:
         progress.epochs_done(1)
     assert "eta 0:00:40" in screen()
     progress.progress.stop()
+
+
+def test_no_line_of_a_tables_output_ends_in_spaces(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Rich pads a table's title and caption to the table's width; piped into a file, every command's
+    # output must be what a person would type: no trailing spaces (diff and git flag them).
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        (ROOT / "configs/smoke.yaml").read_text().replace("trials: 8", "trials: 4").replace("epochs: 2", "epochs: 1")
+        + "sanity: {overfit_epochs: 2, probe_iterations: 5}\n"
+    )
+    run = tmp_path / "run"
+    commands = {
+        "coarse": ["coarse", str(spec), "--out", str(run)],
+        "refine": ["refine", str(run), "--trials", "2", "--epochs", "1"],
+        "report": ["report", str(run)],
+        "final": ["final", str(run), "--top", "1", "--seeds", "1"],
+        "sanity-check": ["sanity-check", str(spec), "--out", str(tmp_path / "sane")],
+    }
+    for name, args in commands.items():
+        res = cli(*args)
+        assert res.returncode in (0, 1), (name, res.stderr)  # sanity-check may FAIL this tiny budget
+        assert "─" in res.stdout or "━" in res.stdout, (name, res.stdout)  # a table was printed
+        padded = [line for line in res.stdout.splitlines() if line.endswith(" ")]
+        assert padded == [], name
+    # A narrow terminal's layout has no side borders: each of its lines was padded to the table's width.
+    results = [TrialResult.from_dict(r) for r in json.loads((run / "coarse/results.json").read_text())["ranked"]]
+    capsys.readouterr()  # what the commands printed is not this check's
+    saved = out.width
+    out.width = 60
+    try:
+        out.print(rich_table("coarse", results, ["lr", "weight_decay"]))
+    finally:
+        out.width = saved
+    printed = capsys.readouterr().out
+    assert "weight" in printed and "│" not in printed  # the borderless layout
+    assert [line for line in printed.splitlines() if line.endswith(" ")] == []
