@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -311,8 +311,17 @@ def check_activations(spec: Spec, data: Dataset) -> tuple[CheckResult, list[Laye
     listed in the order forward calls them, which a user's network need not define them in."""
     net = fresh_model(spec, data, dropout=False)
     (idx,) = _first_batches(spec, data, 1, spec.sanity.activation_batch)
-    seen = _forward_backward(net, activation_modules(net, spec.model.watch), data, idx)
     user = not isinstance(net, Net)
+    watched = activation_modules(net, spec.model.watch)
+    # A user's network with no activation module calls its activations as functions (F.relu), which
+    # no hook reaches: its layers with weights are measured instead, their outputs being what each
+    # activation is applied to. The last of them called computes the scores, not a hidden layer.
+    outputs = user and not watched
+    if outputs:
+        watched = weighted_modules(net)
+    seen = _forward_backward(net, watched, data, idx)
+    if outputs:
+        seen = seen[:-1]
     calls: dict[int, int] = {}
     layers = []
     for i, a in enumerate(seen):
@@ -320,16 +329,22 @@ def check_activations(spec: Spec, data: Dataset) -> tuple[CheckResult, list[Laye
         name = None
         if user:
             call = f", call {calls[id(a.module)]}" if calls[id(a.module)] > 1 else ""  # a module used twice
-            name = f"{a.name}: {type(a.module).__name__}{call}"
+            name = f"{a.name}: {type(a.module).__name__}{' output' if outputs else ''}{call}"
         layers.append(_layer_stats(i + 1, a.output, a.module, _weight_grad_norm(a.feeding), name))
-    if user and not layers:
-        return _no_activation_modules(), layers
+    if outputs:
+        return _layer_outputs_judged(layers, seen), layers
     if user:
         kinds = _kinds(a.module for a in seen)
         saturating = _kinds(a.module for a in seen if isinstance(a.module, SATURATING)) or kinds
     else:
         kinds = saturating = spec.model.activation.value
     return _judge_layers(layers, kinds, saturating), layers
+
+
+def weighted_modules(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The modules holding weights of their own (Linear, Conv2d, ...: a parameter of 2 or more
+    dimensions; not BatchNorm's per-channel scales), with their names in named_modules()."""
+    return [(n, m) for n, m in net.named_modules() if any(p.ndim > 1 for p in m.parameters(recurse=False))]
 
 
 def _forward_backward(
@@ -376,15 +391,34 @@ def _kinds(modules: Iterable[nn.Module]) -> str:
     return "/".join(dict.fromkeys(type(m).__name__ for m in modules))
 
 
-def _no_activation_modules() -> CheckResult:
-    return CheckResult(
-        "activations",
-        Verdict.WARN,
-        "no activation modules found",
-        "no module of an activation class (ReLU, Tanh, GELU, ...) in the network: an activation called "
-        "as a function (F.relu) is invisible here; give it a module, or name its class in model.watch",
-        {"depth": 0, "std_ratio": None, "max_saturated": None, "max_dead": 0.0},
-    )
+# Why a user's network was measured at its layers' outputs, and how to measure its activations.
+NO_ACTIVATION_MODULES = (
+    "no module of a known activation class (ReLU, Tanh, GELU, ...): measured the outputs of the layers "
+    "before their activation instead (an activation called as a function, F.relu, cannot be hooked; "
+    "nn.ReLU modules, or your own class named in model.watch, show the activations themselves)"
+)
+
+
+def _layer_outputs_judged(layers: list[LayerStats], seen: list[_Activation]) -> CheckResult:
+    """The check of a user's network without activation modules, judged on its layers' outputs
+    (dead: a unit always 0; none saturates), saying plainly that these, not activations, were measured."""
+    if not layers:
+        return CheckResult(
+            "activations",
+            Verdict.WARN,
+            "no activation modules, and no layer with weights before the scores",
+            "nothing to measure: a linear classifier, or activations called as functions (F.relu) between "
+            "layers that hold no weights of their own",
+            {"depth": 0, "std_ratio": None, "max_saturated": None, "max_dead": 0.0},
+        )
+    kinds = _kinds(a.module for a in seen)
+    judged = _judge_layers(layers, "this network", kinds)
+    if judged.verdict is Verdict.PASS:
+        judged = replace(judged, diagnosis="every layer's outputs nicely scaled")
+    stds = ", ".join(f"{s.std:.3g}" for s in layers)
+    plural = "s" if len(layers) != 1 else ""
+    measured = f"no activation modules: outputs of {len(layers)} {kinds} layer{plural} before the scores, std {stds}"
+    return replace(judged, measured=measured, diagnosis=f"{judged.diagnosis}; {NO_ACTIVATION_MODULES}")
 
 
 def _layer_stats(layer: int, h: torch.Tensor, module: nn.Module, grad_norm: float, name: str | None) -> LayerStats:

@@ -33,6 +33,7 @@ from hpsearch.sanity import (
     written_lr_range,
 )
 from hpsearch.spec import NumericRange, Spec, load_spec, parse_spec
+from hpsearch.trial import batch_order
 
 SYNTHETIC = {"dataset": "synthetic", "synthetic_train": 1500, "synthetic_test": 100, "val_size": 300}
 
@@ -638,7 +639,7 @@ def test_user_layers_are_listed_in_forward_order(user_nets: Path, user_data: Dat
 
 def test_model_watch_adds_module_classes(user_nets: Path, user_data: Dataset) -> None:
     _, unwatched = check_activations(user_spec(user_nets, act="swish", depth=2), user_data)
-    assert unwatched == []
+    assert [s.name for s in unwatched] == ["0: Conv2d output", "3: Conv2d output"]  # no Swish seen: its inputs
     check, layers = check_activations(user_spec(user_nets, watch=("Swish",), act="swish", depth=2), user_data)
     assert [s.name for s in layers] == ["1: Swish", "4: Swish"]
     assert all(s.grad_norm > 0 for s in layers)  # the conv feeding each Swish
@@ -661,11 +662,52 @@ def test_model_watch_typo_is_refused_before_any_check_runs(user_nets: Path, user
     assert steps == []
 
 
-def test_user_net_without_activation_modules_warns(user_nets: Path, user_data: Dataset) -> None:
-    check, layers = check_activations(user_spec(user_nets, "functional_relu"), user_data)
-    assert layers == []
-    assert check.verdict is Verdict.WARN
-    assert "model.watch" in check.diagnosis
+def test_user_net_with_functional_relu_is_measured_at_its_layers_outputs(user_nets: Path, user_data: Dataset) -> None:
+    # torch.relu in forward has no module to hook: the hidden Linear's output (its pre-activation) is
+    # measured instead, and the check says so; the scores' Linear is not a hidden layer.
+    spec = user_spec(user_nets, "functional_relu")
+    check, layers = check_activations(spec, user_data)
+    assert [s.name for s in layers] == ["fc: Linear output"]
+    assert check.measured.startswith("no activation modules: outputs of 1 Linear layer before the scores, std ")
+    assert "F.relu" in check.diagnosis and "model.watch" in check.diagnosis
+    assert check.verdict is Verdict.PASS, check.diagnosis
+    # The numbers are fc's output's, and its own weight gradient's.
+    net = sanity.fresh_model(spec, user_data, dropout=False)
+    idx = batch_order(len(user_data.x_train), spec.search.seed, 0, torch.device("cpu"))[: spec.sanity.activation_batch]
+    x = user_data.normalize(user_data.x_train[idx])
+    with torch.no_grad():
+        fc = net.fc(x.flatten(1))  # type: ignore[operator]
+    assert layers[0].std == pytest.approx(float(fc.std()), rel=1e-5)
+    assert layers[0].mean == pytest.approx(float(fc.mean()), abs=1e-6)
+    assert layers[0].grad_norm > 0
+
+
+def test_user_net_with_functional_relu_and_tiny_weights_collapses(user_nets: Path, tmp_path: Path) -> None:
+    # Three hidden Linears, torch.relu between them, weights N(0, 1e-4): the outputs shrink layer by layer.
+    nets = tmp_path / "deep.py"
+    nets.write_text(
+        "import math, torch\nfrom torch import nn\n\n"
+        "class Deep(nn.Module):\n"
+        "    def __init__(self, d, c):\n"
+        "        super().__init__()\n"
+        "        self.layers = nn.ModuleList([nn.Linear(d, 64), nn.Linear(64, 64), nn.Linear(64, 64)])\n"
+        "        self.head = nn.Linear(64, c)\n"
+        "        for m in self.layers:\n"
+        "            nn.init.normal_(m.weight, 0.0, 1e-4)\n"
+        "            nn.init.zeros_(m.bias)\n"
+        "    def forward(self, x):\n"
+        "        h = x.flatten(1)\n"
+        "        for m in self.layers:\n"
+        "            h = torch.relu(m(h))\n"
+        "        return self.head(h)\n\n"
+        "def deep(input_shape, num_classes):\n"
+        "    return Deep(math.prod(input_shape), num_classes)\n"
+    )
+    spec = user_spec(nets, "deep")
+    check, layers = check_activations(spec, load_data(spec, None, None))
+    assert [s.name for s in layers] == [f"layers.{i}: Linear output" for i in range(3)]
+    assert check.verdict is Verdict.FAIL
+    assert "collapse toward zero" in check.diagnosis
 
 
 def test_user_dropout_is_switched_off_for_the_overfit_test(user_nets: Path, user_data: Dataset) -> None:
