@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import ROOT, cli, run_hpsearch
+from helpers import PATIENCE, ROOT, cli, run_hpsearch
 
 import hpsearch
 from hpsearch.data import load_data
@@ -556,7 +556,12 @@ def test_load_model_rebuilds_a_network_importing_its_neighbour_elsewhere_without
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, "-c", script, str(run)], cwd=elsewhere, capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, "-c", script, str(run)],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=PATIENCE,
     )
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
