@@ -191,7 +191,7 @@ def _lr(r: TrialResult) -> float | None:
 
 def lr_span(results: list[TrialResult]) -> str:
     """' (lr 0.01 to 1e+04)': the learning rates of these trials, when lr was searched."""
-    lrs = [v for r in results if isinstance(v := r.params.get("lr"), (int, float))]
+    lrs = [v for r in results if (v := _lr(r)) is not None]
     if not lrs:
         return ""
     lo, hi = min(lrs), max(lrs)

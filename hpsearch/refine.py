@@ -174,8 +174,9 @@ def _plan_numeric(
 def _clamp(name: str, low: float, high: float, dom: NumericRange, must: list[float]) -> tuple[float, float]:
     """Keep the bounds inside what the field accepts (lr > 0, dropout < 1, ...), integers whole,
     and rounded to 3 significant digits outward where rounding would leave a value of `must` out."""
-    low = _round_sig(low, rounding=decimal.ROUND_FLOOR if must and _round_sig(low) > min(must) else None)
-    high = _round_sig(high, rounding=decimal.ROUND_CEILING if must and _round_sig(high) < max(must) else None)
+    nearest_low, nearest_high = _round_sig(low), _round_sig(high)
+    low = _round_sig(low, rounding=decimal.ROUND_FLOOR) if must and nearest_low > min(must) else nearest_low
+    high = _round_sig(high, rounding=decimal.ROUND_CEILING) if must and nearest_high < max(must) else nearest_high
     section = SEARCHABLE.get(name) if dom.integer is None else None  # a factory argument has no field
     owner = TrainSpec if section == "train" else ModelSpec if section == "model" else None
     # A factory argument has no field, so no bounds but its range's own.
