@@ -439,17 +439,17 @@ def execution_options(
     return ExecOptions(population=population, workers=workers, ray=ray)
 
 
-def preflight(spec: Spec | None, spec_path: str | None, workers: int | None = None) -> None:
-    """Before any work, on stderr: the grid a grid search built, and each setting that makes no
-    sense, once (hpsearch.lint)."""
+def preflight(spec: Spec | None, spec_path: str | None, workers: int | None = None, plan: bool = True) -> None:
+    """Before any work, on stderr: the grid a grid search built (unless `plan` is False: a dry run
+    prints it in its plan), and each setting that makes no sense, once (hpsearch.lint)."""
     from hpsearch.lint import execution_warnings, spec_warnings
     from hpsearch.proposals import describe_tpe
     from hpsearch.space import describe_grid
 
     if spec is not None:
-        plan = describe_grid(spec.search, spec_path) or describe_tpe(spec.search)
-        if plan is not None:
-            err.print(plan, highlight=False, soft_wrap=True, markup=False)
+        line = describe_grid(spec.search, spec_path) or describe_tpe(spec.search)
+        if line is not None and plan:
+            err.print(line, highlight=False, soft_wrap=True, markup=False)
         for w in spec_warnings(spec):
             warn(w)
     for w in execution_warnings(workers, os.cpu_count()):
@@ -550,6 +550,13 @@ def coarse(
     ray_address: RayAddressOption = None,
     fail_under: FailUnderOption = None,
     fail_on_edge: FailOnEdgeOption = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (trials, populations, epochs, sampler, estimated time) and train nothing.",
+        ),
+    ] = False,
 ) -> None:
     """Random search: short trainings, a ranked table, and a verdict on each range from all the trials
     (accuracy points past an edge; nothing learned, and which way to move).
@@ -557,12 +564,24 @@ def coarse(
 
     Example: hpsearch coarse configs/cifar10_coarse.yaml --trials 10 --epochs 1 --out runs/quick
     """
+    if dry_run and resume:
+        raise fail("--dry-run plans a new stage: leave out --resume", code=2)
     try:
         with interruptible():
             from hpsearch.spec import load_spec, with_overrides
 
             spec = with_overrides(load_spec(spec_path), trials=trials, epochs=epochs, seed=seed)
-            preflight(spec, str(spec_path), workers)
+            preflight(spec, str(spec_path), workers, plan=not dry_run)
+            options = StageOptions(
+                out=out_dir,
+                data_root=data_root,
+                command=tuple(sys.argv),
+                execution=execution_options(population, workers, executor, ray_address),
+                resume=resume,
+            )
+            if dry_run:
+                print_coarse_plan(spec, str(spec_path), options)
+                return
             with TrialProgress() as progress:
                 progress.planning(f"planning {spec.search.trials:,} trials")
                 from hpsearch.search import run_coarse  # torch: only once the spec is known to be good
@@ -570,13 +589,7 @@ def coarse(
                 outcome = run_coarse(
                     spec,
                     str(spec_path),
-                    StageOptions(
-                        out=out_dir,
-                        data_root=data_root,
-                        command=tuple(sys.argv),
-                        execution=execution_options(population, workers, executor, ray_address),
-                        resume=resume,
-                    ),
+                    options,
                     on_data=progress.on_data,
                     progress=progress,
                     on_model=say_model,
@@ -658,6 +671,15 @@ def refine(
         err.print("nothing new to train: raise --epochs or --trials, or widen the space", highlight=False)
         return
     render_outcome(result.outcome, Gates(fail_under, fail_on_edge))
+
+
+def print_coarse_plan(spec: Spec, spec_path: str, options: StageOptions) -> None:
+    """coarse --dry-run: the plan on stdout, nothing trained or written."""
+    from hpsearch.search import plan_coarse  # torch: the estimate times a few steps
+
+    plan = plan_coarse(spec, spec_path, options, on_model=say_model)
+    for line in plan.describe():
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 def print_plan(run_dir: Path, options: RefineOptions) -> None:

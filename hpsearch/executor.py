@@ -66,6 +66,12 @@ def auto_population(cfg: TrialConfig, data: Dataset, trials: int | None = None) 
     return size
 
 
+def planned_populations(configs: list[TrialConfig], data: Dataset, options: ExecOptions) -> list[list[TrialConfig]]:
+    """The populations `execute` trains `configs` in: --population, else the size from memory."""
+    size = options.population if options.population is not None else auto_population(configs[0], data, len(configs))
+    return plan_populations(configs, size)
+
+
 def execute(
     configs: list[TrialConfig],
     data: Dataset,
@@ -82,8 +88,7 @@ def execute(
         return
     if factory is not None:
         register_source(factory)
-    size = options.population if options.population is not None else auto_population(configs[0], data, len(configs))
-    populations = plan_populations(configs, size)
+    populations = planned_populations(configs, data, options)
     if options.ray is not None and worker_data is not None:
         execute_on_ray(populations, worker_data, options.ray, events, factory)
         return

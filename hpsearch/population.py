@@ -18,8 +18,9 @@ trial; torch.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -28,7 +29,7 @@ from torch import nn
 
 from hpsearch.checkpoint import EXP_AVG, EXP_AVG_SQ, MOMENTUM, Snapshot, pack, start_snapshot
 from hpsearch.data import Dataset
-from hpsearch.models import Maxout, Net, build_builtin
+from hpsearch.models import Maxout, Net, build_builtin, build_model
 from hpsearch.recorder import Accuracies, TrialRecorder
 from hpsearch.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.spec import Activation, Optimizer, Spec
@@ -37,8 +38,10 @@ from hpsearch.trial import (
     FLUSH_EVERY,
     batch_order,
     init_seed,
+    make_optimizer,
     run_trial,
     train_accuracy_sample,
+    training_loss,
     warm_up,
     zero_tiny_,
 )
@@ -520,6 +523,84 @@ def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback |
     except Exception:  # not hidden: each trial's own run below records its error
         pass
     return [run_trial(cfg, data, on_epoch) for cfg in pop]
+
+
+TIMED_STEPS = 10  # steps timed for an estimate, after one untimed step (kernels, autograd set up)
+# The learning rate of timed steps: the same arithmetic, with weights that barely move. At the trials'
+# own rates, repeated steps on one batch drove some trials (lr 0.3, weight decay 8) to inf or to
+# denormal floats that made a CPU step 10-25x slower (0.12 s against 5 ms for 10 CIFAR-10 MLPs),
+# states the real loop stops (diverged) or flushes (trial.TINY) before they cost anything.
+TIMING_LR = 1e-12
+
+
+def step_seconds(pop: list[TrialConfig], data: Dataset) -> tuple[float, int]:
+    """Seconds per training step of a planned population, trained as train_group trains it (together,
+    or one trial after another), timed on the data's first batch, and the steps timed: what
+    `coarse --dry-run` estimates a stage's time from. Trains nothing that is kept."""
+    warm_up()
+    pop = [replace(c, train=c.train.model_copy(update={"lr": TIMING_LR})) for c in pop]
+    cfg = pop[0]
+    alone = len(pop) == 1 or (data.x_train.device.type != "cpu" and any(c.model.dropout > 0 for c in pop))
+    if cfg.model.kind == "python" and not alone:
+        from hpsearch.funcpop import MEASURE_STEPS, population_support
+        from hpsearch.funcpop import step_seconds as together_seconds
+
+        if population_support(cfg, data) is None:  # --population auto's own measurement
+            return together_seconds(cfg, data, len(pop))[0], MEASURE_STEPS
+        alone = True
+    if alone:
+        return len(pop) * _timed(_trial_step(cfg, data)), TIMED_STEPS
+    return _timed(_population_step(pop, data)), TIMED_STEPS
+
+
+def _timed(step: Callable[[], None]) -> float:
+    step()
+    start = time.perf_counter()
+    for _ in range(TIMED_STEPS):
+        step()
+    return (time.perf_counter() - start) / TIMED_STEPS
+
+
+def _first_batch(cfg: TrialConfig, data: Dataset, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+    b = min(cfg.train.batch_size, len(data.x_train))
+    return BatchBuffers(data, b, p).load(torch.arange(b, device=data.x_train.device))
+
+
+def _trial_step(cfg: TrialConfig, data: Dataset) -> Callable[[], None]:
+    """run_trial's step: loss, its value read back (as the recorder reads it), backward, update."""
+    torch.manual_seed(init_seed(cfg.seed, cfg.trial_id))
+    net = build_model(cfg.model, data.input_shape, data.num_classes).to(data.x_train.device)
+    opt = make_optimizer(net, cfg.train)
+    x, y = _first_batch(cfg, data, 1)
+
+    def step() -> None:
+        loss, _ = training_loss(net, x, y, cfg.train.weight_decay)
+        float(loss.detach())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def _population_step(pop: list[TrialConfig], data: Dataset) -> Callable[[], None]:
+    """run_population's step: every trial's loss on the shared batch, read back, backward, update."""
+    nets, generators = _nets(pop, data)
+    net = PopulationNet(nets, pop[0].model.kind, generators)
+    opt = PopulationOptimizer(net, pop, data.x_train.device)
+    x, y = _first_batch(pop[0], data, len(pop))
+
+    def step() -> None:
+        logits = net(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y, reduction="none").view(len(pop), -1).mean(1)
+        loss.detach().tolist()
+        net.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        if not opt.fused_first:
+            net.first_layer_grad()
+        opt.step()
+
+    return step
 
 
 class BatchBuffers:

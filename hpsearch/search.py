@@ -33,14 +33,14 @@ from hpsearch.data import (
     resolve_val_size,
     training_set_size,
 )
-from hpsearch.errors import Interrupted, NothingToResume, SpecError, StageStopped, StoreError
-from hpsearch.executor import execute
+from hpsearch.errors import DataError, Interrupted, NothingToResume, SpecError, StageStopped, StoreError
+from hpsearch.executor import default_workers, execute, planned_populations
 from hpsearch.factory import FactorySource, check_model, describe, disk_source
 from hpsearch.halving import Standing, TopKeep, keep_count, planned_counts, replay, rung_epochs, rung_records
 from hpsearch.lint import data_warnings, split_note
 from hpsearch.options import ExecOptions, RefineOptions, StageOptions
-from hpsearch.population import shaping_params
-from hpsearch.proposals import optuna_module, propose, read_proposals, record_wave, typed_params
+from hpsearch.population import shaping_params, step_seconds
+from hpsearch.proposals import describe_tpe, optuna_module, propose, read_proposals, record_wave, typed_params
 from hpsearch.rank import Edge, edges, rank
 from hpsearch.ray_executor import preflight, ray_session
 from hpsearch.records import (
@@ -56,8 +56,9 @@ from hpsearch.records import (
 from hpsearch.refine import COARSE, RefinePlan, is_partial, plan_refine, stage_curve_data, stages
 from hpsearch.report import csv_table, markdown_report, results_document
 from hpsearch.sanity import SanityReport, StepCallback, run_sanity_checks, spec_with_lr_range, written_lr_range
-from hpsearch.space import planned_trials, trial_config, trial_configs
+from hpsearch.space import describe_grid, planned_trials, trial_config, trial_configs
 from hpsearch.spec import DataSpec, MedianStopSpec, ModelSpec, Spec, load_spec, rewritten_spec, spec_to_yaml
+from hpsearch.stage_plan import StagePlan, Timing
 from hpsearch.stopping import with_bars
 from hpsearch.store import Checkpoints, StageStore, atomic_write_text, pick_run_dir, read_json, refuse_nested_run
 from hpsearch.verdicts import Verdict, range_verdicts
@@ -185,6 +186,49 @@ def run_coarse(
         if not resuming:
             store.create()
         return run_stage(stage, data, options, progress, resuming)
+
+
+def plan_coarse(
+    spec: Spec, spec_path: str, options: StageOptions, *, on_model: Callable[[str], None] | None = None
+) -> StagePlan:
+    """`coarse --dry-run`: the stage run_coarse would train (its trials, populations, epochs or rungs
+    and sampler) and its time estimated from a few training steps of its first population on the
+    real data. Nothing is trained that is kept, nothing written, nothing downloaded."""
+    configs = trial_configs(spec, spec_path)
+    execution = options.execution
+    if execution.ray is not None:
+        where = "on Ray"
+    else:
+        workers = execution.workers if execution.workers is not None else default_workers()
+        where = "in 1 process" if workers == 1 else f"in {workers} worker processes"
+    sampler = describe_grid(spec.search, spec_path) or describe_tpe(spec.search)
+    plan = StagePlan(
+        stage=COARSE,
+        spec=spec,
+        trials=planned_trials(spec.search, configs),
+        epochs=[c.train.epochs for c in configs],
+        sampler=sampler or f"sampler {spec.search.sampler.value}, seed {spec.search.seed}",
+        populations=None,
+        workers=where,
+    )
+    downloads = spec.data.download
+    if downloads:  # the dry run reads the data only if it is there already
+        spec = spec.model_copy(update={"data": spec.data.model_copy(update={"download": False})})
+    try:
+        data = load_data(spec, options.data_root, None, spec_path)
+    except DataError as e:
+        prefix = "a dry run downloads nothing (coarse will): " if downloads else ""
+        return replace(plan, not_timed=f"{prefix}{e}")
+    prepare_model(configs[0].model, data, spec_path, on_model)
+    populations = planned_populations(configs, data, execution)
+    plan = replace(plan, populations=[len(p) for p in populations])
+    first = populations[0]
+    try:
+        seconds, timed = step_seconds(first, data)
+    except (RuntimeError, MemoryError) as e:  # what training would raise too; the plan still stands
+        return replace(plan, not_timed=f"its first population's step raised {type(e).__name__}: {e}")
+    steps = -(-len(data.x_train) // first[0].train.batch_size)  # the last batch may be short
+    return replace(plan, timing=Timing(seconds, timed, len(first), steps))
 
 
 def finished_stage(stage: Stage) -> StageOutcome | None:
