@@ -683,14 +683,15 @@ def print_coarse_plan(spec: Spec, spec_path: str, options: StageOptions) -> None
 
 
 def print_plan(run_dir: Path, options: RefineOptions) -> None:
-    """refine --dry-run: the plan on stdout, nothing trained or written."""
-    from hpsearch.refine import plan_refine
+    """refine --dry-run: the plan on stdout (ranges, trials, epochs, populations, estimated time),
+    nothing trained or written."""
+    from hpsearch.search import plan_refine_stage  # torch: the estimate times a few steps
 
     try:
-        plan = plan_refine(run_dir, options)
+        plan, stage = plan_refine_stage(run_dir, options, on_model=say_model)
     except HpsearchError as e:
         raise fail(str(e)) from None
-    for line in plan.describe():
+    for line in plan.describe() + (stage.describe(header=False) if stage is not None else []):
         out.print(line, highlight=False, soft_wrap=True)
     for note in plan.notes:
         warn(note)

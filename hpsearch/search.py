@@ -195,7 +195,33 @@ def plan_coarse(
     and sampler) and its time estimated from a few training steps of its first population on the
     real data. Nothing is trained that is kept, nothing written, nothing downloaded."""
     configs = trial_configs(spec, spec_path)
-    execution = options.execution
+    return plan_stage(COARSE, spec, spec_path, configs, options.execution, options.data_root, on_model)
+
+
+def plan_refine_stage(
+    run_dir: Path, options: RefineOptions, *, on_model: Callable[[str], None] | None = None
+) -> tuple[RefinePlan, StagePlan | None]:
+    """`refine --dry-run`: the next stage as refine.plan_refine plans it, and what run_refine would
+    train of it, timed as plan_coarse times a coarse stage (None when nothing is left to train)."""
+    plan = plan_refine(run_dir, options)
+    if not plan.configs:
+        return plan, None
+    data_root = options.data_root or previous_data_root(run_dir / plan.previous)
+    stage = plan_stage(plan.stage, plan.spec, plan.spec_path, plan.configs, options.execution, data_root, on_model)
+    return plan, stage
+
+
+def plan_stage(
+    name: str,
+    spec: Spec,
+    spec_path: str,
+    configs: list[TrialConfig],
+    execution: ExecOptions,
+    data_root: Path | None,
+    on_model: Callable[[str], None] | None = None,
+) -> StagePlan:
+    """What run_stage would train of `configs` (populations as `execute` plans them), its time from
+    a few steps of the first population on the real data, read only if it is there already."""
     if execution.ray is not None:
         where = "on Ray"
     else:
@@ -203,7 +229,7 @@ def plan_coarse(
         where = "in 1 process" if workers == 1 else f"in {workers} worker processes"
     sampler = describe_grid(spec.search, spec_path) or describe_tpe(spec.search)
     plan = StagePlan(
-        stage=COARSE,
+        stage=name,
         spec=spec,
         trials=planned_trials(spec.search, configs),
         epochs=[c.train.epochs for c in configs],
@@ -212,12 +238,12 @@ def plan_coarse(
         workers=where,
     )
     downloads = spec.data.download
-    if downloads:  # the dry run reads the data only if it is there already
+    if downloads:  # a dry run reads the data only if it is there already
         spec = spec.model_copy(update={"data": spec.data.model_copy(update={"download": False})})
     try:
-        data = load_data(spec, options.data_root, None, spec_path)
+        data = load_data(spec, data_root, None, spec_path)
     except DataError as e:
-        prefix = "a dry run downloads nothing (coarse will): " if downloads else ""
+        prefix = "a dry run downloads nothing (training will): " if downloads else ""
         return replace(plan, not_timed=f"{prefix}{e}")
     prepare_model(configs[0].model, data, spec_path, on_model)
     populations = planned_populations(configs, data, execution)
@@ -228,7 +254,7 @@ def plan_coarse(
     except (RuntimeError, MemoryError) as e:  # what training would raise too; the plan still stands
         return replace(plan, not_timed=f"its first population's step raised {type(e).__name__}: {e}")
     steps = -(-len(data.x_train) // first[0].train.batch_size)  # the last batch may be short
-    return replace(plan, timing=Timing(seconds, timed, len(first), steps))
+    return replace(plan, timing=Timing(seconds, timed, len(first), first[0].trial_id, steps))
 
 
 def finished_stage(stage: Stage) -> StageOutcome | None:

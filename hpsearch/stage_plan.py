@@ -19,6 +19,7 @@ class Timing:
     step_seconds: float
     steps: int  # steps timed (after one untimed)
     population: int  # trials of the timed population
+    trial: int  # its first trial's id
     steps_per_epoch: int  # its batch size over the training examples
 
     @property
@@ -56,11 +57,12 @@ class StagePlan:
     def estimate_seconds(self) -> float | None:
         return None if self.timing is None else self.timing.trial_epoch_seconds * self.trial_epochs
 
-    def describe(self) -> list[str]:
-        """The plan in lines a person reads."""
+    def describe(self, header: bool = True) -> list[str]:
+        """The plan in lines a person reads; without `header`, its first line (the trials, epochs
+        and sampler: refine's own plan says them)."""
         epochs = self._epochs_shown()
         size = f"{_count(self.trials, 'trial')} x {epochs} epoch{'' if epochs == '1' else 's'}"
-        lines = [f"{self.stage}: {size}, {self.sampler}"]
+        lines = [f"{self.stage}: {size}, {self.sampler}"] if header else []
         halving = self.spec.search.halving
         at_most = f"{_count(self.trial_epochs, 'trial-epoch')} at most"
         if halving is not None and self.rungs is not None:
@@ -96,11 +98,11 @@ class StagePlan:
             return f"estimated time: not estimated: {self.not_timed}"
         t = self.timing
         bound = "at most " if self.spec.search.halving or self.spec.search.median_stop else ""
+        step = f"{t.step_seconds:.3g} s a step x {t.steps_per_epoch} steps an epoch / {t.population}"
         return (
             f"estimated time: {bound}~{_duration(self.estimate_seconds)} of training (from {t.steps} timed steps of "
-            f"trial 0's population of {t.population}: {t.step_seconds:.3g} s a step x {t.steps_per_epoch} steps "
-            f"an epoch / {t.population} = {t.trial_epoch_seconds:.3g} s a trial-epoch, x {self.trial_epochs}; "
-            "evaluation, start-up and trials of other shapes not timed)"
+            f"trial {t.trial}'s population of {t.population}: {step} = {t.trial_epoch_seconds:.3g} s a trial-epoch, "
+            f"x {self.trial_epochs}; evaluation, start-up and trials of other shapes not timed)"
         )
 
 

@@ -304,9 +304,14 @@ def test_the_refine_plan_is_pure_and_is_what_refine_then_trains(tmp_path: Path) 
 def test_refine_dry_run_prints_the_plan_and_trains_nothing(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run_coarse(smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=4), "s.yaml", StageOptions(out=run))  # type: ignore[arg-type]
-    result = cli("refine", str(run), "--trials", "3", "--dry-run")
+    result = cli("refine", str(run), "--trials", "3", "--population", "2", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "refine-1: 3 trials x 2 epochs" in result.stdout
+    # What it would train, as coarse --dry-run says it: populations of --population 2, and a time.
+    lines = result.stdout.splitlines()
+    assert "6 trial-epochs to train" in lines
+    assert "populations: 1 of 2, 1 of 1 trials, trained in 1 process" in lines
+    assert any(line.startswith("estimated time: ~") and "population of 2:" in line for line in lines), lines
     assert not (run / "refine-1").exists()
     missing = cli("refine", str(tmp_path / "nope"), "--dry-run")
     assert missing.returncode == 1

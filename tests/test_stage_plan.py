@@ -30,7 +30,7 @@ def test_a_halving_plan_counts_each_rungs_trial_epochs_and_scales_the_timed_step
     assert plan.rungs == [1, 3, 9]
     assert plan.trial_epochs == 27 * 1 + 9 * (3 - 1) + 3 * (9 - 3)  # 63: each rung from the last one's end
     timed = StagePlan(
-        "coarse", spec, 27, [9] * 27, "sampler random", [16, 11], "in 1 process", Timing(0.02, 10, 16, 490)
+        "coarse", spec, 27, [9] * 27, "sampler random", [16, 11], "in 1 process", Timing(0.02, 10, 16, 0, 490)
     )
     assert timed.estimate_seconds == pytest.approx(0.02 * 490 / 16 * 63)
     lines = timed.describe()
@@ -87,7 +87,9 @@ def test_coarse_dry_run_without_the_data_downloads_nothing(tmp_path: Path) -> No
     res = cli("coarse", str(spec), "--data-root", str(root), "--dry-run", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert "populations: sized from memory once the data is loaded" in res.stdout
-    assert "estimated time: not estimated: a dry run downloads nothing (coarse will): CIFAR-10 not found" in res.stdout
+    assert (
+        "estimated time: not estimated: a dry run downloads nothing (training will): CIFAR-10 not found" in res.stdout
+    )
     assert list(root.iterdir()) == []
     assert not (tmp_path / "runs").exists()
 
