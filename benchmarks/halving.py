@@ -36,13 +36,14 @@ sys.path.insert(0, str(ROOT))
 
 from hpsearch.data import load_data
 from hpsearch.data.cifar10 import load_cifar10, resolve_data_root
-from hpsearch.halving import planned_counts, rung_epochs, trial_epochs
-from hpsearch.options import StageOptions
-from hpsearch.records import TrialState
-from hpsearch.search import run_coarse
-from hpsearch.space import trial_configs
-from hpsearch.spec import HalvingSpec, Spec, load_spec
-from hpsearch.trial import run_trial
+from hpsearch.runs.records import TrialState
+from hpsearch.search.halving import planned_counts, rung_epochs, trial_epochs
+from hpsearch.search.space import trial_configs
+from hpsearch.spec.load import load_spec
+from hpsearch.spec.options import StageOptions
+from hpsearch.spec.schema import HalvingSpec, Spec
+from hpsearch.stages.coarse import run_coarse
+from hpsearch.training.trial import run_trial
 
 BUDGET_TRIALS = 100  # random search's trials; the budget is these x train.epochs trial-epochs
 

@@ -41,14 +41,14 @@ from hpsearch.data import (
     Dataset,
     load_data,
 )
-from hpsearch.executor import auto_population
-from hpsearch.models import build_model
-from hpsearch.population import PopulationNet, run_population
-from hpsearch.records import TrialConfig
-from hpsearch.space import (
-    trial_configs,
-)
-from hpsearch.spec import Spec, load_spec
+from hpsearch.executors.local import auto_population
+from hpsearch.runs.records import TrialConfig
+from hpsearch.search.space import trial_configs
+from hpsearch.spec.load import load_spec
+from hpsearch.spec.schema import Spec
+from hpsearch.training.models import build_model
+from hpsearch.training.populations.builtin import run_population
+from hpsearch.training.populations.stacked import PopulationNet
 
 GROUPS = {
     "matmuls": {"aten::mm", "aten::addmm_", "aten::addmm", "aten::bmm", "aten::baddbmm"},

@@ -23,7 +23,8 @@ sys.path.insert(0, str(ROOT))
 import ray
 
 from hpsearch.data import DataRecipe
-from hpsearch.spec import load_spec, spec_to_yaml
+from hpsearch.spec.edit import spec_to_yaml
+from hpsearch.spec.load import load_spec
 
 
 def from_disk(recipe: DataRecipe) -> float:

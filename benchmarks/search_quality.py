@@ -31,7 +31,7 @@ the data is in memory: loading it is the same for all and not counted) and the s
   as `hpsearch sanity-check --write-spec` does, then `halving` (sized as `halving` is) or `random`
   searches the narrowed space until the deadline.
 - `optuna-tpe`: Optuna's TPE sampler (multivariate, seeded) with its median pruner, driving the same
-  network (hpsearch.models.build_model) on the same tensors in a plain PyTorch loop written as a
+  network (hpsearch.training.models.build_model) on the same tensors in a plain PyTorch loop written as a
   careful Optuna user would (minibatch SGD with momentum, lr decay per epoch, validation accuracy
   reported each epoch, pruned when the median rule says so, NaN loss pruned), `study.optimize`
   with `timeout=budget`.
@@ -62,19 +62,22 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
+from hpsearch.analysis.rank import rank
 from hpsearch.data import Dataset, load_data
 from hpsearch.data.cifar10 import load_cifar10, resolve_data_root
 from hpsearch.errors import StageStopped
-from hpsearch.halving import planned_counts, rung_epochs, trial_epochs
-from hpsearch.models import build_model
-from hpsearch.options import RefineOptions, StageOptions
-from hpsearch.rank import rank
-from hpsearch.records import TrialConfig, TrialResult, TrialState
-from hpsearch.refine import COARSE, plan_refine
-from hpsearch.search import Stage, run_stage, with_proposals
-from hpsearch.spec import Categorical, HalvingSpec, MedianStopSpec, NumericRange, Sampler, Spec, TpeSpec, load_spec
-from hpsearch.store import StageStore
-from hpsearch.trial import batch_order, init_seed, make_optimizer, run_trial, training_loss
+from hpsearch.runs.read import COARSE
+from hpsearch.runs.records import TrialConfig, TrialResult, TrialState
+from hpsearch.runs.store import StageStore
+from hpsearch.search.halving import planned_counts, rung_epochs, trial_epochs
+from hpsearch.search.refine import plan_refine
+from hpsearch.spec.load import load_spec
+from hpsearch.spec.options import RefineOptions, StageOptions
+from hpsearch.spec.schema import Categorical, HalvingSpec, MedianStopSpec, NumericRange, Sampler, Spec, TpeSpec
+from hpsearch.stages.base import Stage
+from hpsearch.stages.stage import run_stage, with_proposals
+from hpsearch.training.models import build_model
+from hpsearch.training.trial import batch_order, init_seed, make_optimizer, run_trial, training_loss
 
 CHUNK = 12  # trials a random-search stage grows by at a time
 COARSE_CHUNK = 6  # coarse+refine's: its coarse half ends at a chunk's end, so smaller chunks waste less
@@ -166,7 +169,7 @@ def _grown_stage(
     """Grow a coarse stage `chunk` trials at a time (sampler tpe: its startup trials first) while
     time is before `grow_until`, the chunk running at `deadline` stopped; returns every planned
     config and the trial-epochs trained."""
-    from hpsearch.space import trial_configs
+    from hpsearch.search.space import trial_configs
 
     store = StageStore(run / COARSE)
     store.create()
@@ -206,7 +209,7 @@ def search_random(spec: Spec, data: Dataset, budget: float, run: Path) -> Search
 
 def _one_stage(stage_spec: Spec, data: Dataset, deadline: float, run: Path) -> tuple[Stage, Deadline]:
     """One stage of `stage_spec` trained until it ends or the deadline stops it."""
-    from hpsearch.space import trial_configs
+    from hpsearch.search.space import trial_configs
 
     store = StageStore(run / COARSE)
     store.create()
@@ -298,7 +301,7 @@ def search_coarse_refine(spec: Spec, data: Dataset, budget: float, run: Path) ->
 
 def probed(spec: Spec, data: Dataset) -> Spec:
     """The spec with the lr range sanity-check's probe recommends (unchanged if it recommends none)."""
-    from hpsearch.sanity import probe_learning_rates, spec_with_lr_range
+    from hpsearch.sanity.probe import probe_learning_rates, spec_with_lr_range
 
     _, _, lr_range = probe_learning_rates(spec, data)
     return spec if lr_range is None else spec_with_lr_range(spec, *lr_range)

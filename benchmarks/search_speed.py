@@ -44,13 +44,12 @@ from hpsearch.data import (
     load_data,
     split_and_preprocess,
 )
-from hpsearch.executor import execute
-from hpsearch.options import ExecOptions
-from hpsearch.records import TrialConfig, TrialEvents, TrialResult
-from hpsearch.space import (
-    trial_configs,
-)
-from hpsearch.spec import Preprocess, Spec, load_spec
+from hpsearch.executors.local import execute
+from hpsearch.runs.records import TrialConfig, TrialEvents, TrialResult
+from hpsearch.search.space import trial_configs
+from hpsearch.spec.load import load_spec
+from hpsearch.spec.options import ExecOptions
+from hpsearch.spec.schema import Preprocess, Spec
 
 D, H, C = 3072, 50, 10
 

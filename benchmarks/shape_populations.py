@@ -26,10 +26,11 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 from hpsearch.data import load_data
-from hpsearch.population import run_population
-from hpsearch.records import TrialConfig
-from hpsearch.spec import ModelSpec, load_spec
-from hpsearch.trial import run_trial, warm_up
+from hpsearch.runs.records import TrialConfig
+from hpsearch.spec.load import load_spec
+from hpsearch.spec.schema import ModelSpec
+from hpsearch.training.populations.builtin import run_population
+from hpsearch.training.trial import run_trial, warm_up
 
 SHAPES = [((256,), 64, "relu"), ((512, 256), 32, "tanh"), ((64,), 256, "elu"), ((512,), 128, "leaky_relu")]
 

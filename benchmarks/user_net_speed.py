@@ -42,12 +42,13 @@ sys.path.insert(0, str(ROOT))
 from search_speed import random_cifar_shaped  # the benchmark beside this one: the same random data
 
 from hpsearch.data import Dataset, load_data
-from hpsearch.executor import auto_population, execute
-from hpsearch.funcpop import measured_population, population_support, step_seconds
-from hpsearch.options import ExecOptions
-from hpsearch.records import TrialConfig, TrialEvents, TrialResult
-from hpsearch.space import trial_configs
-from hpsearch.spec import Spec, load_spec
+from hpsearch.executors.local import auto_population, execute
+from hpsearch.runs.records import TrialConfig, TrialEvents, TrialResult
+from hpsearch.search.space import trial_configs
+from hpsearch.spec.load import load_spec
+from hpsearch.spec.options import ExecOptions
+from hpsearch.spec.schema import Spec
+from hpsearch.training.populations.funcpop import measured_population, population_support, step_seconds
 
 
 def two_layer_net(input_shape: tuple[int, ...], num_classes: int, hidden: int = 50) -> nn.Module:

@@ -9,15 +9,15 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from hpsearch.saved_model import Preprocess
+    from hpsearch.training.saved_model import Preprocess
 
-__version__ = "0.1.0"
+from hpsearch.version import __version__ as __version__
 
 
 def load_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Preprocess]:
     """The network `hpsearch final` kept in RUN, in eval mode, and the preprocessing it expects:
     `model, preprocess = load_model("runs/demo"); logits = model(preprocess(uint8_images))`.
-    (hpsearch.saved_model.load_model; imported here only when called: `import hpsearch` stays light.)"""
-    from hpsearch.saved_model import load_model as load
+    (hpsearch.training.saved_model.load_model; imported here only when called: `import hpsearch` stays light.)"""
+    from hpsearch.training.saved_model import load_model as load
 
     return load(run, device)

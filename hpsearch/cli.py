@@ -31,18 +31,18 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from hpsearch import __version__
 from hpsearch.errors import HpsearchError, Interrupted, NothingToResume, StageStopped
-from hpsearch.options import ExecOptions, RayOptions, RefineOptions, StageOptions
+from hpsearch.spec.options import ExecOptions, RayOptions, RefineOptions, StageOptions
+from hpsearch.version import __version__
 
 # The library is imported inside each command, where it is used: --help and usage errors need none of
 # it, a spec error only pydantic, and `report` no torch.
 if TYPE_CHECKING:
-    from hpsearch.final import FinalOutcome, FinalPlan
-    from hpsearch.records import TrialResult
-    from hpsearch.refine import RefinePlan
-    from hpsearch.search import StageOutcome
-    from hpsearch.spec import Spec
+    from hpsearch.runs.final import FinalOutcome, FinalPlan
+    from hpsearch.runs.records import TrialResult
+    from hpsearch.search.refine import RefinePlan
+    from hpsearch.spec.schema import Spec
+    from hpsearch.stages.base import StageOutcome
 
 app = typer.Typer(
     help="Hyperparameter search the cs231n way: sanity checks, coarse random search, refine, report, final.\n\n"
@@ -274,8 +274,8 @@ def render_outcome(outcome: StageOutcome, gates: Gates = Gates()) -> None:
     """The ranked table on stdout; how many trials are tied for best, warnings, failures and where the
     files are on stderr; the table and warnings in the CI step summary. Exit 3 when no trial of the
     stage completed, 4 or 5 when a gate fails."""
-    from hpsearch.ci import summary_section
-    from hpsearch.report import markdown_table, rich_table, ties_line
+    from hpsearch.output.ci import summary_section
+    from hpsearch.output.report import markdown_table, rich_table, ties_line
 
     warnings = list(outcome.warnings)
     for w in outcome.warnings:
@@ -348,7 +348,7 @@ def below_bar(gates: Gates, best: float | None, what: str) -> Red | None:
 
 def summary(markdown: str) -> None:
     """Append to the CI step summary ($GITHUB_STEP_SUMMARY) when one is set."""
-    from hpsearch.ci import append_step_summary
+    from hpsearch.output.ci import append_step_summary
 
     problem = append_step_summary(markdown)
     if problem:
@@ -441,10 +441,10 @@ def execution_options(
 
 def preflight(spec: Spec | None, spec_path: str | None, workers: int | None = None, plan: bool = True) -> None:
     """Before any work, on stderr: the grid a grid search built (unless `plan` is False: a dry run
-    prints it in its plan), and each setting that makes no sense, once (hpsearch.lint)."""
-    from hpsearch.lint import execution_warnings, spec_warnings
-    from hpsearch.proposals import describe_tpe
-    from hpsearch.space import describe_grid
+    prints it in its plan), and each setting that makes no sense, once (hpsearch.spec.lint)."""
+    from hpsearch.search.space import describe_grid
+    from hpsearch.search.tpe import describe_tpe
+    from hpsearch.spec.lint import execution_warnings, spec_warnings
 
     if spec is not None:
         line = describe_grid(spec.search, spec_path) or describe_tpe(spec.search)
@@ -482,11 +482,11 @@ def sanity_check(
     """
     started = time.perf_counter()
     try:
-        from hpsearch.spec import load_spec
+        from hpsearch.spec.load import load_spec
 
         spec = load_spec(spec_path)
         preflight(spec, str(spec_path))
-        from hpsearch.search import run_sanity  # torch: only once the spec is known to be good
+        from hpsearch.stages.sanity import run_sanity
 
         with TrialProgress() as progress:
             outcome = run_sanity(
@@ -504,8 +504,8 @@ def sanity_check(
         raise fail(str(e)) from None
     except KeyboardInterrupt:
         raise fail("interrupted", code=130) from None
-    from hpsearch.report import sanity_tables
-    from hpsearch.sanity import lr_range_hint
+    from hpsearch.output.report import sanity_tables
+    from hpsearch.sanity.probe import lr_range_hint
 
     if as_json:
         out.print_json(json.dumps(outcome.report.to_dict()))
@@ -513,7 +513,7 @@ def sanity_check(
         for table in sanity_tables(outcome.report):
             out.print(table)
     err.print(f"report: {outcome.report_path}", highlight=False)
-    from hpsearch.ci import junit_xml, sanity_markdown, summary_section, write_junit
+    from hpsearch.output.ci import junit_xml, sanity_markdown, summary_section, write_junit
 
     if junit is not None:
         try:
@@ -568,7 +568,7 @@ def coarse(
         raise fail("--dry-run plans a new stage: leave out --resume", code=2)
     try:
         with interruptible():
-            from hpsearch.spec import load_spec, with_overrides
+            from hpsearch.spec.load import load_spec, with_overrides
 
             spec = with_overrides(load_spec(spec_path), trials=trials, epochs=epochs, seed=seed)
             preflight(spec, str(spec_path), workers, plan=not dry_run)
@@ -584,7 +584,7 @@ def coarse(
                 return
             with TrialProgress() as progress:
                 progress.planning(f"planning {spec.search.trials:,} trials")
-                from hpsearch.search import run_coarse  # torch: only once the spec is known to be good
+                from hpsearch.stages.coarse import run_coarse
 
                 outcome = run_coarse(
                     spec,
@@ -649,7 +649,7 @@ def refine(
         with interruptible():
             with TrialProgress() as progress:
                 progress.planning(f"planning the next stage of {run_dir}")
-                from hpsearch.search import run_refine  # torch: only for a command that trains
+                from hpsearch.stages.refine import run_refine
 
                 result = run_refine(
                     run_dir,
@@ -675,7 +675,7 @@ def refine(
 
 def print_coarse_plan(spec: Spec, spec_path: str, options: StageOptions) -> None:
     """coarse --dry-run: the plan on stdout, nothing trained or written."""
-    from hpsearch.search import plan_coarse  # torch: the estimate times a few steps
+    from hpsearch.stages.plan import plan_coarse
 
     plan = plan_coarse(spec, spec_path, options, on_model=say_model)
     for line in plan.describe():
@@ -685,7 +685,7 @@ def print_coarse_plan(spec: Spec, spec_path: str, options: StageOptions) -> None
 def print_plan(run_dir: Path, options: RefineOptions) -> None:
     """refine --dry-run: the plan on stdout (ranges, trials, epochs, populations, estimated time),
     nothing trained or written."""
-    from hpsearch.search import plan_refine_stage  # torch: the estimate times a few steps
+    from hpsearch.stages.plan import plan_refine_stage
 
     try:
         plan, stage = plan_refine_stage(run_dir, options, on_model=say_model)
@@ -714,7 +714,7 @@ def report(
     Example: hpsearch report runs/cifar10_coarse
     """
     try:
-        from hpsearch.report import rich_table, run_report, ties_line
+        from hpsearch.output.report import rich_table, run_report, ties_line
 
         outcome = run_report(run_dir)
     except HpsearchError as e:
@@ -735,8 +735,8 @@ def report(
         err.print(ties, highlight=False, soft_wrap=True)
     for note in outcome.notes:
         warn(note)
-    from hpsearch.ci import summary_section
-    from hpsearch.report import markdown_table
+    from hpsearch.output.ci import summary_section
+    from hpsearch.output.report import markdown_table
 
     table = markdown_table(
         outcome.ranked, outcome.param_names, outcome.stage_of, planned_epochs=outcome.planned_epochs, data=outcome.data
@@ -792,7 +792,7 @@ def final(
 
     Example: hpsearch final runs/cifar10_coarse --seeds 3
     """
-    from hpsearch.options import FinalOptions, FitOn
+    from hpsearch.spec.options import FinalOptions, FitOn
 
     options = FinalOptions(
         top=top,
@@ -810,7 +810,7 @@ def final(
         with interruptible():
             with TrialProgress("final", "run") as progress:
                 progress.planning(f"planning the final of {run_dir}")
-                from hpsearch.final import run_final  # torch: only for a command that trains
+                from hpsearch.stages.final import run_final
 
                 outcome = run_final(
                     run_dir,
@@ -838,8 +838,8 @@ def render_final_plan(plan: FinalPlan) -> None:
 
 
 def render_final(outcome: FinalOutcome, gates: Gates) -> None:
-    from hpsearch.ci import summary_section
-    from hpsearch.final_report import final_markdown, rich_final_table, summary_lines, title
+    from hpsearch.output.ci import summary_section
+    from hpsearch.output.final import final_markdown, rich_final_table, summary_lines, title
 
     out.print(title(outcome), highlight=False, soft_wrap=True)
     out.print(rich_final_table(outcome))

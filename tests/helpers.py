@@ -24,8 +24,8 @@ from typing import Any
 from typer.testing import CliRunner
 
 from hpsearch import cli as cli_module
-from hpsearch.records import TrialConfig, TrialResult
-from hpsearch.spec import ModelSpec, TrainSpec
+from hpsearch.runs.records import TrialConfig, TrialResult
+from hpsearch.spec.schema import ModelSpec, TrainSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 200  # a wide terminal, so that tables are not folded

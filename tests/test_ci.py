@@ -17,7 +17,7 @@ import pytest
 import yaml
 from helpers import PATIENCE, ROOT, WIDTH, cli
 
-from hpsearch.ci import SUMMARY_ENV
+from hpsearch.output.ci import SUMMARY_ENV
 
 
 def workflow_steps() -> list[dict[str, Any]]:

@@ -9,11 +9,12 @@ import pytest
 from helpers import ROOT
 
 from hpsearch.data import build_dataset
-from hpsearch.options import StageOptions
-from hpsearch.records import TrialConfig, TrialState
-from hpsearch.search import run_coarse
-from hpsearch.spec import Spec, TrainSpec, load_spec, with_overrides
-from hpsearch.trial import run_trial
+from hpsearch.runs.records import TrialConfig, TrialState
+from hpsearch.spec.load import load_spec, with_overrides
+from hpsearch.spec.options import StageOptions
+from hpsearch.spec.schema import Spec, TrainSpec
+from hpsearch.stages.coarse import run_coarse
+from hpsearch.training.trial import run_trial
 
 pytestmark = pytest.mark.slow
 

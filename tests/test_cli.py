@@ -10,8 +10,8 @@ import pytest
 from helpers import ROOT, cli, run_hpsearch
 
 from hpsearch.cli import app, out
-from hpsearch.records import TrialResult
-from hpsearch.report import rich_table
+from hpsearch.output.report import rich_table
+from hpsearch.runs.records import TrialResult
 
 
 def command_names() -> list[str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from hpsearch.curves import CurveLabel, curve_label, stage_advice
-from hpsearch.records import TrialResult, TrialState
+from hpsearch.analysis.curves import CurveLabel, curve_label, stage_advice
+from hpsearch.runs.records import TrialResult, TrialState
 
 
 def trial(

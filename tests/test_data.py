@@ -36,7 +36,7 @@ from hpsearch.data import (
     split_and_preprocess,
 )
 from hpsearch.errors import DataError
-from hpsearch.spec import DataSpec, Preprocess
+from hpsearch.spec.schema import DataSpec, Preprocess
 
 N = 10_000  # records per batch file
 FILE_BYTES = N * 3073  # 30,730,000: each record is 1 label byte + 3072 pixel bytes

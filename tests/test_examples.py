@@ -15,9 +15,12 @@ import yaml
 from helpers import ROOT, cli
 
 from hpsearch.data import load_data
-from hpsearch.factory import load_factory
-from hpsearch.sanity import Verdict, check_activations, check_initial_loss
-from hpsearch.spec import Categorical, Spec, load_spec, parse_spec
+from hpsearch.sanity.activations import check_activations
+from hpsearch.sanity.initial import check_initial_loss
+from hpsearch.sanity.results import CheckVerdict
+from hpsearch.spec.load import load_spec, parse_spec
+from hpsearch.spec.schema import Categorical, Spec
+from hpsearch.training.factory import load_factory
 
 EXAMPLE = ROOT / "examples/cifar10_convnet.yaml"
 TINY_DATA = {"dataset": "synthetic", "synthetic_train": 400, "synthetic_test": 50, "val_size": 100}
@@ -60,9 +63,9 @@ def test_example_network_passes_the_initial_loss_and_activation_checks() -> None
     spec = _on_synthetic(load_spec(EXAMPLE))
     data = load_data(spec, None, None)
     initial = check_initial_loss(spec, data)
-    assert initial.verdict is Verdict.PASS, initial.diagnosis
+    assert initial.verdict is CheckVerdict.PASS, initial.diagnosis
     activations, layers = check_activations(spec, data)
-    assert activations.verdict is Verdict.PASS, activations.diagnosis
+    assert activations.verdict is CheckVerdict.PASS, activations.diagnosis
     assert [s.label for s in layers] == ["1 (1: ReLU)", "2 (5: ReLU)"]
 
 

@@ -20,11 +20,12 @@ from helpers import PATIENCE, ROOT, cli, run_hpsearch
 import hpsearch
 from hpsearch.data import load_data
 from hpsearch.errors import SpecError
-from hpsearch.factory import FactorySource, check_model, describe, load_factory, read_source, register_source
-from hpsearch.records import TrialConfig, TrialState
-from hpsearch.search import stage_num_classes
-from hpsearch.spec import DataSpec, load_spec
-from hpsearch.trial import run_trial
+from hpsearch.runs.read import stage_num_classes
+from hpsearch.runs.records import TrialConfig, TrialState
+from hpsearch.spec.load import load_spec
+from hpsearch.spec.schema import DataSpec
+from hpsearch.training.factory import FactorySource, check_model, describe, load_factory, read_source, register_source
+from hpsearch.training.trial import run_trial
 
 NET = """\
 import torch.nn as nn
@@ -75,11 +76,11 @@ def test_describe_names_the_function_the_absolute_file_and_its_hash(tmp_path: Pa
 
 
 def test_describe_a_module_names_the_module_and_its_file(tmp_path: Path) -> None:
-    spec = load_spec(own_spec(tmp_path, factory="hpsearch.models:build_builtin"))
+    spec = load_spec(own_spec(tmp_path, factory="hpsearch.training.models:build_builtin"))
     line = describe(spec.model)
     assert line is not None
-    assert line.startswith("model: build_builtin from module hpsearch.models (")
-    assert line.endswith(f"{os.sep}hpsearch{os.sep}models.py)")
+    assert line.startswith("model: build_builtin from module hpsearch.training.models (")
+    assert line.endswith(f"{os.sep}hpsearch{os.sep}training{os.sep}models.py)")
 
 
 def test_the_commands_print_the_loaded_file_once_on_stderr(tmp_path: Path) -> None:

@@ -15,12 +15,13 @@ import torch
 from helpers import StopAfter, cli
 
 import hpsearch
-from hpsearch.ci import SUMMARY_ENV
 from hpsearch.data import final_dataset
 from hpsearch.errors import StageStopped, StoreError
-from hpsearch.final import LEDGER, run_final
-from hpsearch.options import FinalOptions, FitOn
-from hpsearch.spec import load_spec
+from hpsearch.output.ci import SUMMARY_ENV
+from hpsearch.runs.final import LEDGER
+from hpsearch.spec.load import load_spec
+from hpsearch.spec.options import FinalOptions, FitOn
+from hpsearch.stages.final import run_final
 
 SPEC = """\
 name: fin

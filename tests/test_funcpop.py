@@ -10,11 +10,12 @@ import pytest
 from helpers import configs, max_relative_difference
 
 from hpsearch.data import Dataset, build_dataset
-from hpsearch.funcpop import faster_together, population_support, run_func_population
-from hpsearch.population import group_key, plan_populations, train_group
-from hpsearch.records import TrialConfig, TrialState
-from hpsearch.spec import DataSpec, ModelSpec, TrainSpec
-from hpsearch.trial import run_trial
+from hpsearch.runs.records import TrialConfig, TrialState
+from hpsearch.spec.schema import DataSpec, ModelSpec, TrainSpec
+from hpsearch.training.populations.funcpop import faster_together, population_support, run_func_population
+from hpsearch.training.populations.group import train_group
+from hpsearch.training.populations.plan import group_key, plan_populations
+from hpsearch.training.trial import run_trial
 
 # 1,000 training images in batches of 20: one epoch is exactly 50 steps.
 DATA = DataSpec(dataset="synthetic", synthetic_train=1100, synthetic_test=100, val_size=100)

@@ -13,13 +13,14 @@ from helpers import configs, max_relative_difference
 
 from hpsearch.data import Dataset, build_dataset
 from hpsearch.errors import SpecError, StageStopped
-from hpsearch.halving import TopKeep, keep_count, planned_counts, promoted, replay, rung_epochs, trial_epochs
-from hpsearch.options import ExecOptions, StageOptions
-from hpsearch.population import run_population
-from hpsearch.records import TrialConfig, TrialResult, TrialStart, TrialState
-from hpsearch.search import run_coarse
-from hpsearch.spec import DataSpec, HalvingSpec, ModelSpec, Spec, parse_spec, with_overrides
-from hpsearch.trial import run_trial
+from hpsearch.runs.records import TrialConfig, TrialResult, TrialStart, TrialState
+from hpsearch.search.halving import TopKeep, keep_count, planned_counts, promoted, replay, rung_epochs, trial_epochs
+from hpsearch.spec.load import parse_spec, with_overrides
+from hpsearch.spec.options import ExecOptions, StageOptions
+from hpsearch.spec.schema import DataSpec, HalvingSpec, ModelSpec, Spec
+from hpsearch.stages.coarse import run_coarse
+from hpsearch.training.populations.builtin import run_population
+from hpsearch.training.trial import run_trial
 
 # 1,000 training images in batches of 20: one epoch is exactly 50 steps.
 DATA = DataSpec(dataset="synthetic", synthetic_train=1100, synthetic_test=100, val_size=100)
@@ -266,7 +267,7 @@ def test_a_missing_state_trains_that_trial_again_from_the_start(tmp_path: Path, 
 def test_populations_shrink_to_the_trials_still_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rung after rung, the trials that go on are stacked into populations of their own: no trial
     stopped at a rung trains masked inside a population afterwards."""
-    import hpsearch.executor as executor
+    import hpsearch.executors.local as executor
 
     sizes: list[tuple[int, int]] = []
     real = executor.train_group
@@ -305,9 +306,9 @@ def test_a_halving_stage_cannot_grow(tmp_path: Path) -> None:
 def test_refine_and_report_read_a_halving_stage(tmp_path: Path) -> None:
     """Refine plans from the trials that reached the last rung (a stopped trial never trained at the
     stage's budget) and halves again; the report shows every trial's rung."""
-    from hpsearch.options import RefineOptions
-    from hpsearch.report import run_report
-    from hpsearch.search import run_refine
+    from hpsearch.output.report import run_report
+    from hpsearch.spec.options import RefineOptions
+    from hpsearch.stages.refine import run_refine
 
     run = tmp_path / "run"
     coarse = run_coarse(halving_spec(), "h.yaml", StageOptions(out=run, execution=ONE_AT_A_TIME))
@@ -337,7 +338,7 @@ def frozen_mlp(input_shape, num_classes, hidden=16):
 def test_a_user_network_goes_on_from_a_rung_in_a_torch_func_population_and_alone(
     data: Dataset, tmp_path: Path, optimizer: str
 ) -> None:
-    from hpsearch.funcpop import run_func_population
+    from hpsearch.training.populations.funcpop import run_func_population
 
     (tmp_path / "nets.py").write_text(USER_NETS)
     model = ModelSpec(kind="python", factory=f"{tmp_path / 'nets.py'}:frozen_mlp")

@@ -21,7 +21,15 @@ def loaded_after(code: str) -> list[str]:
 
 
 def test_reading_a_run_needs_no_torch() -> None:
-    code = "import hpsearch.store, hpsearch.rank, hpsearch.report, hpsearch.refine, hpsearch.records, hpsearch.curves"
+    modules = (
+        "hpsearch.runs.store",
+        "hpsearch.analysis.rank",
+        "hpsearch.output.report",
+        "hpsearch.search.refine",
+        "hpsearch.runs.records",
+        "hpsearch.analysis.curves",
+    )
+    code = "import " + ", ".join(modules)
     assert "torch" not in loaded_after(code)
 
 
@@ -36,7 +44,7 @@ def test_help_runs_without_torch() -> None:
 
 def test_importing_the_plots_leaves_the_hosts_matplotlib_backend_alone() -> None:
     code = (
-        "import matplotlib; matplotlib.use('svg'); import hpsearch.plots, sys;"
+        "import matplotlib; matplotlib.use('svg'); import hpsearch.output.plots, sys;"
         "print(matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=PATIENCE)
@@ -60,10 +68,10 @@ def test_a_process_pays_its_one_time_costs_before_the_first_trials_clock_starts(
     """Issue 12 item 16: the first trial's wall time had torch._dynamo's import in it (the first
     torch.optim optimizer pulls it in), so it read ~2 s slower than the others."""
     code = (
-        "import sys, hpsearch.recorder as rec, hpsearch.population as pop\n"
+        "import sys, hpsearch.training.recorder as rec, hpsearch.training.populations.group as pop\n"
         "from hpsearch.data.dataset import build_dataset\n"
-        "from hpsearch.space import trial_configs\n"
-        "from hpsearch.spec import parse_spec\n"
+        "from hpsearch.search.space import trial_configs\n"
+        "from hpsearch.spec.load import parse_spec\n"
         "seen = []\n"
         "start = rec.TrialRecorder.__init__\n"
         "def spy(self, *a, **k):\n"

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from helpers import PATIENCE, ROOT
 
-from hpsearch.lint import data_warnings, execution_warnings, spec_warnings, split_note, training_examples
-from hpsearch.spec import DataSize, load_spec, parse_spec
+from hpsearch.spec.lint import data_warnings, execution_warnings, spec_warnings, split_note, training_examples
+from hpsearch.spec.load import load_spec, parse_spec
+from hpsearch.spec.schema import DataSize
 
 SYNTHETIC = {"dataset": "synthetic", "synthetic_train": 3000, "val_size": 500}  # 2500 training examples
 
@@ -110,13 +111,13 @@ def test_more_workers_than_cores_warns() -> None:
 
 
 def test_lint_imports_no_torch() -> None:
-    code = "import sys, hpsearch.lint; print('torch' in sys.modules)"
+    code = "import sys, hpsearch.spec.lint; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=PATIENCE)
     assert out.stdout.strip() == "False"
 
 
 def test_a_python_models_init_std_argument_and_user_data_are_not_linted_as_builtin() -> None:
-    from hpsearch.spec import parse_spec
+    from hpsearch.spec.load import parse_spec
 
     spec = parse_spec(
         {

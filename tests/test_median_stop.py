@@ -12,12 +12,13 @@ import pytest
 from helpers import StopAfter, cli
 
 from hpsearch.errors import SpecError, StageStopped
-from hpsearch.options import ExecOptions, StageOptions
-from hpsearch.proposals import _distributions, _optuna_trial, optuna_module
-from hpsearch.records import TrialResult, TrialState
-from hpsearch.search import run_coarse
-from hpsearch.spec import MedianStopSpec, Spec, parse_spec
-from hpsearch.stopping import bars, failed_bar
+from hpsearch.runs.records import TrialResult, TrialState
+from hpsearch.search.median_stop import bars, failed_bar
+from hpsearch.search.tpe import _distributions, _optuna_trial, optuna_module
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.options import ExecOptions, StageOptions
+from hpsearch.spec.schema import MedianStopSpec, Spec
+from hpsearch.stages.coarse import run_coarse
 
 ONE_AT_A_TIME = ExecOptions(population=1)
 EPOCHS = 4

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from hpsearch.models import build_model, l2_penalty
-from hpsearch.spec import Activation, ModelSpec
+from hpsearch.spec.schema import Activation, ModelSpec
+from hpsearch.training.models import build_model, l2_penalty
 
 
 def first_linear(net: nn.Module) -> nn.Linear:

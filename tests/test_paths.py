@@ -16,12 +16,14 @@ import pytest
 import torch
 
 from hpsearch.data import DataRecipe, Dataset, build_dataset
-from hpsearch.executor import execute
-from hpsearch.options import ExecOptions
-from hpsearch.population import run_population
-from hpsearch.records import TrialConfig, TrialEvents, TrialResult, TrialState
-from hpsearch.spec import DataSpec, ModelSpec, TrainSpec, parse_spec, spec_to_yaml
-from hpsearch.trial import run_trial
+from hpsearch.executors.local import execute
+from hpsearch.runs.records import TrialConfig, TrialEvents, TrialResult, TrialState
+from hpsearch.spec.edit import spec_to_yaml
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.options import ExecOptions
+from hpsearch.spec.schema import DataSpec, ModelSpec, TrainSpec
+from hpsearch.training.populations.builtin import run_population
+from hpsearch.training.trial import run_trial
 
 # 1,000 training images in batches of 20: one epoch is exactly 50 steps.
 DATA = DataSpec(dataset="synthetic", synthetic_train=1100, synthetic_test=100, val_size=100)

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from PIL import Image
 
-from hpsearch.plots import (
+from hpsearch.output.plots import (
     accuracy_figure,
     accuracy_series,
     accuracy_xlim,
@@ -39,9 +39,10 @@ from hpsearch.plots import (
     rung_size,
     write_report_plots,
 )
-from hpsearch.records import TrialResult, TrialState
-from hpsearch.refine import StageData
-from hpsearch.spec import Categorical, parse_spec
+from hpsearch.runs.read import StageData
+from hpsearch.runs.records import TrialResult, TrialState
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.schema import Categorical
 
 STEPS = 25  # iterations per epoch of SPEC's data: (3000 - 500) / 100
 LR = {"low": 1e-4, "high": 1.0, "log": True}

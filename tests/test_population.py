@@ -10,11 +10,15 @@ import pytest
 from helpers import configs, max_relative_difference
 
 from hpsearch.data import DataRecipe, Dataset, build_dataset
-from hpsearch.executor import auto_population
-from hpsearch.population import group_key, plan_populations, run_population, train_group
-from hpsearch.records import TrialConfig, TrialState
-from hpsearch.spec import DataSpec, ModelSpec, TrainSpec, parse_spec, spec_to_yaml
-from hpsearch.trial import run_trial
+from hpsearch.executors.local import auto_population
+from hpsearch.runs.records import TrialConfig, TrialState
+from hpsearch.spec.edit import spec_to_yaml
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.schema import DataSpec, ModelSpec, TrainSpec
+from hpsearch.training.populations.builtin import run_population
+from hpsearch.training.populations.group import train_group
+from hpsearch.training.populations.plan import group_key, plan_populations
+from hpsearch.training.trial import run_trial
 
 # 1,000 training images in batches of 20: one epoch is exactly 50 steps.
 DATA = DataSpec(dataset="synthetic", synthetic_train=1100, synthetic_test=100, val_size=100)

@@ -14,14 +14,16 @@ import pytest
 from helpers import StopAfter, cli
 
 from hpsearch.errors import SpecError, StageStopped
-from hpsearch.options import ExecOptions, RefineOptions, StageOptions
-from hpsearch.proposals import PROPOSALS, propose
-from hpsearch.records import TrialResult, TrialState
-from hpsearch.refine import plan_refine
-from hpsearch.search import run_coarse, run_refine
-from hpsearch.space import trial_configs
-from hpsearch.spec import Spec, parse_spec
-from hpsearch.store import read_json_lines
+from hpsearch.runs.records import TrialResult, TrialState
+from hpsearch.runs.store import read_json_lines
+from hpsearch.search.refine import plan_refine
+from hpsearch.search.space import trial_configs
+from hpsearch.search.tpe import PROPOSALS, propose
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.options import ExecOptions, RefineOptions, StageOptions
+from hpsearch.spec.schema import Spec
+from hpsearch.stages.coarse import run_coarse
+from hpsearch.stages.refine import run_refine
 
 ONE_AT_A_TIME = ExecOptions(population=1)
 

@@ -7,10 +7,11 @@ import math
 
 import pytest
 
-from hpsearch.rank import edges, fmt_value, position_in_range, rank, tied_with_best, wilson_interval
-from hpsearch.records import TrialResult, TrialState
-from hpsearch.spec import NumericRange, parse_spec
-from hpsearch.verdicts import RangeVerdict, Verdict
+from hpsearch.analysis.rank import fmt_value, position_in_range, rank, tied_with_best, wilson_interval
+from hpsearch.analysis.verdicts import RangeVerdict, Verdict, edges
+from hpsearch.runs.records import TrialResult, TrialState
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.schema import NumericRange
 
 
 def result(

@@ -11,7 +11,7 @@ import pytest
 from helpers import cli
 
 from hpsearch.cli import NO_TRIAL_COMPLETED
-from hpsearch.records import TrialResult, TrialState, failure_summary
+from hpsearch.runs.records import TrialResult, TrialState, failure_summary
 
 # Two trials on a grid: hidden [16] trains, hidden [1e9] cannot allocate its 12 TB first layer.
 SPEC = """\

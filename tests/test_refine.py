@@ -12,15 +12,17 @@ import pytest
 from helpers import ROOT, StopAfter, cli
 from PIL import Image
 
+from hpsearch.analysis.verdicts import Edge, RangeVerdict, Verdict, edges
 from hpsearch.errors import SpecError, StageStopped, StoreError
-from hpsearch.options import ExecOptions, RefineOptions, StageOptions
-from hpsearch.rank import Edge, edges
-from hpsearch.records import TrialResult, TrialState
-from hpsearch.refine import plan_ranges, stages
-from hpsearch.report import run_report
-from hpsearch.search import run_coarse, run_refine
-from hpsearch.spec import Categorical, NumericRange, parse_spec
-from hpsearch.verdicts import RangeVerdict, Verdict
+from hpsearch.output.report import run_report
+from hpsearch.runs.read import stages
+from hpsearch.runs.records import TrialResult, TrialState
+from hpsearch.search.refine import plan_ranges
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.options import ExecOptions, RefineOptions, StageOptions
+from hpsearch.spec.schema import Categorical, NumericRange
+from hpsearch.stages.coarse import run_coarse
+from hpsearch.stages.refine import run_refine
 
 
 def result(trial: int, val: float, **params: object) -> TrialResult:
@@ -238,8 +240,8 @@ def test_edge_extension_is_bounded_even_when_the_top_trials_are_spread_out() -> 
 
 
 def test_refine_and_rank_agree_on_the_best_trial_when_accuracies_tie() -> None:
-    from hpsearch.rank import rank
-    from hpsearch.refine import top_complete
+    from hpsearch.analysis.rank import rank
+    from hpsearch.search.refine import top_complete
 
     a = TrialResult(trial=0, state=TrialState.COMPLETE, params={}, val_acc=0.5, train_loss=2.0)
     b = TrialResult(trial=1, state=TrialState.COMPLETE, params={}, val_acc=0.5, train_loss=1.0)
@@ -282,7 +284,7 @@ def test_searched_epochs_still_train_longer(tmp_path: Path) -> None:
 
 
 def test_the_refine_plan_is_pure_and_is_what_refine_then_trains(tmp_path: Path) -> None:
-    from hpsearch.refine import plan_refine
+    from hpsearch.search.refine import plan_refine
 
     run = tmp_path / "run"
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=4)
@@ -320,7 +322,7 @@ def test_refine_dry_run_prints_the_plan_and_trains_nothing(tmp_path: Path) -> No
 
 def test_searched_epochs_print_record_and_train_the_same_range(tmp_path: Path) -> None:
     """Issue 12 item 3: `epochs: [1, 3] -> [2, 4]` was printed and recorded while the spec said 6..12."""
-    from hpsearch.refine import plan_refine
+    from hpsearch.search.refine import plan_refine
 
     run = tmp_path / "run"
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}, "epochs": {"low": 1, "high": 3}}, trials=4)
@@ -356,9 +358,9 @@ BEHIND = [(0.30, 1e-3), (0.20, 0.3)]
 
 def finished_coarse(run: Path, val_size: int | None = None, extra: Sequence[TrialResult] = ()) -> list[TrialResult]:
     """A finished coarse stage written by hand (no training): its spec, records, results and run.json."""
-    from hpsearch.report import results_document
-    from hpsearch.spec import spec_to_yaml
-    from hpsearch.store import StageStore
+    from hpsearch.output.report import results_document
+    from hpsearch.runs.store import StageStore
+    from hpsearch.spec.edit import spec_to_yaml
 
     spec = parse_spec({"name": "t", "search": {"trials": 10, "space": {"lr": {"low": 1e-4, "high": 1.0, "log": True}}}})
     results = [result(i, acc, lr=lr) for i, (acc, lr) in enumerate(NOISY + BEHIND)] + list(extra)
@@ -374,7 +376,7 @@ def finished_coarse(run: Path, val_size: int | None = None, extra: Sequence[Tria
 
 
 def test_refine_plans_from_the_tied_set_when_it_is_larger_than_top_k(tmp_path: Path) -> None:
-    from hpsearch.refine import plan_refine
+    from hpsearch.search.refine import plan_refine
 
     run = tmp_path / "run"
     finished_coarse(run)
@@ -402,7 +404,7 @@ def test_refine_plans_from_the_tied_set_when_it_is_larger_than_top_k(tmp_path: P
 
 
 def test_the_tied_set_is_judged_by_the_validation_count_run_json_recorded(tmp_path: Path) -> None:
-    from hpsearch.refine import plan_refine
+    from hpsearch.search.refine import plan_refine
 
     run = tmp_path / "run"
     # 400,000 validation examples (an npz's own x_val: the spec's val_size says 1000): intervals of
@@ -416,8 +418,8 @@ def test_the_tied_set_is_judged_by_the_validation_count_run_json_recorded(tmp_pa
 
 
 def test_a_trial_stopped_by_halving_was_not_trained_at_its_planned_budget(tmp_path: Path) -> None:
-    from hpsearch.refine import trained_configs
-    from hpsearch.spec import load_spec
+    from hpsearch.search.refine import trained_configs
+    from hpsearch.spec.load import load_spec
 
     run = tmp_path / "run"
     stopped = TrialResult(trial=8, state=TrialState.STOPPED, params={"lr": 0.1}, val_acc=0.3, epochs_done=1, rung=0)

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from helpers import PATIENCE, ROOT, cli, start_hpsearch, wait_for
 
-from hpsearch.records import TrialResult, TrialState
-from hpsearch.store import StageStore, atomic_write_text
+from hpsearch.runs.records import TrialResult, TrialState
+from hpsearch.runs.store import StageStore, atomic_write_text
 
 SMOKE = str(ROOT / "configs/smoke.yaml")
 FINAL = {"complete", "diverged", "failed"}
@@ -380,7 +380,7 @@ def test_a_diverged_trial_fails_alone_and_ranks_last(tmp_path: Path) -> None:
 _WRITER = """
 import sys
 from pathlib import Path
-from hpsearch.store import atomic_write_text
+from hpsearch.runs.store import atomic_write_text
 path = Path(sys.argv[1])
 texts = ["A" * 30_000_000 + "\\n", "B" * 40_000_000 + "\\n"]
 i = 0

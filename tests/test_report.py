@@ -15,11 +15,9 @@ import pytest
 from helpers import cli
 from rich.console import Console
 
+from hpsearch.analysis.rank import TIE_RULE, rank
 from hpsearch.errors import StoreError
-from hpsearch.rank import TIE_RULE, rank
-from hpsearch.records import CurveData, TrialResult, TrialState
-from hpsearch.refine import StageData, stage_curve_data
-from hpsearch.report import (
+from hpsearch.output.report import (
     FULL,
     csv_table,
     fmt_column,
@@ -29,8 +27,12 @@ from hpsearch.report import (
     run_report,
     ties_line,
 )
-from hpsearch.spec import DataSpec, parse_spec, spec_to_yaml
-from hpsearch.store import StageStore
+from hpsearch.runs.read import StageData, stage_curve_data
+from hpsearch.runs.records import CurveData, TrialResult, TrialState
+from hpsearch.runs.store import StageStore
+from hpsearch.spec.edit import spec_to_yaml
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.schema import DataSpec
 
 
 def trial(
@@ -180,7 +182,7 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[int]]:
         seen.update({s.name: sorted(r.trial for r in s.results) for s in stages})
         return []
 
-    monkeypatch.setattr("hpsearch.plots.write_report_plots", draw)
+    monkeypatch.setattr("hpsearch.output.plots.write_report_plots", draw)
     return seen
 
 
@@ -262,8 +264,9 @@ def test_a_stage_stopped_with_partial_results_is_unfinished(tmp_path: Path, draw
 def test_sanity_probe_table_says_what_each_lrs_loss_did() -> None:
     from rich.console import Console
 
-    from hpsearch.report import sanity_tables
-    from hpsearch.sanity import SanityReport, judge_probe, probe_row
+    from hpsearch.output.report import sanity_tables
+    from hpsearch.sanity.probe import judge_probe, probe_row
+    from hpsearch.sanity.results import SanityReport
 
     rows = [probe_row(0.1, [2.3] + [2.62] * 99), probe_row(0.01, [2.3] + [1.8] * 99), probe_row(1e-3, [2.3] * 100)]
     check, rows, recommended = judge_probe(rows, 100)
@@ -458,7 +461,7 @@ def test_coarse_and_refine_print_the_tie_line_on_stderr_after_the_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from hpsearch.cli import render_outcome
-    from hpsearch.search import StageOutcome
+    from hpsearch.stages.base import StageOutcome
 
     render_outcome(StageOutcome(tmp_path, "coarse", TIED, [], ["lr"], data=N1000))
     out, err = capsys.readouterr()

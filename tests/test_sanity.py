@@ -13,27 +13,27 @@ import torch
 import yaml
 from helpers import ROOT, cli
 
-from hpsearch import sanity
 from hpsearch.data import Dataset, load_data
 from hpsearch.errors import SpecError
-from hpsearch.sanity import (
+from hpsearch.sanity import base, initial, probe
+from hpsearch.sanity.activations import check_activations
+from hpsearch.sanity.checks import run_sanity_checks
+from hpsearch.sanity.initial import check_initial_loss
+from hpsearch.sanity.overfit import check_overfit
+from hpsearch.sanity.probe import (
     ProbeOutcome,
-    ProbeStatus,
-    Verdict,
-    check_activations,
-    check_initial_loss,
-    check_overfit,
     judge_probe,
     lr_range_hint,
     probe_learning_rates,
     probe_row,
-    run_sanity_checks,
     share_outside,
     spec_with_lr_range,
     written_lr_range,
 )
-from hpsearch.spec import NumericRange, Spec, load_spec, parse_spec
-from hpsearch.trial import batch_order
+from hpsearch.sanity.results import CheckVerdict, ProbeStatus
+from hpsearch.spec.load import load_spec, parse_spec
+from hpsearch.spec.schema import NumericRange, Spec
+from hpsearch.training.trial import batch_order
 
 SYNTHETIC = {"dataset": "synthetic", "synthetic_train": 1500, "synthetic_test": 100, "val_size": 300}
 
@@ -60,7 +60,7 @@ def test_a_sane_spec_passes_all_four(data: Dataset) -> None:
     spec = parse_spec({**spec.model_dump(mode="json"), "sanity": {"probe_lrs": [1, 0.1, 0.01, 1e-4]}})
     report = run_sanity_checks(spec, data)
     assert [c.check for c in report.checks] == ["initial_loss", "activations", "overfit", "lr_probe"]
-    assert [c.verdict for c in report.checks] == [Verdict.PASS] * 4, [c.diagnosis for c in report.checks]
+    assert [c.verdict for c in report.checks] == [CheckVerdict.PASS] * 4, [c.diagnosis for c in report.checks]
     assert not report.failed
     doc = json.loads(json.dumps(report.to_dict()))  # valid JSON
     assert doc["passed"] is True
@@ -74,7 +74,7 @@ def test_a_sane_spec_passes_all_four(data: Dataset) -> None:
 
 def test_initial_loss_is_ln_10_and_regularization_raises_it(data: Dataset) -> None:
     check = check_initial_loss(spec_with(), data)
-    assert check.verdict is Verdict.PASS
+    assert check.verdict is CheckVerdict.PASS
     assert check.numbers["expected"] == pytest.approx(2.302585)
     assert check.numbers["loss"] == pytest.approx(2.3026, abs=0.15)
     # The regularized loss is the data loss plus exactly 0.5 * wd * sum(W^2).
@@ -83,7 +83,7 @@ def test_initial_loss_is_ln_10_and_regularization_raises_it(data: Dataset) -> No
 
 def test_init_std_10_fails_the_initial_loss(data: Dataset) -> None:
     check = check_initial_loss(spec_with({"init": "small_random", "init_std": 10}), data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert "≫ ln 10 = 2.30: initial weights too large, logits not near zero" in check.diagnosis
     assert check.numbers["loss"] > 10
 
@@ -94,7 +94,7 @@ LECTURE_NET = {"hidden": [4096] * 6, "activation": "tanh"}
 
 def test_deep_tanh_with_0_01_std_collapses(data: Dataset) -> None:
     check, layers = check_activations(spec_with({**LECTURE_NET, "init": "small_random", "init_std": 0.01}), data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert "collapse toward zero" in check.diagnosis
     assert len(layers) == 6
     assert all(b.std < a.std for a, b in zip(layers, layers[1:], strict=False))  # shrinks layer by layer
@@ -103,7 +103,7 @@ def test_deep_tanh_with_0_01_std_collapses(data: Dataset) -> None:
 
 def test_deep_tanh_with_0_05_std_saturates(data: Dataset) -> None:
     check, layers = check_activations(spec_with({**LECTURE_NET, "init": "small_random", "init_std": 0.05}), data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert "saturated" in check.diagnosis
     assert layers[-1].saturated is not None
     assert layers[-1].saturated > 0.2
@@ -111,7 +111,7 @@ def test_deep_tanh_with_0_05_std_saturates(data: Dataset) -> None:
 
 def test_deep_tanh_with_xavier_is_nicely_scaled(data: Dataset) -> None:
     check, layers = check_activations(spec_with({**LECTURE_NET, "init": "xavier"}), data)
-    assert check.verdict is Verdict.PASS, check.diagnosis
+    assert check.verdict is CheckVerdict.PASS, check.diagnosis
     assert 0.8 < layers[-1].std / layers[0].std < 1.2
 
 
@@ -119,34 +119,34 @@ def test_deep_relu_kaiming_passes_xavier_collapses(data: Dataset) -> None:
     deep = {"hidden": [1024] * 6, "activation": "relu"}
     kaiming, _ = check_activations(spec_with({**deep, "init": "kaiming"}), data)
     xavier, _ = check_activations(spec_with({**deep, "init": "xavier"}), data)
-    assert kaiming.verdict is Verdict.PASS
-    assert xavier.verdict is Verdict.FAIL
+    assert kaiming.verdict is CheckVerdict.PASS
+    assert xavier.verdict is CheckVerdict.FAIL
     assert "collapse" in xavier.diagnosis  # "Xavier assumes zero-centred"
 
 
 def test_dead_relus_are_flagged(data: Dataset) -> None:
     check, layers = check_activations(spec_with({"hidden": [64], "bias_init": -100.0}), data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert "dead" in check.diagnosis
     assert layers[0].dead == 1.0
 
 
 def test_overfit_passes_with_a_good_lr(data: Dataset) -> None:
     check = check_overfit(spec_with(lr=0.05), data)
-    assert check.verdict is Verdict.PASS
+    assert check.verdict is CheckVerdict.PASS
     assert check.numbers["train_acc"] == 1.0
     assert check.numbers["examples"] == 20
 
 
 def test_overfit_lr_too_low(data: Dataset) -> None:
     check = check_overfit(spec_with(lr=1e-9), data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert check.diagnosis == "loss not going down: learning rate too low or bad initialization"
 
 
 def test_overfit_lr_too_high(data: Dataset) -> None:
     check = check_overfit(spec_with(lr=1e3), data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert "learning rate too high or bad initialization" in check.diagnosis
 
 
@@ -169,7 +169,7 @@ def test_probe_flags_divergence_and_caps_the_range(data: Dataset) -> None:
 def test_probe_fails_when_nothing_trains(data: Dataset) -> None:
     spec = parse_spec({**spec_with().model_dump(mode="json"), "sanity": {"probe_lrs": [1e-9, 1e-10]}})
     check, _, recommended = probe_learning_rates(spec, data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert recommended is None
 
 
@@ -183,14 +183,14 @@ def test_probe_calls_the_deep_tanh_nets_rising_loss_rose_not_ok(data: Dataset) -
     by_lr = {r.lr: r for r in rows}
     assert by_lr[3].drop < -0.05
     assert [r.status for r in rows] == [ProbeStatus.ROSE, ProbeStatus.FELL, ProbeStatus.BARELY_MOVED]
-    assert check.verdict is Verdict.PASS
+    assert check.verdict is CheckVerdict.PASS
     assert check.numbers["best_lr"] == 1
     assert recommended == pytest.approx((0.1, 3))  # a decade below the best, capped where the loss rose
 
 
 def fake_probe(monkeypatch: pytest.MonkeyPatch, data: Dataset, curves: dict[float, list[float]]) -> ProbeOutcome:
     """probe_learning_rates with each lr's per-iteration losses given instead of trained."""
-    monkeypatch.setattr(sanity, "_probe_losses", lambda _spec, _data, lr: curves[lr])
+    monkeypatch.setattr(probe, "_probe_losses", lambda _spec, _data, lr: curves[lr])
     spec = parse_spec({**spec_with().model_dump(mode="json"), "sanity": {"probe_lrs": list(curves)}})
     return probe_learning_rates(spec, data)
 
@@ -222,7 +222,7 @@ def fell_then_rose(start: float, lowest: float, end: float) -> list[float]:
     ],
 )
 def test_probe_status_says_what_the_loss_did(losses: list[float], status: ProbeStatus) -> None:
-    row = sanity.probe_row(0.1, losses)
+    row = probe.probe_row(0.1, losses)
     assert row.status is status
     assert row.status.too_high == (status not in {ProbeStatus.FELL, ProbeStatus.BARELY_MOVED})
 
@@ -252,7 +252,7 @@ def test_probe_range_comes_only_from_lrs_whose_loss_fell(monkeypatch: pytest.Mon
     assert recommended == pytest.approx((0.01, 1.0))
     assert check.numbers["good_lrs"] == [0.1]
     assert [r.status.value for r in rows] == ["rose", "fell", "barely moved", "barely moved"]
-    assert check.verdict is Verdict.PASS
+    assert check.verdict is CheckVerdict.PASS
     assert check.numbers["too_high"] == [1.0]
     assert check.measured == (
         "loss drop in 100 iterations: 1: -14% rose, 0.1: +12% fell, 0.01: +10% barely moved, 0.001: +0% barely moved"
@@ -267,7 +267,7 @@ def test_probe_never_says_try_larger_when_a_larger_lr_rose(monkeypatch: pytest.M
         0.001: line(2.3, 2.3),
     }
     check, _, recommended = fake_probe(monkeypatch, data, curves)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert recommended is None
     assert check.diagnosis == (
         "the loss barely moved at lr ≤ 0.01 and rose at lr ≥ 0.1: probe between them, "
@@ -292,7 +292,7 @@ def test_probe_failure_advice_points_away_from_the_bad_side(monkeypatch: pytest.
 def test_probe_warns_when_the_best_is_the_largest_probed(monkeypatch: pytest.MonkeyPatch, data: Dataset) -> None:
     curves = {0.1: line(2.3, 1.6), 0.01: line(2.3, 2.0), 0.001: line(2.3, 2.28)}
     check, _, recommended = fake_probe(monkeypatch, data, curves)
-    assert check.verdict is Verdict.WARN  # as the coarse search warns of a best value on its range's edge
+    assert check.verdict is CheckVerdict.WARN  # as the coarse search warns of a best value on its range's edge
     assert check.numbers["edge"] == "high"
     assert check.diagnosis.endswith(
         "; best lr 0.1 is the largest probed: the best may lie above; probe higher (sanity.probe_lrs)"
@@ -303,7 +303,7 @@ def test_probe_warns_when_the_best_is_the_largest_probed(monkeypatch: pytest.Mon
 def test_probe_warns_when_the_best_is_the_smallest_probed(monkeypatch: pytest.MonkeyPatch, data: Dataset) -> None:
     curves = {0.1: line(2.3, 9.0), 0.01: line(2.3, 2.6), 0.001: line(2.3, 1.8)}
     check, _, recommended = fake_probe(monkeypatch, data, curves)
-    assert check.verdict is Verdict.WARN
+    assert check.verdict is CheckVerdict.WARN
     assert check.numbers["edge"] == "low"
     assert check.diagnosis.endswith(
         "; best lr 0.001 is the smallest probed: the best may lie below; probe lower (sanity.probe_lrs)"
@@ -313,7 +313,7 @@ def test_probe_warns_when_the_best_is_the_smallest_probed(monkeypatch: pytest.Mo
 
 def test_probe_of_one_lr_warns_that_it_brackets_nothing(monkeypatch: pytest.MonkeyPatch, data: Dataset) -> None:
     check, _, recommended = fake_probe(monkeypatch, data, {0.01: step(2.3, 1.8)})
-    assert check.verdict is Verdict.WARN
+    assert check.verdict is CheckVerdict.WARN
     assert check.diagnosis.endswith(
         "; best lr 0.01 is the only one probed: the best may lie either side; add lrs to sanity.probe_lrs"
     )
@@ -322,8 +322,8 @@ def test_probe_of_one_lr_warns_that_it_brackets_nothing(monkeypatch: pytest.Monk
 
 @pytest.mark.slow
 def test_probe_on_real_cifar10_recommends_a_range_that_trains(cifar10_root: Path) -> None:
-    from hpsearch.records import TrialConfig
-    from hpsearch.trial import run_trial
+    from hpsearch.runs.records import TrialConfig
+    from hpsearch.training.trial import run_trial
 
     spec = load_spec(ROOT / "configs/cifar10_coarse.yaml")
     # The default lrs' best, 0.1, is the largest of them (a WARN); 1, where the loss explodes, brackets it.
@@ -332,7 +332,7 @@ def test_probe_on_real_cifar10_recommends_a_range_that_trains(cifar10_root: Path
         spec.model_copy(update={"train": spec.train.model_copy(update={"device": "cpu"})}), cifar10_root, None
     )
     check, rows, recommended = probe_learning_rates(spec, data)
-    assert check.verdict is Verdict.PASS, check.diagnosis
+    assert check.verdict is CheckVerdict.PASS, check.diagnosis
     assert rows[0].status is ProbeStatus.EXPLODED
     assert recommended is not None
     low, high = recommended
@@ -433,7 +433,7 @@ def test_cli_writes_a_spec_whose_lr_range_comes_from_lrs_that_fell(
     # --write-spec searches what the probe recommends: centred on 0.1 (the one lr whose loss fell),
     # capped at 1, where the loss rose; 0.01 (9.9%, barely moved) does not pull it down.
     curves = {1.0: step(2.3, 2.62), 0.1: step(2.3, 2.3 * 0.88), 0.01: step(2.3, 2.3 * 0.901), 0.001: step(2.3, 2.3)}
-    monkeypatch.setattr(sanity, "_probe_losses", lambda _spec, _data, lr: curves[lr])
+    monkeypatch.setattr(probe, "_probe_losses", lambda _spec, _data, lr: curves[lr])
     spec = tmp_path / "s.yaml"
     spec.write_text(
         "name: s\ndata: {dataset: synthetic, synthetic_train: 1200, val_size: 200}\n"
@@ -464,7 +464,7 @@ def test_cli_writes_a_spec_whose_lr_range_comes_from_lrs_that_fell(
 def test_the_suggested_coarse_command_is_shell_quoted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A folder with a space: the command printed after --write-spec must paste into a shell as one path.
     curves = {1.0: step(2.3, 2.62), 0.1: step(2.3, 2.0), 0.01: step(2.3, 2.3)}
-    monkeypatch.setattr(sanity, "_probe_losses", lambda _spec, _data, lr: curves[lr])
+    monkeypatch.setattr(probe, "_probe_losses", lambda _spec, _data, lr: curves[lr])
     folder = tmp_path / "my specs"
     folder.mkdir()
     spec = folder / "s.yaml"
@@ -585,24 +585,24 @@ def user_data(user_nets: Path) -> Dataset:
 def test_user_convnet_initial_loss_is_ln_10_and_l2_counts_only_weights(user_nets: Path, user_data: Dataset) -> None:
     spec = user_spec(user_nets)
     check = check_initial_loss(spec, user_data)
-    assert check.verdict is Verdict.PASS, check.diagnosis
+    assert check.verdict is CheckVerdict.PASS, check.diagnosis
     assert check.numbers["loss"] == pytest.approx(2.3026, abs=0.05)
-    net = sanity.fresh_model(spec, user_data)
+    net = base.fresh_model(spec, user_data)
     weights = sum(float((p * p).sum().detach()) for n, p in net.named_parameters() if n.endswith("weight"))
-    assert check.numbers["penalty"] == pytest.approx(0.5 * sanity.REG_PROBE * weights, rel=1e-5)  # biases left out
+    assert check.numbers["penalty"] == pytest.approx(0.5 * initial.REG_PROBE * weights, rel=1e-5)  # biases left out
     assert check.numbers["loss_with_reg"] > check.numbers["loss"]
 
 
 def test_user_convnet_with_huge_scores_fails_the_initial_loss(user_nets: Path, user_data: Dataset) -> None:
     check = check_initial_loss(user_spec(user_nets, head_std=10.0), user_data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert "initial weights too large" in check.diagnosis
 
 
 def test_user_tanh_convnet_with_tiny_weights_collapses(user_nets: Path, user_data: Dataset) -> None:
     # The lecture's experiment on the user's own net: weights N(0, 1e-4) in 6 tanh conv layers.
     check, layers = check_activations(user_spec(user_nets, act="tanh", init=1e-4), user_data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert "collapse toward zero" in check.diagnosis
     assert "Tanh" in check.diagnosis  # names the network's own activation, not the spec's default relu
     assert len(layers) == 6
@@ -614,19 +614,19 @@ def test_user_tanh_convnet_with_tiny_weights_collapses(user_nets: Path, user_dat
 
 def test_user_tanh_convnet_with_large_weights_saturates(user_nets: Path, user_data: Dataset) -> None:
     check, layers = check_activations(user_spec(user_nets, act="tanh", init=1.0), user_data)
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert "of Tanh outputs saturated" in check.diagnosis
     assert layers[-1].saturated is not None and layers[-1].saturated > 0.2
 
 
 def test_user_relu_convnet_with_kaiming_is_nicely_scaled(user_nets: Path, user_data: Dataset) -> None:
     check, layers = check_activations(user_spec(user_nets, act="relu", init="kaiming"), user_data)
-    assert check.verdict is Verdict.PASS, check.diagnosis
+    assert check.verdict is CheckVerdict.PASS, check.diagnosis
     assert len(layers) == 6
     assert all(s.saturated is None for s in layers)  # ReLU does not saturate
     # Each layer's gradient norm is that of the conv feeding it: all six convs get a gradient.
     assert all(s.grad_norm > 0 for s in layers)
-    net = sanity.fresh_model(user_spec(user_nets, act="relu", init="kaiming"), user_data)
+    net = base.fresh_model(user_spec(user_nets, act="relu", init="kaiming"), user_data)
     convs = [m for m in net.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == len(layers)
 
@@ -670,9 +670,9 @@ def test_user_net_with_functional_relu_is_measured_at_its_layers_outputs(user_ne
     assert [s.name for s in layers] == ["fc: Linear output"]
     assert check.measured.startswith("no activation modules: outputs of 1 Linear layer before the scores, std ")
     assert "F.relu" in check.diagnosis and "model.watch" in check.diagnosis
-    assert check.verdict is Verdict.PASS, check.diagnosis
+    assert check.verdict is CheckVerdict.PASS, check.diagnosis
     # The numbers are fc's output's, and its own weight gradient's.
-    net = sanity.fresh_model(spec, user_data, dropout=False)
+    net = base.fresh_model(spec, user_data, dropout=False)
     idx = batch_order(len(user_data.x_train), spec.search.seed, 0, torch.device("cpu"))[: spec.sanity.activation_batch]
     x = user_data.normalize(user_data.x_train[idx])
     with torch.no_grad():
@@ -706,26 +706,26 @@ def test_user_net_with_functional_relu_and_tiny_weights_collapses(user_nets: Pat
     spec = user_spec(nets, "deep")
     check, layers = check_activations(spec, load_data(spec, None, None))
     assert [s.name for s in layers] == [f"layers.{i}: Linear output" for i in range(3)]
-    assert check.verdict is Verdict.FAIL
+    assert check.verdict is CheckVerdict.FAIL
     assert "collapse toward zero" in check.diagnosis
 
 
 def test_user_dropout_is_switched_off_for_the_overfit_test(user_nets: Path, user_data: Dataset) -> None:
     spec = user_spec(user_nets, dropout=0.9)
-    net = sanity.fresh_model(spec, user_data, dropout=False)
+    net = base.fresh_model(spec, user_data, dropout=False)
     dropouts = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
     assert [m.p for m in dropouts] == [0.0]
     x = user_data.normalize(user_data.x_train[:8])
     assert net.training and torch.equal(net(x), net(x))  # deterministic in training mode
-    assert [m.p for m in sanity.fresh_model(spec, user_data).modules() if isinstance(m, torch.nn.Dropout)] == [0.9]
+    assert [m.p for m in base.fresh_model(spec, user_data).modules() if isinstance(m, torch.nn.Dropout)] == [0.9]
     check = check_overfit(spec, user_data)
-    assert check.verdict is Verdict.PASS, check.diagnosis
+    assert check.verdict is CheckVerdict.PASS, check.diagnosis
 
 
 def test_user_tanh_convnet_with_tiny_weights_cannot_overfit(user_nets: Path, user_data: Dataset) -> None:
     # Only the scores' biases learn (the class frequencies of the 20): the loss falls ~10%, no further.
     check = check_overfit(user_spec(user_nets, act="tanh", init=1e-4), user_data)
-    assert check.verdict is not Verdict.PASS
+    assert check.verdict is not CheckVerdict.PASS
     assert check.numbers["train_acc"] <= 0.3
 
 

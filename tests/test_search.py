@@ -9,12 +9,14 @@ from pathlib import Path
 import pytest
 from helpers import StopAfter
 
+from hpsearch.analysis.verdicts import Verdict
 from hpsearch.errors import SpecError, StageStopped, StoreError
-from hpsearch.options import ExecOptions, RefineOptions, StageOptions
-from hpsearch.records import TrialState
-from hpsearch.search import run_coarse
-from hpsearch.spec import Spec, load_spec, parse_spec, spec_to_yaml, with_overrides
-from hpsearch.verdicts import Verdict
+from hpsearch.runs.records import TrialState
+from hpsearch.spec.edit import spec_to_yaml
+from hpsearch.spec.load import load_spec, parse_spec, with_overrides
+from hpsearch.spec.options import ExecOptions, RefineOptions, StageOptions
+from hpsearch.spec.schema import Spec
+from hpsearch.stages.coarse import run_coarse
 
 
 def smoke_spec(space: dict, trials: int = 6, sampler: str = "random", **train: object) -> Spec:
@@ -124,7 +126,7 @@ def test_epochs_override_fixes_searched_epochs_too() -> None:
 
 
 def test_unreadable_trial_lines_are_skipped_and_counted(tmp_path: Path) -> None:
-    from hpsearch.store import StageStore
+    from hpsearch.runs.store import StageStore
 
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1e-1, "log": True}}, trials=2)
     run_coarse(spec, "spec.yaml", StageOptions(out=tmp_path / "r"))
@@ -150,7 +152,7 @@ def test_synthetic_data_has_its_own_seed_not_the_searchs() -> None:
     # A refine stage uses search.seed + 1 and `coarse --seed` changes search.seed: neither may change
     # the data, or stages would be trained and ranked on different datasets.
     from hpsearch.data import load_data
-    from hpsearch.spec import parse_spec, with_overrides
+    from hpsearch.spec.load import parse_spec, with_overrides
 
     base = parse_spec(
         {
@@ -176,7 +178,8 @@ ONE_AT_A_TIME = ExecOptions(population=1, workers=1)
 
 def test_ctrl_c_writes_the_finished_trials_ranked_and_marked_partial(tmp_path: Path) -> None:
     """Issue 12 item 12: an interrupted stage shows what finished; hints name the spec it ran."""
-    from hpsearch.refine import plan_refine, stages
+    from hpsearch.runs.read import stages
+    from hpsearch.search.refine import plan_refine
 
     run = tmp_path / "run"
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=5)
@@ -224,15 +227,15 @@ def test_a_finished_stage_grows_with_resume_and_more_trials(tmp_path: Path) -> N
 def test_a_resume_with_nothing_to_do_neither_loads_data_nor_rewrites_the_stage(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import hpsearch.search
+    import hpsearch.stages.coarse
 
     run = tmp_path / "run"
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=3)
     run_coarse(spec, "s.yaml", StageOptions(out=run))
     files = {p.name: p.read_bytes() for p in (run / "coarse").iterdir() if p.is_file()}
     loads: list[object] = []
-    real_load = hpsearch.search.load_data
-    monkeypatch.setattr(hpsearch.search, "load_data", lambda *a: loads.append(a) or real_load(*a))
+    real_load = hpsearch.stages.coarse.load_data
+    monkeypatch.setattr(hpsearch.stages.coarse, "load_data", lambda *a: loads.append(a) or real_load(*a))
     again = run_coarse(spec, "s.yaml", StageOptions(out=run, resume=True))
     assert again.resumed == 3
     assert len(again.ranked) == 3

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from hpsearch.errors import SpecError
-from hpsearch.space import TrialSampler, describe_grid, trial_configs
-from hpsearch.spec import Spec, parse_spec
+from hpsearch.search.space import TrialSampler, describe_grid, trial_configs
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.schema import Spec
 
 
 def sampler(space: dict, trials: int = 100, seed: int = 0, kind: str = "random") -> TrialSampler:

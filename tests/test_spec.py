@@ -8,17 +8,9 @@ import pytest
 from helpers import ROOT
 
 from hpsearch.errors import SpecError
-from hpsearch.spec import (
-    Activation,
-    Categorical,
-    NumericRange,
-    Spec,
-    load_spec,
-    parse_spec,
-    rewritten_spec,
-    spec_to_yaml,
-    with_space_entry,
-)
+from hpsearch.spec.edit import rewritten_spec, spec_to_yaml, with_space_entry
+from hpsearch.spec.load import load_spec, parse_spec
+from hpsearch.spec.schema import Activation, Categorical, NumericRange, Spec
 
 
 def error_of(data: object) -> str:
@@ -191,7 +183,7 @@ def test_a_name_of_100_plain_characters_is_accepted() -> None:
 
 
 def test_a_bad_command_line_override_is_one_line_naming_the_option() -> None:
-    from hpsearch.spec import with_overrides
+    from hpsearch.spec.load import with_overrides
 
     spec = load_spec(ROOT / "configs/smoke.yaml")
     with pytest.raises(SpecError) as info:

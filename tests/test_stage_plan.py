@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, cli
 
-from hpsearch import search
-from hpsearch.spec import parse_spec
-from hpsearch.stage_plan import StagePlan, Timing
+from hpsearch.spec.load import parse_spec
+from hpsearch.stages import plan as stage_plan
+from hpsearch.stages.plan import StagePlan, Timing
 
 SMOKE = (ROOT / "configs/smoke.yaml").read_text()
 
@@ -48,7 +48,7 @@ def test_coarse_dry_run_prints_the_plan_and_writes_nothing(tmp_path: Path, monke
         timed.append([c.trial_id for c in pop])
         return 0.4, 10
 
-    monkeypatch.setattr(search, "step_seconds", step_seconds)
+    monkeypatch.setattr(stage_plan, "step_seconds", step_seconds)
     spec = smoke(tmp_path)
     res = cli("coarse", str(spec), "--population", "4", "--out", str(tmp_path / "run"), "--dry-run", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

@@ -8,9 +8,9 @@ import math
 import pytest
 
 from hpsearch.data import Dataset, build_dataset
-from hpsearch.records import TrialConfig, TrialResult, TrialState
-from hpsearch.spec import DataSpec, ModelSpec, TrainSpec
-from hpsearch.trial import run_trial
+from hpsearch.runs.records import TrialConfig, TrialResult, TrialState
+from hpsearch.spec.schema import DataSpec, ModelSpec, TrainSpec
+from hpsearch.training.trial import run_trial
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +89,8 @@ def test_lr_decay_and_weight_decay_change_training(synthetic: Dataset) -> None:
 def test_flush_tiny_zeroes_only_values_below_tiny() -> None:
     import torch
 
-    from hpsearch.models import build_model
-    from hpsearch.trial import TINY, flush_tiny_, make_optimizer
+    from hpsearch.training.models import build_model
+    from hpsearch.training.trial import TINY, flush_tiny_, make_optimizer
 
     net = build_model(ModelSpec(hidden=(4,)), (3, 32, 32), 10)
     opt = make_optimizer(net, TrainSpec(optimizer="momentum"))
@@ -159,7 +159,7 @@ def test_a_trial_that_raises_keeps_where_and_a_short_traceback(synthetic: Datase
 def test_zero_tiny_keeps_nan_inf_and_sign() -> None:
     import torch
 
-    from hpsearch.trial import TINY, zero_tiny_
+    from hpsearch.training.trial import TINY, zero_tiny_
 
     t = torch.tensor([float("nan"), float("inf"), -float("inf"), -TINY / 2, TINY / 2, -2 * TINY, 0.5, 1e-45])
     zero_tiny_(t)
@@ -174,7 +174,7 @@ def test_zero_tiny_keeps_nan_inf_and_sign() -> None:
 
 def test_a_loss_that_rises_without_overflowing_is_labelled_loss_rose_not_flat(synthetic: Dataset) -> None:
     # lr 3 with momentum: the loss climbs to ~1e8 but stays finite, so the trial completes. It was `flat`.
-    from hpsearch.curves import CurveLabel, curve_label
+    from hpsearch.analysis.curves import CurveLabel, curve_label
 
     result = run_trial(config(epochs=1, lr=3.0), synthetic)
     assert result.state is TrialState.COMPLETE
@@ -183,7 +183,7 @@ def test_a_loss_that_rises_without_overflowing_is_labelled_loss_rose_not_flat(sy
 
 
 def test_a_trial_that_learns_nothing_is_labelled_at_chance(synthetic: Dataset) -> None:
-    from hpsearch.curves import CurveLabel, curve_label
+    from hpsearch.analysis.curves import CurveLabel, curve_label
 
     result = run_trial(config(epochs=1, lr=1e-6, optimizer="sgd"), synthetic)
     assert result.state is TrialState.COMPLETE

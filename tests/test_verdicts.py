@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from helpers import ROOT, cli
 
-from hpsearch.rank import edges, fmt_value, rank
-from hpsearch.records import CurveData, TrialResult, TrialState
-from hpsearch.spec import SearchSpec, parse_spec
-from hpsearch.verdicts import Verdict, quadratic_fit, range_verdicts
+from hpsearch.analysis.rank import fmt_value, rank
+from hpsearch.analysis.verdicts import Verdict, edges, quadratic_fit, range_verdicts
+from hpsearch.runs.records import CurveData, TrialResult, TrialState
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.schema import SearchSpec
 
 CIFAR = CurveData(num_classes=10, val_size=1000)
 LR = (1e-5, 1.0)  # a log range, 5 decades
@@ -365,8 +366,8 @@ def test_nothing_learned_in_the_low_half_does_not_say_widen_upward_past_an_untri
 
 
 def test_unsampled_part_in_decades_and_in_percent() -> None:
-    from hpsearch.spec import NumericRange
-    from hpsearch.verdicts import unsampled_part
+    from hpsearch.analysis.verdicts import unsampled_part
+    from hpsearch.spec.schema import NumericRange
 
     log = NumericRange(low=1e-4, high=1.0, log=True)
     assert (

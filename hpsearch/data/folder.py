@@ -29,7 +29,7 @@ from hpsearch.data.cifar10 import RawSplits
 from hpsearch.data.download import ProgressFn
 from hpsearch.data.npz import SPLITS, Split, shape_like
 from hpsearch.errors import DataError
-from hpsearch.spec import DataSize
+from hpsearch.spec.schema import DataSize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 CACHE_PREFIX = ".hpsearch-cache-"

@@ -19,7 +19,8 @@ from hpsearch.data.dataset import Dataset, build_dataset, final_dataset, trainin
 from hpsearch.data.download import ProgressFn
 from hpsearch.data.npz import Split
 from hpsearch.errors import DataError, SpecError
-from hpsearch.spec import Spec, parse_spec
+from hpsearch.spec.load import parse_spec
+from hpsearch.spec.schema import Spec
 
 
 def resolve_device(name: str) -> torch.device:

@@ -19,7 +19,7 @@ import torch
 
 from hpsearch.data.cifar10 import RawSplits
 from hpsearch.errors import DataError
-from hpsearch.spec import DataSize
+from hpsearch.spec.schema import DataSize
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (x, y) of one split
 SPLITS = ("train", "val", "test")

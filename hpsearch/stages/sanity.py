@@ -1,0 +1,74 @@
+"""sanity"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from hpsearch.data import (
+    ProgressFn,
+    load_data,
+)
+from hpsearch.errors import StoreError
+from hpsearch.runs.store import StageStore, atomic_write_text, refuse_nested_run
+from hpsearch.sanity.checks import StepCallback, run_sanity_checks
+from hpsearch.sanity.probe import spec_with_lr_range, written_lr_range
+from hpsearch.sanity.results import SanityReport
+from hpsearch.spec.edit import rewritten_spec
+from hpsearch.spec.options import StageOptions
+from hpsearch.spec.schema import Spec
+from hpsearch.stages.base import RUNS_DIR
+from hpsearch.stages.prepare import new_run_info, prepare_model, say_data
+
+
+@dataclass
+class SanityOutcome:
+    report: SanityReport
+    report_path: Path
+    written_spec: Path | None
+
+
+def run_sanity(
+    spec: Spec,
+    spec_path: str,
+    options: StageOptions,
+    *,
+    write_spec: Path | None = None,
+    on_data: ProgressFn | None = None,
+    on_step: StepCallback | None = None,
+    on_model: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> SanityOutcome:
+    """Run the four sanity checks, write RUN/sanity/report.json and, if asked and the probe
+    recommends a range, a copy of the spec with that lr range. `on_model`, `on_warning`, `on_note`:
+    as for run_coarse."""
+    if write_spec is not None and write_spec.exists():
+        raise StoreError(f"{write_spec}: already exists; choose another --write-spec path")
+    if write_spec is not None and not (write_spec.parent.is_dir() and os.access(write_spec.parent, os.W_OK)):
+        raise StoreError(f"{write_spec}: its folder {write_spec.parent} does not exist or is not writable")
+    if options.out is not None:
+        refuse_nested_run(options.out)
+    run_dir = options.out if options.out is not None else RUNS_DIR / spec.name
+    store = StageStore(run_dir / "sanity")
+    data = load_data(spec, options.data_root, on_data, spec_path)
+    say_data(spec, data, on_warning, on_note)
+    source = prepare_model(spec.model, data, spec_path, on_model)  # the network sanity-check builds
+    store.make_dir()  # before the checks run: an unwritable --out fails at once
+    report = run_sanity_checks(spec, data, on_step)
+    run = new_run_info(spec, spec_path, options)
+    run["num_classes"] = data.num_classes
+    if source is not None:
+        run["factory_sha256"] = source.sha256
+    doc = {"spec_path": spec_path, **report.to_dict(), "run": run}
+    store.write_json("report.json", doc)
+    written = None
+    if write_spec is not None and report.recommended_lr is not None:
+        low, high = written_lr_range(*report.recommended_lr)
+        header = f"# Written by hpsearch sanity-check from {spec_path}: lr range from the learning-rate probe.\n"
+        text = rewritten_spec(Path(spec_path), spec_with_lr_range(spec, low, high), write_spec, "lr")
+        atomic_write_text(write_spec, header + text)
+        written = write_spec
+    return SanityOutcome(report, store.path / "report.json", written)

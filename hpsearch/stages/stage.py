@@ -1,0 +1,302 @@
+"""The stage driver: plan trials -> execute -> record -> rank. The one module that knows the order.
+
+`run_coarse` and `run_refine` each plan a stage (space.trial_configs, refine.plan_refine), check a
+resume against what is on disk, load the data and hand the stage to `run_stage`, which trains what
+is not yet finished through the executor, appends one record per trial and writes the ranked
+results. `run_sanity` runs the checks. May import every library module; only the CLI imports it.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from typing import Any
+
+from hpsearch.analysis.curves import stage_advice
+from hpsearch.analysis.rank import rank
+from hpsearch.analysis.verdicts import Verdict, edges, range_verdicts
+from hpsearch.data import (
+    DataRecipe,
+    Dataset,
+)
+from hpsearch.errors import Interrupted, StageStopped, StoreError
+from hpsearch.executors.local import execute
+from hpsearch.output.report import csv_table, markdown_report, results_document
+from hpsearch.runs.read import is_partial, stage_curve_data
+from hpsearch.runs.records import (
+    TrialConfig,
+    TrialResult,
+    TrialState,
+    jsonable,
+)
+from hpsearch.runs.store import StageStore, read_json, utc_now
+from hpsearch.search.halving import replay, rung_epochs, rung_records
+from hpsearch.search.space import trial_config
+from hpsearch.search.tpe import read_proposals, typed_params
+from hpsearch.spec.edit import spec_to_yaml
+from hpsearch.spec.options import ExecOptions, StageOptions
+from hpsearch.spec.schema import Spec
+from hpsearch.stages.base import Stage, StageBook, StageOutcome, StageProgress
+from hpsearch.stages.prepare import new_run_info, resumed_run_info
+from hpsearch.stages.strategies import execute_rungs, execute_waves, is_final, told
+
+
+def with_proposals(stage: Stage) -> Stage:
+    """sampler: tpe: the stage's planned trials and the proposals recorded in its folder after them."""
+    if not stage.spec.search.proposed:
+        return stage
+    known = {c.trial_id for c in stage.configs}
+    proposed = [
+        trial_config(stage.spec, t, typed_params(stage.spec.search, params))
+        for t, params in sorted(read_proposals(stage.store.path).items())
+        if t not in known and t < stage.planned
+    ]
+    return replace(stage, configs=[*stage.configs, *proposed])
+
+
+# --------------------------------------------------------------------------- coarse
+
+
+def finished_stage(stage: Stage) -> StageOutcome | None:
+    """A resumed stage whose every planned trial is already recorded: its outcome read from disk
+    (the results written if a crash came before them), else None."""
+    with stage.store.lock():
+        finished, warnings = reconcile(stage.store, stage.configs)
+        results, complete = current_results(stage)
+        if not complete:
+            return None
+        doc = _results_doc(stage.store)
+        if doc is None or is_partial(doc) or doc.get("trials_planned", len(results)) != len(results):
+            outcome = write_stage_results(stage, results)
+        else:
+            outcome = stage_outcome(stage, results)
+    outcome.warnings, outcome.resumed = warnings, len(finished)
+    return outcome
+
+
+def _results_doc(store: StageStore) -> dict[str, Any] | None:
+    try:
+        doc = read_json(store.path / "results.json")
+    except StoreError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+# --------------------------------------------------------------------------- running a stage
+
+
+def run_stage(
+    stage: Stage, data: Dataset, options: StageOptions, progress: StageProgress | None, resuming: bool
+) -> StageOutcome:
+    """Train the stage's configs not yet finished, one record each, then rank and write the
+    results. On Ctrl-C / SIGTERM mark the running ones interrupted and raise StageStopped."""
+    store = stage.store
+    if resuming:
+        finished, warnings = reconcile(store, stage.configs)
+        run_info = resumed_run_info(store, stage, options)
+    else:
+        store.write_text("spec.yaml", spec_to_yaml(stage.spec))
+        finished, warnings = {}, []
+        run_info = new_run_info(stage.spec, stage.spec_path, options)
+    # Kept from the stage's start on a resume (refuse_changed_factory saw the same hash): the classes
+    # the labels judge chance by, and the code every trial of the stage ran.
+    run_info.setdefault("num_classes", data.num_classes)
+    run_info.setdefault("val_size", len(data.y_val))  # the true count: an npz's x_val or a folder's val/ sets it
+    if stage.factory is not None:
+        run_info.setdefault("factory_sha256", stage.factory.sha256)
+        run_info.setdefault("factory_files", stage.factory.files)  # which file changed, should a resume be refused
+    run_info["trials"] = stage.planned
+    store.write_json("run.json", run_info)
+    book = StageBook(store, stage.planned, list(finished.values()), progress, stage.spec.search.median_stop)
+    todo = [c for c in stage.configs if c.trial_id not in finished]
+    # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
+    recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
+    if todo and stage.spec.model.kind == "python" and options.execution.population != 1:
+        from hpsearch.training.populations.funcpop import population_support
+
+        reason = population_support(todo[0], data)
+        if reason:
+            warnings.append(f"model.factory {stage.spec.model.factory}: trials trained one at a time: {reason}")
+    execution = _with_ray_resources(options.execution, stage.spec)
+    try:
+        if stage.spec.search.halving is not None:
+            execute_rungs(stage, data, execution, book, recipe)
+        else:
+            if progress:
+                unproposed = (stage.planned - len(stage.configs)) * stage.spec.train.epochs
+                progress.start(stage.planned, sum(c.train.epochs for c in todo) + unproposed, len(finished))
+            if stage.spec.search.proposed:
+                execute_waves(stage, data, execution, book.events(), recipe, told(stage, finished))
+            else:
+                execute(todo, data, execution, book.events(), recipe, stage.factory)
+        run_info["end_time"] = utc_now()
+        store.write_json("run.json", run_info)
+        outcome = write_stage_results(stage, current_results(stage)[0])
+        note = book.median_stop_note()
+        if note:
+            book.notes.append(note)
+    except KeyboardInterrupt as e:
+        raise _record_stop(stage, book, run_info, e) from None
+    outcome.warnings, outcome.resumed = warnings + book.notes, len(finished)
+    return outcome
+
+
+def current_results(stage: Stage) -> tuple[list[TrialResult], bool]:
+    """A stage's results as its records stand, and whether it is finished: each planned trial's
+    final record; with halving, each trial's latest rung (outranked ones STOPPED)."""
+    halving = stage.spec.search.halving
+    if halving is None:
+        found = reconcile(stage.store, stage.configs)[0]
+        finished = len(found) == stage.planned
+    else:
+        rungs = rung_epochs(stage.spec.train.epochs, halving)
+        plan = {c.trial_id: jsonable(c.params) for c in stage.configs}
+        by_trial = rung_records(stage.store.read_trials(), plan)
+        if len(plan) < stage.planned:  # sampler: tpe, still proposing: the first rung's results so far
+            found, finished = {t: by_rung[0] for t, by_rung in by_trial.items() if 0 in by_rung}, False
+        else:
+            standing = replay(by_trial, list(plan), rungs, halving.eta)
+            found, finished = standing.results, standing.rung is None
+    # Read back from JSON a record's values are plain (an activation is "relu"): the plan's are typed.
+    return [replace(found[c.trial_id], params=dict(c.params)) for c in stage.configs if c.trial_id in found], finished
+
+
+def reconcile(store: StageStore, configs: list[TrialConfig]) -> tuple[dict[int, TrialResult], list[str]]:
+    """A resumed stage's finished trials (by the records on disk that match this plan) and the
+    warnings about records that did not."""
+    store.remove_stale_temp_files()
+    plan = {c.trial_id: jsonable(c.params) for c in configs}
+    finished: dict[int, TrialResult] = {}
+    foreign_trials: set[int] = set()
+    for r in store.read_trials():  # the first final record with the plan's parameters counts
+        if not r.state.final or r.trial not in plan or r.trial in finished:
+            continue
+        if jsonable(r.params) == plan[r.trial]:
+            finished[r.trial] = r
+        else:
+            foreign_trials.add(r.trial)  # same trial number, other parameters: not this plan's trial
+    foreign = len(foreign_trials)
+    warnings = []
+    if foreign:
+        warnings.append(
+            f"{store.path / 'trials.jsonl'}: {foreign} record(s) with parameters other than the plan's "
+            "for their trial number were ignored; those trials were run again"
+        )
+    unreadable = store.unreadable_note(
+        "a trial recorded only there counts as not run, and is trained again"
+        if len(finished) < len(plan)
+        else "every trial of the plan has a readable record, so none is trained again"
+    )
+    if unreadable:
+        warnings.append(unreadable)
+    return finished, warnings
+
+
+def _with_ray_resources(execution: ExecOptions, spec: Spec) -> ExecOptions:
+    """On Ray, each task asks for the resources the spec names."""
+    if execution.ray is None:
+        return execution
+    res = spec.resources
+    ray = replace(execution.ray, num_cpus=res.num_cpus, num_gpus=res.num_gpus, max_retries=res.max_retries)
+    return replace(execution, ray=ray)
+
+
+def _record_stop(stage: Stage, book: StageBook, run_info: dict[str, Any], e: KeyboardInterrupt) -> StageStopped:
+    """Ctrl-C or SIGTERM: the running trials recorded as interrupted, run.json says when."""
+    with _signals_ignored():  # a second Ctrl-C must not cut this bookkeeping short
+        # What is on disk decides: the signal may have come between a record's write and the
+        # bookkeeping above, and a trial recorded as finished must never be marked interrupted.
+        planned = {c.trial_id for c in stage.configs}
+        on_disk = {t for t in stage.store.final_trials() if t in planned}
+        for cfg in book.running.values():
+            if cfg.trial_id not in on_disk:
+                stopped = TrialResult(trial=cfg.trial_id, state=TrialState.INTERRUPTED, params=dict(cfg.params))
+                stage.store.append_trial(stopped)
+        run_info["end_time"] = None
+        run_info["interrupted_time"] = utc_now()
+        stage.store.write_json("run.json", run_info)
+        # What finished, ranked, marked partial: refine and report know it is not a finished stage.
+        results = current_results(stage)[0]
+        write_stage_results(stage, results, partial=True)
+    code = e.code if isinstance(e, Interrupted) else 130
+    halving = stage.spec.search.halving
+    if halving is not None:  # trials whose fate is known: stopped, or at the last rung, or failed
+        rungs = len(rung_epochs(stage.spec.train.epochs, halving))
+        on_disk = {r.trial for r in results if is_final(r, rungs)}
+    return StageStopped(code, stage.store.path, len(on_disk), stage.planned)
+
+
+@contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """Ctrl-C and SIGTERM ignored inside, the previous handlers back afterwards."""
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+        except ValueError:  # not the main thread: signals are not delivered here anyway
+            pass
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def stage_outcome(stage: Stage, results: list[TrialResult]) -> StageOutcome:
+    """A stage's results ranked best first, with the edge analysis; with successive halving, the
+    epochs each trial was planned to train (its rung's epochs are fewer when it was stopped)."""
+    ranked = rank(sorted(results, key=lambda r: r.trial))
+    best = ranked[0] if ranked and ranked[0].state is TrialState.COMPLETE else None
+    space = stage.spec.search.space
+    data = stage_curve_data(stage.store.path, stage.spec.data)
+    verdicts = range_verdicts(ranked, stage.spec.search, data)
+    # A stage where nothing learned says so, and which way to move, in its lr verdict: once.
+    learned_nothing = any(v.verdict is Verdict.NOTHING_LEARNED for v in verdicts.values())
+    lr_verdict = verdicts.get("lr")
+    # The stage's line and the lr verdict agree: advice to move lr against where its verdict points is not given.
+    toward = lr_verdict.flag if lr_verdict is not None and lr_verdict.verdict is not Verdict.INSIDE else None
+    advice = None if learned_nothing else stage_advice(ranked, data.num_classes, data.val_size, toward)
+    planned = None
+    if stage.spec.search.halving is not None or stage.spec.search.median_stop is not None:
+        epochs = {c.trial_id: c.train.epochs for c in stage.configs}
+        planned = [epochs.get(r.trial, stage.spec.train.epochs) for r in ranked]
+    return StageOutcome(
+        stage.store.path,
+        stage.store.path.name,
+        ranked,
+        edges(space, best, verdicts),
+        sorted(space),
+        advice=advice,
+        data=data,
+        planned_epochs=planned,
+    )
+
+
+def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool = False) -> StageOutcome:
+    """results.json, results.csv and results.md of a stage, best first, with the edge analysis.
+    `partial`: the stage was stopped; these are the trials that finished, and the files say so."""
+    spec, store = stage.spec, stage.store
+    outcome = stage_outcome(stage, results)
+    ranked, edge_list, names, name = outcome.ranked, outcome.edges, outcome.param_names, outcome.stage
+    extra: dict[str, Any] = {"name": spec.name, "metric": "val_acc", "history": stage.history}
+    extra["trials_planned"] = stage.planned
+    title = f"{spec.name}: {name}"
+    if partial:
+        extra["partial"] = True
+        title += f" (partial: {len(results)} of {stage.planned} trials; the stage was stopped)"
+    data, planned = outcome.data, outcome.planned_epochs
+    store.write_json("results.json", results_document(name, ranked, edge_list, extra, data, planned))
+    store.write_text("results.csv", csv_table(ranked, names, planned_epochs=planned, data=data))
+    store.write_text("results.md", markdown_report(title, ranked, names, edge_list, data, planned))
+    return outcome
+
+
+# --------------------------------------------------------------------------- run.json
+
+
+# --------------------------------------------------------------------------- refine
+
+
+# --------------------------------------------------------------------------- sanity checks
