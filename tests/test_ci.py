@@ -155,11 +155,13 @@ def test_junit_reports_a_failed_check_and_an_unwritable_summary_only_warns(
     monkeypatch.setenv(SUMMARY_ENV, str(tmp_path / "no/such/folder/summary.md"))
     res = cli("sanity-check", str(spec), "--out", str(tmp_path / "run"), "--junit", str(tmp_path / "r/junit.xml"))
     assert res.returncode == 1
-    assert "warning: $GITHUB_STEP_SUMMARY: " in res.stderr and "cannot append the summary" in res.stderr
+    assert "warning: $GITHUB_STEP_SUMMARY: " in res.stderr
+    assert "cannot append the summary" in res.stderr
     suite = ET.parse(tmp_path / "r/junit.xml").getroot().find("testsuite")
     assert suite is not None
     failed = {c.get("name"): c.find("failure") for c in suite.findall("testcase")}
-    assert failed["initial_loss"] is not None and "FAIL" in (failed["initial_loss"].text or "")
+    assert failed["initial_loss"] is not None
+    assert "FAIL" in (failed["initial_loss"].text or "")
     assert int(suite.get("failures") or 0) == sum(f is not None for f in failed.values()) >= 1
 
 

@@ -173,7 +173,7 @@ def test_a_bad_seed_on_the_command_line_is_one_line_exit_1(tmp_path: Path) -> No
 
 
 def test_the_progress_bar_shows_planning_at_once_then_an_eta() -> None:
-    """Issue 12 item 16: something on screen while a large search is planned, and time left."""
+    """Something on screen while a large search is planned, and time left."""
     import io
 
     from rich.console import Console
@@ -232,5 +232,6 @@ def test_no_line_of_a_tables_output_ends_in_spaces(tmp_path: Path, capsys: pytes
     finally:
         out.width = saved
     printed = capsys.readouterr().out
-    assert "weight" in printed and "│" not in printed  # the borderless layout
+    assert "weight" in printed
+    assert "│" not in printed  # the borderless layout
     assert [line for line in printed.splitlines() if line.endswith(" ")] == []

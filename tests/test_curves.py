@@ -58,7 +58,7 @@ def test_failed_trial_has_no_curve_label() -> None:
     assert curve_label(trial([], [], [], TrialState.FAILED)) is None
 
 
-# What the issue saw: a loss that rose to 142 (and one that ended at 4.6e23) was labelled flat, "lr too low".
+# What was seen: a loss that rose to 142 (and one that ended at 4.6e23) was labelled flat, "lr too low".
 RISING = [2.3 * 1.05**i for i in range(100)]  # 2.3 -> 290
 
 

@@ -33,8 +33,10 @@ def test_example_spec_loads_and_names_the_factory_beside_it() -> None:
     assert spec.data.dataset == "cifar10"
     assert set(spec.search.space) == {"lr", "weight_decay", "filters"}
     filters = spec.search.space["filters"]
-    assert isinstance(filters, Categorical) and filters.values == (16, 32, 64)
-    assert spec.search.space["lr"].log and spec.search.space["weight_decay"].log  # type: ignore[union-attr]
+    assert isinstance(filters, Categorical)
+    assert filters.values == (16, 32, 64)
+    assert spec.search.space["lr"].log  # type: ignore[union-attr]
+    assert spec.search.space["weight_decay"].log  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("filters", [16, 32, 64])
@@ -49,7 +51,9 @@ def test_three_layer_convnet_scores_a_cifar_batch_starting_at_ln_10(filters: int
     assert scores.shape == (200, 10)
     assert float(F.cross_entropy(scores, y)) == pytest.approx(math.log(10), abs=0.1)  # small scores at init
     conv = net[0]
-    assert isinstance(conv, torch.nn.Conv2d) and conv.out_channels == filters and conv.kernel_size == (7, 7)
+    assert isinstance(conv, torch.nn.Conv2d)
+    assert conv.out_channels == filters
+    assert conv.kernel_size == (7, 7)
 
 
 def _on_synthetic(spec: Spec) -> Spec:

@@ -244,7 +244,8 @@ def test_refine_refuses_a_factory_broken_since_coarse_before_the_stage_is_made(t
     (tmp_path / "nets.py").write_text(BAD["wrong output shape"][1] or "")
     res = cli("refine", str(tmp_path / "run"), "--trials", "1")
     assert res.returncode == 1, res.stderr
-    assert "model.factory" in res.stderr and "output of shape (2, 5)" in res.stderr
+    assert "model.factory" in res.stderr
+    assert "output of shape (2, 5)" in res.stderr
     assert not (tmp_path / "run/refine-1").exists()
 
 

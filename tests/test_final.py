@@ -72,7 +72,8 @@ def test_final_trains_finalists_with_seeds_scores_the_test_set_once_and_keeps_th
     assert "final: 2 configurations x 2 seeds, 2 epochs on train + validation, scored once on 300 test" in res.stdout
     # The progress bar names what trains: final's runs, not a search's trials.
     bar = [line for line in res.stderr.splitlines() if "4/4" in line]
-    assert len(bar) == 1 and bar[0].split()[:1] == ["final"], res.stderr
+    assert len(bar) == 1, res.stderr
+    assert bar[0].split()[:1] == ["final"], res.stderr
     assert "run 4/4" in bar[0]
     entries = ledger(run)
     best_two = [r["trial"] for r in ranked_trials(run)[:2]]
@@ -103,7 +104,9 @@ def test_final_trains_finalists_with_seeds_scores_the_test_set_once_and_keeps_th
         predictions = model(preprocess(test[0])).argmax(1)
     assert predictions[:64].tolist() == info["predictions"]["classes"]
     assert float((predictions == test[1]).double().mean()) == info["test_acc"]
-    assert info["input_dtype"] == "uint8" and info["num_classes"] == 10 and info["torch"] == torch.__version__
+    assert info["input_dtype"] == "uint8"
+    assert info["num_classes"] == 10
+    assert info["torch"] == torch.__version__
     assert info["spec"]["train"]["lr"] == info["params"]["lr"]  # the resolved spec: searched values applied
 
 
@@ -135,7 +138,8 @@ def test_a_second_final_is_refused_unless_again_and_then_says_so(run: Path) -> N
     again = cli("final", str(run), "--top", "1", "--seeds", "1")
     assert again.returncode == 1
     last = again.stderr.strip().splitlines()[-1]
-    assert "the test set was already evaluated by 1 final (last 20" in last and "--again" in last
+    assert "the test set was already evaluated by 1 final (last 20" in last
+    assert "--again" in last
     assert len(ledger(run)) == 1  # refused before anything was evaluated
     res = cli("final", str(run), "--top", "2", "--seeds", "1", "--again")
     assert res.returncode == 0, res.stderr
@@ -154,9 +158,11 @@ def test_an_interrupted_final_resumes_without_scoring_any_run_twice(run: Path) -
     # ... and the append it was doing was cut mid-line by the crash: skipped, and the next line starts fresh.
     (run / "final" / LEDGER).write_text("".join(lines[:-1]) + '{"attempt": 1, "trial": ')
     refused = cli("final", str(run))
-    assert refused.returncode == 1 and "--resume finishes it" in refused.stderr
+    assert refused.returncode == 1
+    assert "--resume finishes it" in refused.stderr
     other = cli("final", str(run), "--resume", "--seeds", "3")
-    assert other.returncode == 1 and "cannot resume with --seeds 3: the interrupted final planned 2" in other.stderr
+    assert other.returncode == 1
+    assert "cannot resume with --seeds 3: the interrupted final planned 2" in other.stderr
     res = cli("final", str(run), "--resume")
     assert res.returncode == 0, res.stderr
     text = (run / "final" / LEDGER).read_text().splitlines()
@@ -165,7 +171,8 @@ def test_an_interrupted_final_resumes_without_scoring_any_run_twice(run: Path) -
     assert len(keys) == len(set(keys)) == 4
     assert "resuming: 3 of 4 runs already finished, 1 to run" in res.stderr
     nothing = cli("final", str(run), "--resume")
-    assert nothing.returncode == 0 and "nothing to resume" in nothing.stderr
+    assert nothing.returncode == 0
+    assert "nothing to resume" in nothing.stderr
 
 
 def test_fit_on_train_with_the_search_seed_reproduces_the_search_trial(run: Path, tmp_path: Path) -> None:
@@ -185,7 +192,8 @@ def test_fit_on_train_with_the_search_seed_reproduces_the_search_trial(run: Path
     )
     one = {(e["trial"], e["seed"]): e["test_acc"] for e in ledger(run)}
     together = {(e["trial"], e["seed"]): e["test_acc"] for e in ledger(other)}
-    assert one.keys() == together.keys() and len(one) == 6
+    assert one.keys() == together.keys()
+    assert len(one) == 6
     assert all(abs(one[k] - together[k]) <= 2 / 300 for k in one)  # float rounding may flip an example
 
 
@@ -194,7 +202,8 @@ def test_data_without_a_test_split(tmp_path: Path) -> None:
     res = cli("final", str(run), "--top", "1", "--seeds", "1")
     assert res.returncode == 1
     last = res.stderr.strip().splitlines()[-1]
-    assert "the data has no test split" in last and "--fit-on train" in last
+    assert "the data has no test split" in last
+    assert "--fit-on train" in last
     res = cli("final", str(run), "--top", "2", "--seeds", "1", "--fit-on", "train")
     assert res.returncode == 0, res.stderr
     assert "ranked by validation accuracy (no test split)" in res.stdout
@@ -224,7 +233,8 @@ def test_final_needs_a_finished_stage(tmp_path: Path) -> None:
 def test_fit_on_values() -> None:
     assert [f.value for f in FitOn] == ["train+val", "train"]
     res = cli("final", "x", "--fit-on", "test")
-    assert res.returncode == 2 and "'test' is not one of" in res.stderr
+    assert res.returncode == 2
+    assert "'test' is not one of" in res.stderr
 
 
 USER_NET = """\

@@ -201,7 +201,8 @@ def test_auto_keeps_a_population_only_when_it_measured_faster() -> None:
 def test_a_network_that_raises_fails_each_trial_with_its_own_error(data: Dataset, nets: Path) -> None:
     cs = configs(user_model(nets, "broken_net"), "momentum", [0.02, 0.01], [1e-3, 0.0])
     reason = population_support(cs[0], data)
-    assert reason is not None and "a bug in the user's forward" in reason
+    assert reason is not None
+    assert "a bug in the user's forward" in reason
     results = train_group(cs, data)
     assert [r.state for r in results] == [TrialState.FAILED, TrialState.FAILED]
     assert all(r.error is not None and "a bug in the user's forward" in r.error for r in results)

@@ -76,8 +76,10 @@ def test_replay_finds_the_first_rung_with_trials_left_and_stops_the_outranked() 
     records[7][2] = result(7, 0.97, rung=2)
     done = replay(records, list(range(9)), rungs, 3)
     assert done.rung is None
-    assert done.results[7].state is TrialState.COMPLETE and done.results[7].rung == 2
-    assert done.results[8].state is TrialState.STOPPED and done.results[8].rung == 1
+    assert done.results[7].state is TrialState.COMPLETE
+    assert done.results[7].rung == 2
+    assert done.results[8].state is TrialState.STOPPED
+    assert done.results[8].rung == 1
 
 
 def test_only_trials_that_can_still_go_on_keep_their_state() -> None:
@@ -179,7 +181,8 @@ def test_a_halving_stage_trains_the_best_half_on_and_stops_the_rest(tmp_path: Pa
             assert r.epochs_done == [1, 2][r.rung or 0]
             assert len(r.val_acc_per_epoch) == r.epochs_done
     final = [r for r in outcome.ranked if r.state is TrialState.COMPLETE]
-    assert [r.rung for r in final] == [2, 2] and all(r.epochs_done == 4 for r in final)
+    assert [r.rung for r in final] == [2, 2]
+    assert all(r.epochs_done == 4 for r in final)
     assert outcome.best is final[0]
     # Ranked by rung first: every trial that reached rung 2 above every one stopped earlier.
     rungs = [r.rung for r in outcome.ranked if r.state in (TrialState.COMPLETE, TrialState.STOPPED)]

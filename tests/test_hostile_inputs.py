@@ -547,7 +547,7 @@ def test_full_disk_while_writing_trials_keeps_every_record_written(finished_run:
 
 
 def test_report_on_a_full_disk_is_one_line_and_keeps_the_report_drawn_before(runs: Path) -> None:
-    # Issue 27 item 8: a 79-line matplotlib traceback, and the first PNG cut where the disk filled.
+    # It used to print a 79-line matplotlib traceback and leave the first PNG cut where the disk filled.
     run = runs / "done"
     assert cli("report", str(run)).returncode == 0
     before = tree(run)
@@ -606,7 +606,7 @@ def test_a_grid_search_says_what_grid_it_built_and_workers_above_the_cores_warn(
 
 
 # --------------------------------------------------------------------------- a user's npz file or image folder
-# (issue 13: data.dataset npz and folder). Each builder writes the data under `d` and returns the spec's data
+# (data.dataset npz and folder). Each builder writes the data under `d` and returns the spec's data
 # section and what the one error line must say; nothing may run, no run directory may appear.
 
 _USER_DATA = SMOKE[SMOKE.index("data:\n") : SMOKE.index("model:\n")]
@@ -841,7 +841,7 @@ def test_bad_user_data_is_refused_naming_the_file_before_anything_runs(runs: Pat
     assert tree(runs / "done") == run_before
 
 
-# --------------------------------------------------------------------------- a user's factory file (issue 13)
+# --------------------------------------------------------------------------- a user's factory file
 
 FACTORY_SPEC = """\
 name: own

@@ -65,7 +65,7 @@ def _private(name: str) -> bool:
 
 
 def test_a_process_pays_its_one_time_costs_before_the_first_trials_clock_starts() -> None:
-    """Issue 12 item 16: the first trial's wall time had torch._dynamo's import in it (the first
+    """The first trial's wall time had torch._dynamo's import in it (the first
     torch.optim optimizer pulls it in), so it read ~2 s slower than the others."""
     code = (
         "import sys, hpsearch.training.recorder as rec, hpsearch.training.populations.group as pop\n"

@@ -100,7 +100,9 @@ def test_one_at_a_time_each_trial_stops_where_the_rule_says(whole: Path) -> None
     recs, rule = records(whole), MedianStopSpec(startup_trials=3)
     stopped = [t for t, r in recs.items() if r["state"] == "stopped"]
     judged_complete = [t for t, r in recs.items() if r["state"] == "complete" and t >= 3]
-    assert stopped and judged_complete, recs  # both outcomes happen, so the check below can fail
+    # both outcomes happen, so the check below can fail
+    assert stopped, recs
+    assert judged_complete, recs
     for t, r in recs.items():
         epochs, bar = replayed(recs, t, rule)
         assert r["stopped_below"] == bar, t  # a diverged trial: not stopped before it blew up
@@ -109,7 +111,8 @@ def test_one_at_a_time_each_trial_stops_where_the_rule_says(whole: Path) -> None
     doc = json.loads((whole / "coarse/results.json").read_text())
     assert {t["trial"] for t in doc["ranked"]} == set(range(12))
     md = (whole / "coarse/results.md").read_text()
-    assert "then stopped by median_stop" in md and f"{recs[stopped[0]]['epochs_done']}/{EPOCHS}" in md
+    assert "then stopped by median_stop" in md
+    assert f"{recs[stopped[0]]['epochs_done']}/{EPOCHS}" in md
 
 
 def test_stopped_members_leave_their_population_unchanged(tmp_path: Path, whole: Path) -> None:
@@ -123,12 +126,14 @@ def test_stopped_members_leave_their_population_unchanged(tmp_path: Path, whole:
     run_coarse(parse_spec(no_rule), "m.yaml", StageOptions(out=free, execution=populations))
     a, b = records(ruled), records(free)
     stopped = [t for t, r in a.items() if r["state"] == "stopped"]
-    assert stopped and all(t >= 4 for t in stopped)  # the first population had nothing to be held to
+    assert stopped
+    assert all(t >= 4 for t in stopped)  # the first population had nothing to be held to
     for t, r in a.items():
         n = r["epochs_done"]
         assert r["val_acc_per_epoch"] == b[t]["val_acc_per_epoch"][:n], t
         if r["state"] != "stopped":
-            assert r["val_acc_per_epoch"] == b[t]["val_acc_per_epoch"] and n == b[t]["epochs_done"]
+            assert r["val_acc_per_epoch"] == b[t]["val_acc_per_epoch"]
+            assert n == b[t]["epochs_done"]
 
 
 @pytest.mark.parametrize("n", [2, 7])
@@ -148,7 +153,8 @@ def test_tpe_is_told_a_stopped_trial_as_pruned_with_its_curve(tmp_path: Path) ->
         trial=5, state=TrialState.STOPPED, params={"lr": 0.01}, val_acc=0.3, val_acc_per_epoch=[0.2, 0.3]
     )
     told = _optuna_trial(optuna, search, stopped, _distributions(search))
-    assert told.state == optuna.trial.TrialState.PRUNED and told.intermediate_values == {0: 0.2, 1: 0.3}
+    assert told.state == optuna.trial.TrialState.PRUNED
+    assert told.intermediate_values == {0: 0.2, 1: 0.3}
     complete = TrialResult(trial=6, state=TrialState.COMPLETE, params={"lr": 0.01}, val_acc=0.5)
     assert _optuna_trial(optuna, search, complete, _distributions(search)).value == 0.5
     # A tpe stage under the rule: trials stop, and every wave was told every trial finished before it.
@@ -168,7 +174,8 @@ def test_one_population_is_judged_by_nothing_and_the_cli_says_so(tmp_path: Path)
     assert "search.median_stop judged no trial: every trial started training before 3 had completed" in r.stderr
     assert all(rec["state"] == "complete" for rec in records(tmp_path / "run").values())
     r = cli("coarse", str(path), "--out", str(tmp_path / "one"), "--population", "1")
-    assert r.returncode == 0 and "judged no trial" not in r.stderr
+    assert r.returncode == 0
+    assert "judged no trial" not in r.stderr
     assert "epochs" in r.stdout.splitlines()[2]  # the table shows how far each trial got
 
 
@@ -193,5 +200,7 @@ def test_median_stop_mistakes_are_one_line_errors(tmp_path: Path, search: dict[s
     path = tmp_path / "bad.yaml"
     path.write_text(json.dumps(b))
     r = cli("coarse", str(path), "--out", str(tmp_path / "run"))
-    assert r.returncode == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.returncode == 1, r.stderr
+    assert message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "run").exists()

@@ -177,7 +177,8 @@ def test_a_one_epoch_run_spans_epochs_zero_to_one() -> None:
     acc = accuracy_series([s])
     assert [list(a.epochs) for a in acc] == [[1], [1]]
     lo, hi = accuracy_xlim(acc)
-    assert lo == 0.0 and 1.0 < hi <= 1.5  # epoch 1 inside the axis, not on a 0.945..1.05 sliver
+    assert lo == 0.0
+    assert 1.0 < hi <= 1.5  # epoch 1 inside the axis, not on a 0.945..1.05 sliver
 
 
 def test_a_three_epoch_run_spans_zero_to_three() -> None:
@@ -210,7 +211,8 @@ def _rising_then_nan(n: int) -> TrialResult:
 def test_a_record_read_back_ends_its_diverged_curve_on_the_last_finite_loss() -> None:
     # trials.jsonl writes the NaN as null and reads it back as NaN: the curve stops on the 3.0 before it.
     line = json.dumps(_rising_then_nan(0).to_dict())
-    assert line.count("null") >= 1 and "NaN" not in line
+    assert line.count("null") >= 1
+    assert "NaN" not in line
     r = TrialResult.from_dict(json.loads(line))
     (series,) = loss_series([stage({"lr": LR}, [r])], "lr")
     assert series.x[-1] == pytest.approx(19 / STEPS)
@@ -250,7 +252,8 @@ def test_a_one_epoch_accuracy_plot_marks_train_and_validation() -> None:
     ax = fig.axes[0]
     markers = sorted(line.get_marker() for line in ax.get_lines())
     assert markers == ["o", "s"]  # validation dots, train squares: one point each is still seen
-    assert ax.get_xlim()[0] == 0.0 and ax.get_xlim()[1] > 1.0
+    assert ax.get_xlim()[0] == 0.0
+    assert ax.get_xlim()[1] > 1.0
 
 
 # --------------------------------------------------------------------------- successive halving
@@ -433,12 +436,15 @@ def test_one_complete_trial_means_no_message() -> None:
 def test_a_stage_of_failures_points_to_their_errors() -> None:
     failed = TrialResult(trial=0, state=TrialState.FAILED, params={"lr": 0.1}, error="ValueError: x")
     message = no_complete_message([stage({"lr": LR}, [failed])])
-    assert message is not None and "1 failed" in message and "trials.jsonl" in message
+    assert message is not None
+    assert "1 failed" in message
+    assert "trials.jsonl" in message
 
 
 def test_with_lr_not_searched_the_advice_names_the_specs_lr() -> None:
     message = no_complete_message([stage({"weight_decay": WD}, [diverged(0, weight_decay=1e-3)])])
-    assert message is not None and message.endswith("lower train.lr.")
+    assert message is not None
+    assert message.endswith("lower train.lr.")
 
 
 # --------------------------------------------------------------------------- ticks and legends

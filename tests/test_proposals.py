@@ -100,7 +100,8 @@ def test_same_shape_waves_share_their_firsts_shape_and_train_as_one_population(t
     free = propose(search, history, 20, 8)
     assert len({p["hidden"] for p in free}) == 2  # left alone, TPE proposes both shapes in a wave of 8
     shaped = propose(search, history, 20, 8, shared=["hidden"])
-    assert shaped[0] == free[0] and {p["hidden"] for p in shaped} == {free[0]["hidden"]}
+    assert shaped[0] == free[0]
+    assert {p["hidden"] for p in shaped} == {free[0]["hidden"]}
     assert len({p["lr"] for p in shaped}) == 8  # the rest is still TPE's to propose
     shaped_body = tpe_body(trials=11, startup=5, wave=3)
     shaped_body["search"]["tpe"]["same_shape"] = True
@@ -129,10 +130,12 @@ def test_a_tpe_stage_proposes_in_waves_recorded_before_they_train(tmp_path: Path
         for t in w["trials"]:
             assert recorded[t["trial"]]["params"] == t["params"]
     doc = json.loads((run / "coarse/results.json").read_text())
-    assert doc["trials_planned"] == 9 and "partial" not in doc
+    assert doc["trials_planned"] == 9
+    assert "partial" not in doc
     # Refine plans from a tpe stage as from any other (random search in the narrowed ranges).
     plan = plan_refine(run, RefineOptions(trials=4))
-    assert len(plan.configs) == 4 and plan.spec.search.sampler.value == "random"
+    assert len(plan.configs) == 4
+    assert plan.spec.search.sampler.value == "random"
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +197,8 @@ def test_a_tpe_stage_grows_on_resume(tmp_path: Path, whole: Path) -> None:
     run = tmp_path / "grown"
     run_coarse(tpe_spec(), "t.yaml", StageOptions(out=run, execution=ONE_AT_A_TIME))
     grown = run_coarse(tpe_spec(trials=11), "t.yaml", StageOptions(out=run, execution=ONE_AT_A_TIME, resume=True))
-    assert grown.resumed == 9 and len(grown.ranked) == 11
+    assert grown.resumed == 9
+    assert len(grown.ranked) == 11
     assert [w["told"] for w in waves(run)] == [5, 7, 9]
 
 
@@ -207,7 +211,8 @@ def test_refine_can_keep_the_model(tmp_path: Path) -> None:
     run = tmp_path / "run"
     coarse = run_coarse(parse_spec(body), "t.yaml", StageOptions(out=run, execution=ONE_AT_A_TIME))
     plan = plan_refine(run, RefineOptions(trials=5))
-    assert plan.spec.search.sampler.value == "tpe" and len(plan.configs) == 1
+    assert plan.spec.search.sampler.value == "tpe"
+    assert len(plan.configs) == 1
     space = plan.spec.search.space
     low, high = space["lr"].low, space["lr"].high  # type: ignore[union-attr]
     hidden = space["hidden"].values if "hidden" in space else ((8,), (16, 8))  # type: ignore[union-attr]
@@ -216,7 +221,8 @@ def test_refine_can_keep_the_model(tmp_path: Path) -> None:
     assert sorted(r.trial for r in plan.prior) == inside
     assert plan.history[-1]["told_earlier_trials"] == len(inside)
     outcome = run_refine(run, RefineOptions(trials=5, execution=ONE_AT_A_TIME))
-    assert outcome.outcome is not None and len(outcome.outcome.ranked) == 5
+    assert outcome.outcome is not None
+    assert len(outcome.outcome.ranked) == 5
     stage_waves = read_json_lines(run / "refine-1" / PROPOSALS)[0]
     assert [w["told"] for w in stage_waves] == [len(inside) + 1, len(inside) + 3]  # earlier trials, then its own
     for w in stage_waves:
@@ -259,7 +265,8 @@ def test_with_halving_the_first_rung_is_proposed_and_the_best_third_go_on(whole_
     by_trial = fates(whole_halving)
     assert sorted(by_trial) == list(range(9))
     went_on = [t for t, f in by_trial.items() if f[1] == 1]
-    assert len(went_on) == 3 and all(by_trial[t][2] == 3 for t in went_on)
+    assert len(went_on) == 3
+    assert all(by_trial[t][2] == 3 for t in went_on)
     first_rung = [f for t, f in by_trial.items() if t not in went_on]
     assert all(f[1] == 0 and f[2] == 1 for f in first_rung)
     assert not (whole_halving / "coarse/checkpoints").exists()
@@ -305,7 +312,9 @@ def test_tpe_spec_mistakes_are_one_line_errors(tmp_path: Path, search: dict[str,
     path = tmp_path / "bad.yaml"
     path.write_text(json.dumps(body))
     r = cli("coarse", str(path), "--out", str(tmp_path / "run"))
-    assert r.returncode == 1 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.returncode == 1, r.stderr
+    assert message in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not (tmp_path / "run").exists()
 
 

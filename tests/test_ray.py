@@ -80,7 +80,8 @@ def test_a_tpe_halving_search_on_ray_equals_the_local_one(tmp_path: Path, ray_ad
     spec = tmp_path / "smoke2.yaml"
     text = Path(SMOKE).read_text().replace("sampler: random", "sampler: tpe\n  tpe: {startup_trials: 2, wave: 2}")
     text = text.replace("  seed: 0\n", "  seed: 0\n  halving: {eta: 2, min_epochs: 1}\n")
-    assert "sampler: tpe" in text and "halving:" in text
+    assert "sampler: tpe" in text
+    assert "halving:" in text
     spec.write_text(text + "resources:\n  num_cpus: 2\n")
     args = ["--trials", "4", "--epochs", "2", "--population", "1"]
     local = cli("coarse", str(spec), "--out", str(tmp_path / "local"), *args, "--workers", "1")
@@ -92,12 +93,14 @@ def test_a_tpe_halving_search_on_ray_equals_the_local_one(tmp_path: Path, ray_ad
     assert on_ray.returncode == 0, on_ray.stderr
     assert "best val_acc" in on_ray.stderr  # the same progress bar
     proposed = [(tmp_path / d / "coarse/proposals.jsonl").read_text() for d in ("ray", "local")]
-    assert proposed[0] == proposed[1] and proposed[0].count("\n") == 1  # trials 2-3
+    assert proposed[0] == proposed[1]
+    assert proposed[0].count("\n") == 1  # trials 2-3
     a = final_records(tmp_path / "ray/coarse/trials.jsonl")
     b = final_records(tmp_path / "local/coarse/trials.jsonl")
     key = lambda r: (r["trial"], r["rung"], r["state"])  # noqa: E731
     assert sorted(map(key, a)) == sorted(map(key, b))
-    assert {r["trial"] for r in a} == set(range(4)) and {r["state"] for r in a} >= {"stopped", "complete"}
+    assert {r["trial"] for r in a} == set(range(4))
+    assert {r["state"] for r in a} >= {"stopped", "complete"}
     by = {key(r): r for r in b}
     for r in a:
         assert r["params"] == by[key(r)]["params"]
@@ -219,7 +222,7 @@ def test_sigterm_during_a_ray_run_records_interrupted_trials_and_exits_143(tmp_p
     assert sorted(r["trial"] for r in final_records(run / "coarse/trials.jsonl")) == list(range(6))
 
 
-# --------------------------------------------------------------------------- a user's own network (issue 13)
+# --------------------------------------------------------------------------- a user's own network
 
 OWN_NET = """\
 import torch.nn as nn

@@ -240,8 +240,8 @@ def test_resume_after_a_torn_write_reruns_that_trial_and_says_so(tmp_path: Path)
 
 
 def test_a_trials_file_changed_by_hand_is_said_once_by_each_command_that_reads_it(tmp_path: Path) -> None:
-    # Issue 27 item 11: the best trial's val_acc set to "high" and a garbage line: report and refine
-    # dropped the best trial without a word, and resume blamed a crash.
+    # With the best trial's val_acc set to "high" and a garbage line, report and refine used to
+    # drop the best trial without a word, and resume blamed a crash.
     run = tmp_path / "run"
     args = ["coarse", SMOKE, "--out", str(run), "--trials", "4", "--epochs", "1"]
     assert cli(*args).returncode == 0

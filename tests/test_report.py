@@ -283,7 +283,7 @@ def test_sanity_probe_table_says_what_each_lrs_loss_did() -> None:
 # --------------------------------------------------------------------------- noise: intervals and ties
 
 N1000 = CurveData(num_classes=10, val_size=1000)
-# Issue 14's numbers: at n=1000 the first three are within noise of each other, the fourth is not.
+# At n=1000 the first three are within noise of each other, the fourth is not.
 TIED = rank(
     [
         trial(0, 0.497, lr=1e-3),

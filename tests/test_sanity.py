@@ -15,9 +15,8 @@ from helpers import ROOT, cli
 
 from hpsearch.data import Dataset, load_data
 from hpsearch.errors import SpecError
-from hpsearch.sanity import base, initial, probe
 from hpsearch.sanity.activations import check_activations
-from hpsearch.sanity.checks import run_sanity_checks
+from hpsearch.sanity.checks import base, initial, probe, run_sanity_checks
 from hpsearch.sanity.initial import check_initial_loss
 from hpsearch.sanity.overfit import check_overfit
 from hpsearch.sanity.probe import (
@@ -174,12 +173,13 @@ def test_probe_fails_when_nothing_trains(data: Dataset) -> None:
 
 
 def test_probe_calls_the_deep_tanh_nets_rising_loss_rose_not_ok(data: Dataset) -> None:
-    # Issue 12: on a deep tanh net a loss that rose ("0.01: -13.6%") was shown as ok. Here vanilla
+    # On a deep tanh net a loss that rose ("0.01: -13.6%") was shown as ok. Here vanilla
     # SGD at lr 3 makes this 4-layer tanh net's loss rise ~20% in 100 iterations; lr 1 trains it.
     spec = spec_with({"hidden": [32] * 4, "activation": "tanh", "init": "xavier"}, optimizer="sgd")
     spec = parse_spec({**spec.model_dump(mode="json"), "sanity": {"probe_lrs": [3, 1, 1e-4]}})
     check, rows, recommended = probe_learning_rates(spec, data)
-    assert "3: -" in check.measured and "% rose" in check.measured, check.measured
+    assert "3: -" in check.measured, check.measured
+    assert "% rose" in check.measured, check.measured
     by_lr = {r.lr: r for r in rows}
     assert by_lr[3].drop < -0.05
     assert [r.status for r in rows] == [ProbeStatus.ROSE, ProbeStatus.FELL, ProbeStatus.BARELY_MOVED]
@@ -214,7 +214,7 @@ def fell_then_rose(start: float, lowest: float, end: float) -> list[float]:
         (line(2.3, 1.8), ProbeStatus.FELL),  # -22% at the end
         (line(2.3, 2.2), ProbeStatus.BARELY_MOVED),  # -4%: lr too low
         (line(2.3, 2.35), ProbeStatus.BARELY_MOVED),  # +2%: batch noise, not a rise
-        (line(2.3, 2.62), ProbeStatus.ROSE),  # the issue's "-13.6%"
+        (line(2.3, 2.62), ProbeStatus.ROSE),  # the "-13.6%" once shown as ok
         (line(2.3, 6.0), ProbeStatus.EXPLODED),
         ([2.3, 5.0, float("nan")], ProbeStatus.DIVERGED),
         (fell_then_rose(2.3, 1.0, 1.9), ProbeStatus.REBOUNDED),  # ends 17% below its start, far above its lowest
@@ -370,7 +370,9 @@ def test_cli_passes_writes_report_and_spec(tmp_path: Path) -> None:
     assert "weight_decay" in written.search.space  # the rest of the space is kept
     assert written == spec_with_lr_range(load_spec(spec), written_low, written_high)  # and everything else
     text = out_spec.read_text()
-    assert "null" not in text and "probe_lrs" not in text  # the user's keys, not every default
+    # the user's keys, not every default
+    assert "null" not in text
+    assert "probe_lrs" not in text
     assert "lr_decay: 0.95" in text
 
     # The user's file line for line (its comments too), the searched lr range the one line changed.
@@ -616,7 +618,8 @@ def test_user_tanh_convnet_with_large_weights_saturates(user_nets: Path, user_da
     check, layers = check_activations(user_spec(user_nets, act="tanh", init=1.0), user_data)
     assert check.verdict is CheckVerdict.FAIL
     assert "of Tanh outputs saturated" in check.diagnosis
-    assert layers[-1].saturated is not None and layers[-1].saturated > 0.2
+    assert layers[-1].saturated is not None
+    assert layers[-1].saturated > 0.2
 
 
 def test_user_relu_convnet_with_kaiming_is_nicely_scaled(user_nets: Path, user_data: Dataset) -> None:
@@ -669,7 +672,8 @@ def test_user_net_with_functional_relu_is_measured_at_its_layers_outputs(user_ne
     check, layers = check_activations(spec, user_data)
     assert [s.name for s in layers] == ["fc: Linear output"]
     assert check.measured.startswith("no activation modules: outputs of 1 Linear layer before the scores, std ")
-    assert "F.relu" in check.diagnosis and "model.watch" in check.diagnosis
+    assert "F.relu" in check.diagnosis
+    assert "model.watch" in check.diagnosis
     assert check.verdict is CheckVerdict.PASS, check.diagnosis
     # The numbers are fc's output's, and its own weight gradient's.
     net = base.fresh_model(spec, user_data, dropout=False)
@@ -716,7 +720,8 @@ def test_user_dropout_is_switched_off_for_the_overfit_test(user_nets: Path, user
     dropouts = [m for m in net.modules() if isinstance(m, torch.nn.Dropout)]
     assert [m.p for m in dropouts] == [0.0]
     x = user_data.normalize(user_data.x_train[:8])
-    assert net.training and torch.equal(net(x), net(x))  # deterministic in training mode
+    assert net.training
+    assert torch.equal(net(x), net(x))  # deterministic in training mode
     assert [m.p for m in base.fresh_model(spec, user_data).modules() if isinstance(m, torch.nn.Dropout)] == [0.9]
     check = check_overfit(spec, user_data)
     assert check.verdict is CheckVerdict.PASS, check.diagnosis

@@ -177,9 +177,8 @@ ONE_AT_A_TIME = ExecOptions(population=1, workers=1)
 
 
 def test_ctrl_c_writes_the_finished_trials_ranked_and_marked_partial(tmp_path: Path) -> None:
-    """Issue 12 item 12: an interrupted stage shows what finished; hints name the spec it ran."""
-    from hpsearch.runs.read import stages
-    from hpsearch.search.refine import plan_refine
+    """An interrupted stage shows what finished; hints name the spec it ran."""
+    from hpsearch.search.refine import plan_refine, stages
 
     run = tmp_path / "run"
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=5)
@@ -202,7 +201,7 @@ def test_ctrl_c_writes_the_finished_trials_ranked_and_marked_partial(tmp_path: P
 
 
 def test_a_finished_stage_grows_with_resume_and_more_trials(tmp_path: Path) -> None:
-    """Issue 12 item 13: trial i depends only on the seed and i, so --resume --trials 6 on a finished
+    """Trial i depends only on the seed and i, so --resume --trials 6 on a finished
     4-trial stage trains trials 4 and 5 and keeps 0-3 as they were."""
     run = tmp_path / "run"
     spec = smoke_spec({"lr": {"low": 1e-3, "high": 1.0, "log": True}}, trials=4)
@@ -244,7 +243,7 @@ def test_a_resume_with_nothing_to_do_neither_loads_data_nor_rewrites_the_stage(
 
 
 def test_a_stage_whose_learning_rates_are_too_high_says_so_in_one_line(tmp_path: Path) -> None:
-    """Issue 12 item 1: the loss of lr 10..100 explodes; the stage says lower the lr range."""
+    """The loss of lr 10..100 explodes; the stage says lower the lr range."""
     from helpers import cli
 
     spec = smoke_spec({"lr": {"low": 10.0, "high": 100.0, "log": True}}, trials=4)

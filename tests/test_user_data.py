@@ -95,7 +95,7 @@ def test_npz_classes_are_the_largest_label_plus_one_and_one_seen_only_in_test_is
 
 
 def stray(n: int = 60, at: int = 17, label: int = 7) -> np.ndarray:
-    """labels 0..2 and one stray label: the issue's example."""
+    """labels 0..2 and one stray label: the example once reported."""
     y = labels(n)
     y[at] = label
     return y
@@ -148,7 +148,8 @@ def test_npz_own_validation_split_is_used_instead_of_val_size(tmp_path: Path) ->
     x, xv = images_nhwc(60), images_nhwc(7, seed=1)
     np.savez(tmp_path / "d.npz", x_train=x, y_train=labels(60), x_val=xv, y_val=labels(7).astype(np.uint8))
     ds = build_dataset(npz_spec(tmp_path / "d.npz", train_subset=40, preprocess="mean_image"))
-    assert len(ds.y_train) == 40 and len(ds.y_val) == 7
+    assert len(ds.y_train) == 40
+    assert len(ds.y_val) == 7
     assert np.array_equal(ds.x_val.numpy(), xv.transpose(0, 3, 1, 2))
     assert ds.y_val.dtype == torch.int64
     expected_mean = x[:40].transpose(0, 3, 1, 2).mean(axis=0, keepdims=True) / 255  # the 40 training images only
@@ -242,7 +243,8 @@ def test_folder_val_split_and_resize(tmp_path: Path) -> None:
     write_pngs(tmp_path, "val", {"c": [np.full((16, 12, 3), 200, np.uint8)]})  # a class may be missing from val/
     ds = build_dataset(folder_spec(tmp_path, resize=[4, 6]))
     assert ds.input_shape == (3, 4, 6)
-    assert len(ds.y_train) == 30 and ds.y_val.tolist() == [2]
+    assert len(ds.y_train) == 30
+    assert ds.y_val.tolist() == [2]
     assert ds.x_val.unique().tolist() == [200]  # a constant image resizes to the same constant
 
 
@@ -271,7 +273,8 @@ def test_folder_is_decoded_once_then_read_from_the_cache_until_a_file_changes(
     with monkeypatch.context() as m:
         m.setattr(Image, "open", no_decoding)
         again = build_dataset(folder_spec(tmp_path))
-    assert torch.equal(again.x_train, first.x_train) and torch.equal(again.y_val, first.y_val)
+    assert torch.equal(again.x_train, first.x_train)
+    assert torch.equal(again.y_val, first.y_val)
 
     changed = tmp_path / "train" / "a" / "000.png"
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(changed)
@@ -333,10 +336,12 @@ def test_worker_recipe_rebuilds_the_same_npz_and_folder_datasets(tmp_path: Path)
     (tmp_path / "specs").mkdir()
     for data in ("  dataset: npz\n  path: ../d.npz\n", "  dataset: folder\n  path: ../imgs\n"):
         spec = load_spec(write_spec(tmp_path / "specs" / "s.yaml", data + "  val_size: 10\n"))
-        assert spec.data.path is not None and spec.data.path.is_absolute()  # the stored spec works from anywhere
+        assert spec.data.path is not None
+        assert spec.data.path.is_absolute()  # the stored spec works from anywhere
         here = build_dataset(spec.data)
         there = DataRecipe(spec_to_yaml(spec), None)()
-        assert torch.equal(there.x_train, here.x_train) and torch.equal(there.shift, here.shift)
+        assert torch.equal(there.x_train, here.x_train)
+        assert torch.equal(there.shift, here.shift)
 
 
 @pytest.mark.parametrize("kind", ["npz", "folder"])
