@@ -1,16 +1,20 @@
-"""The suite itself: no test waits on a fixed wall-clock deadline that load can break (issue 27 item
-12: a 30 s wait for a first record failed on a loaded 2-core machine, where the suite took 20 min).
-A test waits for the event (helpers.wait_for), and a process for its end, up to helpers.PATIENCE."""
+"""The suite itself: no test waits on a fixed wall-clock deadline that load can break (a
+30 s wait for a first record failed on a loaded 2-core machine, where the suite took 20 min).
+A test waits for the event (helpers.wait_for), and a process for its end, up to helpers.PATIENCE.
+One assert states one fact, so a failure says which fact failed; and a test says why in its own
+words, not by an issue number a reader cannot look up."""
 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 from helpers import ROOT
 
 TESTS = ROOT / "tests"
 CLOCKS = {"monotonic", "perf_counter", "time"}  # time.time_ns() seeds a test's randomness: no clock read
+ISSUE = re.compile(r"(?<![a-z])issue[\s_]*#?\d+", re.IGNORECASE)  # in words and in names: test_issue_12
 
 
 def deadlines(path: Path) -> list[str]:
@@ -62,4 +66,83 @@ def test_the_check_finds_each_kind_of_deadline(tmp_path: Path) -> None:
         "test_waits.py:3: communicate(timeout=<seconds>)",
         "test_waits.py:4: wait(<seconds>)",
         "test_waits.py:5: join(<seconds>)",
+    ]
+
+
+def compound_asserts(path: Path) -> list[str]:
+    """Where the file asserts several facts at once: `assert a and b`, or `assert all((a, b))` over
+    a literal tuple or list."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, ast.Assert):
+            continue
+        test = node.test
+        if isinstance(test, ast.BoolOp) and isinstance(test.op, ast.And):
+            found.append(f"{path.name}:{node.lineno}: and")
+        elif _all_of_a_literal(test):
+            found.append(f"{path.name}:{node.lineno}: all(<literal>)")
+    return found
+
+
+def _all_of_a_literal(node: ast.expr) -> bool:
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id == "all"
+        and len(node.args) == 1
+        and isinstance(node.args[0], (ast.Tuple, ast.List))
+    )
+
+
+def issue_citations(path: Path) -> list[str]:
+    lines = path.read_text().splitlines()
+    return [f"{path.name}:{n}: {m.group()}" for n, line in enumerate(lines, 1) for m in ISSUE.finditer(line)]
+
+
+def test_each_assert_states_one_fact() -> None:
+    files = sorted(TESTS.glob("*.py"))
+    assert len(files) > 20
+    assert [where for path in files for where in compound_asserts(path)] == []
+
+
+def test_the_check_finds_each_kind_of_compound_assert(tmp_path: Path) -> None:
+    path = tmp_path / "test_facts.py"
+    path.write_text(
+        "assert a and b\n"
+        "assert (\n    a\n    and b\n    and c\n), msg\n"
+        "assert all((a, b))\n"
+        "assert all([a, b])\n"
+        "assert a or b\n"  # one fact with two ways to hold: fine
+        "assert all(x > 0 for x in xs)\n"  # one fact over many values: fine
+        "assert (a and b) == c\n"  # one comparison: fine
+        "ok = a and b\n"  # not an assert: fine
+    )
+    assert compound_asserts(path) == [
+        "test_facts.py:1: and",
+        "test_facts.py:2: and",
+        "test_facts.py:7: all(<literal>)",
+        "test_facts.py:8: all(<literal>)",
+    ]
+
+
+def test_no_test_cites_an_issue_number() -> None:
+    files = sorted(p for p in TESTS.glob("*.py") if p.name != "test_suite.py")  # this file shows what it finds
+    assert len(files) > 20
+    assert [where for path in files for where in issue_citations(path)] == []
+
+
+def test_the_check_finds_each_way_of_citing_an_issue(tmp_path: Path) -> None:
+    path = tmp_path / "test_cites.py"
+    path.write_text(
+        "# Issue 12 item 16: a comment\n"
+        "# see issue #7\n"
+        "def test_ISSUE3_is_fixed(): ...\n"
+        "def test_issue_27_is_fixed(): ...\n"
+        "# the issue's example, a tissue 5 cm wide, no number\n"  # fine
+    )
+    assert issue_citations(path) == [
+        "test_cites.py:1: Issue 12",
+        "test_cites.py:2: issue #7",
+        "test_cites.py:3: ISSUE3",
+        "test_cites.py:4: issue_27",
     ]
