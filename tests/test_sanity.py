@@ -15,8 +15,9 @@ from helpers import ROOT, cli
 
 from hpsearch.data import Dataset, load_data
 from hpsearch.errors import SpecError
+from hpsearch.sanity import base, initial, probe
 from hpsearch.sanity.activations import check_activations
-from hpsearch.sanity.checks import base, initial, probe, run_sanity_checks
+from hpsearch.sanity.checks import run_sanity_checks
 from hpsearch.sanity.initial import check_initial_loss
 from hpsearch.sanity.overfit import check_overfit
 from hpsearch.sanity.probe import (
