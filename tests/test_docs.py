@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from hpsearch.cli import app
-from hpsearch.spec import Spec
+from hpsearch.spec.schema import Spec
 
 DOCS = ROOT / "docs"
 README = ROOT / "README.md"
