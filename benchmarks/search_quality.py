@@ -71,9 +71,10 @@ from hpsearch.runs.records import TrialConfig, TrialResult, TrialState
 from hpsearch.runs.store import StageStore
 from hpsearch.search.halving import planned_counts, rung_epochs, trial_epochs
 from hpsearch.search.refine import plan_refine
+from hpsearch.spec.choices import Sampler
 from hpsearch.spec.load import load_spec
 from hpsearch.spec.options import RefineOptions, StageOptions
-from hpsearch.spec.schema import Categorical, HalvingSpec, MedianStopSpec, NumericRange, Sampler, Spec, TpeSpec
+from hpsearch.spec.schema import Categorical, HalvingSpec, MedianStopSpec, NumericRange, Spec, TpeSpec
 from hpsearch.stages.base import Stage
 from hpsearch.stages.stage import run_stage, with_proposals
 from hpsearch.training.models import build_model

@@ -47,9 +47,10 @@ from hpsearch.data import (
 from hpsearch.executors.local import execute
 from hpsearch.runs.records import TrialConfig, TrialEvents, TrialResult
 from hpsearch.search.space import trial_configs
+from hpsearch.spec.choices import Preprocess
 from hpsearch.spec.load import load_spec
 from hpsearch.spec.options import ExecOptions
-from hpsearch.spec.schema import Preprocess, Spec
+from hpsearch.spec.schema import Spec
 
 D, H, C = 3072, 50, 10
 

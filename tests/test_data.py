@@ -36,7 +36,8 @@ from hpsearch.data import (
     split_and_preprocess,
 )
 from hpsearch.errors import DataError
-from hpsearch.spec.schema import DataSpec, Preprocess
+from hpsearch.spec.choices import Preprocess
+from hpsearch.spec.schema import DataSpec
 
 N = 10_000  # records per batch file
 FILE_BYTES = N * 3073  # 30,730,000: each record is 1 label byte + 3072 pixel bytes

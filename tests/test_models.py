@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from hpsearch.spec.schema import Activation, ModelSpec
+from hpsearch.spec.choices import Activation
+from hpsearch.spec.schema import ModelSpec
 from hpsearch.training.models import build_model, l2_penalty
 
 

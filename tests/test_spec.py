@@ -8,9 +8,10 @@ import pytest
 from helpers import ROOT
 
 from hpsearch.errors import SpecError
+from hpsearch.spec.choices import Activation
 from hpsearch.spec.edit import rewritten_spec, spec_to_yaml, with_space_entry
 from hpsearch.spec.load import load_spec, parse_spec
-from hpsearch.spec.schema import Activation, Categorical, NumericRange, Spec
+from hpsearch.spec.schema import Categorical, NumericRange, Spec
 
 
 def error_of(data: object) -> str:

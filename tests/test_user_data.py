@@ -16,9 +16,10 @@ from PIL import Image
 
 from hpsearch.data import DataRecipe, build_dataset
 from hpsearch.errors import DataError, SpecError
+from hpsearch.spec.choices import Preprocess
 from hpsearch.spec.edit import spec_to_yaml
 from hpsearch.spec.load import load_spec
-from hpsearch.spec.schema import DataSpec, Preprocess
+from hpsearch.spec.schema import DataSpec
 
 
 def images_nhwc(n: int, h: int = 8, w: int = 8, c: int = 3, seed: int = 0) -> np.ndarray:

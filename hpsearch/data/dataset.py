@@ -26,7 +26,8 @@ from hpsearch.data.folder import folder_size, load_folder
 from hpsearch.data.npz import Split, load_npz, npz_size
 from hpsearch.data.synthetic import make_synthetic
 from hpsearch.errors import DataError
-from hpsearch.spec.schema import DataSize, DataSpec, Preprocess
+from hpsearch.spec.choices import Preprocess
+from hpsearch.spec.schema import DataSize, DataSpec
 
 _STATS_CHUNK = 1024  # images per chunk when summing statistics: 1024 * 3072 * 8 B = 25 MB of int64
 

@@ -26,13 +26,13 @@ from hpsearch.errors import StoreError
 from hpsearch.runs.read import how_to_start, load_stage, stage_curve_data, stages
 from hpsearch.runs.records import TrialConfig, TrialResult, TrialState, jsonable
 from hpsearch.search.space import planned_trials, trial_configs
+from hpsearch.spec.choices import Sampler
 from hpsearch.spec.options import RefineOptions
 from hpsearch.spec.schema import (
     SEARCHABLE,
     Categorical,
     ModelSpec,
     NumericRange,
-    Sampler,
     SearchSpec,
     Spec,
     TrainSpec,

@@ -15,7 +15,8 @@ import numpy as np
 
 from hpsearch.errors import SpecError
 from hpsearch.runs.records import TrialConfig
-from hpsearch.spec.schema import Categorical, NumericRange, Sampler, SearchSpec, Spec, is_int_param
+from hpsearch.spec.choices import Sampler
+from hpsearch.spec.schema import Categorical, NumericRange, SearchSpec, Spec, is_int_param
 
 
 def sample_numeric(name: str, dom: NumericRange, rng: np.random.Generator) -> float | int:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hpsearch.spec.schema import AUTO_VAL_CAP, AUTO_VAL_SHARE, Categorical, DataSize, DataSpec, Init, NumericRange, Spec
+from hpsearch.spec.choices import Init
+from hpsearch.spec.schema import AUTO_VAL_CAP, AUTO_VAL_SHARE, Categorical, DataSize, DataSpec, NumericRange, Spec
 
 CIFAR10_TRAIN = 50_000  # CIFAR-10's training images (5 files of 10,000), before the validation split
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from hpsearch.errors import SpecError
-from hpsearch.spec.schema import Activation, Init, ModelSpec
+from hpsearch.spec.choices import Activation, Init
+from hpsearch.spec.schema import ModelSpec
 
 LEAKY_SLOPE = 0.01  # the lecture's max(0.01x, x)
 

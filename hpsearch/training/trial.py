@@ -15,7 +15,8 @@ import torch.nn.functional as F
 
 from hpsearch.data import Dataset
 from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult
-from hpsearch.spec.schema import Optimizer, TrainSpec
+from hpsearch.spec.choices import Optimizer
+from hpsearch.spec.schema import TrainSpec
 from hpsearch.training.checkpoint import load_into_optimizer, optimizer_snapshot, pack, start_snapshot
 from hpsearch.training.models import build_model, l2_penalty
 from hpsearch.training.recorder import TrialRecorder

@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from hpsearch.runs.records import TrialConfig
-from hpsearch.spec.schema import Activation, Optimizer, Spec
+from hpsearch.spec.choices import Activation, Optimizer
+from hpsearch.spec.schema import Spec
 
 UNSUPPORTED_ACTIVATIONS = {Activation.PRELU}  # a learned slope per unit: trained one at a time
 

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpsearch.runs.records import TrialConfig
-from hpsearch.spec.schema import Optimizer
+from hpsearch.spec.choices import Optimizer
 from hpsearch.training.checkpoint import EXP_AVG, EXP_AVG_SQ, MOMENTUM, Snapshot
 from hpsearch.training.models import Maxout, Net
 from hpsearch.training.trial import (
