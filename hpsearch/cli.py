@@ -7,7 +7,6 @@ diverged: its results are still written); 4 --fail-under: the best accuracy is b
 apply); 130 / 143 stopped by Ctrl-C / SIGTERM (finished trials saved, --resume continues).
 Torch is imported only by the commands that train (coarse, refine, final, sanity-check), inside them:
 `--help`, a spec error and `report` start without it.
-May import: every library module, inside the commands; at the top only errors and options.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""Errors a user can cause. The CLI prints each as one line and exits 1; nothing else is caught.
-May import: the standard library only."""
+"""Errors a user can cause. The CLI prints each as one line and exits 1; nothing else is caught."""
 
 from __future__ import annotations
 

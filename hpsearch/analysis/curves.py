@@ -1,6 +1,5 @@
 """Reading a trial's learning curves the way the lecture does: one label per trial, and one line for a
-stage whose learning rates were mostly too high or too low.
-May import: rank, records."""
+stage whose learning rates were mostly too high or too low."""
 
 from __future__ import annotations
 

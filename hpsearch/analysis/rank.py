@@ -1,6 +1,5 @@
 """Ranking trials, their noise (Wilson intervals, the tied set), and each range's Edge: the best
-trial's position beside the stage's verdict (computed by verdicts.py, which imports this module).
-May import: records, spec; verdicts for types only."""
+trial's position beside the stage's verdict (computed by verdicts.py, which imports this module)."""
 
 from __future__ import annotations
 

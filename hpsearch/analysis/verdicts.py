@@ -16,7 +16,6 @@ a border says nothing about the trend. So every trial that trained counts:
 
 rank.edges puts a verdict beside the best trial's position; results.json, the CLI's warnings and
 the refine planner read it there.
-May import: curves, rank, records, spec; numpy.
 """
 
 from __future__ import annotations

@@ -2,7 +2,6 @@
 
 `load_data` is the one entry point; `DataRecipe` is its picklable form, so a worker process (local
 or Ray) builds the same dataset as the driver without the tensors crossing a pipe.
-May import: the other data modules, spec, errors, torch, yaml.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ side by side by a little (0.24 vs 0.25 s per trial-epoch of the two-layer net) a
 start-up, so `workers` defaults to 1. On a many-core machine one population's matmuls (about 1
 GFLOP a step for 16 two-layer nets) stop scaling past roughly 8 threads, so the default there is one
 worker per 8 cores, each with cores / workers threads; that part is reasoning, not a measurement.
-May import: data, factory, models, options, population, ray_executor, records; torch.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ Each Ray worker process loads the dataset once, from its own data root (the same
 local worker processes use) and keeps it for every later task. A task whose worker process dies
 (killed, out of memory, node lost) is submitted again, at most `max_retries` times; each trial is
 recorded once, with the lost attempts kept in its `attempts` list.
-May import: data, errors, factory, options, population, records; Ray inside functions.
 """
 
 from __future__ import annotations

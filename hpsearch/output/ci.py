@@ -1,6 +1,5 @@
 """What CI systems read: the GitHub Actions step summary (Markdown appended to $GITHUB_STEP_SUMMARY)
 and JUnit XML for `sanity-check --junit FILE`. No torch.
-May import: errors, records, report, sanity (types), store.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 One row per finalist configuration: its test accuracy over the seeds (mean, std, each seed's), the
 95% interval of one run's accuracy on the test examples, and its validation accuracy where it was
-held out. May import: rank, records; never torch (final.FinalOutcome is only a type here).
+held out.
 """
 
 from __future__ import annotations

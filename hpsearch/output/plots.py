@@ -8,7 +8,6 @@ program that imports hpsearch is left alone (`Figure.savefig` renders with Agg f
 Each picture is drawn from plain data computed first (panels, series, the colour parameter, axis limits,
 ticks, the message for a stage with nothing to show): those functions are pure and tested without
 drawing; the `*_figure` functions only draw them.
-May import: rank, records, refine, spec, store; matplotlib (never pyplot), numpy.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""final"""
+"""The final stage as it is recorded: its finalists and plan, a row per finalist with each seed's
+scores, the outcome, and the test ledger (every evaluation of the test set, one line each: how many
+times a run's test set has been looked at). Plain data: no torch."""
 
 from __future__ import annotations
 

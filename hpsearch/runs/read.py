@@ -1,4 +1,6 @@
-"""read"""
+"""Reading back what a run's stages wrote: which stages finished, a finished stage's spec, records
+and results (`load_stage`), what its accuracies were measured on (`stage_curve_data`), what its
+run.json recorded, and the command that finishes or starts a stage."""
 
 from __future__ import annotations
 
@@ -11,11 +13,7 @@ from hpsearch.errors import StoreError
 from hpsearch.runs.records import CurveData, TrialResult
 from hpsearch.runs.store import StageStore, read_json
 from hpsearch.spec.load import load_spec
-from hpsearch.spec.schema import (
-    AUTO_VAL_CAP,
-    DataSpec,
-    Spec,
-)
+from hpsearch.spec.schema import AUTO_VAL_CAP, DataSpec, Spec
 
 COARSE = "coarse"
 

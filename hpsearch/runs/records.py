@@ -1,7 +1,6 @@
 """What a trial is and what it leaves behind: TrialConfig in, TrialResult out, with an enum state.
 
 Plain data, no torch: the store, ranking, refine planner and report read a run with these alone.
-May import: spec; pydantic.
 """
 
 from __future__ import annotations

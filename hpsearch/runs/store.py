@@ -1,5 +1,4 @@
-"""The run directory: resolved spec, run.json, append-only trials.jsonl, atomic rewrites.
-May import: errors, records. POSIX only (fcntl)."""
+"""The run directory: resolved spec, run.json, append-only trials.jsonl, atomic rewrites. POSIX only (fcntl)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""activations"""
+"""The activation-statistics check: the std of each hidden layer's output at init, the share of
+saturated and dead units, and the first-over-last weight-gradient ratio, each graded against the
+thresholds below. A user's network is measured at its activation modules (or, with none, at its
+weighted layers' outputs)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""base"""
+"""What every sanity check starts from: a freshly initialized model (dropout off when regularization
+is), the first batches of the training set, and a train section with a setting changed."""
 
 from __future__ import annotations
 

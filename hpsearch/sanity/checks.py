@@ -1,6 +1,5 @@
 """The lecture's babysitting checks, run before a search: initial loss, activation statistics at
 init, overfitting a small sample, and a learning-rate probe that recommends the coarse range.
-May import: data, models, rank, records, spec, trial; torch.
 """
 
 from __future__ import annotations

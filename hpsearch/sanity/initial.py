@@ -1,4 +1,5 @@
-"""initial"""
+"""The initial-loss check: with regularization off the loss at init is ln(C) for C classes, and
+switching the weight decay on raises it."""
 
 from __future__ import annotations
 

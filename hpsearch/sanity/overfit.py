@@ -1,4 +1,5 @@
-"""overfit"""
+"""The overfit check: the model trained on a small sample with regularization off must drive its
+training loss down and its training accuracy to 100%."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""probe"""
+"""The learning-rate probe: ~100 iterations at each lr of sanity.probe_lrs, what each loss did
+(fell, barely moved, rose, exploded, diverged), the range of lrs whose loss fell, and how much of
+the searched lr range lies outside it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""results"""
+"""What the sanity checks report, as plain data: a verdict per check with what it measured and its
+diagnosis, per-layer statistics, the probe's rows. No torch: the report and CI files render it."""
 
 from __future__ import annotations
 

@@ -3,8 +3,7 @@
 Every trial trains the first rung's epochs; the best 1/eta of a rung (complete trials only, ranked
 as the stage ranks them) train on from where they stopped to eta times as many epochs, up to the
 stage's train.epochs; the rest are STOPPED, final, with the epochs and rung they reached. This
-module decides; the stage driver (search.py) trains. No torch.
-May import: rank, records, spec.
+module decides; the stage driver (stages.strategies) trains. No torch.
 """
 
 from __future__ import annotations

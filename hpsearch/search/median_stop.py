@@ -8,7 +8,6 @@ epoch. The bars travel with the trial's config, so worker processes and Ray task
 this process would. In one process the trials finished before a population starts are the same on
 every run of the same seed, a resumed one too, so the decisions are reproducible; with several
 workers or on Ray they depend on which trials happened to finish first.
-May import: records, spec.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ interior; moved outward past an edge where the stage's verdict says accuracy poi
 ("careful with best values on border"; verdicts.py). A stage where nothing learned is not refined:
 its best trials are noise. Longer training, no lr decay, a new seed, and no configuration trained twice at the same
 budget. `plan_refine` reads the run and returns a RefinePlan that can be printed (`refine --dry-run`)
-or run (search.run_refine). May import: records, spec, space, rank, store, options, verdicts; never torch.
+or run (stages.refine.run_refine).
 """
 
 from __future__ import annotations

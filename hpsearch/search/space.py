@@ -1,6 +1,5 @@
 """Parameter ranges and sampling: log-uniform random search and grids, deterministic per trial id; a grid
-said in one line, and refused when it cannot give each free axis 3 points or when nothing is searched.
-May import: errors, records, spec; numpy."""
+said in one line, and refused when it cannot give each free axis 3 points or when nothing is searched."""
 
 from __future__ import annotations
 

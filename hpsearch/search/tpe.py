@@ -8,7 +8,6 @@ not yet told. Its seed is drawn from (search seed, first trial id of the wave), 
 depend only on the seed and what was told: the same seed and the same results give the same trials.
 Each wave is appended to RUN/<stage>/proposals.jsonl (flushed to disk) before it trains; a resumed
 stage reads it back, trains the proposals not yet finished and asks for the rest.
-May import: errors, records, spec, store; numpy; optuna (only when proposing).
 """
 
 from __future__ import annotations

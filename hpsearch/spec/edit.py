@@ -1,4 +1,6 @@
-"""edit"""
+"""Writing a spec back as YAML: the resolved spec a stage records, and `rewritten_spec`, which
+changes one search-space entry of the user's own file and keeps its comments and layout
+(`sanity-check --write-spec`)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Settings that are valid but make no sense: each a one-line warning naming the key, the value and
 what happens; and `split_note`, the one line saying what an automatic val_size chose. Pure functions
-returning the lines; the caller prints each once. May import: spec. No torch: a spec is linted
+returning the lines; the caller prints each once. No torch: a spec is linted
 before any data loads (`spec_warnings`); the size of a user's npz or folder is known, and trusted,
 once it loaded and passed its checks (`data_warnings`, from hpsearch.data.training_set_size)."""
 

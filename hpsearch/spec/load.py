@@ -1,4 +1,6 @@
-"""load"""
+"""Reading a spec: YAML through a safe loader that refuses duplicate keys and oversized integers,
+validation into the schema with every error one line naming file, key and value, and
+`with_overrides` for the command line's overrides."""
 
 from __future__ import annotations
 
@@ -6,10 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ValidationError,
-)
+from pydantic import BaseModel, ValidationError
 
 from hpsearch.errors import SpecError
 from hpsearch.spec.messages import message, short

@@ -1,7 +1,6 @@
 """What a command asks of the library: how to execute trials, where a stage goes, how refine plans.
 
 Plain frozen dataclasses the CLI fills from its options; no torch, so building them costs nothing.
-May import: the standard library only.
 """
 
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""YAML spec -> typed, frozen spec objects. Every validation message names file, key and value.
-May import: errors; pydantic, yaml."""
+"""YAML spec -> typed, frozen spec objects. Every validation message names file, key and value."""
 
 from __future__ import annotations
 

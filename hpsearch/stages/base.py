@@ -1,4 +1,6 @@
-"""base"""
+"""What every stage driver shares: the stage being run (`Stage`), the outcome it returns, the
+progress callbacks the CLI passes, and `StageBook`, which appends a stage's records as they arrive and
+keeps the running trials and the best so far."""
 
 from __future__ import annotations
 
@@ -8,14 +10,7 @@ from typing import Any, Protocol
 
 from hpsearch.analysis.rank import rank
 from hpsearch.analysis.verdicts import Edge
-from hpsearch.runs.records import (
-    CurveData,
-    TrialConfig,
-    TrialEvents,
-    TrialResult,
-    TrialState,
-    failure_summary,
-)
+from hpsearch.runs.records import CurveData, TrialConfig, TrialEvents, TrialResult, TrialState, failure_summary
 from hpsearch.runs.store import StageStore
 from hpsearch.search.median_stop import with_bars
 from hpsearch.search.space import planned_trials

@@ -1,15 +1,11 @@
-"""coarse"""
+"""The coarse stage: the spec's trials into RUN/coarse, started fresh or resumed."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
 
-from hpsearch.data import (
-    ProgressFn,
-    load_data,
-    resolve_val_size,
-)
+from hpsearch.data import ProgressFn, load_data, resolve_val_size
 from hpsearch.executors.ray import preflight
 from hpsearch.runs.read import COARSE, previous_data_root
 from hpsearch.runs.store import StageStore, pick_run_dir, refuse_nested_run

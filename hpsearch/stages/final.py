@@ -11,8 +11,6 @@ Files under RUN/final/: plan.json (the attempt being run), runs.jsonl (each fini
 after its network is saved under models/), test_ledger.jsonl (one line per test evaluation, all
 attempts), results.json/.md/.csv, and model.pt + model.json (the best network, saved_model.py).
 A run interrupted anywhere resumes without training a finished run again or scoring any run twice.
-May import: checkpoint, data, errors, executor, models, options, rank, records, refine, report,
-saved_model, spec, store, trial; torch.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from hpsearch.analysis.rank import rank, tied_with_best
 from hpsearch.data import DataRecipe, Dataset, ProgressFn, load_final_data
 from hpsearch.errors import NothingToResume, StageStopped, StoreError
 from hpsearch.executors.local import execute
+from hpsearch.output.final import final_document, final_markdown
 from hpsearch.runs.final import (
     LEDGER,
     MODELS,
@@ -41,7 +40,7 @@ from hpsearch.runs.final import (
     ledger_entries,
     looks,
 )
-from hpsearch.runs.read import how_to_start, load_stage, stage_curve_data, stages
+from hpsearch.runs.read import how_to_start, load_stage, previous_data_root, stage_curve_data, stages
 from hpsearch.runs.records import TrialEvents, TrialResult, TrialState, jsonable
 from hpsearch.runs.store import (
     StageStore,
@@ -56,6 +55,7 @@ from hpsearch.search.refine import trained_configs
 from hpsearch.spec.edit import spec_to_yaml
 from hpsearch.spec.options import FinalOptions, FitOn
 from hpsearch.spec.schema import Spec
+from hpsearch.stages.prepare import prepare_model, say_warnings
 from hpsearch.training.checkpoint import unpack
 from hpsearch.training.factory import FactorySource
 from hpsearch.training.models import build_model
@@ -154,10 +154,7 @@ def run_final(
 ) -> FinalOutcome:
     """Plan (or, with options.resume, pick up) a final, train its runs, score each on the test set
     once, write the results and keep the best network. Ctrl-C / SIGTERM raise StageStopped.
-    `on_model`, `on_warning`: as for search.run_coarse."""
-    from hpsearch.runs.read import previous_data_root
-    from hpsearch.stages.prepare import prepare_model, say_warnings
-
+    `on_model`, `on_warning`: as for stages.coarse.run_coarse."""
     final_dir = run_dir / FINAL
     store = StageStore(final_dir)
     plan = _plan_or_resume(run_dir, final_dir, options)
@@ -491,8 +488,6 @@ def _keep_model(
 
 
 def _write_results(outcome: FinalOutcome) -> None:
-    from hpsearch.output.final import final_document, final_markdown
-
     store = StageStore(outcome.final_dir)
     store.write_json("results.json", final_document(outcome))
     store.write_text("results.md", final_markdown(outcome))

@@ -1,7 +1,7 @@
 """What a stage would train, for `coarse --dry-run`: trials, populations, epochs or rungs, sampler,
-and an estimate of the time from a few timed steps. Pure: the timing is measured by the caller
-(search.plan_coarse) and handed in; nothing here trains or writes.
-May import: halving, spec. No torch.
+and an estimate of the time from a few timed steps. `StagePlan` and its lines are pure; `plan_stage`
+loads the data (never downloading) and times a few steps of the first population. Nothing trained is
+kept, nothing written.
 """
 
 from __future__ import annotations

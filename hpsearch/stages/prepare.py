@@ -1,4 +1,5 @@
-"""prepare"""
+"""What a stage checks and records before it trains: that a resume uses the same spec and network
+code, the user's network tried on one batch, the data's warnings, and the run.json it starts from."""
 
 from __future__ import annotations
 
@@ -11,17 +12,10 @@ from typing import Any
 import numpy
 import torch
 
-from hpsearch.data import (
-    Dataset,
-    resolve_device,
-    training_set_size,
-)
+from hpsearch.data import Dataset, resolve_device, training_set_size
 from hpsearch.errors import SpecError, StoreError
 from hpsearch.runs.read import recorded_run_info
-from hpsearch.runs.records import (
-    TrialConfig,
-    jsonable,
-)
+from hpsearch.runs.records import TrialConfig, jsonable
 from hpsearch.runs.store import StageStore, read_json, utc_now
 from hpsearch.search.space import trial_configs
 from hpsearch.spec.edit import spec_to_yaml

@@ -1,4 +1,5 @@
-"""refine"""
+"""The refine stage: the next stage planned from the latest finished one (`search.refine.plan_refine`)
+and run, never re-training a configuration already trained at that budget."""
 
 from __future__ import annotations
 
@@ -6,10 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpsearch.data import (
-    ProgressFn,
-    load_data,
-)
+from hpsearch.data import ProgressFn, load_data
 from hpsearch.errors import NothingToResume, StoreError
 from hpsearch.executors.ray import preflight
 from hpsearch.runs.read import previous_data_root, stages

@@ -1,4 +1,5 @@
-"""sanity"""
+"""`hpsearch sanity-check`: the lecture's checks on the spec's data, their report written under
+RUN/sanity, and optionally the spec rewritten with the probe's lr range."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from hpsearch.data import (
-    ProgressFn,
-    load_data,
-)
+from hpsearch.data import ProgressFn, load_data
 from hpsearch.errors import StoreError
 from hpsearch.runs.store import StageStore, atomic_write_text, refuse_nested_run
 from hpsearch.sanity.checks import StepCallback, run_sanity_checks

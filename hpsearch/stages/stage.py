@@ -1,10 +1,7 @@
-"""The stage driver: plan trials -> execute -> record -> rank. The one module that knows the order.
-
-`run_coarse` and `run_refine` each plan a stage (space.trial_configs, refine.plan_refine), check a
-resume against what is on disk, load the data and hand the stage to `run_stage`, which trains what
-is not yet finished through the executor, appends one record per trial and writes the ranked
-results. `run_sanity` runs the checks. May import every library module; only the CLI imports it.
-"""
+"""`run_stage`, the one loop every search stage goes through: reconcile a resume with what is on
+disk, write run.json, train what is not yet finished through the executor (or a strategy: TPE waves,
+halving rungs), append one record per trial, record an interrupt, and write the ranked results.
+The stage drivers (`coarse`, `refine`) plan a stage and hand it here."""
 
 from __future__ import annotations
 
@@ -17,20 +14,12 @@ from typing import Any
 from hpsearch.analysis.curves import stage_advice
 from hpsearch.analysis.rank import rank
 from hpsearch.analysis.verdicts import Verdict, edges, range_verdicts
-from hpsearch.data import (
-    DataRecipe,
-    Dataset,
-)
+from hpsearch.data import DataRecipe, Dataset
 from hpsearch.errors import Interrupted, StageStopped, StoreError
 from hpsearch.executors.local import execute
 from hpsearch.output.report import csv_table, markdown_report, results_document
 from hpsearch.runs.read import is_partial, stage_curve_data
-from hpsearch.runs.records import (
-    TrialConfig,
-    TrialResult,
-    TrialState,
-    jsonable,
-)
+from hpsearch.runs.records import TrialConfig, TrialResult, TrialState, jsonable
 from hpsearch.runs.store import StageStore, read_json, utc_now
 from hpsearch.search.halving import replay, rung_epochs, rung_records
 from hpsearch.search.space import trial_config

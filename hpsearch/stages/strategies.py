@@ -1,4 +1,6 @@
-"""strategies"""
+"""How a stage's trials are executed beyond one plain pass: TPE in waves (each wave proposed from the
+trials finished so far) and successive halving in rungs (each rung's survivors resumed from their
+checkpoints), both recording to the same StageBook."""
 
 from __future__ import annotations
 
@@ -6,20 +8,10 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import replace
 
-from hpsearch.data import (
-    DataRecipe,
-    Dataset,
-)
+from hpsearch.data import DataRecipe, Dataset
 from hpsearch.executors.local import execute
 from hpsearch.executors.ray import ray_session
-from hpsearch.runs.records import (
-    TrialConfig,
-    TrialEvents,
-    TrialResult,
-    TrialStart,
-    TrialState,
-    jsonable,
-)
+from hpsearch.runs.records import TrialConfig, TrialEvents, TrialResult, TrialStart, TrialState, jsonable
 from hpsearch.runs.store import Checkpoints, StageStore
 from hpsearch.search.halving import Standing, TopKeep, keep_count, planned_counts, replay, rung_epochs, rung_records
 from hpsearch.search.space import trial_config

@@ -4,7 +4,6 @@ One format for every training loop (run_trial's torch.optim, the built-in popula
 torch.func population's stacked tensors), keyed by the network's own parameter names, so a trial
 may stop in a population and go on alone, in another process or on a Ray node. Written with
 torch.save and read back with weights_only=True: tensors, numbers and strings, never code.
-May import: records; torch.
 """
 
 from __future__ import annotations

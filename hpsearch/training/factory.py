@@ -9,7 +9,6 @@ that folder it imports (`local_modules`, read from its import statements) belong
 the text of the file and of each of them when it starts (`FactorySource`) and ships it to worker
 processes and Ray tasks, so every trial runs the code whose hash run.json records, even on a node
 without the files or after an edit.
-May import: errors, spec; torch.
 """
 
 from __future__ import annotations

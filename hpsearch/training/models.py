@@ -1,5 +1,4 @@
-"""MLP and convnet built from a ModelSpec: every activation and initialization in the lecture.
-May import: errors, spec, factory; torch."""
+"""MLP and convnet built from a ModelSpec: every activation and initialization in the lecture."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ divergence (on any step, or in the weights after an epoch's last step), per-epoc
 accuracies, and wall time.
 Both loops feed it the same numbers, so their records agree by construction, not by two copies kept
 in step. No torch here: the loops hand over Python floats.
-May import: records, stopping.
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ spec (model and training settings with the searched values applied), for a user'
 factory reference, its file's sha256 and text and the text of each local module it imports, the
 preprocessing statistics, the classes, and the hpsearch and torch versions. `load_model(RUN)`
 returns (network in eval mode, preprocess) such that `network(preprocess(uint8_images))` gives logits.
-May import: data, errors, factory, models, spec, store; torch.
 """
 
 from __future__ import annotations

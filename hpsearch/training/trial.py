@@ -1,10 +1,9 @@
 """One trial, one model at a time: train the spec's model with one set of hyperparameters -> TrialResult.
 
 This is the reference: the plain PyTorch loop that anyone can read top to bottom. The population
-path (population.py, many trials in one vectorized pass) is tested against it, and both keep their
+path (training.populations, many trials in one vectorized pass) is tested against it, and both keep their
 records with the same TrialRecorder. Shared pieces of every loop live here too: seeds, batch order,
 optimizer, loss, accuracy and the denormal flush.
-May import: checkpoint, data, models, records, recorder, spec; torch.
 """
 
 from __future__ import annotations

@@ -10,9 +10,7 @@ Dropout (on a CPU) draws each trial's masks from the trial's own generator, left
 the global one, in the shape and order nn.Dropout draws them one at a time: the same masks, so trials
 of any dropout rate train together.
 The results equal one-at-a-time training (`run_trial`) up to float rounding.
-A user's network (model.kind python) trains as a torch.func population instead (funcpop.py).
-May import: checkpoint, data, funcpop (inside train_group: it imports this module), models, records, recorder, spec,
-trial; torch.
+A user's network (model.kind python) trains as a torch.func population instead (populations.funcpop).
 """
 
 from __future__ import annotations
@@ -27,13 +25,7 @@ from hpsearch.training.models import Net, build_builtin
 from hpsearch.training.populations.loop import BatchBuffers, close_epoch, keep_states, starts
 from hpsearch.training.populations.stacked import PopulationNet, PopulationOptimizer
 from hpsearch.training.recorder import TrialRecorder
-from hpsearch.training.trial import (
-    EVAL_CHUNK,
-    FLUSH_EVERY,
-    batch_order,
-    init_seed,
-    train_accuracy_sample,
-)
+from hpsearch.training.trial import EVAL_CHUNK, FLUSH_EVERY, batch_order, init_seed, train_accuracy_sample
 
 
 def build_nets(configs: list[TrialConfig], data: Dataset) -> tuple[list[Net], list[torch.Generator]]:

@@ -12,7 +12,6 @@ Whether a network can train this way is decided by trying it on one real batch (
 a network whose training changes its buffers (BatchNorm's running statistics), draws random numbers
 (dropout), does what vmap refuses (in-place tricks, .item()), or gives other numbers under vmap than
 alone (state kept in Python) trains one trial at a time, and the reason says which.
-May import: checkpoint, data, models, population, records, recorder, spec, trial; torch.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""group"""
+"""Training a planned population: together when it can be (the built-in population, or a user's
+network through torch.func where that is supported), one trial at a time when it cannot or when the
+population raises; and `step_seconds`, the time of a few steps for `--dry-run`'s estimate."""
 
 from __future__ import annotations
 
@@ -13,15 +15,11 @@ from hpsearch.data import Dataset
 from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.training.models import build_model
 from hpsearch.training.populations.builtin import build_nets, run_population
+from hpsearch.training.populations.funcpop import MEASURE_STEPS, population_support, run_func_population
+from hpsearch.training.populations.funcpop import step_seconds as together_seconds
 from hpsearch.training.populations.loop import BatchBuffers
 from hpsearch.training.populations.stacked import PopulationNet, PopulationOptimizer
-from hpsearch.training.trial import (
-    init_seed,
-    make_optimizer,
-    run_trial,
-    training_loss,
-    warm_up,
-)
+from hpsearch.training.trial import init_seed, make_optimizer, run_trial, training_loss, warm_up
 
 
 def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None = None) -> list[TrialResult]:
@@ -32,8 +30,6 @@ def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback |
     if len(pop) == 1 or (data.x_train.device.type != "cpu" and any(c.model.dropout > 0 for c in pop)):
         return [run_trial(cfg, data, on_epoch) for cfg in pop]  # a GPU draws dropout masks its own way
     if pop[0].model.kind == "python":
-        from hpsearch.training.populations.funcpop import population_support, run_func_population
-
         if population_support(pop[0], data) is not None:  # the caller shows the reason once
             return [run_trial(cfg, data, on_epoch) for cfg in pop]
         try:
@@ -67,9 +63,6 @@ def step_seconds(pop: list[TrialConfig], data: Dataset) -> tuple[float, int]:
     cfg = pop[0]
     alone = len(pop) == 1 or (data.x_train.device.type != "cpu" and any(c.model.dropout > 0 for c in pop))
     if cfg.model.kind == "python" and not alone:
-        from hpsearch.training.populations.funcpop import MEASURE_STEPS, population_support
-        from hpsearch.training.populations.funcpop import step_seconds as together_seconds
-
         if population_support(cfg, data) is None:  # --population auto's own measurement
             return together_seconds(cfg, data, len(pop))[0], MEASURE_STEPS
         alone = True

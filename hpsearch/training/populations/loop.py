@@ -1,4 +1,6 @@
-"""loop"""
+"""What both population loops share: where each trial starts (fresh or from a snapshot), keeping
+each trial's state for a checkpoint, closing an epoch (lr decay, the recorder's epoch, blown-up
+trials frozen), and the batch buffers reused across steps."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""plan"""
+"""Which trials train together: trials of one shape (the keys that fix a network's tensors) go into
+one population of at most the size the executor chose, in trial order; a trial whose shape has no
+group key (an activation that cannot be stacked) trains alone."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""stacked"""
+"""The stacked population: P networks' parameters side by side (`PopulationNet`), and the optimizer
+that updates each trial with its own learning rate, weight decay, momentum or Adam betas in one
+vectorized step (`PopulationOptimizer`)."""
 
 from __future__ import annotations
 
@@ -14,9 +16,7 @@ from hpsearch.runs.records import TrialConfig
 from hpsearch.spec.choices import Optimizer
 from hpsearch.training.checkpoint import EXP_AVG, EXP_AVG_SQ, MOMENTUM, Snapshot
 from hpsearch.training.models import Maxout, Net
-from hpsearch.training.trial import (
-    zero_tiny_,
-)
+from hpsearch.training.trial import zero_tiny_
 
 Expand = Callable[[torch.Tensor], torch.Tensor]
 
