@@ -1,9 +1,9 @@
 """One record keeping for every training loop: the loops do the maths, this keeps the books.
 
 `TrialRecorder` follows P trials trained in lockstep on the same minibatches (P = 1 for `run_trial`,
-P > 1 for `run_population`): the curve stride and the loss and data-loss curves, the initial loss,
-divergence (on any step, or in the weights after an epoch's last step), per-epoch losses and
-accuracies, and wall time.
+P > 1 for `populations.loop.train_population`): the curve stride and the loss and data-loss curves,
+the initial loss, divergence (on any step, or in the weights after an epoch's last step), per-epoch
+losses and accuracies, and wall time.
 Both loops feed it the same numbers, so their records agree by construction, not by two copies kept
 in step. No torch here: the loops hand over Python floats.
 """

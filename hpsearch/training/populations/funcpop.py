@@ -6,7 +6,7 @@ every trial's loss and gradient on the shared batch. The update is population.Po
 in-place, preallocated one with per-trial lr, weight decay, momentum, betas and lr decay. The L2
 term, 0.5 * wd * sum(W^2) over tensors with more than one dimension (models.regularized), enters the
 gradient in the optimizer, as for the built-in population. Records equal run_trial's up to float
-rounding.
+rounding. The loop is loop.train_population's; StackedNet is this network type's side of it.
 
 Whether a network can train this way is decided by trying it on one real batch (population_support):
 a network whose training changes its buffers (BatchNorm's running statistics), draws random numbers
@@ -27,21 +27,12 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from hpsearch.data import Dataset
 from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult
-from hpsearch.training.checkpoint import start_snapshot
+from hpsearch.training.checkpoint import Snapshot
 from hpsearch.training.models import build_model
-from hpsearch.training.populations.loop import BatchBuffers, close_epoch, keep_states, starts
+from hpsearch.training.populations.loop import BatchBuffers, load_starts, train_population
 from hpsearch.training.populations.plan import group_key
 from hpsearch.training.populations.stacked import Param, PopulationOptimizer, leading
-from hpsearch.training.recorder import TrialRecorder
-from hpsearch.training.trial import (
-    EVAL_CHUNK,
-    FLUSH_EVERY,
-    batch_order,
-    init_seed,
-    make_optimizer,
-    train_accuracy_sample,
-    training_loss,
-)
+from hpsearch.training.trial import EVAL_CHUNK, init_seed, make_optimizer, training_loss
 
 SUPPORT_TOLERANCE = 1e-3  # relative: vmapped loss and gradients against one module's, on one batch
 # Steps timed each way when --population auto measures (after one untimed step): enough to average
@@ -52,12 +43,16 @@ Tensors = dict[str, torch.Tensor]
 
 
 class StackedNet:
-    """P copies of one user module: stacked parameters (P, *shape) and buffers, one vmapped step."""
+    """P copies of one user module: stacked parameters (P, *shape) and buffers, one vmapped step.
+    The torch.func network type of loop.train_population (its `Population` protocol)."""
 
     kind = "python"  # PopulationOptimizer fuses the first layer of the built-in MLP only
+    label_copies = 1  # vmap maps over the trials: each trial's loss reads the batch's labels once
 
     def __init__(self, modules: list[nn.Module]) -> None:
         self.p = len(modules)
+        # P trials' activations at once: fewer examples per pass keep them near one trial's EVAL_CHUNK.
+        self.eval_chunk = max(1, EVAL_CHUNK // self.p)
         self.base = modules[0]  # functional_call runs its forward with each trial's tensors swapped in
         params, buffers = stack_module_state(modules)  # type: ignore[arg-type]
         frozen = {k for k, prm in self.base.named_parameters() if not prm.requires_grad}
@@ -80,7 +75,7 @@ class StackedNet:
     def _loss(self, params: Tensors, buffers: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self._forward(params, buffers, x), y)
 
-    def state_dict(self, p: int) -> Tensors:
+    def trial_state(self, p: int) -> Tensors:
         """Trial p's network state (what its own module's state_dict would hold)."""
         out = {name: prm.tensor[p] for name, prm in zip(self.names, self.params, strict=True)}
         out.update((k, v[p]) for k, v in self.buffers.items())
@@ -93,12 +88,17 @@ class StackedNet:
         """Every trial's data-loss gradients (P, *shape) and data losses (P,) on one shared batch."""
         return self._grad_and_loss(self.tensors(), self.buffers, x, y)  # type: ignore[no-any-return]
 
-    def backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """grads() into each stacked tensor's .grad, where PopulationOptimizer reads them; data losses."""
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Every trial's data loss (P,); its gradients, from the same vmapped call, go into each
+        stacked tensor's .grad now, where PopulationOptimizer reads them."""
         grads, losses = self.grads(x, y)
         for name, prm in zip(self.names, self.params, strict=True):
             prm.tensor.grad = grads[name]
         return losses
+
+    def backward(self, alive: torch.Tensor) -> None:
+        """Nothing left to do: losses() made every trial's gradients. A dead trial's (NaN) went into
+        its own slices only, which PopulationOptimizer.freeze zeroes."""
 
     @torch.no_grad()
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -126,15 +126,11 @@ def _modules(configs: list[TrialConfig], data: Dataset) -> list[nn.Module]:
     return out
 
 
-@torch.no_grad()
-def _accuracy(net: StackedNet, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> list[float]:
-    correct = torch.zeros(net.p, dtype=torch.long, device=x.device)  # counts: exact, as run_trial's
-    # P trials' activations at once: fewer examples per pass keep them near one trial's EVAL_CHUNK.
-    chunk = max(1, EVAL_CHUNK // net.p)
-    for i in range(0, len(x), chunk):
-        logits = net.logits(data.normalize(x[i : i + chunk]))
-        correct += (logits.argmax(2) == y[i : i + chunk]).sum(1)
-    return [c / max(1, len(x)) for c in correct.tolist()]
+def stack_modules(configs: list[TrialConfig], data: Dataset, snaps: list[Snapshot | None]) -> StackedNet:
+    """The user networks of `configs` as one StackedNet (loop.Stack), each from its snapshot."""
+    modules = _modules(configs, data)
+    load_starts(modules, snaps)
+    return StackedNet(modules)
 
 
 def run_func_population(
@@ -142,42 +138,7 @@ def run_func_population(
 ) -> list[TrialResult]:
     """Train `configs` (one group key, a user's network that population_support accepts) together;
     one TrialResult per config, in order. Raises what training raises (train_group falls back)."""
-    first, train = configs[0], configs[0].train
-    device, n = data.x_train.device, len(data.x_train)
-    recorder = TrialRecorder(configs, n, on_epoch)
-    recorder.go_on_from(starts(configs))
-    snaps = [start_snapshot(c, device) for c in configs]
-    modules = _modules(configs, data)
-    for module, snap in zip(modules, snaps, strict=True):
-        if snap is not None:
-            module.load_state_dict(snap.model)
-    net = StackedNet(modules)
-    opt = PopulationOptimizer(net, configs, device)
-    opt.load(snaps, recorder.iteration)
-    x_acc, y_acc = train_accuracy_sample(data)
-    batch = BatchBuffers(data, train.batch_size, 1)
-    for epoch in range(first.first_epoch, first.last_epoch):
-        order = batch_order(n, first.seed, epoch, device)
-        for s in range(0, n, train.batch_size):
-            x, y = batch.load(order[s : s + train.batch_size])
-            data_loss = net.backward(x, y)
-            watched = data_loss
-            if recorder.curve_step:  # the L2 term costs a pass over all weights: only where it is kept
-                watched = watched + net.penalty(opt.wd)
-            it = recorder.iteration
-            losses, data_losses = torch.stack([watched, data_loss]).tolist()
-            dead = recorder.step(losses, data_losses)
-            opt.stop(dead)
-            opt.step()
-            if dead:
-                opt.freeze()  # a dead trial's NaN gradients went into its own slices only: zero them
-            if it % FLUSH_EVERY == 0 and device.type == "cpu":
-                opt.flush_tiny()
-        accuracies = lambda: (_accuracy(net, data, x_acc, y_acc), _accuracy(net, data, data.x_val, data.y_val))  # noqa: E731
-        if not close_epoch(recorder, opt, net.penalty, accuracies):
-            break
-    keep_states(recorder, opt, first, net.state_dict)
-    return recorder.finish()
+    return train_population(configs, data, stack_modules, on_epoch)
 
 
 # --------------------------------------------------------------------------- can it, and is it faster
@@ -283,7 +244,8 @@ def step_seconds(cfg: TrialConfig, data: Dataset, size: int) -> tuple[float, flo
     opt = PopulationOptimizer(net, configs, data.x_train.device)
 
     def together() -> None:
-        net.backward(x, y)
+        net.losses(x, y)
+        net.backward(opt.alive)
         opt.step()
 
     module = _modules(configs[:1], data)[0]

@@ -1,6 +1,5 @@
-"""Training a planned population: together when it can be (the built-in population, or a user's
-network through torch.func where that is supported), one trial at a time when it cannot or when the
-population raises; and `step_seconds`, the time of a few steps for `--dry-run`'s estimate."""
+"""Training a planned population: together with loop.train_population (the built-in network type, or
+a user's network through torch.func), else one trial at a time; and the time of one such step."""
 
 from __future__ import annotations
 
@@ -9,39 +8,39 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 
 from hpsearch.data import Dataset
 from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.training.models import build_model
-from hpsearch.training.populations.builtin import build_nets, run_population
-from hpsearch.training.populations.funcpop import MEASURE_STEPS, population_support, run_func_population
+from hpsearch.training.populations.builtin import stack_builtin
+from hpsearch.training.populations.funcpop import MEASURE_STEPS, population_support, stack_modules
 from hpsearch.training.populations.funcpop import step_seconds as together_seconds
-from hpsearch.training.populations.loop import BatchBuffers
-from hpsearch.training.populations.stacked import PopulationNet, PopulationOptimizer
+from hpsearch.training.populations.loop import BatchBuffers, Stack, train_population
+from hpsearch.training.populations.stacked import PopulationOptimizer
 from hpsearch.training.trial import init_seed, make_optimizer, run_trial, training_loss, warm_up
 
 
 def train_group(pop: list[TrialConfig], data: Dataset, on_epoch: EpochCallback | None = None) -> list[TrialResult]:
-    """Train a planned population: one trial with run_trial, more together with run_population. A
+    """Train a planned population: one trial with run_trial, more together with train_population. A
     population whose training raises (out of memory, say) trains again one trial at a time, so each
     trial's own result or error is what gets recorded, not one error for them all."""
     warm_up()  # once per process, outside every trial's wall time
-    if len(pop) == 1 or (data.x_train.device.type != "cpu" and any(c.model.dropout > 0 for c in pop)):
-        return [run_trial(cfg, data, on_epoch) for cfg in pop]  # a GPU draws dropout masks its own way
-    if pop[0].model.kind == "python":
-        if population_support(pop[0], data) is not None:  # the caller shows the reason once
-            return [run_trial(cfg, data, on_epoch) for cfg in pop]
+    stack = _network_type(pop, data)
+    if stack is not None:
         try:
-            return run_func_population(pop, data, on_epoch)
+            return train_population(pop, data, stack, on_epoch)
         except Exception:  # not hidden: each trial's own run below records its error
             pass
-        return [run_trial(cfg, data, on_epoch) for cfg in pop]
-    try:
-        return run_population(pop, data, on_epoch)
-    except Exception:  # not hidden: each trial's own run below records its error
-        pass
     return [run_trial(cfg, data, on_epoch) for cfg in pop]
+
+
+def _network_type(pop: list[TrialConfig], data: Dataset) -> Stack | None:
+    """How `pop` stacks into one population, or None when its trials train one at a time."""
+    if len(pop) == 1 or (data.x_train.device.type != "cpu" and any(c.model.dropout > 0 for c in pop)):
+        return None  # a GPU draws dropout masks its own way
+    if pop[0].model.kind != "python":
+        return stack_builtin
+    return stack_modules if population_support(pop[0], data) is None else None  # the caller shows the reason once
 
 
 TIMED_STEPS = 10  # steps timed for an estimate, after one untimed step (kernels, autograd set up)
@@ -61,12 +60,10 @@ def step_seconds(pop: list[TrialConfig], data: Dataset) -> tuple[float, int]:
     warm_up()
     pop = [replace(c, train=c.train.model_copy(update={"lr": TIMING_LR})) for c in pop]
     cfg = pop[0]
-    alone = len(pop) == 1 or (data.x_train.device.type != "cpu" and any(c.model.dropout > 0 for c in pop))
-    if cfg.model.kind == "python" and not alone:
-        if population_support(cfg, data) is None:  # --population auto's own measurement
-            return together_seconds(cfg, data, len(pop))[0], MEASURE_STEPS
-        alone = True
-    if alone:
+    stack = _network_type(pop, data)
+    if stack is stack_modules:  # --population auto's own measurement
+        return together_seconds(cfg, data, len(pop))[0], MEASURE_STEPS
+    if stack is None:
         return len(pop) * _timed(_trial_step(cfg, data)), TIMED_STEPS
     return _timed(_population_step(pop, data)), TIMED_STEPS
 
@@ -102,20 +99,15 @@ def _trial_step(cfg: TrialConfig, data: Dataset) -> Callable[[], None]:
 
 
 def _population_step(pop: list[TrialConfig], data: Dataset) -> Callable[[], None]:
-    """run_population's step: every trial's loss on the shared batch, read back, backward, update."""
-    nets, generators = build_nets(pop, data)
-    net = PopulationNet(nets, pop[0].model.kind, generators)
+    """train_population's step for the built-in network: every trial's loss on the shared batch,
+    read back, backward, update."""
+    net = stack_builtin(pop, data, [None] * len(pop))
     opt = PopulationOptimizer(net, pop, data.x_train.device)
-    x, y = _first_batch(pop[0], data, len(pop))
+    x, y = _first_batch(pop[0], data, net.label_copies)
 
     def step() -> None:
-        logits = net(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y, reduction="none").view(len(pop), -1).mean(1)
-        loss.detach().tolist()
-        net.zero_grad(set_to_none=True)
-        loss.sum().backward()
-        if not opt.fused_first:
-            net.first_layer_grad()
+        net.losses(x, y).tolist()
+        net.backward(opt.alive)
         opt.step()
 
     return step

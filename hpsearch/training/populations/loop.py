@@ -1,18 +1,126 @@
-"""What both population loops share: where each trial starts (fresh or from a snapshot), keeping
-each trial's state for a checkpoint, closing an epoch (lr decay, the recorder's epoch, blown-up
-trials frozen), and the batch buffers reused across steps."""
+"""The one loop every population trains by (`train_population`), and what it asks of a network type
+(`Population`): the built-in PopulationNet (stacked.py, built in builtin.py) or a user's network
+stacked for torch.func (funcpop.StackedNet). The loop owns the order: the batch order per epoch,
+each step's losses, record, gradients and update, the epoch's accuracies, a halving rung's saved
+states; the network type owns how its P trials' losses, gradients, logits and states are computed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
+from torch import nn
 
 from hpsearch.data import Dataset
-from hpsearch.runs.records import TrialConfig, TrialResult
-from hpsearch.training.checkpoint import Snapshot, pack
-from hpsearch.training.populations.stacked import PopulationOptimizer
+from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult
+from hpsearch.training.checkpoint import Snapshot, pack, start_snapshot
+from hpsearch.training.populations.stacked import PopulationOptimizer, Stacked
 from hpsearch.training.recorder import Accuracies, TrialRecorder
+from hpsearch.training.trial import FLUSH_EVERY, batch_order, train_accuracy_sample
+
+
+class Population(Stacked, Protocol):
+    """P trials of one shape as one network type: what train_population asks of it, besides the
+    stacked parameters (`params`) that PopulationOptimizer updates."""
+
+    p: int
+    label_copies: int  # how many times BatchBuffers repeats a batch's labels for losses()
+    eval_chunk: int  # examples per evaluation pass
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Every trial's data loss (P,) on the shared batch, detached."""
+        ...
+
+    def backward(self, alive: torch.Tensor) -> None:
+        """The last losses' gradients of the `alive` (P,) trials into each stacked tensor's .grad."""
+        ...
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, ...) shared by every trial -> (P, B, classes), in eval mode, without gradients."""
+        ...
+
+    def penalty(self, wd: torch.Tensor) -> torch.Tensor:
+        """0.5 * wd_p * trial p's squared weights, per trial (P,): the L2 term run_trial's loss holds."""
+        ...
+
+    def trial_state(self, p: int) -> dict[str, torch.Tensor]:
+        """Trial p's network state, as its own network's state_dict holds it."""
+        ...
+
+
+# Builds a network type's population from the configs, each trial starting from its snapshot (None:
+# a fresh init, the same as run_trial's).
+Stack = Callable[[list[TrialConfig], Dataset, list[Snapshot | None]], Population]
+
+
+def train_population(
+    configs: list[TrialConfig], data: Dataset, stack: Stack, on_epoch: EpochCallback | None = None
+) -> list[TrialResult]:
+    """Train `configs` (one group key) together on `data` as the network type `stack` builds; one
+    TrialResult per config, in order, equal to run_trial's up to float rounding. Raises what the
+    population's training raises (train_group falls back to one trial at a time)."""
+    first, device, n = configs[0], data.x_train.device, len(data.x_train)
+    recorder = TrialRecorder(configs, n, on_epoch)
+    recorder.go_on_from(starts(configs))
+    snaps = [start_snapshot(c, device) for c in configs]
+    net = stack(configs, data, snaps)
+    opt = PopulationOptimizer(net, configs, device)
+    opt.load(snaps, recorder.iteration)
+    x_acc, y_acc = train_accuracy_sample(data)
+    batch = BatchBuffers(data, first.train.batch_size, net.label_copies)
+    for epoch in range(first.first_epoch, first.last_epoch):
+        order = batch_order(n, first.seed, epoch, device)  # the search seed's: every trial sees it
+        for s in range(0, n, first.train.batch_size):
+            x, y = batch.load(order[s : s + first.train.batch_size])
+            train_step(net, opt, recorder, x, y)
+        accuracies = lambda: (accuracy(net, data, x_acc, y_acc), accuracy(net, data, data.x_val, data.y_val))  # noqa: E731
+        if not close_epoch(recorder, opt, net.penalty, accuracies):
+            break
+    keep_states(recorder, opt, first, net.trial_state)
+    return recorder.finish()
+
+
+def train_step(
+    net: Population, opt: PopulationOptimizer, recorder: TrialRecorder, x: torch.Tensor, y: torch.Tensor
+) -> None:
+    """One step of every trial on the shared batch: losses recorded, trials that blew up stopped,
+    then gradients and the update."""
+    data_loss = net.losses(x, y)
+    watched = data_loss
+    if recorder.curve_step:
+        # The L2 term costs a pass over all weights, so it is added where the curve is sampled.
+        watched = watched + net.penalty(opt.wd)
+    it = recorder.iteration
+    losses, data_losses = torch.stack([watched, data_loss]).tolist()
+    dead = recorder.step(losses, data_losses)
+    opt.stop(dead)
+    net.backward(opt.alive)
+    opt.step()
+    if dead:
+        # After the update, which still needed the weights as they were: the dead trials' weights and
+        # state (NaN gradients went into their own slices only) are zeroed.
+        opt.freeze()
+    if it % FLUSH_EVERY == 0 and x.device.type == "cpu":
+        opt.flush_tiny()
+
+
+@torch.no_grad()
+def accuracy(net: Population, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> list[float]:
+    """Each trial's accuracy on the raw images x with labels y."""
+    correct = torch.zeros(net.p, dtype=torch.long, device=x.device)  # counts: exact, as run_trial's
+    for i in range(0, len(x), net.eval_chunk):
+        logits = net.logits(data.normalize(x[i : i + net.eval_chunk]))
+        correct += (logits.argmax(2) == y[i : i + net.eval_chunk]).sum(1)
+    return [c / max(1, len(x)) for c in correct.tolist()]
+
+
+def load_starts(modules: Sequence[nn.Module], snaps: list[Snapshot | None]) -> None:
+    """Each trial's weights from where an earlier rung left them, into its own network: before
+    stacking, so that every network type stacks them as it stacks a fresh init."""
+    for module, snap in zip(modules, snaps, strict=True):
+        if snap is not None:
+            module.load_state_dict(snap.model)
 
 
 def starts(configs: list[TrialConfig]) -> list[TrialResult] | None:

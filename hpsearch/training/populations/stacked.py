@@ -1,6 +1,6 @@
-"""The stacked population: P networks' parameters side by side (`PopulationNet`), and the optimizer
-that updates each trial with its own learning rate, weight decay, momentum or Adam betas in one
-vectorized step (`PopulationOptimizer`)."""
+"""Stacked parameters and their optimizer: `Param` (one tensor of all trials and how a per-trial
+scalar broadcasts onto it), `PopulationNet` (the built-in MLP / convnet, P copies evaluated on one
+shared batch) and `PopulationOptimizer` (torch.optim's updates with per-trial hyperparameters)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from hpsearch.runs.records import TrialConfig
 from hpsearch.spec.choices import Optimizer
 from hpsearch.training.checkpoint import EXP_AVG, EXP_AVG_SQ, MOMENTUM, Snapshot
 from hpsearch.training.models import Maxout, Net
-from hpsearch.training.trial import zero_tiny_
+from hpsearch.training.trial import EVAL_CHUNK, zero_tiny_
 
 Expand = Callable[[torch.Tensor], torch.Tensor]
 
@@ -46,12 +46,16 @@ def leading(trailing: int) -> Expand:
 
 
 class PopulationNet(nn.Module):
-    """P copies of one architecture, each with its own weights, evaluated on one shared batch."""
+    """P copies of one architecture, each with its own weights, evaluated on one shared batch. The
+    built-in network type of loop.train_population (its `Population` protocol)."""
+
+    eval_chunk = EVAL_CHUNK  # examples per evaluation pass, as run_trial's
 
     def __init__(self, nets: list[Net], kind: str, generators: list[torch.Generator] | None = None) -> None:
         super().__init__()
         self.p = len(nets)
         self.kind = kind
+        self.label_copies = self.p  # one cross-entropy over all trials' (P * B) logits reads P label copies
         # Dropout: each trial's rate (0: none) and the generator its masks come from.
         self.drop = [next((m.p for m in net.modules() if isinstance(m, nn.Dropout)), 0.0) for net in nets]
         self.generators = generators
@@ -97,6 +101,34 @@ class PopulationNet(nn.Module):
             self.register_parameter(f"p{i}", prm.tensor)  # type: ignore[arg-type]
         self._first: tuple[torch.Tensor, torch.Tensor] = (torch.empty(0), torch.empty(0))
         self._w0_grad: torch.Tensor | None = None
+        self._loss: torch.Tensor | None = None  # the last batch's data losses, with their graph
+
+    def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Every trial's data loss (P,) on the shared batch x; y: its labels repeated P times."""
+        logits = self(x)  # (P, B, C)
+        per_example = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y, reduction="none")
+        self._loss = per_example.view(self.p, -1).mean(1)
+        return self._loss.detach()
+
+    def backward(self, alive: torch.Tensor) -> None:
+        """The last losses' gradients into .grad; a trial no longer alive gets none (zeros)."""
+        assert self._loss is not None
+        self.zero_grad(set_to_none=True)
+        torch.where(alive, self._loss, torch.zeros_like(self._loss)).sum().backward()
+        self._loss = None  # its graph is spent
+
+    @torch.no_grad()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, ...) shared by every trial -> (P, B, classes), in eval mode (no dropout)."""
+        self.eval()
+        try:
+            return self(x)  # type: ignore[no-any-return]
+        finally:
+            self.train()
+
+    def trial_state(self, p: int) -> dict[str, torch.Tensor]:
+        """Trial p's network state, under its own network's state_dict names."""
+        return {prm.name: prm.part(prm.tensor, p) for prm in self.params}
 
     def _act(self, h: torch.Tensor, channel_dim: int) -> torch.Tensor:
         if isinstance(self.act, Maxout):  # pairs adjacent units, as Maxout does on one model
@@ -220,6 +252,8 @@ class PopulationOptimizer:
         # In-place fused updates: at P x 150k parameters the update is memory-bound, so every
         # pass over the weights counts.
         self.steps += 1
+        if isinstance(self.net, PopulationNet) and not self.fused_first:
+            self.net.first_layer_grad()  # the MLP's first layer leaves its weight gradient to be made here
         lr = torch.where(self.alive, self.lr, torch.zeros_like(self.lr))
         for i, prm in enumerate(self.net.params):
             if i == 0 and self.fused_first:
