@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from hpsearch.data import Dataset
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, first_line
 from hpsearch.runs.records import TrialConfig, TrialEvents, TrialResult, TrialState
 from hpsearch.spec.options import RayOptions
 from hpsearch.training.factory import FactorySource, register_source
@@ -107,7 +107,7 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = options.address or "a local instance"
-            raise HpsearchError(f"--ray-address: cannot start or join Ray at {where}: {_first_line(e)}") from None
+            raise HpsearchError(f"--ray-address: cannot start or join Ray at {where}: {first_line(e)}") from None
         finally:
             for sig, handler in handlers.items():
                 if handler is not None:
@@ -128,10 +128,6 @@ def _check_resources(ray: Any, options: RayOptions) -> None:
                 f"resources.{name}: {asked:g} per task, but the Ray cluster has {total.get(key, 0):g} {key}s in all: "
                 "no task could start (lower it, or add nodes)"
             )
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _package_path() -> list[str]:
@@ -174,9 +170,9 @@ def _run(
                 cause = getattr(e, "cause", None)
                 if isinstance(cause, HpsearchError):  # e.g. no dataset under that worker's data root
                     raise type(cause)(f"on a Ray worker: {cause}") from None
-                raise HpsearchError(f"a Ray task failed: {_first_line(cause or e)}") from None
+                raise HpsearchError(f"a Ray task failed: {first_line(cause or e)}") from None
             except ray.exceptions.RayError as e:  # the worker process or its node died
-                lost.append({"attempt": len(lost) + 1, "error": f"{type(e).__name__}: {_first_line(e)}"})
+                lost.append({"attempt": len(lost) + 1, "error": f"{type(e).__name__}: {first_line(e)}"})
                 if len(lost) <= options.max_retries:
                     queue.append(pop)
                     continue

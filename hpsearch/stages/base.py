@@ -49,8 +49,9 @@ class StageOutcome:
         return failure_summary(self.ranked)
 
 
-class StageProgress(Protocol):
-    """What a stage reports while it runs (the CLI draws it as a progress bar)."""
+class TrainingProgress(Protocol):
+    """What a driver reports while it trains, a stage's trials or the final's runs (the CLI draws it
+    as a progress bar)."""
 
     def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None: ...
 
@@ -58,7 +59,11 @@ class StageProgress(Protocol):
 
     def epochs_done(self, count: int) -> None: ...
 
-    def rung(self, text: str) -> None: ...  # successive halving: a rung begins, described in one line
+
+class StageProgress(TrainingProgress, Protocol):
+    """A stage's progress: that, and with successive halving each rung as it begins."""
+
+    def rung(self, text: str) -> None: ...  # a rung begins, described in one line
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from hpsearch.analysis.rank import rank, tied_with_best
 from hpsearch.data import DataRecipe, Dataset, ProgressFn, load_final_data
-from hpsearch.errors import NothingToResume, StageStopped, StoreError
+from hpsearch.errors import NothingToResume, StageStopped, StoreError, interrupt_exit_code
 from hpsearch.executors.local import execute
 from hpsearch.runs.final import (
     LEDGER,
@@ -41,7 +41,7 @@ from hpsearch.runs.final import (
     ledger_entries,
     looks,
 )
-from hpsearch.runs.read import how_to_start, load_stage, stage_curve_data, stages
+from hpsearch.runs.read import RESULTS, how_to_start, load_stage, read_document, stage_curve_data, stages
 from hpsearch.runs.records import TrialEvents, TrialResult, TrialState, jsonable
 from hpsearch.runs.store import (
     StageStore,
@@ -56,6 +56,7 @@ from hpsearch.search.refine import trained_configs
 from hpsearch.spec.edit import spec_to_yaml
 from hpsearch.spec.options import FinalOptions, FitOn
 from hpsearch.spec.schema import Spec
+from hpsearch.stages.base import TrainingProgress
 from hpsearch.training.checkpoint import unpack
 from hpsearch.training.factory import FactorySource
 from hpsearch.training.models import build_model
@@ -132,22 +133,12 @@ def _refuse_second_look(final_dir: Path, seen: dict[int, str]) -> None:
 # --------------------------------------------------------------------------- running
 
 
-class FinalProgress(Protocol):
-    """What `final` reports while it trains (the CLI's progress bar has these)."""
-
-    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None: ...
-
-    def trial_done(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None: ...
-
-    def epochs_done(self, count: int) -> None: ...
-
-
 def run_final(
     run_dir: Path,
     options: FinalOptions,
     *,
     on_data: ProgressFn | None = None,
-    progress: FinalProgress | None = None,
+    progress: TrainingProgress | None = None,
     on_plan: Callable[[FinalPlan], None] | None = None,
     on_model: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
@@ -186,8 +177,7 @@ def run_final(
         try:
             _train(plan, data, options, book, progress, factory, data_root, resumed)
         except KeyboardInterrupt as e:
-            code = getattr(e, "code", 130)
-            raise StageStopped(code, final_dir, len(book.done), plan.runs, final=True) from None
+            raise StageStopped(interrupt_exit_code(e), final_dir, len(book.done), plan.runs, final=True) from None
         return _finish(plan, book, data, test, factory, resumed)
 
 
@@ -228,12 +218,8 @@ def _stored_plan(final_dir: Path) -> dict[str, Any] | None:
 
 
 def _finished(final_dir: Path, attempt: int) -> bool:
-    path = final_dir / "results.json"
-    try:
-        doc = read_json(path) if path.is_file() else None
-    except StoreError:
-        return False
-    return isinstance(doc, dict) and doc.get("attempt") == attempt
+    doc = read_document(final_dir, RESULTS)
+    return doc is not None and doc.get("attempt") == attempt
 
 
 def _refuse_other_options(final_dir: Path, stored: dict[str, Any], options: FinalOptions) -> None:
@@ -366,7 +352,7 @@ def _train(
     data: Dataset,
     options: FinalOptions,
     book: _FinalBook,
-    progress: FinalProgress | None,
+    progress: TrainingProgress | None,
     factory: FactorySource | None,
     data_root: Path | None,
     resumed: int,
@@ -494,5 +480,5 @@ def _write_results(outcome: FinalOutcome) -> None:
     from hpsearch.output.final import final_document, final_markdown
 
     store = StageStore(outcome.final_dir)
-    store.write_json("results.json", final_document(outcome))
+    store.write_json(RESULTS, final_document(outcome))
     store.write_text("results.md", final_markdown(outcome))

@@ -21,17 +21,18 @@ from hpsearch.data import (
     DataRecipe,
     Dataset,
 )
-from hpsearch.errors import Interrupted, StageStopped, StoreError
+from hpsearch.errors import StageStopped, interrupt_exit_code
 from hpsearch.executors.local import execute
 from hpsearch.output.report import csv_table, markdown_report, results_document
-from hpsearch.runs.read import is_partial, stage_curve_data
+from hpsearch.runs.read import RESULTS, RUN_INFO, is_partial, read_document, stage_curve_data
 from hpsearch.runs.records import (
     TrialConfig,
     TrialResult,
     TrialState,
     jsonable,
+    planned_params,
 )
-from hpsearch.runs.store import StageStore, read_json, utc_now
+from hpsearch.runs.store import StageStore, utc_now
 from hpsearch.search.halving import replay, rung_epochs, rung_records
 from hpsearch.search.space import trial_config
 from hpsearch.search.tpe import read_proposals, typed_params
@@ -67,21 +68,13 @@ def finished_stage(stage: Stage) -> StageOutcome | None:
         results, complete = current_results(stage)
         if not complete:
             return None
-        doc = _results_doc(stage.store)
+        doc = read_document(stage.store.path, RESULTS)
         if doc is None or is_partial(doc) or doc.get("trials_planned", len(results)) != len(results):
             outcome = write_stage_results(stage, results)
         else:
             outcome = stage_outcome(stage, results)
     outcome.warnings, outcome.resumed = warnings, len(finished)
     return outcome
-
-
-def _results_doc(store: StageStore) -> dict[str, Any] | None:
-    try:
-        doc = read_json(store.path / "results.json")
-    except StoreError:
-        return None
-    return doc if isinstance(doc, dict) else None
 
 
 # --------------------------------------------------------------------------- running a stage
@@ -108,7 +101,7 @@ def run_stage(
         run_info.setdefault("factory_sha256", stage.factory.sha256)
         run_info.setdefault("factory_files", stage.factory.files)  # which file changed, should a resume be refused
     run_info["trials"] = stage.planned
-    store.write_json("run.json", run_info)
+    store.write_json(RUN_INFO, run_info)
     book = StageBook(store, stage.planned, list(finished.values()), progress, stage.spec.search.median_stop)
     todo = [c for c in stage.configs if c.trial_id not in finished]
     # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
@@ -132,7 +125,7 @@ def run_stage(
             else:
                 execute(todo, data, execution, book.events(), recipe, stage.factory)
         run_info["end_time"] = utc_now()
-        store.write_json("run.json", run_info)
+        store.write_json(RUN_INFO, run_info)
         outcome = write_stage_results(stage, current_results(stage)[0])
         note = book.median_stop_note()
         if note:
@@ -152,7 +145,7 @@ def current_results(stage: Stage) -> tuple[list[TrialResult], bool]:
         finished = len(found) == stage.planned
     else:
         rungs = rung_epochs(stage.spec.train.epochs, halving)
-        plan = {c.trial_id: jsonable(c.params) for c in stage.configs}
+        plan = planned_params(stage.configs)
         by_trial = rung_records(stage.store.read_trials(), plan)
         if len(plan) < stage.planned:  # sampler: tpe, still proposing: the first rung's results so far
             found, finished = {t: by_rung[0] for t, by_rung in by_trial.items() if 0 in by_rung}, False
@@ -167,7 +160,7 @@ def reconcile(store: StageStore, configs: list[TrialConfig]) -> tuple[dict[int, 
     """A resumed stage's finished trials (by the records on disk that match this plan) and the
     warnings about records that did not."""
     store.remove_stale_temp_files()
-    plan = {c.trial_id: jsonable(c.params) for c in configs}
+    plan = planned_params(configs)
     finished: dict[int, TrialResult] = {}
     foreign_trials: set[int] = set()
     for r in store.read_trials():  # the first final record with the plan's parameters counts
@@ -216,11 +209,11 @@ def _record_stop(stage: Stage, book: StageBook, run_info: dict[str, Any], e: Key
                 stage.store.append_trial(stopped)
         run_info["end_time"] = None
         run_info["interrupted_time"] = utc_now()
-        stage.store.write_json("run.json", run_info)
+        stage.store.write_json(RUN_INFO, run_info)
         # What finished, ranked, marked partial: refine and report know it is not a finished stage.
         results = current_results(stage)[0]
         write_stage_results(stage, results, partial=True)
-    code = e.code if isinstance(e, Interrupted) else 130
+    code = interrupt_exit_code(e)
     halving = stage.spec.search.halving
     if halving is not None:  # trials whose fate is known: stopped, or at the last rung, or failed
         rungs = len(rung_epochs(stage.spec.train.epochs, halving))
@@ -287,7 +280,7 @@ def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool 
         extra["partial"] = True
         title += f" (partial: {len(results)} of {stage.planned} trials; the stage was stopped)"
     data, planned = outcome.data, outcome.planned_epochs
-    store.write_json("results.json", results_document(name, ranked, edge_list, extra, data, planned))
+    store.write_json(RESULTS, results_document(name, ranked, edge_list, extra, data, planned))
     store.write_text("results.csv", csv_table(ranked, names, planned_epochs=planned, data=data))
     store.write_text("results.md", markdown_report(title, ranked, names, edge_list, data, planned))
     return outcome

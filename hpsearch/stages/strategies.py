@@ -18,7 +18,7 @@ from hpsearch.runs.records import (
     TrialResult,
     TrialStart,
     TrialState,
-    jsonable,
+    planned_params,
 )
 from hpsearch.runs.store import Checkpoints, StageStore
 from hpsearch.search.halving import Standing, TopKeep, keep_count, planned_counts, replay, rung_epochs, rung_records
@@ -74,7 +74,7 @@ def execute_rungs(stage: Stage, data: Dataset, execution: ExecOptions, book: Sta
     if stage.spec.search.proposed:
         _propose_first_rung(stage, data, execution, book, recipe, checkpoints, rungs)
     by_id = {c.trial_id: c for c in stage.configs}
-    plan = {t: jsonable(c.params) for t, c in by_id.items()}
+    plan = planned_params(stage.configs)
     started = False
     while True:
         records = stage.store.read_trials()
@@ -158,7 +158,7 @@ def _propose_first_rung(
     have their first-rung result, the rungs after it decide among them as without tpe."""
     halving = stage.spec.search.halving
     assert halving is not None
-    plan = {c.trial_id: jsonable(c.params) for c in stage.configs}
+    plan = planned_params(stage.configs)
     first = {t: by_rung[0] for t, by_rung in rung_records(stage.store.read_trials(), plan).items() if 0 in by_rung}
     if len(stage.configs) >= stage.planned and len(first) == len(stage.configs):
         return  # the first rung is done: the rungs after it go on as usual

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from hpsearch.data import Dataset
-from hpsearch.errors import SpecError, StoreError
+from hpsearch.errors import SpecError, StoreError, first_line
 from hpsearch.runs.store import atomic_write_bytes, read_json, write_json
 from hpsearch.spec.schema import ModelSpec, Spec
 from hpsearch.training.factory import FactorySource, LocalModule, register_source
@@ -137,7 +137,7 @@ def load_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.
         raise
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise StoreError(
-            f"{final_dir / MODEL_FILE}: does not fit the network model.json describes: {_first(e)}"
+            f"{final_dir / MODEL_FILE}: does not fit the network model.json describes: {first_line(e)[:300]}"
         ) from None
     pre = doc["preprocess"]
     preprocess = Preprocess(
@@ -171,10 +171,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         raise StoreError(
             f"{path}: refused: not a plain state_dict (it holds Python objects or code, which are never loaded: "
-            f"{_first(e)})"
+            f"{first_line(e)[:300]})"
         ) from None
     except Exception as e:  # a truncated or foreign file
-        raise StoreError(f"{path}: cannot read as a PyTorch state_dict: {_first(e)}") from None
+        raise StoreError(f"{path}: cannot read as a PyTorch state_dict: {first_line(e)[:300]}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise StoreError(f"{path}: refused: not a plain state_dict (a dict of parameter names to tensors)")
     return state
@@ -192,7 +192,3 @@ def _register_factory(final_dir: Path, doc: dict[str, Any]) -> None:
     ]
     if isinstance(source, str) and isinstance(path, str):
         register_source(FactorySource.of(path, source, modules))
-
-
-def _first(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:300]
