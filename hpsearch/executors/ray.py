@@ -67,7 +67,7 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
-def preflight(options: RayOptions) -> None:
+def check_ray(options: RayOptions) -> None:
     """Before a run directory is touched: Ray is installed and the address answers."""
     _ray()
     check_address(options.address)
@@ -80,7 +80,7 @@ def execute_on_ray(
     events: TrialEvents,
     factory: FactorySource | None = None,
 ) -> None:
-    """Run `populations` as Ray tasks; the caller has run preflight(options) already. `factory`, a
+    """Run `populations` as Ray tasks; the caller has run check_ray(options) already. `factory`, a
     user's factory file as the driver read it, travels with every task."""
     with ray_session(options) as ray:
         _check_resources(ray, options)

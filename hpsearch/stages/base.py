@@ -85,8 +85,9 @@ class Stage:
         return planned_trials(self.spec.search, self.configs)
 
 
-class StageBook:
-    """While a stage trains: each record appended as it arrives, the running trials, the best so far."""
+class StageTracker:
+    """Tracks a stage while it trains: appends each record as it arrives (and tells the progress),
+    and keeps the running trials (marked interrupted on a stop), the best so far and the notes."""
 
     def __init__(
         self,

@@ -10,7 +10,7 @@ from hpsearch.data import (
     load_data,
     resolve_val_size,
 )
-from hpsearch.executors.ray import preflight
+from hpsearch.executors.ray import check_ray
 from hpsearch.runs.read import COARSE, previous_data_root
 from hpsearch.runs.store import StageStore, pick_run_dir, refuse_nested_run
 from hpsearch.search.space import trial_configs
@@ -50,7 +50,7 @@ def run_coarse(
         run_dir = RUNS_DIR / spec.name if options.resume else pick_run_dir(RUNS_DIR, spec.name)
     store = StageStore(run_dir / COARSE)
     if options.execution.ray is not None:
-        preflight(options.execution.ray)
+        check_ray(options.execution.ray)
     resuming = options.resume and store.started
     history = [{"stage": COARSE, "planned_from": None, "trials": len(configs), "epochs": spec.train.epochs}]
     stage = Stage(store, spec, spec_path, configs, history)

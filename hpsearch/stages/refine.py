@@ -11,7 +11,7 @@ from hpsearch.data import (
     load_data,
 )
 from hpsearch.errors import NothingToResume, StoreError
-from hpsearch.executors.ray import preflight
+from hpsearch.executors.ray import check_ray
 from hpsearch.runs.read import previous_data_root, stages
 from hpsearch.runs.store import StageStore
 from hpsearch.search.refine import RefinePlan, plan_refine
@@ -58,7 +58,7 @@ def run_refine(
     if resuming:
         refuse_changed_spec(store, plan.spec, f"remove {store.path} to plan it again")
     if options.execution.ray is not None:
-        preflight(options.execution.ray)
+        check_ray(options.execution.ray)
     if plan.spec.search.proposed:
         optuna_module()
     # The data root the stage used before, else the previous stage's, unless the command line gives one.

@@ -39,9 +39,9 @@ from hpsearch.search.tpe import read_proposals, typed_params
 from hpsearch.spec.edit import spec_to_yaml
 from hpsearch.spec.options import ExecOptions, StageOptions
 from hpsearch.spec.schema import Spec
-from hpsearch.stages.base import Stage, StageBook, StageOutcome, StageProgress
+from hpsearch.stages.base import Stage, StageOutcome, StageProgress, StageTracker
 from hpsearch.stages.prepare import new_run_info, resumed_run_info
-from hpsearch.stages.strategies import execute_rungs, execute_waves, is_final, told
+from hpsearch.stages.strategies import execute_rungs, execute_waves, is_final, sampler_history
 
 
 def with_proposals(stage: Stage) -> Stage:
@@ -102,7 +102,7 @@ def run_stage(
         run_info.setdefault("factory_files", stage.factory.files)  # which file changed, should a resume be refused
     run_info["trials"] = stage.planned
     store.write_json(RUN_INFO, run_info)
-    book = StageBook(store, stage.planned, list(finished.values()), progress, stage.spec.search.median_stop)
+    tracker = StageTracker(store, stage.planned, list(finished.values()), progress, stage.spec.search.median_stop)
     todo = [c for c in stage.configs if c.trial_id not in finished]
     # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
     recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
@@ -115,24 +115,24 @@ def run_stage(
     execution = _with_ray_resources(options.execution, stage.spec)
     try:
         if stage.spec.search.halving is not None:
-            execute_rungs(stage, data, execution, book, recipe)
+            execute_rungs(stage, data, execution, tracker, recipe)
         else:
             if progress:
                 unproposed = (stage.planned - len(stage.configs)) * stage.spec.train.epochs
                 progress.start(stage.planned, sum(c.train.epochs for c in todo) + unproposed, len(finished))
             if stage.spec.search.proposed:
-                execute_waves(stage, data, execution, book.events(), recipe, told(stage, finished))
+                execute_waves(stage, data, execution, tracker.events(), recipe, sampler_history(stage, finished))
             else:
-                execute(todo, data, execution, book.events(), recipe, stage.factory)
+                execute(todo, data, execution, tracker.events(), recipe, stage.factory)
         run_info["end_time"] = utc_now()
         store.write_json(RUN_INFO, run_info)
         outcome = write_stage_results(stage, current_results(stage)[0])
-        note = book.median_stop_note()
+        note = tracker.median_stop_note()
         if note:
-            book.notes.append(note)
+            tracker.notes.append(note)
     except KeyboardInterrupt as e:
-        raise _record_stop(stage, book, run_info, e) from None
-    outcome.warnings, outcome.resumed = warnings + book.notes, len(finished)
+        raise _record_stop(stage, tracker, run_info, e) from None
+    outcome.warnings, outcome.resumed = warnings + tracker.notes, len(finished)
     return outcome
 
 
@@ -150,8 +150,8 @@ def current_results(stage: Stage) -> tuple[list[TrialResult], bool]:
         if len(plan) < stage.planned:  # sampler: tpe, still proposing: the first rung's results so far
             found, finished = {t: by_rung[0] for t, by_rung in by_trial.items() if 0 in by_rung}, False
         else:
-            standing = replay(by_trial, list(plan), rungs, halving.eta)
-            found, finished = standing.results, standing.rung is None
+            current = replay(by_trial, list(plan), rungs, halving.eta)
+            found, finished = current.results, current.rung is None
     # Read back from JSON a record's values are plain (an activation is "relu"): the plan's are typed.
     return [replace(found[c.trial_id], params=dict(c.params)) for c in stage.configs if c.trial_id in found], finished
 
@@ -196,14 +196,14 @@ def _with_ray_resources(execution: ExecOptions, spec: Spec) -> ExecOptions:
     return replace(execution, ray=ray)
 
 
-def _record_stop(stage: Stage, book: StageBook, run_info: dict[str, Any], e: KeyboardInterrupt) -> StageStopped:
+def _record_stop(stage: Stage, tracker: StageTracker, run_info: dict[str, Any], e: KeyboardInterrupt) -> StageStopped:
     """Ctrl-C or SIGTERM: the running trials recorded as interrupted, run.json says when."""
     with _signals_ignored():  # a second Ctrl-C must not cut this bookkeeping short
         # What is on disk decides: the signal may have come between a record's write and the
         # bookkeeping above, and a trial recorded as finished must never be marked interrupted.
         planned = {c.trial_id for c in stage.configs}
         on_disk = {t for t in stage.store.final_trials() if t in planned}
-        for cfg in book.running.values():
+        for cfg in tracker.running.values():
             if cfg.trial_id not in on_disk:
                 stopped = TrialResult(trial=cfg.trial_id, state=TrialState.INTERRUPTED, params=dict(cfg.params))
                 stage.store.append_trial(stopped)

@@ -21,11 +21,19 @@ from hpsearch.runs.records import (
     planned_params,
 )
 from hpsearch.runs.store import Checkpoints, StageStore
-from hpsearch.search.halving import Standing, TopKeep, keep_count, planned_counts, replay, rung_epochs, rung_records
+from hpsearch.search.halving import (
+    CurrentRung,
+    RungLeaders,
+    keep_count,
+    planned_counts,
+    replay,
+    rung_epochs,
+    rung_records,
+)
 from hpsearch.search.space import trial_config
 from hpsearch.search.tpe import propose, record_wave
 from hpsearch.spec.options import ExecOptions
-from hpsearch.stages.base import Stage, StageBook
+from hpsearch.stages.base import Stage, StageTracker
 from hpsearch.training.populations.plan import shaping_params
 
 
@@ -35,10 +43,10 @@ def execute_waves(
     execution: ExecOptions,
     events: TrialEvents,
     recipe: DataRecipe,
-    told: dict[int, TrialResult],
+    history: dict[int, TrialResult],
     until: int | None = None,
 ) -> None:
-    """sampler: tpe. The planned trials not in `told` (the finished ones, by trial id) train first:
+    """sampler: tpe. The planned trials not in `history` (the results the sampler learns from, by trial id) train first:
     the startup trials, or on a resume the proposals recorded before the stop; then wave after wave
     of proposals, each asked from every trial finished before it and recorded before it trains,
     until search.trials. `until`: successive halving's first rung, where every trial stops."""
@@ -47,15 +55,15 @@ def execute_waves(
 
     def on_result(r: TrialResult) -> None:
         record(r)
-        told[r.trial] = r
+        history[r.trial] = r
 
     with ray_session(execution.ray) if execution.ray is not None else nullcontext():
         while True:
-            todo = [c for c in stage.configs if c.trial_id not in told]
+            todo = [c for c in stage.configs if c.trial_id not in history]
             if not todo:
                 if len(stage.configs) >= stage.planned:
                     return
-                todo = _ask_wave(stage, list(told.values()))
+                todo = _ask_wave(stage, list(history.values()))
             todo = [replace(c, until=until) for c in todo]
             execute(todo, data, execution, replace(events, on_result=on_result), recipe, stage.factory)
 
@@ -63,7 +71,9 @@ def execute_waves(
 CHECKPOINTS = "checkpoints"  # a halving stage's folder of trial states between rungs
 
 
-def execute_rungs(stage: Stage, data: Dataset, execution: ExecOptions, book: StageBook, recipe: DataRecipe) -> None:
+def execute_rungs(
+    stage: Stage, data: Dataset, execution: ExecOptions, tracker: StageTracker, recipe: DataRecipe
+) -> None:
     """Successive halving: train rung by rung, each rung's trials going on from their states at
     the rung before; decisions are replayed from the records (halving.replay), so a stage stopped
     anywhere resumes to the same decisions. Only states that may still go on are kept on disk."""
@@ -72,58 +82,60 @@ def execute_rungs(stage: Stage, data: Dataset, execution: ExecOptions, book: Sta
     rungs = rung_epochs(stage.spec.train.epochs, halving)
     checkpoints = Checkpoints(stage.store.path / CHECKPOINTS)
     if stage.spec.search.proposed:
-        _propose_first_rung(stage, data, execution, book, recipe, checkpoints, rungs)
+        _propose_first_rung(stage, data, execution, tracker, recipe, checkpoints, rungs)
     by_id = {c.trial_id: c for c in stage.configs}
     plan = planned_params(stage.configs)
     started = False
     while True:
         records = stage.store.read_trials()
-        standing = replay(rung_records(records, plan), list(by_id), rungs, halving.eta)
-        _record_stopped(stage.store, standing, records, checkpoints)
-        if standing.rung is None:
+        current = replay(rung_records(records, plan), list(by_id), rungs, halving.eta)
+        _record_stopped(stage.store, current, records, checkpoints)
+        if current.rung is None:
             break
-        k = standing.rung
+        k = current.rung
         if not started:
-            _start_halving_progress(book, standing, rungs, halving.eta)
+            _start_halving_progress(tracker, current, rungs, halving.eta)
             started = True
-        configs, missing = _rung_configs(standing, by_id, rungs, checkpoints)
+        configs, missing = _rung_configs(current, by_id, rungs, checkpoints)
         if missing:
-            book.notes.append(
+            tracker.notes.append(
                 f"{checkpoints.path}: {missing} trial state(s) of rung {k - 1} were missing; "
                 f"those trials trained again from the start"
             )
         last = k == len(rungs) - 1
-        top = TopKeep(0 if last else keep_count(standing.size, halving.eta), standing.done)
-        book.begin_rung(k, standing.size, len(standing.done))
-        if book.progress:
-            book.progress.rung(_rung_line(k, rungs, standing.size, halving.eta))
+        leaders = RungLeaders(0 if last else keep_count(current.size, halving.eta), current.done)
+        tracker.begin_rung(k, current.size, len(current.done))
+        if tracker.progress:
+            tracker.progress.rung(_rung_line(k, rungs, current.size, halving.eta))
 
-        on_result = _rung_recorder(k, top, checkpoints, book)
-        execute(configs, data, execution, replace(book.events(), on_result=on_result), recipe, stage.factory)
+        on_result = _rung_recorder(k, leaders, checkpoints, tracker)
+        execute(configs, data, execution, replace(tracker.events(), on_result=on_result), recipe, stage.factory)
     checkpoints.remove_all()
 
 
-def told(stage: Stage, finished: dict[int, TrialResult]) -> dict[int, TrialResult]:
-    """What the model is told before a wave: the stage's finished trials, and ahead of them the
-    earlier stages' trials (stage.prior) under ids -1, -2, ... that no trial of the stage has."""
+def sampler_history(stage: Stage, finished: dict[int, TrialResult]) -> dict[int, TrialResult]:
+    """The results a sampler learns from before a wave: the stage's finished trials, and ahead of
+    them the earlier stages' trials (stage.prior) under ids -1, -2, ... that no trial of the stage has."""
     prior = {-1 - i: replace(r, trial=-1 - i) for i, r in enumerate(stage.prior)}
     return {**prior, **finished}
 
 
-def _ask_wave(stage: Stage, told: list[TrialResult]) -> list[TrialConfig]:
+def _ask_wave(stage: Stage, history: list[TrialResult]) -> list[TrialConfig]:
     """The next wave of proposals, recorded, then added to the stage's configs."""
     settings = stage.spec.search.tpe_settings
     first = len(stage.configs)
     shared = shaping_params(stage.spec) if settings.same_shape else []
-    proposals = propose(stage.spec.search, told, first, min(settings.wave, stage.planned - first), shared)
+    proposals = propose(stage.spec.search, history, first, min(settings.wave, stage.planned - first), shared)
     wave = 1 + (first - settings.startup_trials) // settings.wave  # the startup trials are wave 0
-    record_wave(stage.store.path, wave, first, proposals, len(told))
+    record_wave(stage.store.path, wave, first, proposals, len(history))
     configs = [trial_config(stage.spec, first + i, p) for i, p in enumerate(proposals)]
     stage.configs.extend(configs)  # recorded: a stop from here on resumes with these trials
     return configs
 
 
-def _rung_recorder(k: int, top: TopKeep, checkpoints: Checkpoints, book: StageBook) -> Callable[[TrialResult], None]:
+def _rung_recorder(
+    k: int, leaders: RungLeaders, checkpoints: Checkpoints, tracker: StageTracker
+) -> Callable[[TrialResult], None]:
     """What happens to each result of rung k: its state kept while it may still go on (written
     before the record that says it exists), the record appended, states no longer needed removed."""
 
@@ -131,11 +143,11 @@ def _rung_recorder(k: int, top: TopKeep, checkpoints: Checkpoints, book: StageBo
         r.rung = k
         pushed_out: list[int] = []
         if r.checkpoint is not None:
-            admitted, pushed_out = top.admit(r)
+            admitted, pushed_out = leaders.admit(r)
             if admitted:
                 checkpoints.write(r.trial, k, r.checkpoint)
             r.checkpoint = None
-        book.record(r)
+        tracker.record(r)
         if k:
             checkpoints.remove(r.trial, k - 1)
         for t in pushed_out:
@@ -148,7 +160,7 @@ def _propose_first_rung(
     stage: Stage,
     data: Dataset,
     execution: ExecOptions,
-    book: StageBook,
+    tracker: StageTracker,
     recipe: DataRecipe,
     checkpoints: Checkpoints,
     rungs: list[int],
@@ -162,13 +174,13 @@ def _propose_first_rung(
     first = {t: by_rung[0] for t, by_rung in rung_records(stage.store.read_trials(), plan).items() if 0 in by_rung}
     if len(stage.configs) >= stage.planned and len(first) == len(stage.configs):
         return  # the first rung is done: the rungs after it go on as usual
-    top = TopKeep(keep_count(stage.planned, halving.eta), list(first.values()))
-    book.begin_rung(0, stage.planned, len(first))
-    if book.progress:
-        book.progress.start(stage.planned, (stage.planned - len(first)) * rungs[0], len(first))
-        book.progress.rung(_rung_line(0, rungs, stage.planned, halving.eta) + ", proposed by TPE as trials finish")
-    events = replace(book.events(), on_result=_rung_recorder(0, top, checkpoints, book))
-    execute_waves(stage, data, execution, events, recipe, told(stage, first), until=rungs[0])
+    leaders = RungLeaders(keep_count(stage.planned, halving.eta), list(first.values()))
+    tracker.begin_rung(0, stage.planned, len(first))
+    if tracker.progress:
+        tracker.progress.start(stage.planned, (stage.planned - len(first)) * rungs[0], len(first))
+        tracker.progress.rung(_rung_line(0, rungs, stage.planned, halving.eta) + ", proposed by TPE as trials finish")
+    events = replace(tracker.events(), on_result=_rung_recorder(0, leaders, checkpoints, tracker))
+    execute_waves(stage, data, execution, events, recipe, sampler_history(stage, first), until=rungs[0])
 
 
 def _rung_line(k: int, rungs: list[int], size: int, eta: int) -> str:
@@ -181,51 +193,51 @@ def _rung_line(k: int, rungs: list[int], size: int, eta: int) -> str:
 
 
 def _rung_configs(
-    standing: Standing, by_id: dict[int, TrialConfig], rungs: list[int], checkpoints: Checkpoints
+    current: CurrentRung, by_id: dict[int, TrialConfig], rungs: list[int], checkpoints: Checkpoints
 ) -> tuple[list[TrialConfig], int]:
     """The rung's trials to train, each to the rung's end and from its state at the rung before;
     and how many had no state on disk (those train again from the start: the same result, up to
     float rounding)."""
-    k = standing.rung
+    k = current.rung
     assert k is not None
     until = rungs[k] if k < len(rungs) - 1 else None
     out, missing = [], 0
-    for t in standing.todo:
+    for t in current.todo:
         cfg = replace(by_id[t], until=until)
         if k:
             saved = checkpoints.read(t, k - 1)
             if saved is None:
                 missing += 1
             else:
-                cfg = replace(cfg, start=TrialStart(standing.starts[t], saved))
+                cfg = replace(cfg, start=TrialStart(current.starts[t], saved))
         out.append(cfg)
     return out, missing
 
 
 def _record_stopped(
-    store: StageStore, standing: Standing, records: list[TrialResult], checkpoints: Checkpoints
+    store: StageStore, current: CurrentRung, records: list[TrialResult], checkpoints: Checkpoints
 ) -> None:
     """A STOPPED record for each trial a rung's decision stopped (once), and its state removed."""
     already = {r.trial for r in records if r.state is TrialState.STOPPED}
-    for t, r in sorted(standing.results.items()):
+    for t, r in sorted(current.results.items()):
         if r.state is TrialState.STOPPED and t not in already:
             store.append_trial(r)
             if r.rung is not None:
                 checkpoints.remove(t, r.rung)
 
 
-def _start_halving_progress(book: StageBook, standing: Standing, rungs: list[int], eta: int) -> None:
+def _start_halving_progress(tracker: StageTracker, current: CurrentRung, rungs: list[int], eta: int) -> None:
     """The bar's total: the trial-epochs left, as planned from where the stage stands."""
-    if book.progress is None:
+    if tracker.progress is None:
         return
-    k = standing.rung or 0
-    counts = planned_counts(standing.size, rungs[k:], eta)
+    k = current.rung or 0
+    counts = planned_counts(current.size, rungs[k:], eta)
     ends = [rungs[k - 1] if k else 0, *rungs[k:]]
-    left = len(standing.todo) * (ends[1] - ends[0])
+    left = len(current.todo) * (ends[1] - ends[0])
     left += sum(c * (end - start) for c, start, end in zip(counts[1:], ends[1:-1], ends[2:], strict=True))
-    n = book.total
-    final = sum(1 for r in standing.results.values() if is_final(r, len(rungs)))
-    book.progress.start(n, left, final)
+    n = tracker.total
+    final = sum(1 for r in current.results.values() if is_final(r, len(rungs)))
+    tracker.progress.start(n, left, final)
 
 
 def is_final(r: TrialResult, rungs: int) -> bool:

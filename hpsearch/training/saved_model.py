@@ -33,7 +33,7 @@ FORMAT = 1  # model.json's layout
 
 
 @dataclass(frozen=True)
-class Preprocess:
+class Preprocessor:
     """What the network expects of its input, from the statistics of the data it trained on:
     uint8 images (N, C, H, W) -> float32 (x/255 - shift)/scale; float features -> (x - shift)/scale.
     The same arithmetic as training used (Dataset.normalize), so predictions match to the bit."""
@@ -110,7 +110,7 @@ def _set_aside(final_dir: Path) -> None:
             path.replace(final_dir / f"{path.stem}-{tag}{path.suffix}")
 
 
-def load_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Preprocess]:
+def load_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Preprocessor]:
     """The network `hpsearch final` kept in RUN (a run folder, its final/ folder or model.pt), in
     eval mode on `device`, and the preprocessing it expects:
 
@@ -140,7 +140,7 @@ def load_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.
             f"{final_dir / MODEL_FILE}: does not fit the network model.json describes: {first_line(e)[:300]}"
         ) from None
     pre = doc["preprocess"]
-    preprocess = Preprocess(
+    preprocess = Preprocessor(
         torch.tensor(pre["shift"], dtype=torch.float32),
         torch.tensor(pre["scale"], dtype=torch.float32),
         float(pre["unit"]),
