@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -84,6 +85,10 @@ class Stage:
         then holds the trials planned so far, and grows in place as the model proposes more)."""
         return planned_trials(self.spec.search, self.configs)
 
+    def todo(self, finished: Collection[int]) -> list[TrialConfig]:
+        """The configs whose trial id is not in `finished`."""
+        return [c for c in self.configs if c.trial_id not in finished]
+
 
 class StageTracker:
     """Tracks a stage while it trains: appends each record as it arrives (and tells the progress),
@@ -93,13 +98,14 @@ class StageTracker:
         self,
         store: StageStore,
         total: int,
-        finished: list[TrialResult],
+        finished: dict[int, TrialResult],
         progress: StageProgress | None,
         median_stop: MedianStopSpec | None = None,
     ) -> None:
         self.store, self.total, self.progress, self.median_stop = store, total, progress, median_stop
+        self.finished = dict(finished)  # trial id -> its final record, of the trials finished before this command
         self.prepared = self.judged = 0  # median_stop: trials that started training, and those given bars
-        self.results = list(finished)
+        self.results = list(finished.values())
         self.running: dict[int, TrialConfig] = {}
         self.best: TrialResult | None = None
         self.notes: list[str] = []  # warnings found while training, shown with the outcome

@@ -1,9 +1,9 @@
 """The stage driver: plan trials -> execute -> record -> rank. The one module that knows the order.
 
-`run_coarse` and `run_refine` each plan a stage (space.trial_configs, refine.plan_refine), check a
-resume against what is on disk, load the data and hand the stage to `run_stage`, which trains what
-is not yet finished through the executor, appends one record per trial and writes the ranked
-results. `run_sanity` runs the checks. May import every library module; only the CLI imports it.
+`run_coarse` and `run_refine` (stages.coarse, stages.refine) each plan a stage, check a resume
+against what is on disk, load the data and hand the stage to `run_stage`, which trains what is not
+yet finished by the stage's strategy (stages.strategies: all at once, in waves, in rungs), appends
+one record per trial and writes the ranked results.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from hpsearch.data import (
     Dataset,
 )
 from hpsearch.errors import StageStopped, interrupt_exit_code
-from hpsearch.executors.local import execute
 from hpsearch.output.report import csv_table, markdown_report, results_document
 from hpsearch.runs.read import RESULTS, RUN_INFO, is_partial, read_document, stage_curve_data
 from hpsearch.runs.records import (
@@ -41,7 +40,7 @@ from hpsearch.spec.options import ExecOptions, StageOptions
 from hpsearch.spec.schema import Spec
 from hpsearch.stages.base import Stage, StageOutcome, StageProgress, StageTracker
 from hpsearch.stages.prepare import new_run_info, resumed_run_info
-from hpsearch.stages.strategies import execute_rungs, execute_waves, is_final, sampler_history
+from hpsearch.stages.strategies import Trainer, is_final, strategy_for
 
 
 def with_proposals(stage: Stage) -> Stage:
@@ -83,8 +82,34 @@ def finished_stage(stage: Stage) -> StageOutcome | None:
 def run_stage(
     stage: Stage, data: Dataset, options: StageOptions, progress: StageProgress | None, resuming: bool
 ) -> StageOutcome:
-    """Train the stage's configs not yet finished, one record each, then rank and write the
-    results. On Ctrl-C / SIGTERM mark the running ones interrupted and raise StageStopped."""
+    """Train the stage's configs not yet finished, one record each, by the stage's strategy, then
+    rank and write the results. On Ctrl-C / SIGTERM mark the running ones interrupted and raise
+    StageStopped."""
+    finished, warnings, run_info = _start_run(stage, data, options, resuming)
+    tracker = StageTracker(stage.store, stage.planned, finished, progress, stage.spec.search.median_stop)
+    # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
+    recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
+    warnings += _population_warnings(stage, data, options, finished)
+    trainer = Trainer(data, _with_ray_resources(options.execution, stage.spec), recipe, stage.factory)
+    try:
+        strategy_for(stage.spec.search).run(stage, tracker, trainer)
+        run_info["end_time"] = utc_now()
+        stage.store.write_json(RUN_INFO, run_info)
+        outcome = write_stage_results(stage, current_results(stage)[0])
+        note = tracker.median_stop_note()
+        if note:
+            tracker.notes.append(note)
+    except KeyboardInterrupt as e:
+        raise _record_stop(stage, tracker, run_info, e) from None
+    outcome.warnings, outcome.resumed = warnings + tracker.notes, len(finished)
+    return outcome
+
+
+def _start_run(
+    stage: Stage, data: Dataset, options: StageOptions, resuming: bool
+) -> tuple[dict[int, TrialResult], list[str], dict[str, Any]]:
+    """The trials finished before (a resume), the warnings about its records, and run.json as
+    written now: new, or the first start's with this resume added."""
     store = stage.store
     if resuming:
         finished, warnings = reconcile(store, stage.configs)
@@ -102,38 +127,20 @@ def run_stage(
         run_info.setdefault("factory_files", stage.factory.files)  # which file changed, should a resume be refused
     run_info["trials"] = stage.planned
     store.write_json(RUN_INFO, run_info)
-    tracker = StageTracker(store, stage.planned, list(finished.values()), progress, stage.spec.search.median_stop)
-    todo = [c for c in stage.configs if c.trial_id not in finished]
-    # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
-    recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
-    if todo and stage.spec.model.kind == "python" and options.execution.population != 1:
-        from hpsearch.training.populations.funcpop import population_support
+    return finished, warnings, run_info
 
-        reason = population_support(todo[0], data)
-        if reason:
-            warnings.append(f"model.factory {stage.spec.model.factory}: trials trained one at a time: {reason}")
-    execution = _with_ray_resources(options.execution, stage.spec)
-    try:
-        if stage.spec.search.halving is not None:
-            execute_rungs(stage, data, execution, tracker, recipe)
-        else:
-            if progress:
-                unproposed = (stage.planned - len(stage.configs)) * stage.spec.train.epochs
-                progress.start(stage.planned, sum(c.train.epochs for c in todo) + unproposed, len(finished))
-            if stage.spec.search.proposed:
-                execute_waves(stage, data, execution, tracker.events(), recipe, sampler_history(stage, finished))
-            else:
-                execute(todo, data, execution, tracker.events(), recipe, stage.factory)
-        run_info["end_time"] = utc_now()
-        store.write_json(RUN_INFO, run_info)
-        outcome = write_stage_results(stage, current_results(stage)[0])
-        note = tracker.median_stop_note()
-        if note:
-            tracker.notes.append(note)
-    except KeyboardInterrupt as e:
-        raise _record_stop(stage, tracker, run_info, e) from None
-    outcome.warnings, outcome.resumed = warnings + tracker.notes, len(finished)
-    return outcome
+
+def _population_warnings(
+    stage: Stage, data: Dataset, options: StageOptions, finished: dict[int, TrialResult]
+) -> list[str]:
+    """A user's network that cannot train in populations says why, once."""
+    todo = stage.todo(finished)
+    if not todo or stage.spec.model.kind != "python" or options.execution.population == 1:
+        return []
+    from hpsearch.training.populations.funcpop import population_support
+
+    reason = population_support(todo[0], data)
+    return [f"model.factory {stage.spec.model.factory}: trials trained one at a time: {reason}"] if reason else []
 
 
 def current_results(stage: Stage) -> tuple[list[TrialResult], bool]:
@@ -284,12 +291,3 @@ def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool 
     store.write_text("results.csv", csv_table(ranked, names, planned_epochs=planned, data=data))
     store.write_text("results.md", markdown_report(title, ranked, names, edge_list, data, planned))
     return outcome
-
-
-# --------------------------------------------------------------------------- run.json
-
-
-# --------------------------------------------------------------------------- refine
-
-
-# --------------------------------------------------------------------------- sanity checks

@@ -1,25 +1,22 @@
-"""strategies"""
+"""How a stage's trials are trained: one `Strategy` per way, chosen in one place (`strategy_for`).
+
+`AllAtOnce` trains every planned trial to its end; `Waves` (sampler: tpe) trains the planned trials,
+then asks the sampler for wave after wave of proposals until search.trials; `Rungs` (search.halving)
+trains rung by rung, its first rung in `Waves` when the sampler proposes (tpe + halving: rungs over
+waves). A new sampler or stopping rule is a new class here, not another branch in the stage driver.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Protocol
 
-from hpsearch.data import (
-    DataRecipe,
-    Dataset,
-)
+from hpsearch.data import DataRecipe, Dataset
 from hpsearch.executors.local import execute
 from hpsearch.executors.ray import ray_session
-from hpsearch.runs.records import (
-    TrialConfig,
-    TrialEvents,
-    TrialResult,
-    TrialStart,
-    TrialState,
-    planned_params,
-)
+from hpsearch.runs.records import TrialConfig, TrialEvents, TrialResult, TrialStart, TrialState, planned_params
 from hpsearch.runs.store import Checkpoints, StageStore
 from hpsearch.search.halving import (
     CurrentRung,
@@ -33,84 +30,95 @@ from hpsearch.search.halving import (
 from hpsearch.search.space import trial_config
 from hpsearch.search.tpe import propose, record_wave
 from hpsearch.spec.options import ExecOptions
+from hpsearch.spec.schema import HalvingSpec, SearchSpec
 from hpsearch.stages.base import Stage, StageTracker
+from hpsearch.training.factory import FactorySource
 from hpsearch.training.populations.plan import shaping_params
-
-
-def execute_waves(
-    stage: Stage,
-    data: Dataset,
-    execution: ExecOptions,
-    events: TrialEvents,
-    recipe: DataRecipe,
-    history: dict[int, TrialResult],
-    until: int | None = None,
-) -> None:
-    """sampler: tpe. The planned trials not in `history` (the results the sampler learns from, by trial id) train first:
-    the startup trials, or on a resume the proposals recorded before the stop; then wave after wave
-    of proposals, each asked from every trial finished before it and recorded before it trains,
-    until search.trials. `until`: successive halving's first rung, where every trial stops."""
-    record = events.on_result
-    assert record is not None
-
-    def on_result(r: TrialResult) -> None:
-        record(r)
-        history[r.trial] = r
-
-    with ray_session(execution.ray) if execution.ray is not None else nullcontext():
-        while True:
-            todo = [c for c in stage.configs if c.trial_id not in history]
-            if not todo:
-                if len(stage.configs) >= stage.planned:
-                    return
-                todo = _ask_wave(stage, list(history.values()))
-            todo = [replace(c, until=until) for c in todo]
-            execute(todo, data, execution, replace(events, on_result=on_result), recipe, stage.factory)
-
 
 CHECKPOINTS = "checkpoints"  # a halving stage's folder of trial states between rungs
 
 
-def execute_rungs(
-    stage: Stage, data: Dataset, execution: ExecOptions, tracker: StageTracker, recipe: DataRecipe
-) -> None:
-    """Successive halving: train rung by rung, each rung's trials going on from their states at
-    the rung before; decisions are replayed from the records (halving.replay), so a stage stopped
-    anywhere resumes to the same decisions. Only states that may still go on are kept on disk."""
-    halving = stage.spec.search.halving
-    assert halving is not None
-    rungs = rung_epochs(stage.spec.train.epochs, halving)
-    checkpoints = Checkpoints(stage.store.path / CHECKPOINTS)
-    if stage.spec.search.proposed:
-        _propose_first_rung(stage, data, execution, tracker, recipe, checkpoints, rungs)
-    by_id = {c.trial_id: c for c in stage.configs}
-    plan = planned_params(stage.configs)
-    started = False
-    while True:
-        records = stage.store.read_trials()
-        current = replay(rung_records(records, plan), list(by_id), rungs, halving.eta)
-        _record_stopped(stage.store, current, records, checkpoints)
-        if current.rung is None:
-            break
-        k = current.rung
-        if not started:
-            _start_halving_progress(tracker, current, rungs, halving.eta)
-            started = True
-        configs, missing = _rung_configs(current, by_id, rungs, checkpoints)
-        if missing:
-            tracker.notes.append(
-                f"{checkpoints.path}: {missing} trial state(s) of rung {k - 1} were missing; "
-                f"those trials trained again from the start"
-            )
-        last = k == len(rungs) - 1
-        leaders = RungLeaders(0 if last else keep_count(current.size, halving.eta), current.done)
-        tracker.begin_rung(k, current.size, len(current.done))
-        if tracker.progress:
-            tracker.progress.rung(_rung_line(k, rungs, current.size, halving.eta))
+@dataclass(frozen=True)
+class Trainer:
+    """What every strategy trains trials with: the data, where populations run, the recipe worker
+    processes load the data from, and a user's factory file as the stage read it."""
 
-        on_result = _rung_recorder(k, leaders, checkpoints, tracker)
-        execute(configs, data, execution, replace(tracker.events(), on_result=on_result), recipe, stage.factory)
-    checkpoints.remove_all()
+    data: Dataset
+    execution: ExecOptions
+    recipe: DataRecipe
+    factory: FactorySource | None
+
+    def train(self, configs: list[TrialConfig], events: TrialEvents) -> None:
+        execute(configs, self.data, self.execution, events, self.recipe, self.factory)
+
+
+class Strategy(Protocol):
+    def run(self, stage: Stage, tracker: StageTracker, trainer: Trainer) -> None:
+        """Train the stage's trials not finished before (tracker.finished), each result recorded
+        through `tracker`, until the stage has all its results."""
+
+
+def strategy_for(search: SearchSpec) -> Strategy:
+    """The one place a stage's strategy is chosen: a proposing sampler (tpe) trains in waves;
+    successive halving in rungs, over waves when the sampler proposes."""
+    if search.halving is not None:
+        return Rungs(first_rung=Waves() if search.proposed else None)
+    return Waves() if search.proposed else AllAtOnce()
+
+
+def start_progress(stage: Stage, tracker: StageTracker, todo: list[TrialConfig]) -> None:
+    """The bar's total: the trial-epochs of `todo`, and of the trials still to be proposed (tpe)."""
+    if tracker.progress:
+        unproposed = (stage.planned - len(stage.configs)) * stage.spec.train.epochs
+        trial_epochs = sum(c.train.epochs for c in todo) + unproposed
+        tracker.progress.start(stage.planned, trial_epochs, len(tracker.finished))
+
+
+class AllAtOnce:
+    """Every planned trial not yet finished, trained to its end (random and grid search)."""
+
+    def run(self, stage: Stage, tracker: StageTracker, trainer: Trainer) -> None:
+        todo = stage.todo(tracker.finished)
+        start_progress(stage, tracker, todo)
+        trainer.train(todo, tracker.events())
+
+
+class Waves:
+    """sampler: tpe. The planned trials not yet finished train first: the startup trials, or on a
+    resume the proposals recorded before the stop; then wave after wave of proposals, each asked from
+    every trial finished before it and recorded before it trains, until search.trials."""
+
+    def run(self, stage: Stage, tracker: StageTracker, trainer: Trainer) -> None:
+        start_progress(stage, tracker, stage.todo(tracker.finished))
+        self.train(stage, trainer, tracker.events(), sampler_history(stage, tracker.finished))
+
+    def train(
+        self,
+        stage: Stage,
+        trainer: Trainer,
+        events: TrialEvents,
+        history: dict[int, TrialResult],
+        until: int | None = None,
+    ) -> None:
+        """The waves, the sampler told `history` (trial id -> result) and each result as it comes.
+        `until`: successive halving's first rung, where every trial stops."""
+        record = events.on_result
+        assert record is not None
+
+        def on_result(r: TrialResult) -> None:
+            record(r)
+            history[r.trial] = r
+
+        execution = trainer.execution
+        with ray_session(execution.ray) if execution.ray is not None else nullcontext():
+            while True:
+                todo = stage.todo(history)
+                if not todo:
+                    if len(stage.configs) >= stage.planned:
+                        return
+                    todo = _ask_wave(stage, list(history.values()))
+                todo = [replace(c, until=until) for c in todo]
+                trainer.train(todo, replace(events, on_result=on_result))
 
 
 def sampler_history(stage: Stage, finished: dict[int, TrialResult]) -> dict[int, TrialResult]:
@@ -131,6 +139,65 @@ def _ask_wave(stage: Stage, history: list[TrialResult]) -> list[TrialConfig]:
     configs = [trial_config(stage.spec, first + i, p) for i, p in enumerate(proposals)]
     stage.configs.extend(configs)  # recorded: a stop from here on resumes with these trials
     return configs
+
+
+@dataclass(frozen=True)
+class Rungs:
+    """Successive halving: train rung by rung, each rung's trials going on from their states at the
+    rung before; decisions are replayed from the records (halving.replay), so a stage stopped anywhere
+    resumes to the same decisions. Only states that may still go on are kept on disk. `first_rung`:
+    the strategy that proposes the first rung's trials (tpe), else every planned trial trains it."""
+
+    first_rung: Waves | None = None
+
+    def run(self, stage: Stage, tracker: StageTracker, trainer: Trainer) -> None:
+        halving = stage.spec.search.halving
+        assert halving is not None
+        rungs = rung_epochs(stage.spec.train.epochs, halving)
+        checkpoints = Checkpoints(stage.store.path / CHECKPOINTS)
+        if self.first_rung is not None:
+            _propose_first_rung(self.first_rung, stage, tracker, trainer, checkpoints, rungs)
+        by_id = {c.trial_id: c for c in stage.configs}
+        plan = planned_params(stage.configs)
+        started = False
+        while True:
+            records = stage.store.read_trials()
+            current = replay(rung_records(records, plan), list(by_id), rungs, halving.eta)
+            _record_stopped(stage.store, current, records, checkpoints)
+            if current.rung is None:
+                break
+            if not started:
+                _start_halving_progress(tracker, current, rungs, halving.eta)
+                started = True
+            _train_rung(current, by_id, rungs, halving, tracker, trainer, checkpoints)
+        checkpoints.remove_all()
+
+
+def _train_rung(
+    current: CurrentRung,
+    by_id: dict[int, TrialConfig],
+    rungs: list[int],
+    halving: HalvingSpec,
+    tracker: StageTracker,
+    trainer: Trainer,
+    checkpoints: Checkpoints,
+) -> None:
+    """The current rung's trials not yet recorded, each from its state at the rung before."""
+    k = current.rung
+    assert k is not None
+    configs, missing = _rung_configs(current, by_id, rungs, checkpoints)
+    if missing:
+        tracker.notes.append(
+            f"{checkpoints.path}: {missing} trial state(s) of rung {k - 1} were missing; "
+            f"those trials trained again from the start"
+        )
+    last = k == len(rungs) - 1
+    leaders = RungLeaders(0 if last else keep_count(current.size, halving.eta), current.done)
+    tracker.begin_rung(k, current.size, len(current.done))
+    if tracker.progress:
+        tracker.progress.rung(_rung_line(k, rungs, current.size, halving.eta))
+    on_result = _rung_recorder(k, leaders, checkpoints, tracker)
+    trainer.train(configs, replace(tracker.events(), on_result=on_result))
 
 
 def _rung_recorder(
@@ -157,11 +224,10 @@ def _rung_recorder(
 
 
 def _propose_first_rung(
+    waves: Waves,
     stage: Stage,
-    data: Dataset,
-    execution: ExecOptions,
     tracker: StageTracker,
-    recipe: DataRecipe,
+    trainer: Trainer,
     checkpoints: Checkpoints,
     rungs: list[int],
 ) -> None:
@@ -178,9 +244,10 @@ def _propose_first_rung(
     tracker.begin_rung(0, stage.planned, len(first))
     if tracker.progress:
         tracker.progress.start(stage.planned, (stage.planned - len(first)) * rungs[0], len(first))
-        tracker.progress.rung(_rung_line(0, rungs, stage.planned, halving.eta) + ", proposed by TPE as trials finish")
+        line = _rung_line(0, rungs, stage.planned, halving.eta)
+        tracker.progress.rung(line + ", proposed by TPE as trials finish")
     events = replace(tracker.events(), on_result=_rung_recorder(0, leaders, checkpoints, tracker))
-    execute_waves(stage, data, execution, events, recipe, sampler_history(stage, first), until=rungs[0])
+    waves.train(stage, trainer, events, sampler_history(stage, first), until=rungs[0])
 
 
 def _rung_line(k: int, rungs: list[int], size: int, eta: int) -> str:
@@ -235,10 +302,10 @@ def _start_halving_progress(tracker: StageTracker, current: CurrentRung, rungs: 
     ends = [rungs[k - 1] if k else 0, *rungs[k:]]
     left = len(current.todo) * (ends[1] - ends[0])
     left += sum(c * (end - start) for c, start, end in zip(counts[1:], ends[1:-1], ends[2:], strict=True))
-    n = tracker.total
     final = sum(1 for r in current.results.values() if is_final(r, len(rungs)))
-    tracker.progress.start(n, left, final)
+    tracker.progress.start(tracker.total, left, final)
 
 
 def is_final(r: TrialResult, rungs: int) -> bool:
+    """A halving trial whose fate is known: stopped, failed, or at the last rung."""
     return r.state is not TrialState.COMPLETE or r.rung == rungs - 1
