@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,40 +69,35 @@ class StageProgress(TrainingProgress, Protocol):
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage ready to run: where it is written, what it trains, and the plan history it records."""
+    """A stage ready to run: where it is written, what it trains, and the plan history it records.
+    `configs` are the trials planned before it trains; with sampler: tpe, the startup trials and the
+    proposals an earlier run recorded (with_proposals), those proposed while it trains being the
+    tracker's (StageTracker.configs)."""
 
     store: StageStore
     spec: Spec
     spec_path: str  # the file errors and run.json name
-    configs: list[TrialConfig]
-    history: list[dict[str, Any]]
+    configs: tuple[TrialConfig, ...]
+    history: tuple[dict[str, Any], ...]  # the stages before it and itself: planned from what, trials, epochs
     factory: FactorySource | None = None  # a user's factory file as the stage read it: run and shipped
     prior: tuple[TrialResult, ...] = ()  # sampler: tpe: earlier stages' trials the model is told first
 
     @property
     def planned(self) -> int:
-        """The trials the stage trains: its configs; with sampler: tpe, search.trials (`configs`
-        then holds the trials planned so far, and grows in place as the model proposes more)."""
+        """The trials the stage trains: its configs; with sampler: tpe, search.trials (most of them
+        proposed as it trains)."""
         return planned_trials(self.spec.search, self.configs)
-
-    def todo(self, finished: Collection[int]) -> list[TrialConfig]:
-        """The configs whose trial id is not in `finished`."""
-        return [c for c in self.configs if c.trial_id not in finished]
 
 
 class StageTracker:
     """Tracks a stage while it trains: appends each record as it arrives (and tells the progress),
-    and keeps the running trials (marked interrupted on a stop), the best so far and the notes."""
+    and keeps the stage's trials so far (a proposing sampler adds to them), the running trials
+    (marked interrupted on a stop), the best so far and the notes."""
 
-    def __init__(
-        self,
-        store: StageStore,
-        total: int,
-        finished: dict[int, TrialResult],
-        progress: StageProgress | None,
-        median_stop: MedianStopSpec | None = None,
-    ) -> None:
-        self.store, self.total, self.progress, self.median_stop = store, total, progress, median_stop
+    def __init__(self, stage: Stage, finished: dict[int, TrialResult], progress: StageProgress | None) -> None:
+        self.planned_stage, self.store, self.total, self.progress = stage, stage.store, stage.planned, progress
+        self.median_stop: MedianStopSpec | None = stage.spec.search.median_stop
+        self.configs = list(stage.configs)  # the planned trials, then each proposal once it is recorded
         self.finished = dict(finished)  # trial id -> its final record, of the trials finished before this command
         self.prepared = self.judged = 0  # median_stop: trials that started training, and those given bars
         self.results = list(finished.values())
@@ -112,6 +107,14 @@ class StageTracker:
         self.rung_count: tuple[int, int] | None = None  # halving: (recorded, trials) of the rung
         for r in self.results:
             self.best = _better(r, self.best)
+
+    def todo(self, done: Collection[int]) -> list[TrialConfig]:
+        """The stage's trials so far whose id is not in `done`."""
+        return [c for c in self.configs if c.trial_id not in done]
+
+    def trained_stage(self) -> Stage:
+        """The stage with every trial planned or proposed so far: what its results are read for."""
+        return replace(self.planned_stage, configs=tuple(self.configs))
 
     def events(self) -> TrialEvents:
         return TrialEvents(

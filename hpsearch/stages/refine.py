@@ -67,7 +67,9 @@ def run_refine(
     say_warnings(data, on_warning)
     factory = prepare_model(plan.configs[0].model, data, plan.spec_path, on_model)
     stage_options = StageOptions(data_root=data_root, command=options.command, execution=options.execution)
-    stage = Stage(store, plan.spec, plan.spec_path, plan.configs, plan.history, factory, tuple(plan.prior))
+    stage = Stage(
+        store, plan.spec, plan.spec_path, tuple(plan.configs), tuple(plan.history), factory, tuple(plan.prior)
+    )
     if resuming:
         stage = with_proposals(stage)
     with store.lock():

@@ -9,7 +9,7 @@ one record per trial and writes the ranked results.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -53,7 +53,7 @@ def with_proposals(stage: Stage) -> Stage:
         for t, params in sorted(read_proposals(stage.store.path).items())
         if t not in known and t < stage.planned
     ]
-    return replace(stage, configs=[*stage.configs, *proposed])
+    return replace(stage, configs=(*stage.configs, *proposed))
 
 
 # --------------------------------------------------------------------------- coarse
@@ -86,21 +86,22 @@ def run_stage(
     rank and write the results. On Ctrl-C / SIGTERM mark the running ones interrupted and raise
     StageStopped."""
     finished, warnings, run_info = _start_run(stage, data, options, resuming)
-    tracker = StageTracker(stage.store, stage.planned, finished, progress, stage.spec.search.median_stop)
+    tracker = StageTracker(stage, finished, progress)
     # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
     recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
-    warnings += _population_warnings(stage, data, options, finished)
+    warnings += _population_warnings(stage, data, options, tracker.todo(finished))
     trainer = Trainer(data, _with_ray_resources(options.execution, stage.spec), recipe, stage.factory)
     try:
         strategy_for(stage.spec.search).run(stage, tracker, trainer)
         run_info["end_time"] = utc_now()
         stage.store.write_json(RUN_INFO, run_info)
-        outcome = write_stage_results(stage, current_results(stage)[0])
+        trained = tracker.trained_stage()
+        outcome = write_stage_results(trained, current_results(trained)[0])
         note = tracker.median_stop_note()
         if note:
             tracker.notes.append(note)
     except KeyboardInterrupt as e:
-        raise _record_stop(stage, tracker, run_info, e) from None
+        raise _record_stop(tracker, run_info, e) from None
     outcome.warnings, outcome.resumed = warnings + tracker.notes, len(finished)
     return outcome
 
@@ -130,11 +131,8 @@ def _start_run(
     return finished, warnings, run_info
 
 
-def _population_warnings(
-    stage: Stage, data: Dataset, options: StageOptions, finished: dict[int, TrialResult]
-) -> list[str]:
+def _population_warnings(stage: Stage, data: Dataset, options: StageOptions, todo: list[TrialConfig]) -> list[str]:
     """A user's network that cannot train in populations says why, once."""
-    todo = stage.todo(finished)
     if not todo or stage.spec.model.kind != "python" or options.execution.population == 1:
         return []
     from hpsearch.training.populations.funcpop import population_support
@@ -163,7 +161,7 @@ def current_results(stage: Stage) -> tuple[list[TrialResult], bool]:
     return [replace(found[c.trial_id], params=dict(c.params)) for c in stage.configs if c.trial_id in found], finished
 
 
-def reconcile(store: StageStore, configs: list[TrialConfig]) -> tuple[dict[int, TrialResult], list[str]]:
+def reconcile(store: StageStore, configs: Sequence[TrialConfig]) -> tuple[dict[int, TrialResult], list[str]]:
     """A resumed stage's finished trials (by the records on disk that match this plan) and the
     warnings about records that did not."""
     store.remove_stale_temp_files()
@@ -203,8 +201,9 @@ def _with_ray_resources(execution: ExecOptions, spec: Spec) -> ExecOptions:
     return replace(execution, ray=ray)
 
 
-def _record_stop(stage: Stage, tracker: StageTracker, run_info: dict[str, Any], e: KeyboardInterrupt) -> StageStopped:
+def _record_stop(tracker: StageTracker, run_info: dict[str, Any], e: KeyboardInterrupt) -> StageStopped:
     """Ctrl-C or SIGTERM: the running trials recorded as interrupted, run.json says when."""
+    stage = tracker.trained_stage()
     with _signals_ignored():  # a second Ctrl-C must not cut this bookkeeping short
         # What is on disk decides: the signal may have come between a record's write and the
         # bookkeeping above, and a trial recorded as finished must never be marked interrupted.

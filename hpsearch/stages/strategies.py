@@ -55,7 +55,8 @@ class Trainer:
 class Strategy(Protocol):
     def run(self, stage: Stage, tracker: StageTracker, trainer: Trainer) -> None:
         """Train the stage's trials not finished before (tracker.finished), each result recorded
-        through `tracker`, until the stage has all its results."""
+        through `tracker`, until the stage has all its results; a proposing strategy adds each
+        proposal to tracker.configs once it is recorded."""
 
 
 def strategy_for(search: SearchSpec) -> Strategy:
@@ -69,7 +70,7 @@ def strategy_for(search: SearchSpec) -> Strategy:
 def start_progress(stage: Stage, tracker: StageTracker, todo: list[TrialConfig]) -> None:
     """The bar's total: the trial-epochs of `todo`, and of the trials still to be proposed (tpe)."""
     if tracker.progress:
-        unproposed = (stage.planned - len(stage.configs)) * stage.spec.train.epochs
+        unproposed = (stage.planned - len(tracker.configs)) * stage.spec.train.epochs
         trial_epochs = sum(c.train.epochs for c in todo) + unproposed
         tracker.progress.start(stage.planned, trial_epochs, len(tracker.finished))
 
@@ -78,7 +79,7 @@ class AllAtOnce:
     """Every planned trial not yet finished, trained to its end (random and grid search)."""
 
     def run(self, stage: Stage, tracker: StageTracker, trainer: Trainer) -> None:
-        todo = stage.todo(tracker.finished)
+        todo = tracker.todo(tracker.finished)
         start_progress(stage, tracker, todo)
         trainer.train(todo, tracker.events())
 
@@ -89,12 +90,13 @@ class Waves:
     every trial finished before it and recorded before it trains, until search.trials."""
 
     def run(self, stage: Stage, tracker: StageTracker, trainer: Trainer) -> None:
-        start_progress(stage, tracker, stage.todo(tracker.finished))
-        self.train(stage, trainer, tracker.events(), sampler_history(stage, tracker.finished))
+        start_progress(stage, tracker, tracker.todo(tracker.finished))
+        self.train(stage, tracker, trainer, tracker.events(), sampler_history(stage, tracker.finished))
 
     def train(
         self,
         stage: Stage,
+        tracker: StageTracker,
         trainer: Trainer,
         events: TrialEvents,
         history: dict[int, TrialResult],
@@ -112,11 +114,11 @@ class Waves:
         execution = trainer.execution
         with ray_session(execution.ray) if execution.ray is not None else nullcontext():
             while True:
-                todo = stage.todo(history)
+                todo = tracker.todo(history)
                 if not todo:
-                    if len(stage.configs) >= stage.planned:
+                    if len(tracker.configs) >= stage.planned:
                         return
-                    todo = _ask_wave(stage, list(history.values()))
+                    todo = _ask_wave(stage, tracker.configs, list(history.values()))
                 todo = [replace(c, until=until) for c in todo]
                 trainer.train(todo, replace(events, on_result=on_result))
 
@@ -128,17 +130,17 @@ def sampler_history(stage: Stage, finished: dict[int, TrialResult]) -> dict[int,
     return {**prior, **finished}
 
 
-def _ask_wave(stage: Stage, history: list[TrialResult]) -> list[TrialConfig]:
-    """The next wave of proposals, recorded, then added to the stage's configs."""
+def _ask_wave(stage: Stage, configs: list[TrialConfig], history: list[TrialResult]) -> list[TrialConfig]:
+    """The next wave of proposals, recorded, then added to `configs`, the stage's trials so far."""
     settings = stage.spec.search.tpe_settings
-    first = len(stage.configs)
+    first = len(configs)
     shared = shaping_params(stage.spec) if settings.same_shape else []
     proposals = propose(stage.spec.search, history, first, min(settings.wave, stage.planned - first), shared)
     wave = 1 + (first - settings.startup_trials) // settings.wave  # the startup trials are wave 0
     record_wave(stage.store.path, wave, first, proposals, len(history))
-    configs = [trial_config(stage.spec, first + i, p) for i, p in enumerate(proposals)]
-    stage.configs.extend(configs)  # recorded: a stop from here on resumes with these trials
-    return configs
+    wave_configs = [trial_config(stage.spec, first + i, p) for i, p in enumerate(proposals)]
+    configs.extend(wave_configs)  # recorded: a stop from here on resumes with these trials
+    return wave_configs
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,8 @@ class Rungs:
         checkpoints = Checkpoints(stage.store.path / CHECKPOINTS)
         if self.first_rung is not None:
             _propose_first_rung(self.first_rung, stage, tracker, trainer, checkpoints, rungs)
-        by_id = {c.trial_id: c for c in stage.configs}
-        plan = planned_params(stage.configs)
+        by_id = {c.trial_id: c for c in tracker.configs}
+        plan = planned_params(tracker.configs)
         started = False
         while True:
             records = stage.store.read_trials()
@@ -236,9 +238,9 @@ def _propose_first_rung(
     have their first-rung result, the rungs after it decide among them as without tpe."""
     halving = stage.spec.search.halving
     assert halving is not None
-    plan = planned_params(stage.configs)
+    plan = planned_params(tracker.configs)
     first = {t: by_rung[0] for t, by_rung in rung_records(stage.store.read_trials(), plan).items() if 0 in by_rung}
-    if len(stage.configs) >= stage.planned and len(first) == len(stage.configs):
+    if len(tracker.configs) >= stage.planned and len(first) == len(tracker.configs):
         return  # the first rung is done: the rungs after it go on as usual
     leaders = RungLeaders(keep_count(stage.planned, halving.eta), list(first.values()))
     tracker.begin_rung(0, stage.planned, len(first))
@@ -247,7 +249,7 @@ def _propose_first_rung(
         line = _rung_line(0, rungs, stage.planned, halving.eta)
         tracker.progress.rung(line + ", proposed by TPE as trials finish")
     events = replace(tracker.events(), on_result=_rung_recorder(0, leaders, checkpoints, tracker))
-    waves.train(stage, trainer, events, sampler_history(stage, first), until=rungs[0])
+    waves.train(stage, tracker, trainer, events, sampler_history(stage, first), until=rungs[0])
 
 
 def _rung_line(k: int, rungs: list[int], size: int, eta: int) -> str:
