@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, Task, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
-from hpsearch.errors import HpsearchError, Interrupted, NothingToResume, StageStopped
+from hpsearch.errors import HpsearchError, Interrupted, NothingToResume, StageStopped, interrupt_exit_code
 from hpsearch.spec.options import ExecOptions, RayOptions, RefineOptions, StageOptions
 from hpsearch.version import __version__
 
@@ -246,7 +246,7 @@ def stopped(e: KeyboardInterrupt, resume_command: str) -> typer.Exit:
     if _signals_seen:
         code = 128 + _signals_seen[-1]
     else:
-        code = e.code if isinstance(e, Interrupted) else 130
+        code = interrupt_exit_code(e)
     if isinstance(e, StageStopped):
         return fail(f"interrupted: {e.message}; resume with: {resume_command}", code=code)
     return fail("interrupted before any trial ran", code=code)

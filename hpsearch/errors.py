@@ -5,6 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def first_line(e: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name when it has none): what a
+    one-line error quotes of a library's exception."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 class HpsearchError(Exception):
     """Base of every error that is the user's input, shown as one line without a traceback."""
 
@@ -28,6 +34,12 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def interrupt_exit_code(e: KeyboardInterrupt) -> int:
+    """What a stopped command exits with: 128 + the signal (143: SIGTERM), or 130 for a plain
+    KeyboardInterrupt (Ctrl-C)."""
+    return e.code if isinstance(e, Interrupted) else 130
 
 
 class StageStopped(Interrupted):

@@ -14,7 +14,7 @@ from helpers import configs, max_relative_difference
 from hpsearch.data import Dataset, build_dataset
 from hpsearch.errors import SpecError, StageStopped
 from hpsearch.runs.records import TrialConfig, TrialResult, TrialStart, TrialState
-from hpsearch.search.halving import TopKeep, keep_count, planned_counts, promoted, replay, rung_epochs, trial_epochs
+from hpsearch.search.halving import RungLeaders, keep_count, planned_counts, promoted, replay, rung_epochs, trial_epochs
 from hpsearch.spec.load import parse_spec, with_overrides
 from hpsearch.spec.options import ExecOptions, StageOptions
 from hpsearch.spec.schema import DataSpec, HalvingSpec, ModelSpec, Spec
@@ -83,7 +83,7 @@ def test_replay_finds_the_first_rung_with_trials_left_and_stops_the_outranked() 
 
 
 def test_only_trials_that_can_still_go_on_keep_their_state() -> None:
-    top = TopKeep(2, [result(0, 0.5)])
+    top = RungLeaders(2, [result(0, 0.5)])
     assert top.admit(result(1, 0.6)) == (True, [])
     assert top.admit(result(2, 0.4)) == (False, [])  # below two better ones: can never go on
     assert top.admit(result(3, 0.7)) == (True, [0])  # pushes trial 0 out

@@ -28,7 +28,7 @@ import torch
 from hpsearch.data.cifar10 import RawSplits
 from hpsearch.data.download import ProgressFn
 from hpsearch.data.npz import SPLITS, Split, shape_like
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, first_line
 from hpsearch.spec.schema import DataSize
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -163,7 +163,7 @@ def _header(image: Any, path: str) -> tuple[tuple[int, int], str]:
         with image.open(path) as img:
             return img.size, img.mode
     except (OSError, SyntaxError, ValueError, image.DecompressionBombError) as e:
-        raise DataError(f"{path}: not a readable image ({_first_line(e)})") from None
+        raise DataError(f"{path}: not a readable image ({first_line(e)})") from None
 
 
 def _pixels(image: Any, path: str, mode: str, size: tuple[int, int] | None) -> np.ndarray:
@@ -175,7 +175,7 @@ def _pixels(image: Any, path: str, mode: str, size: tuple[int, int] | None) -> n
             return np.asarray(img, dtype=np.uint8)
     except (OSError, SyntaxError, ValueError, image.DecompressionBombError) as e:
         # A truncated or corrupt body shows only when the pixels are read.
-        raise DataError(f"{path}: not a readable image ({_first_line(e)})") from None
+        raise DataError(f"{path}: not a readable image ({first_line(e)})") from None
 
 
 def _refuse_mixed_sizes(root: Path, images: list[_Image], sizes: list[tuple[int, int]]) -> None:
@@ -190,10 +190,6 @@ def _refuse_mixed_sizes(root: Path, images: list[_Image], sizes: list[tuple[int,
         f"{root}: images of mixed sizes (height x width): {', '.join(shown)}{more}; "
         f"set data.resize: [height, width] to resize every image"
     )
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 # --------------------------------------------------------------------------- the cache

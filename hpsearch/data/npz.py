@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from hpsearch.data.cifar10 import RawSplits
-from hpsearch.errors import DataError
+from hpsearch.errors import DataError, first_line
 from hpsearch.spec.schema import DataSize
 
 Split = tuple[torch.Tensor, torch.Tensor]  # (x, y) of one split
@@ -165,7 +165,7 @@ def _open(path: Path) -> np.lib.npyio.NpzFile:
             raise DataError(f"{path}: not an .npz file but pickled data, refused (loading it could run code)") from None
         if "pickle" in str(e):  # numpy takes any file that is not a zip or .npy for a pickle
             raise DataError(f"{path}: not an .npz file (neither a zip archive of arrays nor a .npy array)") from None
-        raise DataError(f"{path}: not an .npz file ({_first_line(e)})") from None
+        raise DataError(f"{path}: not an .npz file ({first_line(e)})") from None
     if not isinstance(npz, np.lib.npyio.NpzFile):
         raise DataError(f"{path}: a single .npy array, not an .npz file of named arrays (x_train, y_train, ...)")
     return npz
@@ -186,9 +186,9 @@ def _array(path: Path, npz: np.lib.npyio.NpzFile, name: str) -> np.ndarray:
                 f"{path}: {name} is an object array, refused (loading it would unpickle); "
                 f"store numbers (uint8 images, float features, integer labels)"
             ) from None
-        raise DataError(f"{path}: {name} is not a readable array ({_first_line(e)})") from None
+        raise DataError(f"{path}: {name} is not a readable array ({first_line(e)})") from None
     except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise DataError(f"{path}: {name} is not a readable array ({_first_line(e)})") from None
+        raise DataError(f"{path}: {name} is not a readable array ({first_line(e)})") from None
     except MemoryError:
         raise DataError(f"{path}: {name} is larger than this machine can allocate") from None
 
@@ -231,7 +231,3 @@ def _labels(path: Path, name: str, y: np.ndarray) -> torch.Tensor:
 
 def _name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]

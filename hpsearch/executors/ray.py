@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from hpsearch.data import Dataset
-from hpsearch.errors import HpsearchError
+from hpsearch.errors import HpsearchError, first_line
 from hpsearch.runs.records import TrialConfig, TrialEvents, TrialResult, TrialState
 from hpsearch.spec.options import RayOptions
 from hpsearch.training.factory import FactorySource, register_source
@@ -66,7 +66,7 @@ def check_address(address: str | None, timeout: float = 5.0) -> None:
         ) from None
 
 
-def preflight(options: RayOptions) -> None:
+def check_ray(options: RayOptions) -> None:
     """Before a run directory is touched: Ray is installed and the address answers."""
     _ray()
     check_address(options.address)
@@ -79,7 +79,7 @@ def execute_on_ray(
     events: TrialEvents,
     factory: FactorySource | None = None,
 ) -> None:
-    """Run `populations` as Ray tasks; the caller has run preflight(options) already. `factory`, a
+    """Run `populations` as Ray tasks; the caller has run check_ray(options) already. `factory`, a
     user's factory file as the driver read it, travels with every task."""
     with ray_session(options) as ray:
         _check_resources(ray, options)
@@ -106,7 +106,7 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
             )
         except (ConnectionError, RuntimeError, ValueError) as e:
             where = options.address or "a local instance"
-            raise HpsearchError(f"--ray-address: cannot start or join Ray at {where}: {_first_line(e)}") from None
+            raise HpsearchError(f"--ray-address: cannot start or join Ray at {where}: {first_line(e)}") from None
         finally:
             for sig, handler in handlers.items():
                 if handler is not None:
@@ -127,10 +127,6 @@ def _check_resources(ray: Any, options: RayOptions) -> None:
                 f"resources.{name}: {asked:g} per task, but the Ray cluster has {total.get(key, 0):g} {key}s in all: "
                 "no task could start (lower it, or add nodes)"
             )
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def _package_path() -> list[str]:
@@ -173,9 +169,9 @@ def _run(
                 cause = getattr(e, "cause", None)
                 if isinstance(cause, HpsearchError):  # e.g. no dataset under that worker's data root
                     raise type(cause)(f"on a Ray worker: {cause}") from None
-                raise HpsearchError(f"a Ray task failed: {_first_line(cause or e)}") from None
+                raise HpsearchError(f"a Ray task failed: {first_line(cause or e)}") from None
             except ray.exceptions.RayError as e:  # the worker process or its node died
-                lost.append({"attempt": len(lost) + 1, "error": f"{type(e).__name__}: {_first_line(e)}"})
+                lost.append({"attempt": len(lost) + 1, "error": f"{type(e).__name__}: {first_line(e)}"})
                 if len(lost) <= options.max_retries:
                     queue.append(pop)
                     continue

@@ -123,8 +123,9 @@ def ledger_entries(final_dir: Path) -> list[dict[str, Any]]:
     return read_json_lines(final_dir / LEDGER)[0]
 
 
-def looks(entries: list[dict[str, Any]]) -> dict[int, str]:
-    """The attempts that evaluated the test set, with the time of each one's first evaluation."""
+def attempts_that_tested(entries: list[dict[str, Any]]) -> dict[int, str]:
+    """The attempts (finals) whose ledger entries evaluated the test set, each with the time of its
+    first evaluation."""
     out: dict[int, str] = {}
     for e in entries:
         a = e.get("attempt")

@@ -16,6 +16,7 @@ from hpsearch.spec.load import load_spec
 from hpsearch.spec.schema import AUTO_VAL_CAP, DataSpec, Spec
 
 COARSE = "coarse"
+RUN_INFO, RESULTS = "run.json", "results.json"  # what a stage records of its command, and its ranked results
 
 
 def stages(run_dir: Path) -> list[str]:
@@ -30,13 +31,20 @@ def stages(run_dir: Path) -> list[str]:
 
 
 def _finished(stage_dir: Path) -> bool:
-    if not (stage_dir / "results.json").is_file():
+    if not (stage_dir / RESULTS).is_file():
         return False
+    doc = read_document(stage_dir, RESULTS)
+    return doc is None or not is_partial(doc)  # unreadable: load_stage names the file
+
+
+def read_document(folder: Path, name: str) -> dict[str, Any] | None:
+    """A stage's run.json or results.json (the final's too) as written; None when it is missing, cannot
+    be read or is not a JSON object. (load_stage reads a finished stage's results strictly, naming the file.)"""
     try:
-        doc = read_json(stage_dir / "results.json")
+        doc = read_json(folder / name)
     except StoreError:
-        return True  # load_stage names the unreadable file
-    return not is_partial(doc)
+        return None
+    return doc if isinstance(doc, dict) else None
 
 
 def is_partial(doc: Any) -> bool:
@@ -57,11 +65,7 @@ def resume_command(run_dir: Path, stage: str) -> str:
     out = shlex.quote(str(run_dir))
     if stage != COARSE:
         return f"hpsearch refine {out} --resume"
-    try:
-        info = read_json(run_dir / COARSE / "run.json")
-    except StoreError:
-        info = None
-    path = info.get("spec_path") if isinstance(info, dict) else None
+    path = recorded_run_info(run_dir / COARSE).get("spec_path")
     spec = shlex.quote(path) if isinstance(path, str) and path else "SPEC"
     return f"hpsearch coarse {spec} --out {out} --resume"
 
@@ -88,7 +92,7 @@ def load_stage(run_dir: Path, stage: str) -> LoadedStage:
     """A finished stage's resolved spec, trial records and results document."""
     path = run_dir / stage
     spec = load_spec(path / "spec.yaml")
-    doc = read_json(path / "results.json")
+    doc = read_json(path / RESULTS)
     # The trials the finished stage ranked, each by its final record: not the interrupted records
     # of a resumed stage, nor a line that does not belong to it.
     ranked = (
@@ -105,11 +109,7 @@ def stage_curve_data(stage_dir: Path, data: DataSpec) -> CurveData:
     examples (the count run.json recorded: an npz's own x_val or a folder's val/ sets it, not
     data.val_size; the spec's val_size for a stage recorded before the count was kept, or 1,000, the
     most an automatic val_size holds out, when the spec left it out)."""
-    try:
-        info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
-    except StoreError:
-        info = {}
-    info = info if isinstance(info, dict) else {}
+    info = recorded_run_info(stage_dir)
     classes, val_size = _count(info.get("num_classes"), 2), _count(info.get("val_size"), 1)
     return CurveData(data.known_num_classes or classes, val_size or data.val_size or AUTO_VAL_CAP)
 
@@ -126,11 +126,7 @@ def previous_data_root(stage_dir: Path) -> Path | None:
 
 def recorded_run_info(stage_dir: Path) -> dict[str, Any]:
     """A stage's run.json, or {} when it has none or it cannot be read."""
-    try:
-        info = read_json(stage_dir / "run.json") if (stage_dir / "run.json").is_file() else {}
-    except StoreError:
-        return {}
-    return info if isinstance(info, dict) else {}
+    return read_document(stage_dir, RUN_INFO) or {}
 
 
 def stage_num_classes(stage_dir: Path, data: DataSpec) -> int | None:

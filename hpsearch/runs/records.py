@@ -9,7 +9,7 @@ import enum
 import math
 import os
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Annotated, Any
 
@@ -201,6 +201,12 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [jsonable(v) for v in value]
     return getattr(value, "value", value)
+
+
+def planned_params(configs: Iterable[TrialConfig]) -> dict[int, Any]:
+    """Each planned trial's values as a record read back from JSON holds them, by trial id: what a
+    record is matched against to count as that trial's."""
+    return {c.trial_id: jsonable(c.params) for c in configs}
 
 
 def failure_summary(results: list[TrialResult]) -> str | None:

@@ -63,9 +63,9 @@ def rung_records(records: list[TrialResult], plan: dict[int, Any]) -> dict[int, 
 
 
 @dataclass
-class Standing:
-    """Where a halving stage stands, replayed from its records: every decision follows from the
-    recorded rung results alone, so a resumed stage decides exactly as the first run would have."""
+class CurrentRung:
+    """The rung a halving stage is at, replayed from its records (every decision follows from the
+    recorded rung results alone, so a resumed stage decides exactly as the first run would have)."""
 
     rung: int | None  # the first rung with trials left to train; None: the stage is finished
     todo: list[int]  # those trials
@@ -75,7 +75,7 @@ class Standing:
     results: dict[int, TrialResult]  # every trial's latest result; those outranked marked STOPPED
 
 
-def replay(records: dict[int, dict[int, TrialResult]], trials: list[int], rungs: list[int], eta: int) -> Standing:
+def replay(records: dict[int, dict[int, TrialResult]], trials: list[int], rungs: list[int], eta: int) -> CurrentRung:
     """Walk the rungs from the first: a rung with trials not yet recorded is where the stage stands;
     a rung fully recorded decides who goes on (promoted) and who stops."""
     alive = sorted(trials)
@@ -86,7 +86,7 @@ def replay(records: dict[int, dict[int, TrialResult]], trials: list[int], rungs:
         todo = [t for t in alive if t not in have]
         if todo:
             starts = {t: records[t][k - 1] for t in todo} if k else {}
-            return Standing(k, todo, starts, list(have.values()), len(alive), results)
+            return CurrentRung(k, todo, starts, list(have.values()), len(alive), results)
         if k == len(rungs) - 1:
             break
         winners = promoted(list(have.values()), eta)
@@ -94,12 +94,12 @@ def replay(records: dict[int, dict[int, TrialResult]], trials: list[int], rungs:
             if t not in winners and have[t].state is TrialState.COMPLETE:
                 results[t] = replace(have[t], state=TrialState.STOPPED, checkpoint=None)
         alive = winners
-    return Standing(None, [], {}, [], 0, results)
+    return CurrentRung(None, [], {}, [], 0, results)
 
 
-class TopKeep:
-    """While a rung trains: the trials that may still go on, its best `keep` so far (a trial outside
-    them never can: later results only push it further down), so only their states are kept."""
+class RungLeaders:
+    """While a rung trains: its best `keep` trials so far, the only ones that may still go on (a trial
+    outside them never can: later results only push it further down), so only their states are kept."""
 
     def __init__(self, keep: int, done: list[TrialResult]) -> None:
         self.keep = keep

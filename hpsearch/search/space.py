@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -237,7 +237,7 @@ def trial_configs(spec: Spec, spec_path: str | None = None, *, one_config_ok: bo
     return [trial_config(spec, i, sampler.params(i)) for i in range(sampler.n_trials)]
 
 
-def planned_trials(search: SearchSpec, configs: list[TrialConfig]) -> int:
+def planned_trials(search: SearchSpec, configs: Sequence[TrialConfig]) -> int:
     """The trials a stage trains: its planned configs; with sampler: tpe, search.trials (all but
     the startup trials proposed as others finish)."""
     return search.trials if search.proposed else len(configs)

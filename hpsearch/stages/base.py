@@ -1,10 +1,11 @@
 """What every stage driver shares: the stage being run (`Stage`), the outcome it returns, the
-progress callbacks the CLI passes, and `StageBook`, which appends a stage's records as they arrive and
+progress callbacks the CLI passes, and `StageTracker`, which appends a stage's records as they arrive and
 keeps the running trials and the best so far."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,8 +45,9 @@ class StageOutcome:
         return failure_summary(self.ranked)
 
 
-class StageProgress(Protocol):
-    """What a stage reports while it runs (the CLI draws it as a progress bar)."""
+class TrainingProgress(Protocol):
+    """What a driver reports while it trains, a stage's trials or the final's runs (the CLI draws it
+    as a progress bar)."""
 
     def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None: ...
 
@@ -53,48 +55,61 @@ class StageProgress(Protocol):
 
     def epochs_done(self, count: int) -> None: ...
 
-    def rung(self, text: str) -> None: ...  # successive halving: a rung begins, described in one line
+
+class StageProgress(TrainingProgress, Protocol):
+    """A stage's progress: that, and with successive halving each rung as it begins."""
+
+    def rung(self, text: str) -> None: ...  # a rung begins, described in one line
 
 
 @dataclass(frozen=True)
 class Stage:
-    """A stage ready to run: where it is written, what it trains, and the plan history it records."""
+    """A stage ready to run: where it is written, what it trains, and the plan history it records.
+    `configs` are the trials planned before it trains; with sampler: tpe, the startup trials and the
+    proposals an earlier run recorded (with_proposals), those proposed while it trains being the
+    tracker's (StageTracker.configs)."""
 
     store: StageStore
     spec: Spec
     spec_path: str  # the file errors and run.json name
-    configs: list[TrialConfig]
-    history: list[dict[str, Any]]
+    configs: tuple[TrialConfig, ...]
+    history: tuple[dict[str, Any], ...]  # the stages before it and itself: planned from what, trials, epochs
     factory: FactorySource | None = None  # a user's factory file as the stage read it: run and shipped
     prior: tuple[TrialResult, ...] = ()  # sampler: tpe: earlier stages' trials the model is told first
 
     @property
     def planned(self) -> int:
-        """The trials the stage trains: its configs; with sampler: tpe, search.trials (`configs`
-        then holds the trials planned so far, and grows in place as the model proposes more)."""
+        """The trials the stage trains: its configs; with sampler: tpe, search.trials (most of them
+        proposed as it trains)."""
         return planned_trials(self.spec.search, self.configs)
 
 
-class StageBook:
-    """While a stage trains: each record appended as it arrives, the running trials, the best so far."""
+class StageTracker:
+    """Tracks a stage while it trains: appends each record as it arrives (and tells the progress),
+    and keeps the stage's trials so far (a proposing sampler adds to them), the running trials
+    (marked interrupted on a stop), the best so far and the notes."""
 
-    def __init__(
-        self,
-        store: StageStore,
-        total: int,
-        finished: list[TrialResult],
-        progress: StageProgress | None,
-        median_stop: MedianStopSpec | None = None,
-    ) -> None:
-        self.store, self.total, self.progress, self.median_stop = store, total, progress, median_stop
+    def __init__(self, stage: Stage, finished: dict[int, TrialResult], progress: StageProgress | None) -> None:
+        self.planned_stage, self.store, self.total, self.progress = stage, stage.store, stage.planned, progress
+        self.median_stop: MedianStopSpec | None = stage.spec.search.median_stop
+        self.configs = list(stage.configs)  # the planned trials, then each proposal once it is recorded
+        self.finished = dict(finished)  # trial id -> its final record, of the trials finished before this command
         self.prepared = self.judged = 0  # median_stop: trials that started training, and those given bars
-        self.results = list(finished)
+        self.results = list(finished.values())
         self.running: dict[int, TrialConfig] = {}
         self.best: TrialResult | None = None
         self.notes: list[str] = []  # warnings found while training, shown with the outcome
         self.rung_count: tuple[int, int] | None = None  # halving: (recorded, trials) of the rung
         for r in self.results:
             self.best = _better(r, self.best)
+
+    def todo(self, done: Collection[int]) -> list[TrialConfig]:
+        """The stage's trials so far whose id is not in `done`."""
+        return [c for c in self.configs if c.trial_id not in done]
+
+    def trained_stage(self) -> Stage:
+        """The stage with every trial planned or proposed so far: what its results are read for."""
+        return replace(self.planned_stage, configs=tuple(self.configs))
 
     def events(self) -> TrialEvents:
         return TrialEvents(

@@ -6,10 +6,10 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from hpsearch.data import ProgressFn, load_data, resolve_val_size
-from hpsearch.executors.ray import preflight
+from hpsearch.executors.ray import check_ray
 from hpsearch.runs.read import COARSE, previous_data_root
 from hpsearch.runs.store import StageStore, pick_run_dir, refuse_nested_run
-from hpsearch.search.space import trial_configs
+from hpsearch.search.space import planned_trials, trial_configs
 from hpsearch.search.tpe import optuna_module
 from hpsearch.spec.options import StageOptions
 from hpsearch.spec.schema import Spec
@@ -46,11 +46,17 @@ def run_coarse(
         run_dir = RUNS_DIR / spec.name if options.resume else pick_run_dir(RUNS_DIR, spec.name)
     store = StageStore(run_dir / COARSE)
     if options.execution.ray is not None:
-        preflight(options.execution.ray)
+        check_ray(options.execution.ray)
     resuming = options.resume and store.started
-    history = [{"stage": COARSE, "planned_from": None, "trials": len(configs), "epochs": spec.train.epochs}]
-    stage = Stage(store, spec, spec_path, configs, history)
-    history[0]["trials"] = stage.planned
+    history = (
+        {
+            "stage": COARSE,
+            "planned_from": None,
+            "trials": planned_trials(spec.search, configs),
+            "epochs": spec.train.epochs,
+        },
+    )
+    stage = Stage(store, spec, spec_path, tuple(configs), history)
     if resuming:
         refuse_changed_spec(store, spec, "start a new run: another --out, without --resume", configs)
         stage = with_proposals(stage)

@@ -19,13 +19,13 @@ import shutil
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from hpsearch.analysis.rank import rank, tied_with_best
 from hpsearch.data import DataRecipe, Dataset, ProgressFn, load_final_data
-from hpsearch.errors import NothingToResume, StageStopped, StoreError
+from hpsearch.errors import NothingToResume, StageStopped, StoreError, interrupt_exit_code
 from hpsearch.executors.local import execute
 from hpsearch.output.final import final_document, final_markdown
 from hpsearch.runs.final import (
@@ -37,10 +37,18 @@ from hpsearch.runs.final import (
     FinalOutcome,
     FinalPlan,
     FinalRow,
+    attempts_that_tested,
     ledger_entries,
-    looks,
 )
-from hpsearch.runs.read import how_to_start, load_stage, previous_data_root, stage_curve_data, stages
+from hpsearch.runs.read import (
+    RESULTS,
+    how_to_start,
+    load_stage,
+    previous_data_root,
+    read_document,
+    stage_curve_data,
+    stages,
+)
 from hpsearch.runs.records import TrialEvents, TrialResult, TrialState, jsonable
 from hpsearch.runs.store import (
     StageStore,
@@ -55,6 +63,7 @@ from hpsearch.search.refine import trained_configs
 from hpsearch.spec.edit import spec_to_yaml
 from hpsearch.spec.options import FinalOptions, FitOn
 from hpsearch.spec.schema import Spec
+from hpsearch.stages.base import TrainingProgress
 from hpsearch.stages.prepare import prepare_model, say_warnings
 from hpsearch.training.checkpoint import unpack
 from hpsearch.training.factory import FactorySource
@@ -132,22 +141,12 @@ def _refuse_second_look(final_dir: Path, seen: dict[int, str]) -> None:
 # --------------------------------------------------------------------------- running
 
 
-class FinalProgress(Protocol):
-    """What `final` reports while it trains (the CLI's progress bar has these)."""
-
-    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None: ...
-
-    def trial_done(self, result: TrialResult, done: int, total: int, best: TrialResult | None) -> None: ...
-
-    def epochs_done(self, count: int) -> None: ...
-
-
 def run_final(
     run_dir: Path,
     options: FinalOptions,
     *,
     on_data: ProgressFn | None = None,
-    progress: FinalProgress | None = None,
+    progress: TrainingProgress | None = None,
     on_plan: Callable[[FinalPlan], None] | None = None,
     on_model: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
@@ -178,14 +177,13 @@ def run_final(
         store.remove_stale_temp_files()
         if not options.resume:
             _start_attempt(final_dir, plan, options)
-        book = _FinalBook(final_dir, plan, data, test, options.command)
-        resumed = book.catch_up()
+        recorder = _FinalRecorder(final_dir, plan, data, test, options.command)
+        resumed = recorder.restore_finished_runs()
         try:
-            _train(plan, data, options, book, progress, factory, data_root, resumed)
+            _train(plan, data, options, recorder, progress, factory, data_root, resumed)
         except KeyboardInterrupt as e:
-            code = getattr(e, "code", 130)
-            raise StageStopped(code, final_dir, len(book.done), plan.runs, final=True) from None
-        return _finish(plan, book, data, test, factory, resumed)
+            raise StageStopped(interrupt_exit_code(e), final_dir, len(recorder.done), plan.runs, final=True) from None
+        return _finish(plan, recorder, data, test, factory, resumed)
 
 
 def _plan_or_resume(run_dir: Path, final_dir: Path, options: FinalOptions) -> FinalPlan:
@@ -205,7 +203,7 @@ def _plan_or_resume(run_dir: Path, final_dir: Path, options: FinalOptions) -> Fi
             f"{final_dir}: an earlier final did not finish; hpsearch final {run_dir} --resume finishes it "
             "(--again starts another, which is another look at the test set)"
         )
-    seen = looks(ledger_entries(final_dir))
+    seen = attempts_that_tested(ledger_entries(final_dir))
     if seen and not options.again:
         _refuse_second_look(final_dir, seen)
     attempt = max([*seen, stored["attempt"] if stored else 0]) + 1
@@ -225,12 +223,8 @@ def _stored_plan(final_dir: Path) -> dict[str, Any] | None:
 
 
 def _finished(final_dir: Path, attempt: int) -> bool:
-    path = final_dir / "results.json"
-    try:
-        doc = read_json(path) if path.is_file() else None
-    except StoreError:
-        return False
-    return isinstance(doc, dict) and doc.get("attempt") == attempt
+    doc = read_document(final_dir, RESULTS)
+    return doc is not None and doc.get("attempt") == attempt
 
 
 def _refuse_other_options(final_dir: Path, stored: dict[str, Any], options: FinalOptions) -> None:
@@ -255,8 +249,8 @@ def _start_attempt(final_dir: Path, plan: FinalPlan, options: FinalOptions) -> N
     write_json(final_dir / PLAN, plan.to_dict() | {"command": list(options.command), "start_time": utc_now()})
 
 
-class _FinalBook:
-    """While a final runs: each run's network saved, its record appended, then its test score
+class _FinalRecorder:
+    """Records a final's runs: each run's network saved, its record appended, then its test score
     measured once and appended to the ledger, in that order, so a crash anywhere resumes cleanly."""
 
     def __init__(
@@ -275,8 +269,8 @@ class _FinalBook:
     def model_file(self, trial: int, seed: int) -> Path:
         return self.final_dir / MODELS / f"trial-{trial}-seed-{seed}.pt"
 
-    def catch_up(self) -> int:
-        """A resumed attempt: its finished runs read back; one recorded but not yet scored is scored
+    def restore_finished_runs(self) -> int:
+        """A resumed attempt: its finished runs read back, and one recorded but not yet scored scored
         now (its first time). Returns how many runs were already finished."""
         attempt = self.plan.attempt
         for e in ledger_entries(self.final_dir):
@@ -362,15 +356,15 @@ def _train(
     plan: FinalPlan,
     data: Dataset,
     options: FinalOptions,
-    book: _FinalBook,
-    progress: FinalProgress | None,
+    recorder: _FinalRecorder,
+    progress: TrainingProgress | None,
     factory: FactorySource | None,
     data_root: Path | None,
     resumed: int,
 ) -> None:
     """Each seed's runs as one batch of trials (populations where the network allows: a seed fixes
     the batch order, so runs of one seed train together)."""
-    todo = {s: [plan.config(f, s) for f in plan.finalists if (f.trial, s) not in book.done] for s in plan.seeds}
+    todo = {s: [plan.config(f, s) for f in plan.finalists if (f.trial, s) not in recorder.done] for s in plan.seeds}
     if progress:
         progress.start(plan.runs, sum(len(c) for c in todo.values()) * plan.epochs, resumed)
     root = data_root.resolve() if data_root else None
@@ -378,24 +372,24 @@ def _train(
     for seed, configs in todo.items():
 
         def on_result(r: TrialResult, seed: int = seed) -> None:
-            book.record(r, seed)
+            recorder.record(r, seed)
             if progress:
-                progress.trial_done(r, len(book.done), plan.runs, None)
+                progress.trial_done(r, len(recorder.done), plan.runs, None)
 
         events = TrialEvents(on_result=on_result, on_epoch=progress.epochs_done if progress else None)
         execute(configs, data, options.execution, events, recipe, factory)
 
 
-def _rows(plan: FinalPlan, book: _FinalBook, has_test: bool) -> list[FinalRow]:
+def _rows(plan: FinalPlan, recorder: _FinalRecorder, has_test: bool) -> list[FinalRow]:
     rows = []
     for f in plan.finalists:
         row = FinalRow(f)
         for s in plan.seeds:
-            r = book.done.get((f.trial, s))
+            r = recorder.done.get((f.trial, s))
             if r is None:
                 continue
             row.states[s] = r.state
-            row.test[s] = book.scores.get((f.trial, s))
+            row.test[s] = recorder.scores.get((f.trial, s))
             row.val[s] = r.val_acc if r.state is TrialState.COMPLETE else None
         rows.append(row)
 
@@ -408,15 +402,15 @@ def _rows(plan: FinalPlan, book: _FinalBook, has_test: bool) -> list[FinalRow]:
 
 def _finish(
     plan: FinalPlan,
-    book: _FinalBook,
+    recorder: _FinalRecorder,
     data: Dataset,
     test: tuple[torch.Tensor, torch.Tensor] | None,
     factory: FactorySource | None,
     resumed: int,
 ) -> FinalOutcome:
     final_dir = plan.run_dir / FINAL
-    rows = _rows(plan, book, test is not None)
-    seen = len(looks(ledger_entries(final_dir)))
+    rows = _rows(plan, recorder, test is not None)
+    seen = len(attempts_that_tested(ledger_entries(final_dir)))
     outcome = FinalOutcome(
         plan, rows, len(test[1]) if test is not None else None, seen, None, final_dir, resumed=resumed
     )
@@ -426,7 +420,7 @@ def _finish(
         )
     best = outcome.best
     if best is not None:
-        outcome.model_path = _keep_model(plan, book, best, data, test, factory)
+        outcome.model_path = _keep_model(plan, recorder, best, data, test, factory)
     _write_results(outcome)
     shutil.rmtree(final_dir / MODELS, ignore_errors=True)
     return outcome
@@ -434,7 +428,7 @@ def _finish(
 
 def _keep_model(
     plan: FinalPlan,
-    book: _FinalBook,
+    recorder: _FinalRecorder,
     best: FinalRow,
     data: Dataset,
     test: tuple[torch.Tensor, torch.Tensor] | None,
@@ -446,12 +440,11 @@ def _keep_model(
     done = [
         s
         for s in plan.seeds
-        if best.states.get(s) is TrialState.COMPLETE and book.model_file(best.finalist.trial, s).is_file()
+        if best.states.get(s) is TrialState.COMPLETE and recorder.model_file(best.finalist.trial, s).is_file()
     ]
     if not done:
-        raise StoreError(
-            f"{book.final_dir / MODELS}: the best configuration's (trial {best.finalist.trial}) networks are missing"
-        )
+        folder, trial = recorder.final_dir / MODELS, best.finalist.trial
+        raise StoreError(f"{folder}: the best configuration's (trial {trial}) networks are missing")
     if plan.fit_on is FitOn.TRAIN and any(best.val.get(s) is not None for s in done):
         seed = max(done, key=lambda s: (best.val.get(s) or -1.0, -s))
         why = "the best validation accuracy of its seeds"
@@ -459,7 +452,7 @@ def _keep_model(
         seed = done[0]
         why = "its first seed (no validation held out; a seed chosen by test accuracy would be another look at it)"
     trial = best.finalist.trial
-    net = book.network(trial, seed)
+    net = recorder.network(trial, seed)
     x, y = test if test is not None else (data.x_val.cpu(), data.y_val.cpu())
     x = x[:PREDICTIONS_KEPT].to(data.x_train.device)
     with torch.no_grad():
@@ -474,7 +467,7 @@ def _keep_model(
         "seed_chosen_by": why,
         "fit_on": plan.fit_on.value,
         "epochs": plan.epochs,
-        "test_acc": book.scores.get((trial, seed)),
+        "test_acc": recorder.scores.get((trial, seed)),
         "test_size": len(test[1]) if test is not None else None,
         "val_acc": best.val.get(seed) if plan.fit_on is FitOn.TRAIN else None,
         "predictions": {
@@ -484,10 +477,12 @@ def _keep_model(
         },
         "attempt": plan.attempt,
     }
-    return save_model(plan.run_dir / FINAL, book.model_file(trial, seed).read_bytes(), resolved, data, factory, info)
+    return save_model(
+        plan.run_dir / FINAL, recorder.model_file(trial, seed).read_bytes(), resolved, data, factory, info
+    )
 
 
 def _write_results(outcome: FinalOutcome) -> None:
     store = StageStore(outcome.final_dir)
-    store.write_json("results.json", final_document(outcome))
+    store.write_json(RESULTS, final_document(outcome))
     store.write_text("results.md", final_markdown(outcome))

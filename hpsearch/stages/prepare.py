@@ -13,10 +13,10 @@ import numpy
 import torch
 
 from hpsearch.data import Dataset, resolve_device, training_set_size
-from hpsearch.errors import SpecError, StoreError
-from hpsearch.runs.read import recorded_run_info
-from hpsearch.runs.records import TrialConfig, jsonable
-from hpsearch.runs.store import StageStore, read_json, utc_now
+from hpsearch.errors import SpecError
+from hpsearch.runs.read import RUN_INFO, read_document, recorded_run_info
+from hpsearch.runs.records import TrialConfig, planned_params
+from hpsearch.runs.store import StageStore, utc_now
 from hpsearch.search.space import trial_configs
 from hpsearch.spec.edit import spec_to_yaml
 from hpsearch.spec.lint import data_warnings, split_note
@@ -127,8 +127,8 @@ def say_data(
 
 def _plan_kept(old: list[TrialConfig], new: list[TrialConfig]) -> bool:
     """Every trial of the old plan is in the new one with the same values (a grid may not keep them)."""
-    planned = {c.trial_id: jsonable(c.params) for c in new}
-    return all(planned.get(c.trial_id) == jsonable(c.params) for c in old)
+    planned = planned_params(new)
+    return all(planned.get(t) == params for t, params in planned_params(old).items())
 
 
 def _diff(old: Any, new: Any, key: str = "") -> list[str]:
@@ -165,11 +165,8 @@ def new_run_info(spec: Spec, spec_path: str, options: StageOptions) -> dict[str,
 
 def resumed_run_info(store: StageStore, stage: Stage, options: StageOptions) -> dict[str, Any]:
     """run.json of a resumed stage: the first start kept, each resume's time and command added."""
-    try:
-        info = read_json(store.path / "run.json")
-    except StoreError:
-        info = None
-    if not isinstance(info, dict):
+    info = read_document(store.path, RUN_INFO)
+    if info is None:
         info = new_run_info(stage.spec, stage.spec_path, options)
     info.setdefault("resumed", []).append({"time": utc_now(), "command": list(options.command) or sys.argv})
     info["end_time"] = None

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from hpsearch.data import ProgressFn, load_data
 from hpsearch.errors import NothingToResume, StoreError
-from hpsearch.executors.ray import preflight
+from hpsearch.executors.ray import check_ray
 from hpsearch.runs.read import previous_data_root, stages
 from hpsearch.runs.store import StageStore
 from hpsearch.search.refine import RefinePlan, plan_refine
@@ -56,7 +56,7 @@ def run_refine(
     if resuming:
         refuse_changed_spec(store, plan.spec, f"remove {store.path} to plan it again")
     if options.execution.ray is not None:
-        preflight(options.execution.ray)
+        check_ray(options.execution.ray)
     if plan.spec.search.proposed:
         optuna_module()
     # The data root the stage used before, else the previous stage's, unless the command line gives one.
@@ -65,7 +65,9 @@ def run_refine(
     say_warnings(data, on_warning)
     factory = prepare_model(plan.configs[0].model, data, plan.spec_path, on_model)
     stage_options = StageOptions(data_root=data_root, command=options.command, execution=options.execution)
-    stage = Stage(store, plan.spec, plan.spec_path, plan.configs, plan.history, factory, tuple(plan.prior))
+    stage = Stage(
+        store, plan.spec, plan.spec_path, tuple(plan.configs), tuple(plan.history), factory, tuple(plan.prior)
+    )
     if resuming:
         stage = with_proposals(stage)
     with store.lock():

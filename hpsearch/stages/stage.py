@@ -1,12 +1,15 @@
-"""`run_stage`, the one loop every search stage goes through: reconcile a resume with what is on
-disk, write run.json, train what is not yet finished through the executor (or a strategy: TPE waves,
-halving rungs), append one record per trial, record an interrupt, and write the ranked results.
-The stage drivers (`coarse`, `refine`) plan a stage and hand it here."""
+"""The stage driver: plan trials -> execute -> record -> rank. The one module that knows the order.
+
+`run_coarse` and `run_refine` (stages.coarse, stages.refine) each plan a stage, check a resume
+against what is on disk, load the data and hand the stage to `run_stage`, which trains what is not
+yet finished by the stage's strategy (stages.strategies: all at once, in waves, in rungs), appends
+one record per trial and writes the ranked results.
+"""
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -15,21 +18,26 @@ from hpsearch.analysis.curves import stage_advice
 from hpsearch.analysis.rank import rank
 from hpsearch.analysis.verdicts import Verdict, edges, range_verdicts
 from hpsearch.data import DataRecipe, Dataset
-from hpsearch.errors import Interrupted, StageStopped, StoreError
-from hpsearch.executors.local import execute
+from hpsearch.errors import StageStopped, interrupt_exit_code
 from hpsearch.output.report import csv_table, markdown_report, results_document
-from hpsearch.runs.read import is_partial, stage_curve_data
-from hpsearch.runs.records import TrialConfig, TrialResult, TrialState, jsonable
-from hpsearch.runs.store import StageStore, read_json, utc_now
+from hpsearch.runs.read import RESULTS, RUN_INFO, is_partial, read_document, stage_curve_data
+from hpsearch.runs.records import (
+    TrialConfig,
+    TrialResult,
+    TrialState,
+    jsonable,
+    planned_params,
+)
+from hpsearch.runs.store import StageStore, utc_now
 from hpsearch.search.halving import replay, rung_epochs, rung_records
 from hpsearch.search.space import trial_config
 from hpsearch.search.tpe import read_proposals, typed_params
 from hpsearch.spec.edit import spec_to_yaml
 from hpsearch.spec.options import ExecOptions, StageOptions
 from hpsearch.spec.schema import Spec
-from hpsearch.stages.base import Stage, StageBook, StageOutcome, StageProgress
+from hpsearch.stages.base import Stage, StageOutcome, StageProgress, StageTracker
 from hpsearch.stages.prepare import new_run_info, resumed_run_info
-from hpsearch.stages.strategies import execute_rungs, execute_waves, is_final, told
+from hpsearch.stages.strategies import Trainer, is_final, strategy_for
 
 
 def with_proposals(stage: Stage) -> Stage:
@@ -42,7 +50,7 @@ def with_proposals(stage: Stage) -> Stage:
         for t, params in sorted(read_proposals(stage.store.path).items())
         if t not in known and t < stage.planned
     ]
-    return replace(stage, configs=[*stage.configs, *proposed])
+    return replace(stage, configs=(*stage.configs, *proposed))
 
 
 # --------------------------------------------------------------------------- coarse
@@ -56,7 +64,7 @@ def finished_stage(stage: Stage) -> StageOutcome | None:
         results, complete = current_results(stage)
         if not complete:
             return None
-        doc = _results_doc(stage.store)
+        doc = read_document(stage.store.path, RESULTS)
         if doc is None or is_partial(doc) or doc.get("trials_planned", len(results)) != len(results):
             outcome = write_stage_results(stage, results)
         else:
@@ -65,22 +73,41 @@ def finished_stage(stage: Stage) -> StageOutcome | None:
     return outcome
 
 
-def _results_doc(store: StageStore) -> dict[str, Any] | None:
-    try:
-        doc = read_json(store.path / "results.json")
-    except StoreError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
 # --------------------------------------------------------------------------- running a stage
 
 
 def run_stage(
     stage: Stage, data: Dataset, options: StageOptions, progress: StageProgress | None, resuming: bool
 ) -> StageOutcome:
-    """Train the stage's configs not yet finished, one record each, then rank and write the
-    results. On Ctrl-C / SIGTERM mark the running ones interrupted and raise StageStopped."""
+    """Train the stage's configs not yet finished, one record each, by the stage's strategy, then
+    rank and write the results. On Ctrl-C / SIGTERM mark the running ones interrupted and raise
+    StageStopped."""
+    finished, warnings, run_info = _start_run(stage, data, options, resuming)
+    tracker = StageTracker(stage, finished, progress)
+    # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
+    recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
+    warnings += _population_warnings(stage, data, options, tracker.todo(finished))
+    trainer = Trainer(data, _with_ray_resources(options.execution, stage.spec), recipe, stage.factory)
+    try:
+        strategy_for(stage.spec.search).run(stage, tracker, trainer)
+        run_info["end_time"] = utc_now()
+        stage.store.write_json(RUN_INFO, run_info)
+        trained = tracker.trained_stage()
+        outcome = write_stage_results(trained, current_results(trained)[0])
+        note = tracker.median_stop_note()
+        if note:
+            tracker.notes.append(note)
+    except KeyboardInterrupt as e:
+        raise _record_stop(tracker, run_info, e) from None
+    outcome.warnings, outcome.resumed = warnings + tracker.notes, len(finished)
+    return outcome
+
+
+def _start_run(
+    stage: Stage, data: Dataset, options: StageOptions, resuming: bool
+) -> tuple[dict[int, TrialResult], list[str], dict[str, Any]]:
+    """The trials finished before (a resume), the warnings about its records, and run.json as
+    written now: new, or the first start's with this resume added."""
     store = stage.store
     if resuming:
         finished, warnings = reconcile(store, stage.configs)
@@ -97,39 +124,18 @@ def run_stage(
         run_info.setdefault("factory_sha256", stage.factory.sha256)
         run_info.setdefault("factory_files", stage.factory.files)  # which file changed, should a resume be refused
     run_info["trials"] = stage.planned
-    store.write_json("run.json", run_info)
-    book = StageBook(store, stage.planned, list(finished.values()), progress, stage.spec.search.median_stop)
-    todo = [c for c in stage.configs if c.trial_id not in finished]
-    # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
-    recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
-    if todo and stage.spec.model.kind == "python" and options.execution.population != 1:
-        from hpsearch.training.populations.funcpop import population_support
+    store.write_json(RUN_INFO, run_info)
+    return finished, warnings, run_info
 
-        reason = population_support(todo[0], data)
-        if reason:
-            warnings.append(f"model.factory {stage.spec.model.factory}: trials trained one at a time: {reason}")
-    execution = _with_ray_resources(options.execution, stage.spec)
-    try:
-        if stage.spec.search.halving is not None:
-            execute_rungs(stage, data, execution, book, recipe)
-        else:
-            if progress:
-                unproposed = (stage.planned - len(stage.configs)) * stage.spec.train.epochs
-                progress.start(stage.planned, sum(c.train.epochs for c in todo) + unproposed, len(finished))
-            if stage.spec.search.proposed:
-                execute_waves(stage, data, execution, book.events(), recipe, told(stage, finished))
-            else:
-                execute(todo, data, execution, book.events(), recipe, stage.factory)
-        run_info["end_time"] = utc_now()
-        store.write_json("run.json", run_info)
-        outcome = write_stage_results(stage, current_results(stage)[0])
-        note = book.median_stop_note()
-        if note:
-            book.notes.append(note)
-    except KeyboardInterrupt as e:
-        raise _record_stop(stage, book, run_info, e) from None
-    outcome.warnings, outcome.resumed = warnings + book.notes, len(finished)
-    return outcome
+
+def _population_warnings(stage: Stage, data: Dataset, options: StageOptions, todo: list[TrialConfig]) -> list[str]:
+    """A user's network that cannot train in populations says why, once."""
+    if not todo or stage.spec.model.kind != "python" or options.execution.population == 1:
+        return []
+    from hpsearch.training.populations.funcpop import population_support
+
+    reason = population_support(todo[0], data)
+    return [f"model.factory {stage.spec.model.factory}: trials trained one at a time: {reason}"] if reason else []
 
 
 def current_results(stage: Stage) -> tuple[list[TrialResult], bool]:
@@ -141,22 +147,22 @@ def current_results(stage: Stage) -> tuple[list[TrialResult], bool]:
         finished = len(found) == stage.planned
     else:
         rungs = rung_epochs(stage.spec.train.epochs, halving)
-        plan = {c.trial_id: jsonable(c.params) for c in stage.configs}
+        plan = planned_params(stage.configs)
         by_trial = rung_records(stage.store.read_trials(), plan)
         if len(plan) < stage.planned:  # sampler: tpe, still proposing: the first rung's results so far
             found, finished = {t: by_rung[0] for t, by_rung in by_trial.items() if 0 in by_rung}, False
         else:
-            standing = replay(by_trial, list(plan), rungs, halving.eta)
-            found, finished = standing.results, standing.rung is None
+            current = replay(by_trial, list(plan), rungs, halving.eta)
+            found, finished = current.results, current.rung is None
     # Read back from JSON a record's values are plain (an activation is "relu"): the plan's are typed.
     return [replace(found[c.trial_id], params=dict(c.params)) for c in stage.configs if c.trial_id in found], finished
 
 
-def reconcile(store: StageStore, configs: list[TrialConfig]) -> tuple[dict[int, TrialResult], list[str]]:
+def reconcile(store: StageStore, configs: Sequence[TrialConfig]) -> tuple[dict[int, TrialResult], list[str]]:
     """A resumed stage's finished trials (by the records on disk that match this plan) and the
     warnings about records that did not."""
     store.remove_stale_temp_files()
-    plan = {c.trial_id: jsonable(c.params) for c in configs}
+    plan = planned_params(configs)
     finished: dict[int, TrialResult] = {}
     foreign_trials: set[int] = set()
     for r in store.read_trials():  # the first final record with the plan's parameters counts
@@ -192,24 +198,25 @@ def _with_ray_resources(execution: ExecOptions, spec: Spec) -> ExecOptions:
     return replace(execution, ray=ray)
 
 
-def _record_stop(stage: Stage, book: StageBook, run_info: dict[str, Any], e: KeyboardInterrupt) -> StageStopped:
+def _record_stop(tracker: StageTracker, run_info: dict[str, Any], e: KeyboardInterrupt) -> StageStopped:
     """Ctrl-C or SIGTERM: the running trials recorded as interrupted, run.json says when."""
+    stage = tracker.trained_stage()
     with _signals_ignored():  # a second Ctrl-C must not cut this bookkeeping short
         # What is on disk decides: the signal may have come between a record's write and the
         # bookkeeping above, and a trial recorded as finished must never be marked interrupted.
         planned = {c.trial_id for c in stage.configs}
         on_disk = {t for t in stage.store.final_trials() if t in planned}
-        for cfg in book.running.values():
+        for cfg in tracker.running.values():
             if cfg.trial_id not in on_disk:
                 stopped = TrialResult(trial=cfg.trial_id, state=TrialState.INTERRUPTED, params=dict(cfg.params))
                 stage.store.append_trial(stopped)
         run_info["end_time"] = None
         run_info["interrupted_time"] = utc_now()
-        stage.store.write_json("run.json", run_info)
+        stage.store.write_json(RUN_INFO, run_info)
         # What finished, ranked, marked partial: refine and report know it is not a finished stage.
         results = current_results(stage)[0]
         write_stage_results(stage, results, partial=True)
-    code = e.code if isinstance(e, Interrupted) else 130
+    code = interrupt_exit_code(e)
     halving = stage.spec.search.halving
     if halving is not None:  # trials whose fate is known: stopped, or at the last rung, or failed
         rungs = len(rung_epochs(stage.spec.train.epochs, halving))
@@ -276,16 +283,7 @@ def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool 
         extra["partial"] = True
         title += f" (partial: {len(results)} of {stage.planned} trials; the stage was stopped)"
     data, planned = outcome.data, outcome.planned_epochs
-    store.write_json("results.json", results_document(name, ranked, edge_list, extra, data, planned))
+    store.write_json(RESULTS, results_document(name, ranked, edge_list, extra, data, planned))
     store.write_text("results.csv", csv_table(ranked, names, planned_epochs=planned, data=data))
     store.write_text("results.md", markdown_report(title, ranked, names, edge_list, data, planned))
     return outcome
-
-
-# --------------------------------------------------------------------------- run.json
-
-
-# --------------------------------------------------------------------------- refine
-
-
-# --------------------------------------------------------------------------- sanity checks

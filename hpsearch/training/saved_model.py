@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from hpsearch.data import Dataset
-from hpsearch.errors import SpecError, StoreError
+from hpsearch.errors import SpecError, StoreError, first_line
 from hpsearch.runs.store import atomic_write_bytes, read_json, write_json
 from hpsearch.spec.schema import ModelSpec, Spec
 from hpsearch.training.factory import FactorySource, LocalModule, register_source
@@ -32,7 +32,7 @@ FORMAT = 1  # model.json's layout
 
 
 @dataclass(frozen=True)
-class Preprocess:
+class Preprocessor:
     """What the network expects of its input, from the statistics of the data it trained on:
     uint8 images (N, C, H, W) -> float32 (x/255 - shift)/scale; float features -> (x - shift)/scale.
     The same arithmetic as training used (Dataset.normalize), so predictions match to the bit."""
@@ -109,7 +109,7 @@ def _set_aside(final_dir: Path) -> None:
             path.replace(final_dir / f"{path.stem}-{tag}{path.suffix}")
 
 
-def load_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Preprocess]:
+def load_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Preprocessor]:
     """The network `hpsearch final` kept in RUN (a run folder, its final/ folder or model.pt), in
     eval mode on `device`, and the preprocessing it expects:
 
@@ -136,10 +136,10 @@ def load_model(run: str | Path, device: str | torch.device = "cpu") -> tuple[nn.
         raise
     except (RuntimeError, KeyError, TypeError, ValueError) as e:
         raise StoreError(
-            f"{final_dir / MODEL_FILE}: does not fit the network model.json describes: {_first(e)}"
+            f"{final_dir / MODEL_FILE}: does not fit the network model.json describes: {first_line(e)[:300]}"
         ) from None
     pre = doc["preprocess"]
-    preprocess = Preprocess(
+    preprocess = Preprocessor(
         torch.tensor(pre["shift"], dtype=torch.float32),
         torch.tensor(pre["scale"], dtype=torch.float32),
         float(pre["unit"]),
@@ -170,10 +170,10 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as e:
         raise StoreError(
             f"{path}: refused: not a plain state_dict (it holds Python objects or code, which are never loaded: "
-            f"{_first(e)})"
+            f"{first_line(e)[:300]})"
         ) from None
     except Exception as e:  # a truncated or foreign file
-        raise StoreError(f"{path}: cannot read as a PyTorch state_dict: {_first(e)}") from None
+        raise StoreError(f"{path}: cannot read as a PyTorch state_dict: {first_line(e)[:300]}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in state.items()):
         raise StoreError(f"{path}: refused: not a plain state_dict (a dict of parameter names to tensors)")
     return state
@@ -191,7 +191,3 @@ def _register_factory(final_dir: Path, doc: dict[str, Any]) -> None:
     ]
     if isinstance(source, str) and isinstance(path, str):
         register_source(FactorySource.of(path, source, modules))
-
-
-def _first(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:300]
