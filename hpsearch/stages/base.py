@@ -67,7 +67,7 @@ class Stage:
 
     store: StageStore
     spec: Spec
-    spec_path: str  # the file errors and run.json name
+    spec_path: str | None  # the file errors and run.json name; None: a Spec built in code
     configs: list[TrialConfig]
     history: list[dict[str, Any]]
     factory: FactorySource | None = None  # a user's factory file as the stage read it: run and shipped
