@@ -57,3 +57,13 @@ class StageStopped(Interrupted):
 
 class NothingToResume(HpsearchError):
     """`refine --resume` with no interrupted stage: a notice, not a failure (exit code 0)."""
+
+
+class OptionError(HpsearchError, ValueError):
+    """A keyword argument of the Python API (hpsearch.api) with a value it cannot take; the message
+    names the argument and the value. (The CLI's options are checked by typer.)"""
+
+
+class NothingToTrain(HpsearchError):
+    """`hpsearch.refine` whose every planned configuration was already trained at its budget: no
+    stage was written. (The CLI says so and exits 0.)"""

@@ -21,6 +21,8 @@ TRACEBACK_FRAMES = 5  # frames of a failed trial's traceback kept in its record
 
 
 class TrialState(str, enum.Enum):
+    """What became of a trial, as its record says."""
+
     COMPLETE = "complete"
     DIVERGED = "diverged"  # the loss became NaN or inf
     FAILED = "failed"  # an unexpected exception; its message, place and short traceback are kept

@@ -51,7 +51,10 @@ def _model_at(loc: list[str]) -> type[BaseModel] | None:
     return model
 
 
-def parse_spec(data: Any, path: str = "<spec>", base: Path | None = None) -> Spec:
+IN_CODE = "<spec>"  # what errors name for a spec that has no file (a Spec built in code)
+
+
+def parse_spec(data: Any, path: str = IN_CODE, base: Path | None = None) -> Spec:
     """Validate already-parsed YAML into a Spec, or raise SpecError naming path, key and value.
     Relative data and factory paths are relative to `base` (the spec file's folder)."""
     if data is None:

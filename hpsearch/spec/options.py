@@ -1,6 +1,7 @@
 """What a command asks of the library: how to execute trials, where a stage goes, how refine plans.
 
-Plain frozen dataclasses the CLI fills from its options; no torch, so building them costs nothing.
+Plain frozen dataclasses the CLI fills from its options (hpsearch.api from its keyword arguments); no
+torch, so building them costs nothing.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class ExecOptions:
 class StageOptions:
     out: Path | None = None  # the run directory; None: runs/<name> (or -2, -3, ... if taken)
     data_root: Path | None = None
-    command: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()  # the command line (the CLI's sys.argv); (): none, recorded as null
     execution: ExecOptions = ExecOptions()
     resume: bool = False  # continue the run in `out` (same spec): finished trials are kept, the rest run
 
@@ -40,7 +41,7 @@ class RefineOptions:
     trials: int | None = None  # None: refine.trials, else as many as the previous stage
     epochs: int | None = None  # None: the previous stage's epochs x refine.epochs_factor
     data_root: Path | None = None
-    command: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()  # as StageOptions.command
     execution: ExecOptions = ExecOptions()
     resume: bool = False  # finish an interrupted refine stage (same options); never starts a new one
 
@@ -60,6 +61,6 @@ class FinalOptions:
     epochs: int | None = None  # None: the stage's
     again: bool = False  # evaluate the test set although an earlier final did (another look at it)
     data_root: Path | None = None
-    command: tuple[str, ...] = ()
+    command: tuple[str, ...] = ()  # as StageOptions.command
     execution: ExecOptions = ExecOptions()
     resume: bool = False  # finish an interrupted final (same options); never starts a new one

@@ -332,6 +332,9 @@ NAME_CHARS = 100  # a spec's name names its run directory; file systems allow 25
 
 
 class Spec(_Strict):
+    """A spec, validated and frozen: what load_spec reads from a YAML file, or built in code with
+    Spec(name=..., data={...}, search={...}) or Spec.model_validate(a dict shaped like the file)."""
+
     name: str = Field(min_length=1)
     data: DataSpec = Field(default_factory=DataSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)

@@ -71,7 +71,7 @@ class Stage:
 
     store: StageStore
     spec: Spec
-    spec_path: str  # the file errors and run.json name
+    spec_path: str | None  # the file errors and run.json name; None: a Spec built in code
     configs: tuple[TrialConfig, ...]
     history: tuple[dict[str, Any], ...]  # the stages before it and itself: planned from what, trials, epochs
     factory: FactorySource | None = None  # a user's factory file as the stage read it: run and shipped

@@ -11,6 +11,7 @@ from hpsearch.runs.read import COARSE, previous_data_root
 from hpsearch.runs.store import StageStore, pick_run_dir, refuse_nested_run
 from hpsearch.search.space import planned_trials, trial_configs
 from hpsearch.search.tpe import optuna_module
+from hpsearch.spec.load import IN_CODE
 from hpsearch.spec.options import StageOptions
 from hpsearch.spec.schema import Spec
 from hpsearch.stages.base import RUNS_DIR, Stage, StageOutcome, StageProgress
@@ -20,7 +21,7 @@ from hpsearch.stages.stage import finished_stage, run_stage, with_proposals
 
 def run_coarse(
     spec: Spec,
-    spec_path: str,
+    spec_path: str | None,
     options: StageOptions,
     *,
     on_data: ProgressFn | None = None,
@@ -34,9 +35,11 @@ def run_coarse(
     `on_model`: told which file a user's network was loaded from, once it passed its check;
     `on_warning`: told each warning about the data once it loaded (classes with no training examples;
     for a user's npz or folder, a validation split or batch too large for it); `on_note`: told the
-    split an automatic val_size chose."""
+    split an automatic val_size chose. `spec_path` None: a Spec built in code (errors name it
+    <spec>; run.json records no path)."""
+    where = spec_path if spec_path is not None else IN_CODE
     given, spec = spec, resolve_val_size(spec)  # the stage records, and a resume compares, the split it trains on
-    configs = trial_configs(spec, spec_path)
+    configs = trial_configs(spec, where)
     if spec.search.proposed:
         optuna_module()  # not installed: said in one line before anything is written
     if options.out is not None:
@@ -66,9 +69,9 @@ def run_coarse(
             return done
     # Data first, then the user's network on one batch of it: a missing dataset or a bad factory
     # leaves no half-made run directory behind.
-    data = load_data(spec, options.data_root, on_data, spec_path)
+    data = load_data(spec, options.data_root, on_data, where)
     say_data(given, data, on_warning, on_note)
-    stage = replace(stage, factory=prepare_model(configs[0].model, data, spec_path, on_model))
+    stage = replace(stage, factory=prepare_model(configs[0].model, data, where, on_model))
     with store.lock():
         if not resuming:
             store.create()

@@ -246,7 +246,7 @@ def _refuse_other_options(final_dir: Path, stored: dict[str, Any], options: Fina
 def _start_attempt(final_dir: Path, plan: FinalPlan, options: FinalOptions) -> None:
     """A new attempt: its plan written, the previous attempt's unfinished runs set aside."""
     shutil.rmtree(final_dir / MODELS, ignore_errors=True)
-    write_json(final_dir / PLAN, plan.to_dict() | {"command": list(options.command), "start_time": utc_now()})
+    write_json(final_dir / PLAN, plan.to_dict() | {"command": list(options.command) or None, "start_time": utc_now()})
 
 
 class _FinalRecorder:
@@ -329,7 +329,7 @@ class _FinalRecorder:
         entry = {
             "attempt": self.plan.attempt,
             "time": utc_now(),
-            "command": list(self.command),
+            "command": list(self.command) or None,
             "stage": self.plan.stage,
             "trial": r.trial,
             "params": jsonable(f.params),

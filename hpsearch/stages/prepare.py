@@ -4,7 +4,6 @@ code, the user's network tried on one batch, the data's warnings, and the run.js
 from __future__ import annotations
 
 import platform
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -146,7 +145,7 @@ def _diff(old: Any, new: Any, key: str = "") -> list[str]:
     return [] if old == new else [f"{key}: {old!r} -> {new!r}"]
 
 
-def new_run_info(spec: Spec, spec_path: str, options: StageOptions) -> dict[str, Any]:
+def new_run_info(spec: Spec, spec_path: str | None, options: StageOptions) -> dict[str, Any]:
     return {
         "hpsearch": __version__,
         "python": platform.python_version(),
@@ -154,7 +153,7 @@ def new_run_info(spec: Spec, spec_path: str, options: StageOptions) -> dict[str,
         "numpy": numpy.__version__,
         "platform": platform.platform(),
         "device": str(resolve_device(spec.train.device)),
-        "command": list(options.command) or sys.argv,
+        "command": list(options.command) or None,  # None: not started from a command line (the Python API)
         "spec_path": spec_path,
         "data_root": str(options.data_root) if options.data_root else None,
         "seed": spec.search.seed,
@@ -168,6 +167,6 @@ def resumed_run_info(store: StageStore, stage: Stage, options: StageOptions) -> 
     info = read_document(store.path, RUN_INFO)
     if info is None:
         info = new_run_info(stage.spec, stage.spec_path, options)
-    info.setdefault("resumed", []).append({"time": utc_now(), "command": list(options.command) or sys.argv})
+    info.setdefault("resumed", []).append({"time": utc_now(), "command": list(options.command) or None})
     info["end_time"] = None
     return info

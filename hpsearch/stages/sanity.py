@@ -14,7 +14,8 @@ from hpsearch.runs.store import StageStore, atomic_write_text, refuse_nested_run
 from hpsearch.sanity.checks import StepCallback, run_sanity_checks
 from hpsearch.sanity.probe import spec_with_lr_range, written_lr_range
 from hpsearch.sanity.results import SanityReport
-from hpsearch.spec.edit import rewritten_spec
+from hpsearch.spec.edit import rewritten_spec, spec_to_yaml
+from hpsearch.spec.load import IN_CODE
 from hpsearch.spec.options import StageOptions
 from hpsearch.spec.schema import Spec
 from hpsearch.stages.base import RUNS_DIR
@@ -30,7 +31,7 @@ class SanityOutcome:
 
 def run_sanity(
     spec: Spec,
-    spec_path: str,
+    spec_path: str | None,
     options: StageOptions,
     *,
     write_spec: Path | None = None,
@@ -42,7 +43,9 @@ def run_sanity(
 ) -> SanityOutcome:
     """Run the four sanity checks, write RUN/sanity/report.json and, if asked and the probe
     recommends a range, a copy of the spec with that lr range. `on_model`, `on_warning`, `on_note`:
-    as for run_coarse."""
+    as for run_coarse, and `spec_path` (None: a Spec built in code; the spec written is then
+    spec_to_yaml's, without comments)."""
+    where = spec_path if spec_path is not None else IN_CODE
     if write_spec is not None and write_spec.exists():
         raise StoreError(f"{write_spec}: already exists; choose another --write-spec path")
     if write_spec is not None and not (write_spec.parent.is_dir() and os.access(write_spec.parent, os.W_OK)):
@@ -51,9 +54,9 @@ def run_sanity(
         refuse_nested_run(options.out)
     run_dir = options.out if options.out is not None else RUNS_DIR / spec.name
     store = StageStore(run_dir / "sanity")
-    data = load_data(spec, options.data_root, on_data, spec_path)
+    data = load_data(spec, options.data_root, on_data, where)
     say_data(spec, data, on_warning, on_note)
-    source = prepare_model(spec.model, data, spec_path, on_model)  # the network sanity-check builds
+    source = prepare_model(spec.model, data, where, on_model)  # the network sanity-check builds
     store.make_dir()  # before the checks run: an unwritable --out fails at once
     report = run_sanity_checks(spec, data, on_step)
     run = new_run_info(spec, spec_path, options)
@@ -65,8 +68,11 @@ def run_sanity(
     written = None
     if write_spec is not None and report.recommended_lr is not None:
         low, high = written_lr_range(*report.recommended_lr)
-        header = f"# Written by hpsearch sanity-check from {spec_path}: lr range from the learning-rate probe.\n"
-        text = rewritten_spec(Path(spec_path), spec_with_lr_range(spec, low, high), write_spec, "lr")
+        header = f"# Written by hpsearch sanity-check from {where}: lr range from the learning-rate probe.\n"
+        new = spec_with_lr_range(spec, low, high)
+        # A spec file keeps its comments; a Spec built in code is written as its set keys.
+        kept = rewritten_spec(Path(spec_path), new, write_spec, "lr") if spec_path else None
+        text = kept if kept is not None else spec_to_yaml(new, as_written=True)
         atomic_write_text(write_spec, header + text)
         written = write_spec
     return SanityOutcome(report, store.path / "report.json", written)
