@@ -3,8 +3,8 @@
 `app` (the typer app, `hpsearch = "hpsearch.cli:app"`) lists the commands, one module each:
 `sanity` (sanity-check), `coarse`, `refine`, `report`, `final`. What they share: `console` (stdout
 for results, stderr for the rest), `options` (the options several commands take), `exits` (the
-exit codes, one-line errors, Ctrl-C and SIGTERM), `progress` (the progress bar) and `render` (a
-stage's outcome, the CI gates and summary).
+exit codes, and `guarded`, which every command runs in: one-line errors, Ctrl-C and SIGTERM),
+`progress` (the progress bar) and `render` (a stage's outcome, the CI gates and summary).
 
 Torch is imported only by the commands that train (coarse, refine, final, sanity-check), inside them:
 `--help`, a spec error and `report` start without it. At the top of a module only typer, rich, the

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from hpsearch.cli.console import note, out, say_model, warn
-from hpsearch.cli.exits import fail, interruptible, resume_command, stopped
+from hpsearch.cli.exits import fail, guarded
 from hpsearch.cli.options import (
     DataRootOption,
     Executor,
@@ -24,7 +24,6 @@ from hpsearch.cli.options import (
 )
 from hpsearch.cli.progress import TrialProgress
 from hpsearch.cli.render import Gates, preflight, render_outcome
-from hpsearch.errors import HpsearchError, StageStopped
 from hpsearch.spec.options import StageOptions
 
 if TYPE_CHECKING:
@@ -66,41 +65,34 @@ def coarse(
     """
     if dry_run and resume:
         raise fail("--dry-run plans a new stage: leave out --resume", code=2)
-    try:
-        with interruptible():
-            from hpsearch.spec.load import load_spec, with_overrides
+    with guarded("coarse", out_dir):
+        from hpsearch.spec.load import load_spec, with_overrides
 
-            spec = with_overrides(load_spec(spec_path), trials=trials, epochs=epochs, seed=seed)
-            preflight(spec, str(spec_path), workers, plan=not dry_run)
-            options = StageOptions(
-                out=out_dir,
-                data_root=data_root,
-                command=tuple(sys.argv),
-                execution=execution_options(population, workers, executor, ray_address),
-                resume=resume,
+        spec = with_overrides(load_spec(spec_path), trials=trials, epochs=epochs, seed=seed)
+        preflight(spec, str(spec_path), workers, plan=not dry_run)
+        options = StageOptions(
+            out=out_dir,
+            data_root=data_root,
+            command=tuple(sys.argv),
+            execution=execution_options(population, workers, executor, ray_address),
+            resume=resume,
+        )
+        if dry_run:
+            print_coarse_plan(spec, str(spec_path), options)
+            return
+        with TrialProgress(planning=f"planning {spec.search.trials:,} trials") as progress:
+            from hpsearch.stages.coarse import run_coarse
+
+            outcome = run_coarse(
+                spec,
+                str(spec_path),
+                options,
+                on_data=progress.on_data,
+                progress=progress,
+                on_model=say_model,
+                on_warning=warn,
+                on_note=note,
             )
-            if dry_run:
-                print_coarse_plan(spec, str(spec_path), options)
-                return
-            with TrialProgress() as progress:
-                progress.planning(f"planning {spec.search.trials:,} trials")
-                from hpsearch.stages.coarse import run_coarse
-
-                outcome = run_coarse(
-                    spec,
-                    str(spec_path),
-                    options,
-                    on_data=progress.on_data,
-                    progress=progress,
-                    on_model=say_model,
-                    on_warning=warn,
-                    on_note=note,
-                )
-    except HpsearchError as e:
-        raise fail(str(e)) from None
-    except KeyboardInterrupt as e:
-        run_dir = e.stage_dir.parent if isinstance(e, StageStopped) else None
-        raise stopped(e, resume_command("coarse", out_dir, run_dir)) from None
     render_outcome(outcome, Gates(fail_under, fail_on_edge))
 
 

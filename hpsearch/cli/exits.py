@@ -3,7 +3,12 @@ on stderr, no traceback) or a sanity check FAILed; 2 wrong usage; 3 a stage in w
 completed (all failed or diverged: its results are still written); 4 --fail-under: the best accuracy
 is below the bar; 5 --fail-on-edge: a range verdict says the optimum lies outside a searched range
 (4 wins when both apply); 130 / 143 stopped by Ctrl-C / SIGTERM (finished trials saved, --resume
-continues)."""
+continues).
+
+`guarded` is what every command runs in: it turns a known library error into exit 1 and Ctrl-C or
+SIGTERM into 130 or 143, each with one line on stderr. A stage's command (coarse, refine, final)
+renders its outcome after the guarded block: once the stage has returned, its results are written,
+and an interruption there is not one that left trials to resume."""
 
 from __future__ import annotations
 
@@ -17,8 +22,8 @@ from pathlib import Path
 import typer
 from rich.text import Text
 
-from hpsearch.cli.console import err
-from hpsearch.errors import Interrupted, StageStopped
+from hpsearch.cli.console import err, note
+from hpsearch.errors import HpsearchError, Interrupted, NothingToResume, StageStopped
 
 NO_TRIAL_COMPLETED = 3  # exit code of a stage in which every trial failed or diverged
 BELOW_BAR = 4  # --fail-under: the best accuracy is below the bar
@@ -31,13 +36,33 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 @contextmanager
-def interruptible() -> Iterator[None]:
+def guarded(resume: str | None = None, out_dir: Path | None = None) -> Iterator[None]:
+    """Run a command's body: an HpsearchError exits 1 with its one line; NothingToResume is a notice
+    (exit 0); Ctrl-C and SIGTERM exit 130 and 143 (`interrupt_code`), saying what is saved and, for a
+    stage that `resume` names (coarse, refine, final), the command that continues it. `out_dir`: the
+    run directory the user named (--out, or refine's and final's RUN), which the resume command keeps."""
+    signals: list[int] = []
+    try:
+        with _interruptible(signals):
+            yield
+    except NothingToResume as e:
+        note(str(e))
+        raise typer.Exit() from None
+    except HpsearchError as e:
+        raise fail(str(e)) from None
+    except KeyboardInterrupt as e:
+        raise fail(_interrupted(e, resume, out_dir), code=interrupt_code(e, signals)) from None
+
+
+@contextmanager
+def _interruptible(signals: list[int]) -> Iterator[None]:
     """Ctrl-C raises KeyboardInterrupt even where the shell started us ignoring SIGINT (a background
     job), and SIGTERM raises Interrupted(143), so a stage can record what was running and say how to
-    resume. The previous handlers come back afterwards."""
+    resume; each signal is appended to `signals`. The previous handlers come back afterwards, before
+    the message is printed."""
 
     def on_term(signum: int, frame: object) -> None:
-        _signals_seen.append(signum)
+        signals.append(signum)
         raise Interrupted(128 + signum)
 
     old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -49,18 +74,18 @@ def interruptible() -> Iterator[None]:
         signal.signal(signal.SIGTERM, old_term)
 
 
-_signals_seen: list[int] = []  # SIGTERMs received: some libraries (Ray) re-raise a plain KeyboardInterrupt
+def interrupt_code(e: KeyboardInterrupt, signals: list[int]) -> int:
+    """130 after Ctrl-C, 143 after SIGTERM (128 + the signal). The signals the handler saw decide:
+    some libraries (Ray) re-raise a SIGTERM as a plain KeyboardInterrupt."""
+    if signals:
+        return 128 + signals[-1]
+    return e.code if isinstance(e, Interrupted) else 130
 
 
-def stopped(e: KeyboardInterrupt, resume_command: str) -> typer.Exit:
-    """Exit 130 (Ctrl-C) or 143 (SIGTERM), saying what is saved and how to go on."""
-    if _signals_seen:
-        code = 128 + _signals_seen[-1]
-    else:
-        code = e.code if isinstance(e, Interrupted) else 130
-    if isinstance(e, StageStopped):
-        return fail(f"interrupted: {e.message}; resume with: {resume_command}", code=code)
-    return fail("interrupted before any trial ran", code=code)
+def _interrupted(e: KeyboardInterrupt, resume: str | None, out_dir: Path | None) -> str:
+    if isinstance(e, StageStopped) and resume is not None:
+        return f"interrupted: {e.message}; resume with: {resume_command(resume, out_dir, e.stage_dir.parent)}"
+    return "interrupted before any trial ran" if resume is not None else "interrupted"
 
 
 def resume_command(command: str, out_dir: Path | None, run_dir: Path | None) -> str:

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from hpsearch.cli.console import err, out, say_model, warn
-from hpsearch.cli.exits import NO_TRIAL_COMPLETED, fail, interruptible, resume_command, stopped
+from hpsearch.cli.exits import NO_TRIAL_COMPLETED, fail, guarded
 from hpsearch.cli.options import DataRootOption, Executor, PopulationOption, WorkersOption, execution_options
 from hpsearch.cli.progress import TrialProgress
 from hpsearch.cli.render import Gates, Red, below_bar, preflight, red_line, summary
-from hpsearch.errors import HpsearchError, NothingToResume
 
 if TYPE_CHECKING:
     from hpsearch.runs.final import FinalOutcome, FinalPlan
@@ -67,40 +66,31 @@ def final(
     """
     from hpsearch.spec.options import FinalOptions, FitOn
 
-    options = FinalOptions(
-        top=top,
-        seeds=seeds,
-        fit_on=FitOn(fit_on.value) if fit_on is not None else None,
-        epochs=epochs,
-        again=again,
-        data_root=data_root,
-        command=tuple(sys.argv),
-        execution=execution_options(population, workers, Executor.LOCAL, None),
-        resume=resume,
-    )
-    preflight(None, None, workers)
-    try:
-        with interruptible():
-            with TrialProgress("final", "run") as progress:
-                progress.planning(f"planning the final of {run_dir}")
-                from hpsearch.stages.final import run_final
+    with guarded("final", run_dir):
+        options = FinalOptions(
+            top=top,
+            seeds=seeds,
+            fit_on=FitOn(fit_on.value) if fit_on is not None else None,
+            epochs=epochs,
+            again=again,
+            data_root=data_root,
+            command=tuple(sys.argv),
+            execution=execution_options(population, workers, Executor.LOCAL, None),
+            resume=resume,
+        )
+        preflight(None, None, workers)
+        with TrialProgress("final", "run", planning=f"planning the final of {run_dir}") as progress:
+            from hpsearch.stages.final import run_final
 
-                outcome = run_final(
-                    run_dir,
-                    options,
-                    on_data=progress.on_data,
-                    progress=progress,
-                    on_plan=render_final_plan,
-                    on_model=say_model,
-                    on_warning=warn,
-                )
-    except NothingToResume as e:
-        err.print(str(e), highlight=False, soft_wrap=True)
-        return
-    except HpsearchError as e:
-        raise fail(str(e)) from None
-    except KeyboardInterrupt as e:
-        raise stopped(e, resume_command("final", run_dir, None)) from None
+            outcome = run_final(
+                run_dir,
+                options,
+                on_data=progress.on_data,
+                progress=progress,
+                on_plan=render_final_plan,
+                on_model=say_model,
+                on_warning=warn,
+            )
     render_final(outcome, Gates(fail_under))
 
 

@@ -24,10 +24,11 @@ class _Eta(TimeRemainingColumn):
 class TrialProgress:
     """A progress bar on stderr, shown from the first update: planning, the data download if any,
     then trial i/N, elapsed time, time left and best so far. `name` labels the bar by what trains
-    (a search, or `final`'s runs), `unit` what it counts."""
+    (a search, or `final`'s runs), `unit` what it counts; `planning`, if given, is shown on entering
+    (see `planning`)."""
 
-    def __init__(self, name: str = "search", unit: str = "trial") -> None:
-        self.name, self.unit = name, unit
+    def __init__(self, name: str = "search", unit: str = "trial", planning: str | None = None) -> None:
+        self.name, self.unit, self.plan = name, unit, planning
         self.progress = Progress(
             TextColumn("{task.description}", markup=False),
             BarColumn(),
@@ -41,6 +42,8 @@ class TrialProgress:
         self.checks = 0  # sanity checks in all, once the first has started
 
     def __enter__(self) -> TrialProgress:
+        if self.plan is not None:
+            self.planning(self.plan)
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from hpsearch.cli.console import err, out, say_model, warn
-from hpsearch.cli.exits import fail, interruptible, resume_command, stopped
+from hpsearch.cli.exits import guarded
 from hpsearch.cli.options import (
     DataRootOption,
     Executor,
@@ -23,7 +23,6 @@ from hpsearch.cli.options import (
 )
 from hpsearch.cli.progress import TrialProgress
 from hpsearch.cli.render import Gates, preflight, render_outcome
-from hpsearch.errors import HpsearchError, NothingToResume
 from hpsearch.spec.options import RefineOptions
 
 if TYPE_CHECKING:
@@ -61,41 +60,32 @@ def refine(
 
     Example: hpsearch refine runs/cifar10_coarse --top-k 5 --trials 20
     """
-    options = RefineOptions(
-        top_k=top_k,
-        trials=trials,
-        epochs=epochs,
-        data_root=data_root,
-        command=tuple(sys.argv),
-        execution=execution_options(population, workers, executor, ray_address),
-        resume=resume,
-    )
-    if dry_run:
-        print_plan(run_dir, options)
-        return
-    preflight(None, None, workers)
-    try:
-        with interruptible():
-            with TrialProgress() as progress:
-                progress.planning(f"planning the next stage of {run_dir}")
-                from hpsearch.stages.refine import run_refine
+    with guarded("refine", run_dir):
+        options = RefineOptions(
+            top_k=top_k,
+            trials=trials,
+            epochs=epochs,
+            data_root=data_root,
+            command=tuple(sys.argv),
+            execution=execution_options(population, workers, executor, ray_address),
+            resume=resume,
+        )
+        if dry_run:
+            print_plan(run_dir, options)
+            return
+        preflight(None, None, workers)
+        with TrialProgress(planning=f"planning the next stage of {run_dir}") as progress:
+            from hpsearch.stages.refine import run_refine
 
-                result = run_refine(
-                    run_dir,
-                    options,
-                    on_data=progress.on_data,
-                    progress=progress,
-                    on_plan=render_plan,
-                    on_model=say_model,
-                    on_warning=warn,
-                )
-    except NothingToResume as e:
-        err.print(str(e), highlight=False, soft_wrap=True)
-        return
-    except HpsearchError as e:
-        raise fail(str(e)) from None
-    except KeyboardInterrupt as e:
-        raise stopped(e, resume_command("refine", run_dir, None)) from None
+            result = run_refine(
+                run_dir,
+                options,
+                on_data=progress.on_data,
+                progress=progress,
+                on_plan=render_plan,
+                on_model=say_model,
+                on_warning=warn,
+            )
     if result.outcome is None:
         err.print("nothing new to train: raise --epochs or --trials, or widen the space", highlight=False)
         return
@@ -107,10 +97,7 @@ def print_plan(run_dir: Path, options: RefineOptions) -> None:
     nothing trained or written."""
     from hpsearch.stages.plan import plan_refine_stage
 
-    try:
-        plan, stage = plan_refine_stage(run_dir, options, on_model=say_model)
-    except HpsearchError as e:
-        raise fail(str(e)) from None
+    plan, stage = plan_refine_stage(run_dir, options, on_model=say_model)
     for line in plan.describe() + (stage.describe(header=False) if stage is not None else []):
         out.print(line, highlight=False, soft_wrap=True)
     for line in plan.notes:

@@ -8,9 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from hpsearch.cli.console import err, out, warn
-from hpsearch.cli.exits import fail
+from hpsearch.cli.exits import guarded
 from hpsearch.cli.render import TABLE_LIMIT, summary
-from hpsearch.errors import HpsearchError
 
 if TYPE_CHECKING:
     from hpsearch.output.report import ReportOutcome
@@ -24,13 +23,10 @@ def report(
 
     Example: hpsearch report runs/cifar10_coarse
     """
-    try:
+    with guarded():
         from hpsearch.output.report import run_report
 
-        outcome = run_report(run_dir)
-    except HpsearchError as e:
-        raise fail(str(e)) from None
-    render_report(outcome, run_dir)
+        render_report(run_report(run_dir), run_dir)
 
 
 def render_report(outcome: ReportOutcome, run_dir: Path) -> None:

@@ -12,11 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from hpsearch.cli.console import err, note, out, say_model, warn
-from hpsearch.cli.exits import fail
+from hpsearch.cli.exits import guarded
 from hpsearch.cli.options import DataRootOption, OutOption, SpecArgument
 from hpsearch.cli.progress import TrialProgress
 from hpsearch.cli.render import preflight, summary
-from hpsearch.errors import HpsearchError
 from hpsearch.spec.options import StageOptions
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ def sanity_check(
     Example: hpsearch sanity-check configs/cifar10_coarse.yaml --write-spec configs/next.yaml
     """
     started = time.perf_counter()
-    try:
+    with guarded():
         from hpsearch.spec.load import load_spec
 
         spec = load_spec(spec_path)
@@ -62,11 +61,7 @@ def sanity_check(
                 on_warning=warn,
                 on_note=note,
             )
-    except HpsearchError as e:
-        raise fail(str(e)) from None
-    except KeyboardInterrupt:
-        raise fail("interrupted", code=130) from None
-    render_sanity(outcome, spec, as_json, write_spec, junit, started)
+        render_sanity(outcome, spec, as_json, write_spec, junit, started)
     if outcome.report.failed:
         raise typer.Exit(code=1)
 
@@ -88,10 +83,7 @@ def render_sanity(
             out.print(table)
     err.print(f"report: {outcome.report_path}", highlight=False)
     if junit is not None:
-        try:
-            write_junit(junit, junit_xml(outcome.report, spec.name, time.perf_counter() - started))
-        except HpsearchError as e:
-            raise fail(str(e)) from None
+        write_junit(junit, junit_xml(outcome.report, spec.name, time.perf_counter() - started))
         err.print(f"junit: {junit}", highlight=False)
     verdict = "FAILED" if outcome.report.failed else "passed"
     summary(summary_section(f"hpsearch sanity-check: {spec.name} ({verdict})", sanity_markdown(outcome.report), []))
