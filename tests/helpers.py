@@ -23,7 +23,8 @@ from typing import Any
 
 from typer.testing import CliRunner
 
-from hpsearch import cli as cli_module
+from hpsearch.cli import app
+from hpsearch.cli.console import err, out
 from hpsearch.runs.records import TrialConfig, TrialResult
 from hpsearch.spec.schema import ModelSpec, TrainSpec
 
@@ -80,7 +81,7 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     and Python's warnings on stderr. An exception that escapes a command (a traceback, in a real
     process) fails the test."""
     with _in(cwd), _argv(["hpsearch", *args]), _like_a_pipe(), _warnings_to_stderr():
-        result = CliRunner().invoke(cli_module.app, list(args), env={"COLUMNS": str(WIDTH)}, prog_name="hpsearch")
+        result = CliRunner().invoke(app, list(args), env={"COLUMNS": str(WIDTH)}, prog_name="hpsearch")
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise AssertionError(
             f"hpsearch {shlex.join(args)} raised {result.exception!r} (a process prints a traceback)\n"
@@ -114,7 +115,7 @@ def _like_a_pipe() -> Iterator[None]:
     """The CLI's consoles were made at import, sized and coloured for what sys.stdout was then (a
     terminal under `pytest -s`); they print to whatever sys.stdout/sys.stderr are when they print.
     For the call: WIDTH columns and no colour codes, as run_hpsearch's pipes get."""
-    consoles = (cli_module.out, cli_module.err)
+    consoles = (out, err)
     saved = [(c._width, c._color_system) for c in consoles]
     for c in consoles:
         c.width = WIDTH

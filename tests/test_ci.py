@@ -94,7 +94,8 @@ def test_the_ci_workflow_installs_and_runs_as_written(runner: Runner) -> None:
         if step["name"].startswith("Install"):
             installed = next((python / "lib").glob("python*/site-packages/hpsearch"), None)
             assert installed is not None, f"{step['run']} installed no hpsearch into the runner's Python"
-            assert (installed / "cli.py").read_bytes() == (ROOT / "hpsearch/cli.py").read_bytes()  # this checkout's
+            # This checkout's, not another hpsearch:
+            assert (installed / "cli/app.py").read_bytes() == (ROOT / "hpsearch/cli/app.py").read_bytes()
             assert (python / "bin/hpsearch").is_file()  # the command the next steps run
     # JUnit: one testcase per check, none failed
     suite = ET.parse(checkout / "reports/sanity.xml").getroot().find("testsuite")

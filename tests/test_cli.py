@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, cli, run_hpsearch
 
-from hpsearch.cli import app, out
+from hpsearch.cli import app
+from hpsearch.cli.console import out
 from hpsearch.output.report import rich_table
 from hpsearch.runs.records import TrialResult
 
@@ -178,7 +179,7 @@ def test_the_progress_bar_shows_planning_at_once_then_an_eta() -> None:
 
     from rich.console import Console
 
-    from hpsearch.cli import TrialProgress
+    from hpsearch.cli.progress import TrialProgress
 
     clock = [0.0]
     progress = TrialProgress()

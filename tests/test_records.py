@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import cli
 
-from hpsearch.cli import NO_TRIAL_COMPLETED
+from hpsearch.cli.exits import NO_TRIAL_COMPLETED
 from hpsearch.runs.records import TrialResult, TrialState, failure_summary
 
 # Two trials on a grid: hidden [16] trains, hidden [1e9] cannot allocate its 12 TB first layer.

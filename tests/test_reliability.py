@@ -337,6 +337,24 @@ def test_ctrl_c_and_sigterm_mark_the_running_trial_and_say_how_to_resume(
     assert all(metrics(r) == metrics(finished_before[r["trial"]]) for r in finals if r["trial"] in finished_before)
 
 
+def test_sigterm_during_sanity_check_exits_143_with_one_line(tmp_path: Path) -> None:
+    # An overfit check that never ends: a learning rate too small to learn 20 examples, for 10^7 epochs.
+    spec = tmp_path / "endless.yaml"
+    spec.write_text(Path(SMOKE).read_text() + "sanity: {overfit_lr: 1.0e-12, overfit_epochs: 10000000}\n")
+    run = tmp_path / "run"
+    proc = start_hpsearch("sanity-check", str(spec), "--out", str(run))
+    # The stage makes RUN/sanity just before the first check.
+    wait_for(lambda: proc.poll() is not None or (run / "sanity").is_dir(), "the checks started")
+    assert proc.poll() is None, "sanity-check ended before its checks"
+    time.sleep(0.2)  # inside the checks
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=PATIENCE)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == "error: interrupted"
+    assert not (run / "sanity/report.json").exists()  # no report of checks that did not finish
+
+
 def test_a_finished_trial_stays_finished_whatever_is_recorded_after_it(tmp_path: Path) -> None:
     store = StageStore(tmp_path)
     store.append_trial(_result(0))

@@ -460,7 +460,7 @@ def test_the_report_ranks_ties_across_stages_by_the_recorded_count(tmp_path: Pat
 def test_coarse_and_refine_print_the_tie_line_on_stderr_after_the_table(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from hpsearch.cli import render_outcome
+    from hpsearch.cli.render import render_outcome
     from hpsearch.stages.base import StageOutcome
 
     render_outcome(StageOutcome(tmp_path, "coarse", TIED, [], ["lr"], data=N1000))
