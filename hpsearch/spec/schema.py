@@ -356,23 +356,19 @@ class Spec(_Strict):
             raise spec_error("", "must not hold control, line-break, invisible or bidi characters", v)
         return v
 
+    @field_validator("search")
+    @classmethod
+    def _space_values_fit_fields(cls, search: SearchSpec, info: ValidationInfo) -> SearchSpec:
+        """Each searched value checked and coerced as its field (or factory argument) takes it: the
+        search section validated last, after the model and train sections it depends on."""
+        model, train = info.data.get("model"), info.data.get("train")
+        if model is None or train is None:
+            return search  # their own errors are the ones reported
+        space = {name: _checked_domain(name, dom, model, train) for name, dom in search.space.items()}
+        return search.model_copy(update={"space": space})
+
     @model_validator(mode="after")
-    def _space_values_fit_fields(self) -> Spec:
-        space: dict[str, NumericRange | Categorical] = {}
-        for name, dom in self.search.space.items():
-            where = f"search.space.{name}"
-            if self.is_factory_arg(name):
-                space[name] = dom if isinstance(dom, Categorical) else _integer_resolved(dom)
-                continue
-            if name not in SEARCHABLE:
-                raise spec_error(where, f"not a searchable parameter{did_you_mean(name, SEARCHABLE)}", name)
-            if isinstance(dom, Categorical):
-                values = tuple(self._coerce(name, v, f"{where}.values.{i}") for i, v in enumerate(dom.values))
-                space[name] = Categorical(values=values)
-            else:
-                space[name] = self._check_range(name, dom, where)
-        # Frozen models: the coerced values replace the raw ones once, here, at construction.
-        object.__setattr__(self.search, "space", space)
+    def _search_fits_train(self) -> Spec:
         self._check_sampler()
         self._check_halving()
         self._check_median_stop()
@@ -413,28 +409,10 @@ class Spec(_Strict):
                 rule.warmup_epochs,
             )
 
-    def _coerce(self, name: str, value: Any, key: str) -> Any:
-        owner = self.train if SEARCHABLE[name] == "train" else self.model
-        try:
-            checked = type(owner).model_validate({**owner.model_dump(), name: value})
-        except ValidationError as e:
-            raise spec_error(key, message(e.errors()[0]), value) from None
-        return getattr(checked, name)
-
-    def _check_range(self, name: str, dom: NumericRange, where: str) -> NumericRange:
-        if _field_type(name) not in (int, float):
-            raise spec_error(where, "is not numeric: give {values: [...]} instead", name)
-        for key in ("low", "high"):
-            v = getattr(dom, key)
-            if is_int_param(name) and v != int(v):
-                raise spec_error(f"{where}.{key}", f"{name} is an integer", _num(v))
-            self._coerce(name, int(v) if is_int_param(name) else v, f"{where}.{key}")
-        return dom
-
     def is_factory_arg(self, name: str) -> bool:
         """With a python model every searched name but a train field is the factory's argument
         (the built-in nets' model fields, hidden or activation, mean nothing to it)."""
-        return self.model.kind == "python" and SEARCHABLE.get(name) != "train"
+        return _is_factory_arg(self.model, name)
 
     def resolved(self, params: dict[str, Any]) -> Spec:
         """This spec with `params` overriding the fixed train/model fields and the factory's
@@ -450,6 +428,41 @@ class Spec(_Strict):
                 "model": ModelSpec.model_validate({**self.model.model_dump(), **model}),
             }
         )
+
+
+def _is_factory_arg(model: ModelSpec, name: str) -> bool:
+    return model.kind == "python" and SEARCHABLE.get(name) != "train"
+
+
+def _checked_domain(name: str, dom: ParamSpace, model: ModelSpec, train: TrainSpec) -> ParamSpace:
+    """A searched entry as the trials take it: a factory argument's range resolved to integers or
+    not; a field's values coerced by the field and its range's bounds checked against it."""
+    where = f"space.{name}"  # raised while the search section validates, which prefixes "search."
+    if _is_factory_arg(model, name):
+        return dom if isinstance(dom, Categorical) else _integer_resolved(dom)
+    if name not in SEARCHABLE:
+        raise spec_error(where, f"not a searchable parameter{did_you_mean(name, SEARCHABLE)}", name)
+    if isinstance(dom, Categorical):
+        values = tuple(_coerce(name, v, f"{where}.values.{i}", model, train) for i, v in enumerate(dom.values))
+        return Categorical(values=values)
+    if _field_type(name) not in (int, float):
+        raise spec_error(where, "is not numeric: give {values: [...]} instead", name)
+    for key in ("low", "high"):
+        v = getattr(dom, key)
+        if is_int_param(name) and v != int(v):
+            raise spec_error(f"{where}.{key}", f"{name} is an integer", _num(v))
+        _coerce(name, int(v) if is_int_param(name) else v, f"{where}.{key}", model, train)
+    return dom
+
+
+def _coerce(name: str, value: Any, key: str, model: ModelSpec, train: TrainSpec) -> Any:
+    """`value` as the field `name` of train or model takes it (a one-line error where it does not)."""
+    owner: TrainSpec | ModelSpec = train if SEARCHABLE[name] == "train" else model
+    try:
+        checked = type(owner).model_validate({**owner.model_dump(), name: value})
+    except ValidationError as e:
+        raise spec_error(key, message(e.errors()[0]), value) from None
+    return getattr(checked, name)
 
 
 def is_int_param(name: str, dom: NumericRange | None = None) -> bool:
