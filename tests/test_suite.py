@@ -44,7 +44,7 @@ def _is_time_module(node: ast.expr) -> bool:
 
 
 def test_no_test_waits_on_a_fixed_wall_clock_deadline() -> None:
-    files = sorted(p for p in TESTS.glob("*.py") if p.name != "helpers.py")  # helpers hold the one cap
+    files = sorted(p for p in TESTS.rglob("*.py") if p.name != "helpers.py")  # helpers hold the one cap
     assert len(files) > 20
     assert [line for path in files for line in deadlines(path)] == []
 
@@ -100,7 +100,7 @@ def issue_citations(path: Path) -> list[str]:
 
 
 def test_each_assert_states_one_fact() -> None:
-    files = sorted(TESTS.glob("*.py"))
+    files = sorted(TESTS.rglob("*.py"))
     assert len(files) > 20
     assert [where for path in files for where in compound_asserts(path)] == []
 
@@ -126,7 +126,7 @@ def test_the_check_finds_each_kind_of_compound_assert(tmp_path: Path) -> None:
 
 
 def test_no_test_cites_an_issue_number() -> None:
-    files = sorted(p for p in TESTS.glob("*.py") if p.name != "test_suite.py")  # this file shows what it finds
+    files = sorted(p for p in TESTS.rglob("*.py") if p.name != "test_suite.py")  # this file shows what it finds
     assert len(files) > 20
     assert [where for path in files for where in issue_citations(path)] == []
 
