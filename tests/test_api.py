@@ -128,7 +128,8 @@ def test_a_stage_shows_in_a_notebook_as_the_terminals_table(readme_run: tuple) -
     assert trials == [str(r.trial) for r in stage.ranked]
     headers = re.findall(r"<th(?: [^>]*)?>(.*?)</th>", page)
     assert headers[:4] == ["rank", "trial", "state", "val_acc"]
-    assert "lr" in headers and "weight_decay" in headers
+    assert "lr" in headers
+    assert "weight_decay" in headers
 
 
 def test_to_pandas_says_pandas_is_missing(readme_run: tuple, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,7 +182,8 @@ def test_final_ledger_has_one_test_evaluation_per_run(readme_run: tuple, tmp_pat
     assert best.test_mean == pytest.approx(sum(scores) / len(scores))
     assert fin.rows() == read_json(run / "final/results.json")["ranked"]
     assert hpsearch.open_run(run).ledger == fin.ledger
-    assert fin.model_path is not None and fin.model_path.is_file()
+    assert fin.model_path is not None
+    assert fin.model_path.is_file()
     assert "<table>" in fin._repr_html_()
 
 
