@@ -168,6 +168,7 @@ def refine(
         on_plan=on_plan,
         on_model=said.note,
         on_warning=said.warn,
+        on_note=said.note,
     )
     if result.outcome is None:
         raise NothingToTrain(
@@ -268,6 +269,7 @@ def final(
         on_plan=on_plan,
         on_model=said.note,
         on_warning=said.warn,
+        on_note=said.note,
     )
     return FinalResult(
         outcome.final_dir.absolute(),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from hpsearch.cli.console import err, out, say_model, warn
+from hpsearch.cli.console import err, note, out, say_model, warn
 from hpsearch.cli.exits import NO_TRIAL_COMPLETED, fail, guarded
 from hpsearch.cli.options import DataRootOption, Executor, PopulationOption, WorkersOption, execution_options
 from hpsearch.cli.progress import TrialProgress
@@ -90,14 +90,15 @@ def final(
                 on_plan=render_final_plan,
                 on_model=say_model,
                 on_warning=warn,
+                on_note=note,
             )
     render_final(outcome, Gates(fail_under))
 
 
 def render_final_plan(plan: FinalPlan) -> None:
     err.print(plan.describe(), highlight=False, soft_wrap=True)
-    for note in plan.notes:
-        warn(note)
+    for line in plan.notes:
+        warn(line)
 
 
 def render_final(outcome: FinalOutcome, gates: Gates) -> None:

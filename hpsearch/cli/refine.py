@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from hpsearch.cli.console import err, out, say_model, warn
+from hpsearch.cli.console import err, note, out, say_model, warn
 from hpsearch.cli.exits import guarded
 from hpsearch.cli.options import (
     DataRootOption,
@@ -85,6 +85,7 @@ def refine(
                 on_plan=render_plan,
                 on_model=say_model,
                 on_warning=warn,
+                on_note=note,
             )
     if result.outcome is None:
         err.print("nothing new to train: raise --epochs or --trials, or widen the space", highlight=False)

@@ -60,6 +60,8 @@ def render_outcome(outcome: StageOutcome, gates: Gates = Gates()) -> None:
         n = outcome.resumed
         err.print(f"resuming: {n} of {n} trials already finished, 0 to run", highlight=False)
     title = f"{outcome.stage}: {len(outcome.ranked)} trials, ranked by validation accuracy"
+    if outcome.precision is not None:
+        title += f", trained in {outcome.precision}"
     planned = outcome.planned_epochs
     out.print(
         rich_table(

@@ -114,6 +114,22 @@ def stage_curve_data(stage_dir: Path, data: DataSpec) -> CurveData:
     return CurveData(data.known_num_classes or classes, val_size or data.val_size or AUTO_VAL_CAP)
 
 
+def recorded_precision(stage_dir: Path) -> dict[str, Any] | None:
+    """The stage's choice of train.precision as run.json recorded it (precision, asked, reason,
+    bf16_speedup); None where it made none (a searched precision, or a stage recorded before)."""
+    choice = recorded_run_info(stage_dir).get("precision")
+    return choice if isinstance(choice, dict) and isinstance(choice.get("precision"), str) else None
+
+
+def said_precision(stage_dir: Path) -> str | None:
+    """What the tables' title names the stage's trials trained in: None for plain fp32 (the
+    default, unsaid) and where the stage recorded no choice."""
+    choice = recorded_precision(stage_dir)
+    if choice is None or choice.get("asked", "auto") == "fp32":
+        return None
+    return str(choice["precision"])
+
+
 def _count(v: Any, least: int) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) and v >= least else None
 

@@ -1,4 +1,4 @@
-"""The spec's closed choices as enums: activations, inits, optimizers, preprocessing, samplers."""
+"""The spec's closed choices as enums: activations, inits, optimizers, precisions, preprocessing, samplers."""
 
 from __future__ import annotations
 
@@ -28,6 +28,12 @@ class Optimizer(str, enum.Enum):
     MOMENTUM = "momentum"
     NESTEROV = "nesterov"
     ADAM = "adam"
+
+
+class Precision(str, enum.Enum):
+    FP32 = "fp32"
+    BF16 = "bf16"  # autocast: matmuls and convolutions in bfloat16; weights, optimizer state and loss in fp32
+    AUTO = "auto"  # bf16 where the device has it natively and a few timed steps say it is faster
 
 
 class Preprocess(str, enum.Enum):

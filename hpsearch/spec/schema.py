@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from hpsearch.spec.choices import Activation, Init, Optimizer, Preprocess, Sampler
+from hpsearch.spec.choices import Activation, Init, Optimizer, Precision, Preprocess, Sampler
 from hpsearch.spec.messages import message, short
 
 
@@ -171,6 +171,7 @@ class TrainSpec(_Strict):
     eps: float = Field(1e-8, gt=0)  # adam
     lr_decay: float = Field(1.0, gt=0, le=1)  # per-epoch multiplier of the learning rate
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Precision = Precision.FP32  # auto: the stage chooses once, before any trial trains
 
 
 class SanitySpec(_Strict):

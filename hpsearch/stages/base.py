@@ -34,6 +34,7 @@ class StageOutcome:
     # What its accuracies were measured on: the classes (chance accuracy) and validation examples (intervals, ties).
     data: CurveData | None = None
     planned_epochs: list[int] | None = None  # with successive halving: each ranked trial's train.epochs
+    precision: str | None = None  # what its trials trained in (run.json's choice); None: searched per trial
 
     @property
     def best(self) -> TrialResult | None:

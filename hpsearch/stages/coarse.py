@@ -75,4 +75,4 @@ def run_coarse(
     with store.lock():
         if not resuming:
             store.create()
-        return run_stage(stage, data, options, progress, resuming)
+        return run_stage(stage, data, options, progress, resuming, on_note)

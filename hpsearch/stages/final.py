@@ -46,6 +46,7 @@ from hpsearch.runs.read import (
     load_stage,
     previous_data_root,
     read_document,
+    recorded_precision,
     stage_curve_data,
     stages,
 )
@@ -68,6 +69,7 @@ from hpsearch.stages.prepare import prepare_model, say_warnings
 from hpsearch.training.checkpoint import unpack
 from hpsearch.training.factory import FactorySource
 from hpsearch.training.models import build_model
+from hpsearch.training.precision import PrecisionChoice, choice_for, resolved
 from hpsearch.training.saved_model import save_model
 from hpsearch.training.trial import accuracy
 
@@ -150,10 +152,11 @@ def run_final(
     on_plan: Callable[[FinalPlan], None] | None = None,
     on_model: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> FinalOutcome:
     """Plan (or, with options.resume, pick up) a final, train its runs, score each on the test set
     once, write the results and keep the best network. Ctrl-C / SIGTERM raise StageStopped.
-    `on_model`, `on_warning`: as for stages.coarse.run_coarse."""
+    `on_model`, `on_warning`, `on_note`: as for stages.coarse.run_coarse."""
     final_dir = run_dir / FINAL
     store = StageStore(final_dir)
     plan = _plan_or_resume(run_dir, final_dir, options)
@@ -172,6 +175,11 @@ def run_final(
             "validation accuracy"
         )
     factory = prepare_model(plan.finalists[0].config.model, data, spec_path, on_model)
+    # The finalists train as their stage trained them (its run.json's choice), else as a stage would now.
+    first = plan.config(plan.finalists[0], plan.seeds[0])
+    precision = choice_for(first, data, recorded_precision(stage_dir), plan.stage)
+    if precision.said and on_note is not None:
+        on_note(precision.line())
     with store.lock():
         store.make_dir()
         store.remove_stale_temp_files()
@@ -180,7 +188,7 @@ def run_final(
         recorder = _FinalRecorder(final_dir, plan, data, test, options.command)
         resumed = recorder.restore_finished_runs()
         try:
-            _train(plan, data, options, recorder, progress, factory, data_root, resumed)
+            _train(plan, data, options, recorder, progress, factory, data_root, resumed, precision)
         except KeyboardInterrupt as e:
             raise StageStopped(interrupt_exit_code(e), final_dir, len(recorder.done), plan.runs, final=True) from None
         return _finish(plan, recorder, data, test, factory, resumed)
@@ -361,10 +369,14 @@ def _train(
     factory: FactorySource | None,
     data_root: Path | None,
     resumed: int,
+    precision: PrecisionChoice,
 ) -> None:
     """Each seed's runs as one batch of trials (populations where the network allows: a seed fixes
-    the batch order, so runs of one seed train together)."""
-    todo = {s: [plan.config(f, s) for f in plan.finalists if (f.trial, s) not in recorder.done] for s in plan.seeds}
+    the batch order, so runs of one seed train together), in the finalists' stage's precision."""
+    todo = {
+        s: resolved([plan.config(f, s) for f in plan.finalists if (f.trial, s) not in recorder.done], precision)
+        for s in plan.seeds
+    }
     if progress:
         progress.start(plan.runs, sum(len(c) for c in todo.values()) * plan.epochs, resumed)
     root = data_root.resolve() if data_root else None

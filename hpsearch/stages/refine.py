@@ -35,10 +35,11 @@ def run_refine(
     on_plan: Callable[[RefinePlan], None] | None = None,
     on_model: Callable[[str], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> RefineOutcome:
     """Plan the next stage from the latest one (refine.plan_refine), show it through `on_plan`, and
-    run it; never re-runs a configuration already trained at that budget. `on_model`, `on_warning`:
-    as for run_coarse."""
+    run it; never re-runs a configuration already trained at that budget. `on_model`, `on_warning`,
+    `on_note`: as for run_coarse."""
     if options.resume:
         _check_something_to_resume(run_dir)
     plan = plan_refine(run_dir, options)
@@ -73,7 +74,7 @@ def run_refine(
     with store.lock():
         if not resuming:
             store.create()
-        outcome = run_stage(stage, data, stage_options, progress, resuming)
+        outcome = run_stage(stage, data, stage_options, progress, resuming, on_note)
     return RefineOutcome(outcome, plan)
 
 

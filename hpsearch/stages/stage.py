@@ -9,7 +9,7 @@ one record per trial and writes the ranked results.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
@@ -20,7 +20,7 @@ from hpsearch.analysis.verdicts import Verdict, edges, range_verdicts
 from hpsearch.data import DataRecipe, Dataset
 from hpsearch.errors import StageStopped, interrupt_exit_code
 from hpsearch.output.report import csv_table, markdown_report, results_document
-from hpsearch.runs.read import RESULTS, RUN_INFO, is_partial, read_document, stage_curve_data
+from hpsearch.runs.read import RESULTS, RUN_INFO, is_partial, read_document, said_precision, stage_curve_data
 from hpsearch.runs.records import (
     TrialConfig,
     TrialResult,
@@ -32,12 +32,14 @@ from hpsearch.runs.store import StageStore, utc_now
 from hpsearch.search.halving import replay, rung_epochs, rung_records
 from hpsearch.search.space import trial_config
 from hpsearch.search.tpe import read_proposals, typed_params
+from hpsearch.spec.choices import Precision
 from hpsearch.spec.edit import spec_to_yaml
 from hpsearch.spec.options import ExecOptions, StageOptions
 from hpsearch.spec.schema import Spec
 from hpsearch.stages.base import Stage, StageOutcome, StageProgress, StageTracker
 from hpsearch.stages.prepare import new_run_info, resumed_run_info
 from hpsearch.stages.strategies import Trainer, is_final, strategy_for
+from hpsearch.training.precision import PrecisionChoice, choose_precision
 
 
 def with_proposals(stage: Stage) -> Stage:
@@ -77,17 +79,26 @@ def finished_stage(stage: Stage) -> StageOutcome | None:
 
 
 def run_stage(
-    stage: Stage, data: Dataset, options: StageOptions, progress: StageProgress | None, resuming: bool
+    stage: Stage,
+    data: Dataset,
+    options: StageOptions,
+    progress: StageProgress | None,
+    resuming: bool,
+    on_note: Callable[[str], None] | None = None,
 ) -> StageOutcome:
     """Train the stage's configs not yet finished, one record each, by the stage's strategy, then
     rank and write the results. On Ctrl-C / SIGTERM mark the running ones interrupted and raise
-    StageStopped."""
+    StageStopped. `on_note`: told the precision the trials train in, before they start."""
     finished, warnings, run_info = _start_run(stage, data, options, resuming)
     tracker = StageTracker(stage, finished, progress)
     # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
     recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
     warnings += _population_warnings(stage, data, options, tracker.todo(finished))
-    trainer = Trainer(data, _with_ray_resources(options.execution, stage.spec), recipe, stage.factory)
+    precision = stage_precision(stage, data, run_info, tracker.todo(finished))
+    if precision is not None and precision.said and on_note is not None:
+        on_note(precision.line())
+    execution = _with_ray_resources(options.execution, stage.spec)
+    trainer = Trainer(data, execution, recipe, stage.factory, precision)
     try:
         strategy_for(stage.spec.search).run(stage, tracker, trainer)
         run_info["end_time"] = utc_now()
@@ -126,6 +137,26 @@ def _start_run(
     run_info["trials"] = stage.planned
     store.write_json(RUN_INFO, run_info)
     return finished, warnings, run_info
+
+
+def stage_precision(
+    stage: Stage, data: Dataset, run_info: dict[str, Any], todo: list[TrialConfig]
+) -> PrecisionChoice | None:
+    """What train.precision: auto trains in: the choice run.json kept (a resume trains on as the
+    stage began), else chosen now on the first trial to train, and recorded. None where trials set
+    their own (a searched precision without auto)."""
+    if isinstance(run_info.get("precision"), dict):
+        return PrecisionChoice.from_document(run_info["precision"])
+    auto = next((c for c in [*todo, *stage.configs] if c.train.precision is Precision.AUTO), None)
+    if auto is None:
+        if "precision" in stage.spec.search.space:
+            return None
+        choice = PrecisionChoice(stage.spec.train.precision, "set in the spec", asked=stage.spec.train.precision)
+    else:
+        choice = choose_precision(auto, data)
+    run_info["precision"] = choice.document()
+    stage.store.write_json(RUN_INFO, run_info)
+    return choice
 
 
 def _population_warnings(stage: Stage, data: Dataset, options: StageOptions, todo: list[TrialConfig]) -> list[str]:
@@ -266,6 +297,7 @@ def stage_outcome(stage: Stage, results: list[TrialResult]) -> StageOutcome:
         sorted(space),
         advice=advice,
         data=data,
+        precision=said_precision(stage.store.path),
         planned_epochs=planned,
     )
 
@@ -279,6 +311,9 @@ def write_stage_results(stage: Stage, results: list[TrialResult], partial: bool 
     extra: dict[str, Any] = {"name": spec.name, "metric": "val_acc", "history": stage.history}
     extra["trials_planned"] = stage.planned
     title = f"{spec.name}: {name}"
+    if outcome.precision is not None:
+        title += f", trained in {outcome.precision}"
+        extra["precision"] = outcome.precision
     if partial:
         extra["partial"] = True
         title += f" (partial: {len(results)} of {stage.planned} trials; the stage was stopped)"

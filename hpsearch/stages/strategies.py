@@ -41,6 +41,7 @@ from hpsearch.spec.schema import HalvingSpec, SearchSpec
 from hpsearch.stages.base import Stage, StageTracker
 from hpsearch.training.factory import FactorySource
 from hpsearch.training.populations.plan import shaping_params
+from hpsearch.training.precision import PrecisionChoice, resolved
 
 CHECKPOINTS = "checkpoints"  # a halving stage's folder of trial states between rungs
 
@@ -48,15 +49,17 @@ CHECKPOINTS = "checkpoints"  # a halving stage's folder of trial states between 
 @dataclass(frozen=True)
 class Trainer:
     """What every strategy trains trials with: the data, where populations run, the recipe worker
-    processes load the data from, and a user's factory file as the stage read it."""
+    processes load the data from, a user's factory file as the stage read it, and the precision the
+    stage chose for train.precision: auto."""
 
     data: Dataset
     execution: ExecOptions
     recipe: DataRecipe
     factory: FactorySource | None
+    precision: PrecisionChoice | None = None  # what train.precision: auto trains in (stages.stage)
 
     def train(self, configs: list[TrialConfig], events: TrialEvents) -> None:
-        execute(configs, self.data, self.execution, events, self.recipe, self.factory)
+        execute(resolved(configs, self.precision), self.data, self.execution, events, self.recipe, self.factory)
 
 
 class Strategy(Protocol):

@@ -8,13 +8,15 @@ optimizer, loss, accuracy and the denormal flush.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from hpsearch.data import Dataset
 from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult
-from hpsearch.spec.choices import Optimizer
+from hpsearch.spec.choices import Optimizer, Precision
 from hpsearch.spec.schema import TrainSpec
 from hpsearch.training.checkpoint import load_into_optimizer, optimizer_snapshot, pack, start_snapshot
 from hpsearch.training.models import build_model, l2_penalty
@@ -84,8 +86,17 @@ def make_optimizer(net: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=train.lr, momentum=momentum, nesterov=nesterov)
 
 
+def autocast(precision: Precision, device: torch.device) -> AbstractContextManager[None]:
+    """The forward pass's arithmetic: with bf16, torch's autocast runs matmuls and convolutions (and
+    so their backward) in bfloat16 while weights, optimizer state and the loss stay fp32. `auto` is
+    resolved by the stage before any trial trains (training.precision); unresolved, it is fp32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision is Precision.BF16)
+
+
 @torch.no_grad()
 def accuracy(net: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The fraction of x the network classifies right, in fp32 whatever it trained in: the accuracy
+    of the (fp32) weights themselves, comparable across precisions."""
     was_training = net.training
     net.eval()
     correct = 0
@@ -97,10 +108,13 @@ def accuracy(net: nn.Module, data: Dataset, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def training_loss(
-    net: nn.Module, x: torch.Tensor, y: torch.Tensor, weight_decay: float
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, weight_decay: float, precision: Precision = Precision.FP32
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss, data loss): softmax cross-entropy plus the L2 penalty when weight_decay > 0."""
-    data_loss = F.cross_entropy(net(x), y)
+    """(loss, data loss): softmax cross-entropy plus the L2 penalty when weight_decay > 0; the
+    forward pass in `precision`, the loss in fp32."""
+    with autocast(precision, x.device):
+        logits = net(x)
+    data_loss = F.cross_entropy(logits.float(), y)
     return (data_loss + l2_penalty(net, weight_decay) if weight_decay else data_loss), data_loss
 
 
@@ -139,9 +153,8 @@ def _train(config: TrialConfig, data: Dataset, recorder: TrialRecorder) -> None:
         order = batch_order(n, config.seed, epoch, device)
         for start in range(0, n, train.batch_size):
             idx = order[start : start + train.batch_size]
-            loss, data_loss = training_loss(
-                net, data.normalize(data.x_train[idx]), data.y_train[idx], train.weight_decay
-            )
+            x, y = data.normalize(data.x_train[idx]), data.y_train[idx]
+            loss, data_loss = training_loss(net, x, y, train.weight_decay, train.precision)
             it = recorder.iteration
             if recorder.step([float(loss.detach())], [float(data_loss.detach())]):
                 return  # diverged

@@ -42,7 +42,7 @@ def stack_builtin(configs: list[TrialConfig], data: Dataset, snaps: list[Snapsho
     """The built-in networks of `configs` as one PopulationNet (loop.Stack), each from its snapshot."""
     nets, generators = build_nets(configs, data)
     load_starts(nets, snaps)
-    return PopulationNet(nets, configs[0].model.kind, generators)
+    return PopulationNet(nets, configs[0].model.kind, generators, configs[0].train.precision)
 
 
 def run_population(

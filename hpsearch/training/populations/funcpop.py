@@ -27,12 +27,13 @@ from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
 from hpsearch.data import Dataset
 from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult
+from hpsearch.spec.choices import Precision
 from hpsearch.training.checkpoint import Snapshot
 from hpsearch.training.models import build_model
 from hpsearch.training.populations.loop import BatchBuffers, load_starts, train_population
 from hpsearch.training.populations.plan import group_key
 from hpsearch.training.populations.stacked import Param, PopulationOptimizer, leading
-from hpsearch.training.trial import EVAL_CHUNK, init_seed, make_optimizer, training_loss
+from hpsearch.training.trial import EVAL_CHUNK, autocast, init_seed, make_optimizer, training_loss
 
 SUPPORT_TOLERANCE = 1e-3  # relative: vmapped loss and gradients against one module's, on one batch
 # Steps timed each way when --population auto measures (after one untimed step): enough to average
@@ -49,8 +50,9 @@ class StackedNet:
     kind = "python"  # PopulationOptimizer fuses the first layer of the built-in MLP only
     label_copies = 1  # vmap maps over the trials: each trial's loss reads the batch's labels once
 
-    def __init__(self, modules: list[nn.Module]) -> None:
+    def __init__(self, modules: list[nn.Module], precision: Precision = Precision.FP32) -> None:
         self.p = len(modules)
+        self.precision = precision  # of the training forward pass; evaluation (logits) is fp32
         # P trials' activations at once: fewer examples per pass keep them near one trial's EVAL_CHUNK.
         self.eval_chunk = max(1, EVAL_CHUNK // self.p)
         self.base = modules[0]  # functional_call runs its forward with each trial's tensors swapped in
@@ -73,7 +75,9 @@ class StackedNet:
         return functional_call(self.base, (params, buffers), (x,))  # type: ignore[no-any-return]
 
     def _loss(self, params: Tensors, buffers: Tensors, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(self._forward(params, buffers, x), y)
+        with autocast(self.precision, x.device):
+            logits = self._forward(params, buffers, x)
+        return F.cross_entropy(logits.float(), y)
 
     def trial_state(self, p: int) -> Tensors:
         """Trial p's network state (what its own module's state_dict would hold)."""
@@ -130,7 +134,7 @@ def stack_modules(configs: list[TrialConfig], data: Dataset, snaps: list[Snapsho
     """The user networks of `configs` as one StackedNet (loop.Stack), each from its snapshot."""
     modules = _modules(configs, data)
     load_starts(modules, snaps)
-    return StackedNet(modules)
+    return StackedNet(modules, configs[0].train.precision)
 
 
 def run_func_population(
@@ -240,7 +244,7 @@ def step_seconds(cfg: TrialConfig, data: Dataset, size: int) -> tuple[float, flo
     batch = BatchBuffers(data, b, 1)
     x, y = batch.load(torch.arange(b, device=data.x_train.device))
     configs = [cfg.__class__(cfg.trial_id + i, cfg.params, cfg.model, cfg.train, cfg.seed) for i in range(size)]
-    net = StackedNet(_modules(configs, data))
+    net = StackedNet(_modules(configs, data), cfg.train.precision)
     opt = PopulationOptimizer(net, configs, data.x_train.device)
 
     def together() -> None:
@@ -252,7 +256,7 @@ def step_seconds(cfg: TrialConfig, data: Dataset, size: int) -> tuple[float, flo
     single = make_optimizer(module, cfg.train)
 
     def alone() -> None:
-        loss, _ = training_loss(module, x, y, cfg.train.weight_decay)
+        loss, _ = training_loss(module, x, y, cfg.train.weight_decay, cfg.train.precision)
         single.zero_grad(set_to_none=True)
         loss.backward()
         single.step()

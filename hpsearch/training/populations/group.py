@@ -89,7 +89,7 @@ def _trial_step(cfg: TrialConfig, data: Dataset) -> Callable[[], None]:
     x, y = _first_batch(cfg, data, 1)
 
     def step() -> None:
-        loss, _ = training_loss(net, x, y, cfg.train.weight_decay)
+        loss, _ = training_loss(net, x, y, cfg.train.weight_decay, cfg.train.precision)
         float(loss.detach())
         opt.zero_grad(set_to_none=True)
         loss.backward()

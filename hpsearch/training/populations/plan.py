@@ -19,8 +19,9 @@ def group_key(cfg: TrialConfig) -> tuple[Any, ...] | None:
     m, t = cfg.model, cfg.train
     adam, nesterov = t.optimizer is Optimizer.ADAM, t.optimizer is Optimizer.NESTEROV
     # Trials trained together also share their epochs (the stage's, and a halving rung's start and
-    # end) and their seed, which fixes the batch order (a search has one; `final` trains several).
-    epochs = (t.epochs, cfg.first_epoch, cfg.last_epoch, cfg.seed)
+    # end), their seed, which fixes the batch order (a search has one; `final` trains several), and
+    # the precision of their forward pass.
+    epochs = (t.epochs, cfg.first_epoch, cfg.last_epoch, cfg.seed, t.precision)
     if m.kind == "python":
         # The factory and its arguments fix the shapes; lr, weight decay, momentum and betas are per trial.
         args = json.dumps(m.args, sort_keys=True, default=repr)
@@ -33,7 +34,7 @@ def group_key(cfg: TrialConfig) -> tuple[Any, ...] | None:
 
 
 # What group_key reads of a built-in model's searched values (a python model: every model argument).
-KEY_FIELDS = frozenset({"kind", "hidden", "activation", "batch_size", "epochs", "optimizer"})
+KEY_FIELDS = frozenset({"kind", "hidden", "activation", "batch_size", "epochs", "optimizer", "precision"})
 
 
 def shaping_params(spec: Spec) -> list[str]:

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from hpsearch.runs.records import TrialConfig
-from hpsearch.spec.choices import Optimizer
+from hpsearch.spec.choices import Optimizer, Precision
 from hpsearch.training.checkpoint import EXP_AVG, EXP_AVG_SQ, MOMENTUM, Snapshot
 from hpsearch.training.models import Maxout, Net
-from hpsearch.training.trial import EVAL_CHUNK, zero_tiny_
+from hpsearch.training.trial import EVAL_CHUNK, autocast, zero_tiny_
 
 Expand = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,10 +51,17 @@ class PopulationNet(nn.Module):
 
     eval_chunk = EVAL_CHUNK  # examples per evaluation pass, as run_trial's
 
-    def __init__(self, nets: list[Net], kind: str, generators: list[torch.Generator] | None = None) -> None:
+    def __init__(
+        self,
+        nets: list[Net],
+        kind: str,
+        generators: list[torch.Generator] | None = None,
+        precision: Precision = Precision.FP32,
+    ) -> None:
         super().__init__()
         self.p = len(nets)
         self.kind = kind
+        self.precision = precision  # of the training forward pass; evaluation (logits) is fp32
         self.label_copies = self.p  # one cross-entropy over all trials' (P * B) logits reads P label copies
         # Dropout: each trial's rate (0: none) and the generator its masks come from.
         self.drop = [next((m.p for m in net.modules() if isinstance(m, nn.Dropout)), 0.0) for net in nets]
@@ -105,8 +112,9 @@ class PopulationNet(nn.Module):
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Every trial's data loss (P,) on the shared batch x; y: its labels repeated P times."""
-        logits = self(x)  # (P, B, C)
-        per_example = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y, reduction="none")
+        with autocast(self.precision, x.device):
+            logits = self(x)  # (P, B, C)
+        per_example = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y, reduction="none")
         self._loss = per_example.view(self.p, -1).mean(1)
         return self._loss.detach()
 
@@ -189,7 +197,11 @@ class PopulationNet(nn.Module):
         assert z.grad is not None
         if self._w0_grad is None:
             self._w0_grad = torch.empty_like(w0)
-        torch.mm(z.grad.view(-1, flat.shape[0]), flat, out=self._w0_grad)  # (P * H, B) @ (B, D)
+        dz = z.grad.view(-1, flat.shape[0])
+        if dz.dtype == w0.dtype:
+            torch.mm(dz, flat, out=self._w0_grad)  # (P * H, B) @ (B, D)
+        else:  # bf16: the forward's matmul ran in bf16, and so does its weight gradient's
+            self._w0_grad.copy_(torch.mm(dz, flat.to(dz.dtype)))
         w0.grad = self._w0_grad
 
     @torch.no_grad()
@@ -239,6 +251,7 @@ class PopulationOptimizer:
         # first layer's update fused into its gradient matmul (see _fused_first_layer).
         self.fused_first = (
             net.kind == "mlp"
+            and trains[0].precision is not Precision.BF16  # the fused matmul is fp32's (first_layer_grad)
             and not self.adam
             and not self.nesterov
             and bool((self.momentum == self.momentum[0]).all())
