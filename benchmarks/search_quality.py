@@ -30,11 +30,12 @@ the data is in memory: loading it is the same for all and not counted) and the s
   ~100 iterations at each of sanity.probe_lrs, its time counted in the budget) narrows the lr range
   as `hpsearch sanity-check --write-spec` does, then `halving` (sized as `halving` is) or `random`
   searches the narrowed space until the deadline.
+- `probe+halving-bf16`: `probe+halving` with `train.precision: bf16` (the probe stays fp32).
 - `optuna-tpe`: Optuna's TPE sampler (multivariate, seeded) with its median pruner, driving the same
   network (hpsearch.training.models.build_model) on the same tensors in a plain PyTorch loop written as a
   careful Optuna user would (minibatch SGD with momentum, lr decay per epoch, validation accuracy
   reported each epoch, pruned when the median rule says so, NaN loss pruned), `study.optimize`
-  with `timeout=budget`.
+  with `timeout=budget`. `optuna-tpe-bf16`: the same loop with the same bf16 autocast.
 Each method's chosen configuration (its best validation accuracy) is then trained again under one
 final protocol, the spec's epochs and data with 3 new seeds, and scored once on the test set. One
 table on stdout (method x seed: configurations tried, trial-epochs, best validation accuracy, final
@@ -71,13 +72,14 @@ from hpsearch.runs.records import TrialConfig, TrialResult, TrialState
 from hpsearch.runs.store import StageStore
 from hpsearch.search.halving import planned_counts, rung_epochs, trial_epochs
 from hpsearch.search.refine import plan_refine
-from hpsearch.spec.choices import Sampler
+from hpsearch.spec.choices import Precision, Sampler
 from hpsearch.spec.load import load_spec
 from hpsearch.spec.options import RefineOptions, StageOptions
 from hpsearch.spec.schema import Categorical, HalvingSpec, MedianStopSpec, NumericRange, Spec, TpeSpec
 from hpsearch.stages.base import Stage
 from hpsearch.stages.stage import run_stage, with_proposals
 from hpsearch.training.models import build_model
+from hpsearch.training.precision import CPU_BF16_FLAGS, cpu_flags
 from hpsearch.training.trial import batch_order, init_seed, make_optimizer, run_trial, training_loss
 
 CHUNK = 12  # trials a random-search stage grows by at a time
@@ -95,11 +97,13 @@ METHODS = (
     "tpe+refine",
     "tpe+refine-kept",
     "probe+halving",
+    "probe+halving-bf16",
     "probe+random",
     "optuna-tpe",
+    "optuna-tpe-bf16",
 )
 # They plan their trials from random search's trial-epochs in the same budget:
-SIZED_BY_RANDOM = ("halving", "tpe+halving", "probe+halving")
+SIZED_BY_RANDOM = ("halving", "tpe+halving", "probe+halving", "probe+halving-bf16")
 TPE = TpeSpec()  # the tpe methods' settings (--tpe-startup changes its startup trials)
 
 
@@ -300,6 +304,10 @@ def search_coarse_refine(spec: Spec, data: Dataset, budget: float, run: Path) ->
     return total
 
 
+def _in_bf16(spec: Spec) -> Spec:
+    return spec.model_copy(update={"train": spec.train.model_copy(update={"precision": Precision.BF16})})
+
+
 def probed(spec: Spec, data: Dataset) -> Spec:
     """The spec with the lr range sanity-check's probe recommends (unchanged if it recommends none)."""
     from hpsearch.sanity.probe import probe_learning_rates, spec_with_lr_range
@@ -331,9 +339,12 @@ def _val_accuracy(net: torch.nn.Module, data: Dataset) -> float:
     return correct / len(data.y_val)
 
 
-def search_optuna(spec: Spec, data: Dataset, budget: float, seed: int) -> Searched:
+def search_optuna(spec: Spec, data: Dataset, budget: float, seed: int, bf16: bool = False) -> Searched:
+    """`bf16`: the same loop with torch.autocast to bfloat16 around the forward pass (the loss and
+    the weights fp32), as a careful Optuna user on a bf16 machine would write it."""
     import optuna
 
+    precision = Precision.BF16 if bf16 else Precision.FP32
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     epochs_run = 0
     configs: dict[int, TrialConfig] = {}
@@ -355,7 +366,8 @@ def search_optuna(spec: Spec, data: Dataset, budget: float, seed: int) -> Search
             order = batch_order(n, seed, epoch, data.x_train.device)
             for start in range(0, n, train.batch_size):
                 idx = order[start : start + train.batch_size]
-                loss, _ = training_loss(net, data.normalize(data.x_train[idx]), data.y_train[idx], train.weight_decay)
+                x, y = data.normalize(data.x_train[idx]), data.y_train[idx]
+                loss, _ = training_loss(net, x, y, train.weight_decay, precision)
                 if not math.isfinite(float(loss.detach())):
                     epochs_run += 1
                     raise optuna.TrialPruned()  # diverged
@@ -420,10 +432,12 @@ def run_method(
             found = search_halving(seeded, data, budget, run, trial_epoch_budget)
         elif method == "tpe+halving":
             found = search_halving(_tpe(seeded), data, budget, run, trial_epoch_budget, Sampler.TPE)
-        elif method in ("probe+halving", "probe+random"):
-            narrowed = probed(seeded, data)
+        elif method in ("probe+halving", "probe+halving-bf16", "probe+random"):
+            narrowed = probed(seeded, data)  # the probe is a sanity check: fp32 whatever the search trains in
             left = budget - (time.perf_counter() - start)
-            if method == "probe+halving":
+            if method == "probe+halving-bf16":
+                found = search_halving(_in_bf16(narrowed), data, left, run, trial_epoch_budget)
+            elif method == "probe+halving":
                 found = search_halving(narrowed, data, left, run, trial_epoch_budget)
             else:
                 found = search_random(narrowed, data, left, run)
@@ -438,7 +452,7 @@ def run_method(
                 tpe.model_copy(update={"refine": tpe.refine.model_copy(update={"sampler": refine})}), data, budget, run
             )
         else:
-            found = search_optuna(seeded, data, budget, seed)
+            found = search_optuna(seeded, data, budget, seed, bf16=method == "optuna-tpe-bf16")
         wall = time.perf_counter() - start
     tests = final_test(seeded, found.chosen, test_data)
     return {
@@ -538,7 +552,20 @@ def main() -> None:
     print(f"spec {args.spec.name}, budget {args.budget:.0f} s per search, final: {len(FINAL_SEEDS)} seeds, test set")
     print_table(rows, args.methods)
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        args.json.write_text(json.dumps({"machine": machine(), "budget_s": args.budget, "rows": rows}, indent=2) + "\n")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: the CPU model, its bf16 flags, threads and torch's version."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+    return {
+        "cpu": model,
+        "bf16_flags": sorted(cpu_flags() & set(CPU_BF16_FLAGS)),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
 if __name__ == "__main__":
