@@ -266,10 +266,20 @@ SEARCHABLE.update({name: "model" for name in ModelSpec.model_fields})
 
 class HalvingSpec(_Strict):
     """Successive halving inside a stage (synchronous rungs): every trial trains `min_epochs`, the
-    best 1/eta of them go on to eta times as many epochs, and so on up to train.epochs."""
+    best 1/eta of them go on to eta times as many epochs, and so on up to train.epochs. A fraction
+    (0.25) counts the rungs in iterations, as Hyperband and ASHA count their resource: rung r ends
+    after round(min_epochs * eta^r * steps per epoch) steps, which may fall inside an epoch."""
 
     eta: int = Field(3, ge=2)  # keep the best 1/eta of a rung; the next rung trains eta x the epochs
-    min_epochs: int = Field(1, ge=1)  # the first rung's epochs
+    min_epochs: float = Field(1, gt=0)  # the first rung's epochs: whole (an int), or a fraction
+
+    @field_validator("min_epochs")
+    @classmethod
+    def _whole_is_int(cls, v: float) -> float:
+        # 2.0 is 2: whole-number rungs train, and print, exactly as an int's do.
+        if isinstance(v, float) and not math.isfinite(v):
+            raise spec_error("", "must be a finite number of epochs", v)
+        return int(v) if float(v).is_integer() else v
 
 
 class MedianStopSpec(_Strict):
