@@ -90,7 +90,7 @@ def range_verdicts(
     sides = [_failed_side(r, data) for r in ran]
     if all(side is not None for side in sides):
         return _nothing_learned(ran, [s for s in sides if s is not None], numeric)
-    epochs = search.halving.min_epochs if search.halving is not None else None
+    epochs = search.halving.min_epochs if search.halving is not None else None  # the first rung's
     floor = 1 / data.num_classes if data is not None and data.num_classes else None
     tied = tied_with_best(rank(list(results)), data.val_size if data is not None else ASSUMED_VAL_SIZE)
     return {name: _judge(name, dom, ran, tied, epochs, floor) for name, dom in numeric.items()}
@@ -243,7 +243,7 @@ def _judge(
     dom: NumericRange,
     ran: list[TrialResult],
     tied: list[TrialResult],
-    epochs: int | None,
+    epochs: float | None,
     floor: float | None,
 ) -> RangeVerdict:
     points = _accuracy_points(ran, name, dom, epochs, floor)
@@ -283,14 +283,16 @@ def _judge(
 
 
 def _accuracy_points(
-    ran: list[TrialResult], name: str, dom: NumericRange, epochs: int | None, floor: float | None
+    ran: list[TrialResult], name: str, dom: NumericRange, epochs: float | None, floor: float | None
 ) -> list[tuple[float, float]]:
     """(position, comparable accuracy) per trial: the final accuracy, or with halving the one at
-    the first rung's epochs; a trial that diverged before then learned nothing: chance (the lowest
-    accuracy seen when chance is unknown)."""
+    the first rung's epochs (inside an epoch: the rung's own, rung_val_accs); a trial that diverged
+    before then learned nothing: chance (the lowest accuracy seen when chance is unknown)."""
     points: list[tuple[float, float | None]] = []
     for r in ran:
-        if epochs is not None:
+        if isinstance(epochs, float):  # a fraction (HalvingSpec makes a whole min_epochs an int)
+            acc = r.rung_val_accs[0] if r.rung_val_accs else None
+        elif epochs is not None:
             acc = r.val_acc_per_epoch[epochs - 1] if len(r.val_acc_per_epoch) >= epochs else None
         else:
             acc = r.val_acc if r.state is not TrialState.DIVERGED else None

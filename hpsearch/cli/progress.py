@@ -88,7 +88,7 @@ class TrialProgress:
         task = self._task("steps", "sanity-check", total)
         self.progress.update(task, completed=done, count=f"{done}/{total}", best=name)
 
-    def start(self, trials: int, trial_epochs: int, finished: int = 0) -> None:
+    def start(self, trials: int, trial_epochs: float, finished: int = 0) -> None:
         """A stage begins: the bar counts trial-epochs, so populations show progress every epoch.
         `finished`: trials already done before a resume."""
         self._planned()
@@ -98,7 +98,7 @@ class TrialProgress:
         if finished:
             err.print(f"resuming: {finished} of {trials} {self.unit}s already finished, {trials - finished} to run")
 
-    def epochs_done(self, count: int) -> None:
+    def epochs_done(self, count: float) -> None:
         self.progress.advance(self._task("trials", self.name, None), count)
 
     def rung(self, text: str) -> None:

@@ -31,7 +31,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullForm
 
 from hpsearch.analysis.rank import fmt_value, rank
 from hpsearch.runs.read import StageData
-from hpsearch.runs.records import TrialResult, TrialState, jsonable
+from hpsearch.runs.records import TrialResult, TrialState, epochs_text, jsonable
 from hpsearch.runs.store import atomic_write_bytes
 from hpsearch.spec.schema import Categorical, NumericRange
 
@@ -260,7 +260,7 @@ def rung_labels(stages: Sequence[StageData]) -> dict[int, str]:
     """The legend of the rungs that trials with an accuracy reached, lowest first: 'rung 0 (1 epoch)',
     with the epochs its trials trained (two stages of different halving may differ: '1 or 2 epochs').
     Empty without halving."""
-    epochs: dict[int, set[int]] = {}
+    epochs: dict[int, set[float]] = {}
     for s in stages:
         for r in s.results:
             if r.rung is not None and has_accuracy(r):
@@ -269,7 +269,7 @@ def rung_labels(stages: Sequence[StageData]) -> dict[int, str]:
     for rung in sorted(epochs):
         done = sorted(epochs[rung])
         unit = "epoch" if done == [1] else "epochs"
-        out[rung] = f"rung {rung} ({' or '.join(str(e) for e in done)} {unit})"
+        out[rung] = f"rung {rung} ({' or '.join(epochs_text(e) for e in done)} {unit})"
     return out
 
 

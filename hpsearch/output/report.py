@@ -29,7 +29,7 @@ from hpsearch.analysis.rank import TIE_RULE, fmt_value, rank, tied_with_best, wi
 from hpsearch.analysis.verdicts import Edge
 from hpsearch.errors import StoreError
 from hpsearch.runs.read import COARSE, StageData, how_to_start, is_partial, load_stage, resume_command, stage_curve_data
-from hpsearch.runs.records import CurveData, TrialResult, TrialState
+from hpsearch.runs.records import CurveData, TrialResult, TrialState, epochs_text
 from hpsearch.runs.store import StageStore
 from hpsearch.spec.load import load_spec
 from hpsearch.spec.schema import Spec
@@ -186,7 +186,8 @@ class _Column:
 def _epochs_cell(r: TrialResult, planned: int) -> str:
     """The epochs a trial trained; `2/4` when it stopped (diverged, failed, stopped by halving)
     before its plan's end."""
-    return str(r.epochs_done) if r.epochs_done >= planned else f"{r.epochs_done}/{planned}"
+    done = epochs_text(r.epochs_done)
+    return done if r.epochs_done >= planned else f"{done}/{planned}"
 
 
 def _shown_params(param_names: list[str], planned_epochs: list[int] | None) -> list[str]:
@@ -253,22 +254,20 @@ def _halving(ranked: list[TrialResult]) -> bool:
 
 def _stopped_early_note(ranked: list[TrialResult], planned_epochs: list[int] | None) -> str | None:
     for r, planned in zip(ranked, planned_epochs or [], strict=False):
+        done = epochs_text(r.epochs_done)
         if r.epochs_done < planned and r.stopped_below is not None:
             return (
-                f"epochs {r.epochs_done}/{planned}: trained {r.epochs_done} of {planned} planned epochs, then stopped "
+                f"epochs {done}/{planned}: trained {done} of {planned} planned epochs, then stopped "
                 f"by median_stop (its best val_acc so far below {r.stopped_below:.3f}, the median of the complete "
                 "trials at that epoch)"
             )
         if r.epochs_done < planned and r.state is TrialState.STOPPED:
             return (
-                f"epochs {r.epochs_done}/{planned}: trained {r.epochs_done} of {planned} planned epochs, "
+                f"epochs {done}/{planned}: trained {done} of {planned} planned epochs, "
                 "then stopped by successive halving (outranked at its rung)"
             )
         if r.epochs_done < planned:
-            return (
-                f"epochs {r.epochs_done}/{planned}: stopped after {r.epochs_done} of {planned} planned epochs "
-                f"({r.state.value})"
-            )
+            return f"epochs {done}/{planned}: stopped after {done} of {planned} planned epochs ({r.state.value})"
     return None
 
 

@@ -43,8 +43,9 @@ class TrialConfig:
     train: TrainSpec
     seed: int  # the search seed: batch order depends on it alone, the init also on trial_id
     # Successive halving: train only up to epoch `until` (None: train.epochs) and hand back the
-    # trial's state with its result; `start`: go on from where an earlier rung left the trial.
-    until: int | None = None
+    # trial's state with its result; `start`: go on from where an earlier rung left the trial. A
+    # fraction (0.25) ends the rung inside an epoch, after rung_steps(until, steps per epoch) steps.
+    until: float | None = None
     start: TrialStart | None = None
     # `hpsearch final`: hand back the trained state at the end too (the network it keeps and tests).
     keep_final: bool = False
@@ -53,14 +54,20 @@ class TrialConfig:
     stop_below: tuple[float | None, ...] | None = None
 
     @property
-    def first_epoch(self) -> int:
-        """The epoch training starts at: 0, or where the earlier rung stopped."""
+    def first_epoch(self) -> float:
+        """The epoch training starts at: 0, or where the earlier rung stopped (0.25: inside epoch 0)."""
         return self.start.record.epochs_done if self.start is not None else 0
 
     @property
-    def last_epoch(self) -> int:
+    def last_epoch(self) -> float:
         """The epoch training stops at (exclusive): the rung's end, or train.epochs."""
         return self.until if self.until is not None else self.train.epochs
+
+    def steps(self, steps_per_epoch: int) -> tuple[int, int]:
+        """The steps it trains, counted from the first of its first epoch: from where the earlier
+        rung stopped (its record's iterations) to its rung's end or train.epochs (exclusive)."""
+        first = self.start.record.iterations if self.start is not None else 0
+        return first, rung_steps(self.last_epoch, steps_per_epoch)
 
     @property
     def keeps_state(self) -> bool:
@@ -74,11 +81,13 @@ class TrialResult:
     trial: int
     state: TrialState
     params: dict[str, Any]
-    val_acc: float | None = None  # at the last epoch trained
+    val_acc: float | None = None  # at the last epoch trained, or at a halving rung's end inside an epoch
     train_acc: float | None = None
     train_loss: float | None = None  # mean data loss over the last epoch + the L2 penalty at its end
     initial_loss: float | None = None  # data loss at init on the first minibatch; ln(C) expected
-    epochs_done: int = 0  # epochs whose every step ran (the last one may have ended in a blow-up)
+    # Epochs whose every step ran (the last one may have ended in a blow-up): an int, or a float when
+    # a halving rung stopped the trial inside an epoch (0.25: a quarter of epoch 0's steps).
+    epochs_done: float = 0
     iterations: int = 0
     val_acc_per_epoch: list[float] = field(default_factory=list)  # finite epochs only
     train_acc_per_epoch: list[float] = field(default_factory=list)
@@ -95,6 +104,9 @@ class TrialResult:
     traceback: str | None = None  # failed: the last TRACEBACK_FRAMES frames, as Python prints them
     attempts: list[dict[str, Any]] = field(default_factory=list)  # earlier runs lost with their worker
     rung: int | None = None  # successive halving: the rung it reached (0 = the first); None without halving
+    # Successive halving: val_acc at each rung's end it reached, rung 0 first; what range verdicts
+    # compare trials by when the first rung ends inside an epoch (no val_acc_per_epoch entry there).
+    rung_val_accs: list[float] = field(default_factory=list)
     # search.median_stop: the bar its best accuracy fell below (the complete trials' median at its last epoch)
     stopped_below: float | None = None
     # Successive halving: the trial's weights and optimizer state at its rung's end (checkpoint.pack),
@@ -115,7 +127,8 @@ class TrialResult:
         del d["checkpoint"]
         d["state"] = self.state.value
         d["params"] = jsonable(self.params)
-        for key in ("losses", "data_losses", "train_loss_per_epoch", "train_acc_per_epoch", "val_acc_per_epoch"):
+        curves = ("losses", "data_losses", "train_loss_per_epoch", "train_acc_per_epoch", "val_acc_per_epoch")
+        for key in (*curves, "rung_val_accs"):
             d[key] = [finite_or_none(v) for v in d[key]]
         for key in ("train_loss", "initial_loss", "train_acc", "val_acc"):
             d[key] = finite_or_none(d[key])
@@ -166,7 +179,7 @@ class _RecordShape(BaseModel):
     train_acc: Number | None = None
     train_loss: Number | None = None
     initial_loss: Number | None = None
-    epochs_done: int = 0
+    epochs_done: int | float = 0  # an int read back as an int: whole epochs print as "3", not "3.0"
     iterations: int = 0
     val_acc_per_epoch: list[Number | None] = []
     train_acc_per_epoch: list[Number | None] = []
@@ -180,6 +193,7 @@ class _RecordShape(BaseModel):
     traceback: str | None = None
     attempts: list[Any] = []
     rung: int | None = None
+    rung_val_accs: list[Number] = []
     stopped_below: Number | None = None
 
 
@@ -189,6 +203,24 @@ def _where(frames: traceback.StackSummary) -> str | None:
     torch_dir = f"{os.sep}torch{os.sep}"
     ours = [f for f in frames if torch_dir not in f.filename] or list(frames)
     return f"{os.path.basename(ours[-1].filename)}:{ours[-1].lineno}" if ours else None
+
+
+def rung_steps(epochs: float, steps_per_epoch: int) -> int:
+    """The steps `epochs` epochs take: whole epochs exactly, a fraction rounded to the nearest step
+    (at least one: a rung trains something)."""
+    return max(1, round(epochs * steps_per_epoch))
+
+
+def as_epochs(steps: int, steps_per_epoch: int) -> float:
+    """`steps` in epochs: an int when whole (recorded and printed as whole epochs always were), else
+    a float (a halving rung's end inside an epoch)."""
+    whole, part = divmod(steps, steps_per_epoch)
+    return whole if part == 0 else steps / steps_per_epoch
+
+
+def epochs_text(epochs: float) -> str:
+    """'3' for whole epochs, '0.25' for a fraction (at most 3 decimals: 2 of 7 steps is '0.286')."""
+    return str(int(epochs)) if float(epochs).is_integer() else f"{round(epochs, 3):g}"
 
 
 def finite_or_none(v: float | None) -> float | None:
@@ -228,7 +260,7 @@ def failure_summary(results: list[TrialResult]) -> str | None:
 MESSAGE_CHARS = 160  # of the first failure's message in the one-line summary
 
 
-EpochCallback = Callable[[int], None]  # called with the number of trial-epochs just finished
+EpochCallback = Callable[[float], None]  # called with the trial-epochs just finished (a rung may end inside one)
 ResultCallback = Callable[[TrialResult], None]  # a trial's result, as soon as it is known
 StartCallback = Callable[[list[TrialConfig]], None]  # a population (or lone trial) begins training
 PrepareCallback = Callable[[list[TrialConfig]], list[TrialConfig]]  # a population's configs as it will train
@@ -252,7 +284,7 @@ class TrialEvents:
         if self.on_result:
             self.on_result(r)
 
-    def epochs(self, count: int) -> None:
+    def epochs(self, count: float) -> None:
         if self.on_epoch:
             self.on_epoch(count)
 

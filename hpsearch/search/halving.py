@@ -3,7 +3,9 @@
 Every trial trains the first rung's epochs; the best 1/eta of a rung (complete trials only, ranked
 as the stage ranks them) train on from where they stopped to eta times as many epochs, up to the
 stage's train.epochs; the rest are STOPPED, final, with the epochs and rung they reached. This
-module decides; the stage driver (stages.strategies) trains. No torch.
+module decides; the stage driver (stages.strategies) trains. No torch. A fractional first rung
+(min_epochs 0.25) counts rungs in steps, as Hyperband and ASHA count their resource: a rung may end
+inside an epoch, and its trials go on from that step of the epoch's batch order.
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ from hpsearch.runs.records import TrialResult, TrialState, jsonable
 from hpsearch.spec.schema import HalvingSpec
 
 
-def rung_epochs(epochs: int, halving: HalvingSpec) -> list[int]:
-    """The epochs each rung ends at: min_epochs, x eta, x eta^2, ... below `epochs`, then `epochs`."""
-    out, e = [], halving.min_epochs
-    while e < epochs:
-        out.append(e)
-        e *= halving.eta
+def rung_epochs(epochs: int, halving: HalvingSpec) -> list[float]:
+    """The epochs each rung ends at: min_epochs, x eta, x eta^2, ... below `epochs`, then `epochs`.
+    Ints for a whole min_epochs; for a fraction, floats where a rung ends inside an epoch (0.25,
+    0.75, 2.25 for eta 3), which the training loops turn into steps (records.rung_steps)."""
+    out: list[float] = []
+    r = 0
+    while (e := halving.min_epochs * halving.eta**r) < epochs:
+        out.append(int(e) if float(e).is_integer() else e)  # 0.5 x 2 = 1.0 is epoch 1's end
+        r += 1
     return [*out, epochs]
 
 
@@ -37,7 +42,7 @@ def keep_count(trials: int, eta: int) -> int:
     return max(1, trials // eta)
 
 
-def planned_counts(trials: int, rungs: list[int], eta: int) -> list[int]:
+def planned_counts(trials: int, rungs: list[float], eta: int) -> list[int]:
     """Trials at each rung when enough of them complete: n, n/eta, n/eta^2, ..."""
     counts = [trials]
     for _ in rungs[1:]:
@@ -45,7 +50,7 @@ def planned_counts(trials: int, rungs: list[int], eta: int) -> list[int]:
     return counts
 
 
-def trial_epochs(counts: list[int], rungs: list[int]) -> int:
+def trial_epochs(counts: list[int], rungs: list[float]) -> float:
     """Trial-epochs a halving stage trains: each rung's trials from the previous rung's end to its own."""
     return sum(c * (end - start) for c, start, end in zip(counts, [0, *rungs], rungs, strict=False))
 
@@ -75,7 +80,7 @@ class CurrentRung:
     results: dict[int, TrialResult]  # every trial's latest result; those outranked marked STOPPED
 
 
-def replay(records: dict[int, dict[int, TrialResult]], trials: list[int], rungs: list[int], eta: int) -> CurrentRung:
+def replay(records: dict[int, dict[int, TrialResult]], trials: list[int], rungs: list[float], eta: int) -> CurrentRung:
     """Walk the rungs from the first: a rung with trials not yet recorded is where the stage stands;
     a rung fully recorded decides who goes on (promoted) and who stops."""
     alive = sorted(trials)

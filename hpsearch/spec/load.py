@@ -11,8 +11,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hpsearch.errors import SpecError
-from hpsearch.spec.messages import message, short
-from hpsearch.spec.schema import NumericRange, Spec, did_you_mean
+from hpsearch.spec.messages import did_you_mean, message, short
+from hpsearch.spec.schema import NumericRange, Spec
 
 
 def format_error(path: str, err: Any) -> str:

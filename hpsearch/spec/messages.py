@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import reprlib
 from typing import Any
 
@@ -21,3 +22,13 @@ def message(err: Any) -> str:
 def short(value: Any) -> str:
     text = REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def number(v: float) -> int | float:
+    """A whole float as an int (2.0 -> 2), for messages and values written back."""
+    return int(v) if float(v).is_integer() else v
+
+
+def did_you_mean(word: Any, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import enum
 import math
 import unicodedata
@@ -23,7 +22,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from hpsearch.spec.choices import Activation, Init, Optimizer, Precision, Preprocess, Sampler
-from hpsearch.spec.messages import message, short
+from hpsearch.spec.messages import did_you_mean, message, number, short
 
 
 def spec_error(key: str, message: str, value: Any) -> PydanticCustomError:
@@ -232,9 +231,9 @@ class NumericRange(_Strict):
             if not math.isfinite(getattr(self, key)):
                 raise spec_error(key, "must be a finite number", getattr(self, key))
         if self.log and self.low <= 0:
-            raise spec_error("low", "must be > 0 when log is true", _num(self.low))
+            raise spec_error("low", "must be > 0 when log is true", number(self.low))
         if self.low >= self.high:
-            raise spec_error("high", f"must be > low ({_num(self.low)})", _num(self.high))
+            raise spec_error("high", f"must be > low ({number(self.low)})", number(self.high))
         return self
 
 
@@ -267,10 +266,20 @@ SEARCHABLE.update({name: "model" for name in ModelSpec.model_fields})
 
 class HalvingSpec(_Strict):
     """Successive halving inside a stage (synchronous rungs): every trial trains `min_epochs`, the
-    best 1/eta of them go on to eta times as many epochs, and so on up to train.epochs."""
+    best 1/eta of them go on to eta times as many epochs, and so on up to train.epochs. A fraction
+    (0.25) counts the rungs in iterations, as Hyperband and ASHA count their resource: rung r ends
+    after round(min_epochs * eta^r * steps per epoch) steps, which may fall inside an epoch."""
 
     eta: int = Field(3, ge=2)  # keep the best 1/eta of a rung; the next rung trains eta x the epochs
-    min_epochs: int = Field(1, ge=1)  # the first rung's epochs
+    min_epochs: float = Field(1, gt=0)  # the first rung's epochs: whole (an int), or a fraction
+
+    @field_validator("min_epochs")
+    @classmethod
+    def _whole_is_int(cls, v: float) -> float:
+        # 2.0 is 2: whole-number rungs train, and print, exactly as an int's do.
+        if isinstance(v, float) and not math.isfinite(v):
+            raise spec_error("", "must be a finite number of epochs", v)
+        return int(v) if float(v).is_integer() else v
 
 
 class MedianStopSpec(_Strict):
@@ -451,7 +460,7 @@ def _checked_domain(name: str, dom: ParamSpace, model: ModelSpec, train: TrainSp
     for key in ("low", "high"):
         v = getattr(dom, key)
         if is_int_param(name) and v != int(v):
-            raise spec_error(f"{where}.{key}", f"{name} is an integer", _num(v))
+            raise spec_error(f"{where}.{key}", f"{name} is an integer", number(v))
         _coerce(name, int(v) if is_int_param(name) else v, f"{where}.{key}", model, train)
     return dom
 
@@ -489,12 +498,3 @@ def _integer_resolved(dom: NumericRange) -> NumericRange:
 def _field_type(name: str) -> Any:
     section = TrainSpec if SEARCHABLE[name] == "train" else ModelSpec
     return section.model_fields[name].annotation
-
-
-def _num(v: float) -> int | float:
-    return int(v) if float(v).is_integer() else v
-
-
-def did_you_mean(word: Any, choices: Any) -> str:
-    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""

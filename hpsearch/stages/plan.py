@@ -14,7 +14,7 @@ from hpsearch.data.load import load_data
 from hpsearch.errors import DataError
 from hpsearch.executors.local import default_workers, planned_populations
 from hpsearch.runs.read import COARSE, previous_data_root
-from hpsearch.runs.records import TrialConfig
+from hpsearch.runs.records import TrialConfig, epochs_text
 from hpsearch.search.halving import planned_counts, rung_epochs, trial_epochs
 from hpsearch.search.refine import RefinePlan, plan_refine
 from hpsearch.search.space import describe_grid, planned_trials, trial_configs
@@ -53,12 +53,12 @@ class StagePlan:
     not_timed: str | None = None  # why there is no estimate
 
     @property
-    def rungs(self) -> list[int] | None:
+    def rungs(self) -> list[float] | None:
         halving = self.spec.search.halving
         return rung_epochs(self.spec.train.epochs, halving) if halving is not None else None
 
     @property
-    def trial_epochs(self) -> int:
+    def trial_epochs(self) -> float:
         """Trial-epochs the stage trains: with halving, when enough trials complete to fill each
         rung (an upper bound); trials proposed later (tpe) at train.epochs."""
         halving = self.spec.search.halving
@@ -80,7 +80,7 @@ class StagePlan:
         at_most = f"{_count(self.trial_epochs, 'trial-epoch')} at most"
         if halving is not None and self.rungs is not None:
             counts = planned_counts(self.trials, self.rungs, halving.eta)
-            rungs = ", ".join(f"{c} to epoch {e}" for c, e in zip(counts, self.rungs, strict=True))
+            rungs = ", ".join(f"{c} to epoch {epochs_text(e)}" for c, e in zip(counts, self.rungs, strict=True))
             lines.append(f"successive halving (eta {halving.eta}): {rungs} ({at_most})")
         elif self.spec.search.median_stop is not None:
             lines.append(f"median stopping: trials falling behind stop early ({at_most})")
@@ -115,7 +115,7 @@ class StagePlan:
         return (
             f"estimated time: {bound}~{_duration(self.estimate_seconds)} of training (from {t.steps} timed steps of "
             f"trial {t.trial}'s population of {t.population}: {step} = {t.trial_epoch_seconds:.3g} s a trial-epoch, "
-            f"x {self.trial_epochs}; evaluation, start-up and trials of other shapes not timed)"
+            f"x {epochs_text(self.trial_epochs)}; evaluation, start-up and trials of other shapes not timed)"
         )
 
 
@@ -131,8 +131,8 @@ def _sizes(populations: list[int]) -> str:
     return text + (" trial" if runs[-1][0] == 1 and len(runs) == 1 else " trials")
 
 
-def _count(n: int, unit: str) -> str:
-    return f"{n} {unit}{'' if n == 1 else 's'}"
+def _count(n: float, unit: str) -> str:
+    return f"{epochs_text(n)} {unit}{'' if n == 1 else 's'}"
 
 
 def _duration(seconds: float) -> str:

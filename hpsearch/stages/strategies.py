@@ -22,6 +22,7 @@ from hpsearch.runs.records import (
     TrialResult,
     TrialStart,
     TrialState,
+    epochs_text,
     planned_params,
 )
 from hpsearch.runs.store import Checkpoints, StageStore
@@ -110,7 +111,7 @@ class Waves:
         trainer: Trainer,
         events: TrialEvents,
         history: dict[int, TrialResult],
-        until: int | None = None,
+        until: float | None = None,
     ) -> None:
         """The waves, the sampler told `history` (trial id -> result) and each result as it comes.
         `until`: successive halving's first rung, where every trial stops."""
@@ -188,7 +189,7 @@ class Rungs:
 def _train_rung(
     current: CurrentRung,
     by_id: dict[int, TrialConfig],
-    rungs: list[int],
+    rungs: list[float],
     halving: HalvingSpec,
     tracker: StageTracker,
     trainer: Trainer,
@@ -220,6 +221,8 @@ def _rung_recorder(
 
     def on_result(r: TrialResult) -> None:
         r.rung = k
+        if r.state is TrialState.COMPLETE and r.val_acc is not None:
+            r.rung_val_accs = [*r.rung_val_accs[:k], r.val_acc]
         pushed_out: list[int] = []
         if r.checkpoint is not None:
             admitted, pushed_out = leaders.admit(r)
@@ -241,7 +244,7 @@ def _propose_first_rung(
     tracker: StageTracker,
     trainer: Trainer,
     checkpoints: Checkpoints,
-    rungs: list[int],
+    rungs: list[float],
 ) -> None:
     """sampler: tpe with successive halving: the first rung trains wave by wave, each wave proposed
     from the first-rung results before it (every trial at the same budget); once all search.trials
@@ -262,17 +265,18 @@ def _propose_first_rung(
     waves.train(stage, tracker, trainer, events, sampler_history(stage, first), until=rungs[0])
 
 
-def _rung_line(k: int, rungs: list[int], size: int, eta: int) -> str:
+def _rung_line(k: int, rungs: list[float], size: int, eta: int) -> str:
     """'rung 1 of 0-2: 9 trials (the best 1/3 of rung 0) train on from epoch 1 to 3'"""
     where = f"rung {k} of 0-{len(rungs) - 1}"
     trials = f"{size} trial{'s' if size != 1 else ''}"
     if k == 0:
-        return f"{where}: {trials} train {rungs[0]} epoch{'s' if rungs[0] > 1 else ''} each"
-    return f"{where}: {trials} (the best 1/{eta} of rung {k - 1}) train on from epoch {rungs[k - 1]} to {rungs[k]}"
+        return f"{where}: {trials} train {epochs_text(rungs[0])} epoch{'s' if rungs[0] != 1 else ''} each"
+    start, end = epochs_text(rungs[k - 1]), epochs_text(rungs[k])
+    return f"{where}: {trials} (the best 1/{eta} of rung {k - 1}) train on from epoch {start} to {end}"
 
 
 def _rung_configs(
-    current: CurrentRung, by_id: dict[int, TrialConfig], rungs: list[int], checkpoints: Checkpoints
+    current: CurrentRung, by_id: dict[int, TrialConfig], rungs: list[float], checkpoints: Checkpoints
 ) -> tuple[list[TrialConfig], int]:
     """The rung's trials to train, each to the rung's end and from its state at the rung before;
     and how many had no state on disk (those train again from the start: the same result, up to
@@ -305,7 +309,7 @@ def _record_stopped(
                 checkpoints.remove(t, r.rung)
 
 
-def _start_halving_progress(tracker: StageTracker, current: CurrentRung, rungs: list[int], eta: int) -> None:
+def _start_halving_progress(tracker: StageTracker, current: CurrentRung, rungs: list[float], eta: int) -> None:
     """The bar's total: the trial-epochs left, as planned from where the stage stands."""
     if tracker.progress is None:
         return

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
-from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult, TrialState
+from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult, TrialState, as_epochs
 from hpsearch.search.median_stop import failed_bar
 
 MAX_CURVE_POINTS = 250  # per-iteration losses kept in a record (evenly strided)
@@ -25,7 +25,8 @@ Accuracies = Callable[[], tuple[Sequence[float], Sequence[float]]]  # () -> (tra
 
 class TrialRecorder:
     """The records of trials trained together. A loop calls `step` once per iteration (before the
-    update) and `end_epoch` after each epoch; a trial that diverged is out of the books from then on."""
+    update), `end_epoch` after each epoch, and `end_inside_epoch` when a halving rung stops it inside
+    one; a trial that diverged is out of the books from then on."""
 
     def __init__(self, configs: Sequence[TrialConfig], n_train: int, on_epoch: EpochCallback | None = None) -> None:
         train = configs[0].train  # trials trained together share batch size and epochs
@@ -41,19 +42,39 @@ class TrialRecorder:
         self.epoch = 0  # epochs finished so far
         self._epoch_sums = [0.0] * len(configs)  # data loss summed over the epoch's steps
         self._on_epoch = on_epoch
+        self._counted = 0  # the iteration up to which on_epoch was told of the trial-epochs trained
         self._start = time.perf_counter()
         self._earlier_time = [0.0] * len(configs)  # wall time of earlier rungs (go_on_from)
 
     def go_on_from(self, records: Sequence[TrialResult] | None) -> None:
         """Successive halving: the trials go on from their records at an earlier rung's end (all at
-        the same epoch): their curves grow from there, their wall time adds up."""
+        the same step): their curves grow from there, their wall time adds up. A rung that ended
+        inside an epoch also needs `go_on_inside_epoch`."""
         if records is None:
             return
         self.results = [copy.deepcopy(r) for r in records]
         for r in self.results:
             r.state, r.checkpoint = TrialState.COMPLETE, None
-        self.iteration, self.epoch = records[0].iterations, records[0].epochs_done
+        self.iteration = self._counted = records[0].iterations
+        self.epoch = self.iteration // self.steps_per_epoch
         self._earlier_time = [r.wall_time for r in records]
+
+    def go_on_inside_epoch(self, epoch_steps: Sequence[int], loss_sums: Sequence[float]) -> None:
+        """After go_on_from, each trial's place inside the unfinished epoch as its checkpoint kept it
+        (checkpoint.Snapshot's epoch_step and epoch_loss_sum): the epoch's mean loss goes on from the
+        sums. A checkpoint at another step than its record is not that record's: ValueError."""
+        if any(s != self.epoch_step for s in epoch_steps):
+            raise ValueError(f"checkpoints at steps {list(epoch_steps)} of their epoch, records at {self.epoch_step}")
+        self._epoch_sums = list(loss_sums)
+
+    @property
+    def epoch_step(self) -> int:
+        """Steps of the current epoch taken: 0 at an epoch's end."""
+        return self.iteration - self.epoch * self.steps_per_epoch
+
+    def inside_epoch(self, j: int) -> tuple[int, float]:
+        """Trial j's place inside the current epoch, for its checkpoint: (steps taken, their data losses summed)."""
+        return self.epoch_step, self._epoch_sums[j]
 
     def keep_state(self, j: int, checkpoint: bytes) -> None:
         """Trial j's trained state at the end (checkpoint.pack), if it is still training."""
@@ -125,9 +146,28 @@ class TrialRecorder:
                     if r.stopped_below is not None:
                         r.state = TrialState.STOPPED
                         dead.append(j)
-            if self._on_epoch:
-                self._on_epoch(len(self.results))
+            self._count_trial_epochs()
         return dead
+
+    def end_inside_epoch(self, accuracies: Accuracies) -> None:
+        """A halving rung's end inside an epoch (min_epochs 0.25): no epoch's end (no lr decay, no
+        epoch loss or curve point), but the accuracies at this step, which the rung ranks its
+        trials by, and the epochs trained as a fraction (0.25). Nothing at an epoch's end."""
+        if self.epoch_step == 0 or not self.any_training:
+            return
+        train_acc, val_acc = accuracies()
+        for j, r in enumerate(self.results):
+            if r.state is TrialState.COMPLETE:
+                r.iterations, r.epochs_done = self.iteration, as_epochs(self.iteration, self.steps_per_epoch)
+                r.train_acc, r.val_acc = train_acc[j], val_acc[j]
+        self._count_trial_epochs()
+
+    def _count_trial_epochs(self) -> None:
+        """on_epoch told the trial-epochs trained since it was last told: the trials times one epoch,
+        or a fraction of one where a halving rung started or ended inside an epoch."""
+        if self._on_epoch:
+            self._on_epoch(len(self.results) * as_epochs(self.iteration - self._counted, self.steps_per_epoch))
+        self._counted = self.iteration
 
     def fail(self, e: BaseException) -> None:
         """The loop raised: every trial still training is FAILED with the exception."""

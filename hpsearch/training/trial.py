@@ -77,6 +77,19 @@ def batch_order(n: int, seed: int, epoch: int, device: torch.device) -> torch.Te
     return torch.randperm(n, generator=g).to(device)
 
 
+def epoch_spans(first_step: int, last_step: int, steps_per_epoch: int) -> list[tuple[int, int, int]]:
+    """(epoch, first batch, end batch) of each epoch from step `first_step` to `last_step` (exclusive,
+    counted from the first step of epoch 0): whole epochs, but for a halving rung that starts or ends
+    inside one (min_epochs 0.25), which trains part of that epoch's batch order."""
+    spans, step = [], first_step
+    while step < last_step:
+        epoch, begin = divmod(step, steps_per_epoch)
+        end = min(steps_per_epoch, begin + last_step - step)
+        spans.append((epoch, begin, end))
+        step += end - begin
+    return spans
+
+
 def make_optimizer(net: nn.Module, train: TrainSpec) -> torch.optim.Optimizer:
     params = list(net.parameters())
     if train.optimizer is Optimizer.ADAM:
@@ -143,15 +156,20 @@ def _train(config: TrialConfig, data: Dataset, recorder: TrialRecorder) -> None:
     torch.manual_seed(init_seed(config.seed, config.trial_id))
     net = build_model(config.model, data.input_shape, data.num_classes).to(device)
     opt = make_optimizer(net, train)
+    # The global RNG (dropout's masks) is seeded here, not restored from a checkpoint: a trial with
+    # dropout that goes on from a halving rung draws other masks than one trained straight through,
+    # at an epoch's end as inside one; without dropout the two are equal bit for bit.
     snap = start_snapshot(config, device)
     if snap is not None:
         net.load_state_dict(snap.model)
         load_into_optimizer(snap, net, opt, recorder.iteration)
-    n = len(data.x_train)
+        recorder.go_on_inside_epoch([snap.epoch_step], [snap.epoch_loss_sum])
+    n, spe = len(data.x_train), recorder.steps_per_epoch
     x_acc, y_acc = train_accuracy_sample(data)
-    for epoch in range(config.first_epoch, config.last_epoch):
+    accuracies = lambda: ([accuracy(net, data, x_acc, y_acc)], [accuracy(net, data, data.x_val, data.y_val)])  # noqa: E731
+    for epoch, begin, end in epoch_spans(*config.steps(spe), spe):
         order = batch_order(n, config.seed, epoch, device)
-        for start in range(0, n, train.batch_size):
+        for start in range(begin * train.batch_size, end * train.batch_size, train.batch_size):
             idx = order[start : start + train.batch_size]
             x, y = data.normalize(data.x_train[idx]), data.y_train[idx]
             loss, data_loss = training_loss(net, x, y, train.weight_decay, train.precision)
@@ -163,13 +181,14 @@ def _train(config: TrialConfig, data: Dataset, recorder: TrialRecorder) -> None:
             opt.step()
             if it % FLUSH_EVERY == 0 and device.type == "cpu":
                 flush_tiny_(net, opt)
+        if end < spe:
+            break  # a halving rung's end inside the epoch: no epoch's end
         for group in opt.param_groups:
             group["lr"] *= train.lr_decay
         penalty = float(l2_penalty(net, train.weight_decay).detach())
-        recorder.end_epoch(
-            [penalty], lambda: ([accuracy(net, data, x_acc, y_acc)], [accuracy(net, data, data.x_val, data.y_val)])
-        )
+        recorder.end_epoch([penalty], accuracies)
         if not recorder.any_training:
             return
+    recorder.end_inside_epoch(accuracies)
     if config.keeps_state:
-        recorder.keep_state(0, pack(optimizer_snapshot(net, opt)))
+        recorder.keep_state(0, pack(optimizer_snapshot(net, opt, recorder.inside_epoch(0))))

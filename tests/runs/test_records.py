@@ -11,7 +11,7 @@ import pytest
 from helpers import cli
 
 from hpsearch.cli.exits import NO_TRIAL_COMPLETED
-from hpsearch.runs.records import TrialResult, TrialState, failure_summary
+from hpsearch.runs.records import TrialResult, TrialState, as_epochs, epochs_text, failure_summary, rung_steps
 
 # Two trials on a grid: hidden [16] trains, hidden [1e9] cannot allocate its 12 TB first layer.
 SPEC = """\
@@ -66,7 +66,8 @@ def test_a_record_without_the_new_fields_still_reads() -> None:
         {"trial": 1, "state": "complete", "params": []},
         {"trial": 1, "state": "complete", "params": {}, "val_acc": "0.5"},
         {"trial": 1, "state": "complete", "params": {}, "val_acc": True},
-        {"trial": 1, "state": "complete", "params": {}, "epochs_done": 1.5},
+        {"trial": 1, "state": "complete", "params": {}, "epochs_done": "1.5"},
+        {"trial": 1, "state": "complete", "params": {}, "epochs_done": True},
         {"trial": 1, "state": "complete", "params": {}, "losses": [1.0, "x"]},
         {"trial": 1, "state": "complete", "params": {}, "attempts": {}},
         {"trial": 1, "state": "done", "params": {}},
@@ -76,6 +77,27 @@ def test_a_record_without_the_new_fields_still_reads() -> None:
 def test_a_record_with_a_wrong_type_is_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValueError):
         TrialResult.from_dict(bad)
+
+
+def test_epochs_read_back_whole_as_an_int_and_a_rung_inside_an_epoch_as_a_float() -> None:
+    whole = TrialResult.from_dict({"trial": 1, "state": "complete", "params": {}, "epochs_done": 3})
+    quarter = TrialResult.from_dict({"trial": 1, "state": "complete", "params": {}, "epochs_done": 0.25})
+    assert type(whole.epochs_done) is int  # printed "3", as whole epochs always were
+    assert quarter.epochs_done == 0.25
+
+
+@pytest.mark.parametrize(("epochs", "text"), [(3, "3"), (0.25, "0.25"), (2 / 7, "0.286"), (2.25, "2.25")])
+def test_epochs_are_shown_whole_or_as_a_fraction(epochs: float, text: str) -> None:
+    assert epochs_text(epochs) == text
+
+
+@pytest.mark.parametrize(("steps", "epochs"), [(80, 2), (10, 0.25), (50, 1.25)])
+def test_steps_as_epochs(steps: int, epochs: float) -> None:
+    assert as_epochs(steps, 40) == epochs
+
+
+def test_a_rung_of_a_fraction_of_an_epoch_ends_at_the_nearest_step_and_trains_at_least_one() -> None:
+    assert [rung_steps(e, 40) for e in (0.25, 0.3, 2, 0.001)] == [10, 12, 80, 1]
 
 
 def run_spec(tmp_path: Path, hidden: str) -> tuple[int, str, str]:

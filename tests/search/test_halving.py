@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import torch
 from helpers import configs, max_relative_difference
 
 from hpsearch.data import Dataset, build_dataset
@@ -19,6 +21,7 @@ from hpsearch.spec.load import parse_spec, with_overrides
 from hpsearch.spec.options import ExecOptions, StageOptions
 from hpsearch.spec.schema import DataSpec, HalvingSpec, ModelSpec, Spec
 from hpsearch.stages.coarse import run_coarse
+from hpsearch.training.checkpoint import unpack
 from hpsearch.training.populations.builtin import run_population
 from hpsearch.training.trial import run_trial
 
@@ -40,6 +43,18 @@ def data() -> Dataset:
 )
 def test_rungs_grow_by_eta_up_to_the_stages_epochs(epochs: int, eta: int, min_epochs: int, rungs: list[int]) -> None:
     assert rung_epochs(epochs, HalvingSpec(eta=eta, min_epochs=min_epochs)) == rungs
+
+
+@pytest.mark.parametrize(
+    ("eta", "min_epochs", "rungs"), [(3, 0.25, [0.25, 0.75, 2.25, 4]), (2, 0.5, [0.5, 1, 2, 4]), (2, 2.0, [2, 4])]
+)
+def test_a_fractional_first_rung_grows_by_eta_too(eta: int, min_epochs: float, rungs: list[float]) -> None:
+    assert rung_epochs(4, HalvingSpec(eta=eta, min_epochs=min_epochs)) == rungs
+
+
+def test_a_whole_rung_is_an_int_whatever_min_epochs_was() -> None:
+    """So that it trains to an epoch's end, and prints '1', not '1.0'."""
+    assert [type(e) for e in rung_epochs(4, HalvingSpec(eta=2, min_epochs=0.5))] == [float, int, int, int]
 
 
 def test_trial_epochs_of_a_plan() -> None:
@@ -132,6 +147,93 @@ def test_a_trial_stopped_at_a_rung_goes_on_as_if_never_stopped(data: Dataset, mo
     for r in together:
         assert (r.epochs_done, r.iterations, len(r.val_acc_per_epoch)) == (2, 100, 2)
         assert r.wall_time > first[0].wall_time  # the earlier rung's time counts
+
+
+# --------------------------------------------------------------------------- going on from inside an epoch
+
+
+def forty_steps(cs: list[TrialConfig], epochs: int = 2) -> list[TrialConfig]:
+    """Batches of 25 of the 1,000 training images: 40 steps an epoch, so 0.25 epoch is 10 steps."""
+    train = {"batch_size": 25, "epochs": epochs}
+    return [dataclasses.replace(c, train=c.train.model_copy(update=train), keep_final=True) for c in cs]
+
+
+Train = Callable[[list[TrialConfig]], list[TrialResult]]
+
+
+def in_pieces(cs: list[TrialConfig], train: Train) -> list[list[TrialResult]]:
+    """0.25 epoch, then on to 1.5 (from inside epoch 0 to inside epoch 1), then on to 2: each piece's results."""
+    pieces = [train([dataclasses.replace(c, until=0.25) for c in cs])]
+    pieces.append(train([dataclasses.replace(c, until=1.5) for c in go_on(cs, pieces[-1])]))
+    pieces.append(train(go_on(cs, pieces[-1])))
+    return pieces
+
+
+def without_time(results: list[TrialResult]) -> list[dict[str, object]]:
+    return [r.to_dict() | {"wall_time": 0} for r in results]
+
+
+def same_state(a: TrialResult, b: TrialResult) -> bool:
+    """Bit for bit the same weights, optimizer buffers, learning rate and place in the epoch."""
+    x, y = unpack(a.checkpoint or b""), unpack(b.checkpoint or b"")
+    weights = x.model.keys() == y.model.keys() and all(torch.equal(x.model[k], y.model[k]) for k in x.model)
+    buffers = x.optim.keys() == y.optim.keys() and all(
+        x.optim[k].keys() == y.optim[k].keys() and all(torch.equal(x.optim[k][b], y.optim[k][b]) for b in x.optim[k])
+        for k in x.optim
+    )
+    return weights and buffers and (x.lr, x.epoch_step, x.epoch_loss_sum) == (y.lr, y.epoch_step, y.epoch_loss_sum)
+
+
+ONE_EACH = ["momentum", "adam"]
+
+
+@pytest.mark.parametrize("optimizer", ONE_EACH)
+def test_a_trial_stopped_inside_an_epoch_goes_on_bit_for_bit(data: Dataset, optimizer: str) -> None:
+    """Stopped after 0.25 epoch and after 1.5, going on each time: the same record, weights and
+    optimizer state as 2 epochs straight, bit for bit, one trial at a time (no dropout: the global
+    RNG is not carried across a rung, see training.trial)."""
+    lrs = [1e-3, 3e-4] if optimizer == "adam" else [0.02, 0.005]
+    cs = forty_steps(configs(ModelSpec(hidden=(32,)), optimizer, lrs, [1e-3, 1e-2]))
+    straight = [run_trial(c, data) for c in cs]
+    pieces = in_pieces(cs, lambda pop: [run_trial(c, data) for c in pop])
+    assert without_time(pieces[-1]) == without_time(straight)
+    assert all(same_state(a, b) for a, b in zip(pieces[-1], straight, strict=True))
+
+
+def test_a_rung_inside_an_epoch_records_its_fraction_and_accuracy_but_no_epochs_end(data: Dataset) -> None:
+    cs = forty_steps(configs(ModelSpec(hidden=(32,)), "momentum", [0.02], [1e-3]))
+    quarter, one_and_a_half, _ = (piece[0] for piece in in_pieces(cs, lambda pop: [run_trial(c, data) for c in pop]))
+    assert quarter.epochs_done == 0.25
+    assert quarter.iterations == 10
+    assert quarter.val_acc is not None  # what the rung ranks it by
+    assert quarter.val_acc_per_epoch == []  # an epoch's end records the curve's points, and none ended
+    assert quarter.train_loss is None
+    assert unpack(quarter.checkpoint or b"").epoch_step == 10
+    assert unpack(quarter.checkpoint or b"").lr == 0.02  # lr decays at an epoch's end only
+    assert one_and_a_half.epochs_done == 1.5
+    assert len(one_and_a_half.val_acc_per_epoch) == 1
+    assert unpack(one_and_a_half.checkpoint or b"").lr == pytest.approx(0.02 * 0.9)
+
+
+def test_a_checkpoint_at_another_step_than_its_record_fails_the_trial(data: Dataset) -> None:
+    cs = forty_steps(configs(ModelSpec(hidden=(32,)), "momentum", [0.02], [1e-3]))
+    quarter = run_trial(dataclasses.replace(cs[0], until=0.25), data)
+    elsewhere = dataclasses.replace(quarter, iterations=12, epochs_done=0.3)
+    result = run_trial(dataclasses.replace(cs[0], start=TrialStart(elsewhere, quarter.checkpoint or b"")), data)
+    assert result.state is TrialState.FAILED
+
+
+@pytest.mark.parametrize("optimizer", ONE_EACH)
+def test_a_population_stopped_inside_an_epoch_goes_on_as_if_never_stopped(data: Dataset, optimizer: str) -> None:
+    """The same pieces in a population: bit for bit as the population trained straight, and to
+    float rounding as the trials trained alone."""
+    lrs = [1e-3, 3e-4, 2e-3] if optimizer == "adam" else [0.02, 0.01, 0.005]
+    cs = forty_steps(configs(ModelSpec(hidden=(32,)), optimizer, lrs, [1e-3, 0.0, 1e-2], [0.9, 0.5, 0.8]))
+    straight = run_population(cs, data)
+    pieces = in_pieces(cs, lambda pop: run_population(pop, data))
+    assert without_time(pieces[-1]) == without_time(straight)
+    assert [r.epochs_done for r in pieces[0]] == [0.25, 0.25, 0.25]
+    assert max_relative_difference(pieces[-1], [run_trial(c, data) for c in cs]) <= 2e-4
 
 
 # --------------------------------------------------------------------------- a halving stage
@@ -297,6 +399,19 @@ def test_halving_spec_mistakes_are_one_line_errors() -> None:
         halving_spec(space={"epochs": {"values": [1, 2]}})
     with pytest.raises(SpecError, match=r"search.halving.eta"):
         halving_spec(halving={"eta": 1})
+
+
+def test_min_epochs_takes_a_fraction_above_zero_and_below_train_epochs() -> None:
+    assert halving_spec(halving={"eta": 3, "min_epochs": 0.25}).search.halving == HalvingSpec(eta=3, min_epochs=0.25)
+    with pytest.raises(SpecError, match=r"^[^\n]*search.halving.min_epochs: input should be greater than 0 \(got 0\)$"):
+        halving_spec(halving={"eta": 3, "min_epochs": 0})
+    with pytest.raises(SpecError, match=r"search.halving.min_epochs.*must be below train.epochs \(4\).*\(got 4.5\)"):
+        halving_spec(halving={"eta": 3, "min_epochs": 4.5})
+
+
+def test_median_stop_is_refused_with_a_fractional_first_rung_as_with_any_halving() -> None:
+    with pytest.raises(SpecError, match=r"search.median_stop: give search.median_stop or search.halving, not both"):
+        halving_spec(halving={"eta": 3, "min_epochs": 0.25}, median_stop={})
 
 
 def test_a_halving_stage_cannot_grow(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from hpsearch.runs.records import EpochCallback, TrialConfig, TrialResult
 from hpsearch.training.checkpoint import Snapshot, pack, start_snapshot
 from hpsearch.training.populations.stacked import PopulationOptimizer, Stacked
 from hpsearch.training.recorder import Accuracies, TrialRecorder
-from hpsearch.training.trial import FLUSH_EVERY, batch_order, train_accuracy_sample
+from hpsearch.training.trial import FLUSH_EVERY, batch_order, epoch_spans, train_accuracy_sample
 
 
 class Population(Stacked, Protocol):
@@ -67,16 +67,22 @@ def train_population(
     net = stack(configs, data, snaps)
     opt = PopulationOptimizer(net, configs, device)
     opt.load(snaps, recorder.iteration)
+    if all(snap is not None for snap in snaps):
+        recorder.go_on_inside_epoch([s.epoch_step for s in snaps if s], [s.epoch_loss_sum for s in snaps if s])
     x_acc, y_acc = train_accuracy_sample(data)
     batch = BatchBuffers(data, first.train.batch_size, net.label_copies)
-    for epoch in range(first.first_epoch, first.last_epoch):
+    bs, spe = first.train.batch_size, recorder.steps_per_epoch
+    accuracies = lambda: (accuracy(net, data, x_acc, y_acc), accuracy(net, data, data.x_val, data.y_val))  # noqa: E731
+    for epoch, begin, end in epoch_spans(*first.steps(spe), spe):
         order = batch_order(n, first.seed, epoch, device)  # the search seed's: every trial sees it
-        for s in range(0, n, first.train.batch_size):
-            x, y = batch.load(order[s : s + first.train.batch_size])
+        for s in range(begin * bs, end * bs, bs):
+            x, y = batch.load(order[s : s + bs])
             train_step(net, opt, recorder, x, y)
-        accuracies = lambda: (accuracy(net, data, x_acc, y_acc), accuracy(net, data, data.x_val, data.y_val))  # noqa: E731
+        if end < spe:
+            break  # a halving rung's end inside the epoch: no epoch's end
         if not close_epoch(recorder, opt, net.penalty, accuracies):
             break
+    recorder.end_inside_epoch(accuracies)
     keep_states(recorder, opt, first, net.trial_state)
     return recorder.finish()
 
@@ -142,7 +148,7 @@ def keep_states(
     for j, training in enumerate(recorder.training):
         if training:
             optim, lr = opt.snapshot(j)
-            recorder.keep_state(j, pack(Snapshot(model_state(j), optim, lr)))
+            recorder.keep_state(j, pack(Snapshot(model_state(j), optim, lr, *recorder.inside_epoch(j))))
 
 
 def close_epoch(
