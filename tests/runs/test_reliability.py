@@ -443,7 +443,7 @@ def test_records_of_the_wrong_types_are_unreadable_lines_not_crashes(tmp_path: P
         {**good, "params": []},
         {**good, "losses": ["a"]},
         {**good, "state": "exploded"},
-        {**good, "epochs_done": 1.5},
+        {**good, "epochs_done": "1.5"},
     ]
     with open(tmp_path / "trials.jsonl", "a") as f:
         for record in bad:
