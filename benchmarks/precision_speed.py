@@ -25,8 +25,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -34,28 +32,13 @@ from hpsearch.data import load_data
 from hpsearch.search.space import trial_configs
 from hpsearch.spec.choices import Precision
 from hpsearch.spec.load import load_spec
-from hpsearch.training.precision import CPU_BF16_FLAGS, choose_precision, cpu_flags, with_precision
+from hpsearch.training.precision import choose_precision, machine, with_precision
 from hpsearch.training.trial import run_trial, warm_up
 
 
-def machine() -> dict[str, Any]:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if "model name" in line
-        ),
-        "unknown",
-    )
+def measured_on() -> dict[str, Any]:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return {
-        "cpu": model,
-        "bf16_flags": sorted(cpu_flags() & set(CPU_BF16_FLAGS)),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "commit": commit.strip(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
-    }
+    return {**machine(), "commit": commit.strip(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
 
 
 def main() -> None:
@@ -73,7 +56,7 @@ def main() -> None:
     data = load_data(spec, args.data_root, None)
     configs = trial_configs(spec)[: args.configs]
     warm_up()
-    info = machine()
+    info = measured_on()
     print(
         f"{info['cpu']}, bf16 flags: {', '.join(info['bf16_flags']) or 'none'}, torch {info['torch']}, "
         f"{info['threads']} threads, commit {info['commit']}, {info['date']}"

@@ -79,7 +79,7 @@ from hpsearch.spec.schema import Categorical, HalvingSpec, MedianStopSpec, Numer
 from hpsearch.stages.base import Stage
 from hpsearch.stages.stage import run_stage, with_proposals
 from hpsearch.training.models import build_model
-from hpsearch.training.precision import CPU_BF16_FLAGS, cpu_flags
+from hpsearch.training.precision import machine
 from hpsearch.training.trial import batch_order, init_seed, make_optimizer, run_trial, training_loss
 
 CHUNK = 12  # trials a random-search stage grows by at a time
@@ -553,19 +553,6 @@ def main() -> None:
     print_table(rows, args.methods)
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(), "budget_s": args.budget, "rows": rows}, indent=2) + "\n")
-
-
-def machine() -> dict[str, Any]:
-    """What the figures were measured on: the CPU model, its bf16 flags, threads and torch's version."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
-    return {
-        "cpu": model,
-        "bf16_flags": sorted(cpu_flags() & set(CPU_BF16_FLAGS)),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-    }
 
 
 if __name__ == "__main__":

@@ -1,13 +1,5 @@
-"""The Python API: the CLI's commands as functions, for notebooks and scripts.
-
-    import hpsearch
-    spec = hpsearch.load_spec("configs/smoke.yaml")            # or a hpsearch.Spec built in code
-    stage = hpsearch.coarse(spec, out="runs/demo", trials=20)   # StageResult: .best .ranked .verdicts .dir
-    stage = hpsearch.refine("runs/demo")                        # the StageResult of refine-1
-    checks = hpsearch.sanity_check(spec)                        # SanityResult: .passed .checks
-    fin = hpsearch.final("runs/demo")                           # FinalResult: .best .ledger
-    run = hpsearch.open_run("runs/demo")                        # Run, read only: .stages .ranked(stage)
-    model, preprocess = hpsearch.load_model("runs/demo")
+"""The Python API: the CLI's commands as functions, for notebooks and scripts (the calls, in
+hpsearch's own docstring, are re-exported there).
 
 Each function takes its command's options as keyword arguments, named as the CLI's (`--top-k` is
 `top_k`); an unknown one is Python's TypeError, a value the command would refuse an OptionError.

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from hpsearch.errors import StoreError
-from hpsearch.runs.records import CurveData, TrialResult
+from hpsearch.runs.records import CurveData, PrecisionChoice, TrialResult
 from hpsearch.runs.store import StageStore, read_json
 from hpsearch.spec.load import load_spec
 from hpsearch.spec.schema import AUTO_VAL_CAP, DataSpec, Spec
@@ -122,12 +122,10 @@ def recorded_precision(stage_dir: Path) -> dict[str, Any] | None:
 
 
 def said_precision(stage_dir: Path) -> str | None:
-    """What the tables' title names the stage's trials trained in: None for plain fp32 (the
-    default, unsaid) and where the stage recorded no choice."""
-    choice = recorded_precision(stage_dir)
-    if choice is None or choice.get("asked", "auto") == "fp32":
-        return None
-    return str(choice["precision"])
+    """What the tables' title names the stage's trials trained in (PrecisionChoice.said), or None."""
+    recorded = recorded_precision(stage_dir)
+    choice = None if recorded is None else PrecisionChoice.from_document(recorded)
+    return choice.precision.value if choice is not None and choice.said else None
 
 
 def _count(v: Any, least: int) -> int | None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hpsearch.spec.choices import Precision
 from hpsearch.spec.schema import ModelSpec, TrainSpec
 
 TRACEBACK_FRAMES = 5  # frames of a failed trial's traceback kept in its record
@@ -291,3 +292,35 @@ class TrialEvents:
     def start(self, pop: list[TrialConfig]) -> None:
         if self.on_start:
             self.on_start(pop)
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """What a stage's trials train in (train.precision resolved by training.precision), why, and the
+    measured fp32 / bf16 step-time ratio (None where nothing was timed), as run.json records it."""
+
+    precision: Precision
+    reason: str
+    speedup: float | None = None
+    asked: Precision = Precision.AUTO  # what the spec said: fp32, the default, goes unsaid in the outputs
+
+    @property
+    def said(self) -> bool:
+        """Whether the outputs name it (a stderr line, the tables' title): not for the plain default."""
+        return self.asked is not Precision.FP32
+
+    def line(self) -> str:
+        return f"precision: {self.precision.value} ({self.reason})"
+
+    def document(self) -> dict[str, Any]:
+        return {
+            "precision": self.precision.value,
+            "asked": self.asked.value,
+            "reason": self.reason,
+            "bf16_speedup": self.speedup,
+        }
+
+    @classmethod
+    def from_document(cls, d: dict[str, Any]) -> PrecisionChoice:
+        asked = Precision(d.get("asked", Precision.AUTO.value))
+        return cls(Precision(d["precision"]), str(d["reason"]), d.get("bf16_speedup"), asked)

@@ -50,7 +50,7 @@ from hpsearch.runs.read import (
     stage_curve_data,
     stages,
 )
-from hpsearch.runs.records import TrialEvents, TrialResult, TrialState, jsonable
+from hpsearch.runs.records import PrecisionChoice, TrialEvents, TrialResult, TrialState, jsonable
 from hpsearch.runs.store import (
     StageStore,
     append_json_line,
@@ -69,7 +69,7 @@ from hpsearch.stages.prepare import prepare_model, say_warnings
 from hpsearch.training.checkpoint import unpack
 from hpsearch.training.factory import FactorySource
 from hpsearch.training.models import build_model
-from hpsearch.training.precision import PrecisionChoice, choice_for, resolved
+from hpsearch.training.precision import choice_for, resolved
 from hpsearch.training.saved_model import save_model
 from hpsearch.training.trial import accuracy
 

@@ -22,6 +22,7 @@ from hpsearch.errors import StageStopped, interrupt_exit_code
 from hpsearch.output.report import csv_table, markdown_report, results_document
 from hpsearch.runs.read import RESULTS, RUN_INFO, is_partial, read_document, said_precision, stage_curve_data
 from hpsearch.runs.records import (
+    PrecisionChoice,
     TrialConfig,
     TrialResult,
     TrialState,
@@ -39,7 +40,7 @@ from hpsearch.spec.schema import Spec
 from hpsearch.stages.base import Stage, StageOutcome, StageProgress, StageTracker
 from hpsearch.stages.prepare import new_run_info, resumed_run_info
 from hpsearch.stages.strategies import Trainer, is_final, strategy_for
-from hpsearch.training.precision import PrecisionChoice, choose_precision
+from hpsearch.training.precision import choose_precision
 
 
 def with_proposals(stage: Stage) -> Stage:
@@ -89,12 +90,11 @@ def run_stage(
     """Train the stage's configs not yet finished, one record each, by the stage's strategy, then
     rank and write the results. On Ctrl-C / SIGTERM mark the running ones interrupted and raise
     StageStopped. `on_note`: told the precision the trials train in, before they start."""
-    finished, warnings, run_info = _start_run(stage, data, options, resuming)
+    finished, warnings, run_info, precision = _start_run(stage, data, options, resuming)
     tracker = StageTracker(stage, finished, progress)
     # An absolute data root: worker processes (and Ray workers) need not share this one's directory.
     recipe = DataRecipe(spec_to_yaml(stage.spec), options.data_root.resolve() if options.data_root else None)
     warnings += _population_warnings(stage, data, options, tracker.todo(finished))
-    precision = stage_precision(stage, data, run_info, tracker.todo(finished))
     if precision is not None and precision.said and on_note is not None:
         on_note(precision.line())
     execution = _with_ray_resources(options.execution, stage.spec)
@@ -116,9 +116,9 @@ def run_stage(
 
 def _start_run(
     stage: Stage, data: Dataset, options: StageOptions, resuming: bool
-) -> tuple[dict[int, TrialResult], list[str], dict[str, Any]]:
-    """The trials finished before (a resume), the warnings about its records, and run.json as
-    written now: new, or the first start's with this resume added."""
+) -> tuple[dict[int, TrialResult], list[str], dict[str, Any], PrecisionChoice | None]:
+    """The trials finished before (a resume), the warnings about its records, run.json as written
+    now (new, or the first start's with this resume added) and the precision its trials train in."""
     store = stage.store
     if resuming:
         finished, warnings = reconcile(store, stage.configs)
@@ -135,8 +135,9 @@ def _start_run(
         run_info.setdefault("factory_sha256", stage.factory.sha256)
         run_info.setdefault("factory_files", stage.factory.files)  # which file changed, should a resume be refused
     run_info["trials"] = stage.planned
+    precision = stage_precision(stage, data, run_info, [c for c in stage.configs if c.trial_id not in finished])
     store.write_json(RUN_INFO, run_info)
-    return finished, warnings, run_info
+    return finished, warnings, run_info, precision
 
 
 def stage_precision(
@@ -144,7 +145,8 @@ def stage_precision(
 ) -> PrecisionChoice | None:
     """What train.precision: auto trains in: the choice run.json kept (a resume trains on as the
     stage began), else chosen now on the first trial to train, and recorded. None where trials set
-    their own (a searched precision without auto)."""
+    their own (a searched precision without auto). The choice goes into `run_info`, which the caller
+    writes."""
     if isinstance(run_info.get("precision"), dict):
         return PrecisionChoice.from_document(run_info["precision"])
     auto = next((c for c in [*todo, *stage.configs] if c.train.precision is Precision.AUTO), None)
@@ -155,7 +157,6 @@ def stage_precision(
     else:
         choice = choose_precision(auto, data)
     run_info["precision"] = choice.document()
-    stage.store.write_json(RUN_INFO, run_info)
     return choice
 
 

@@ -17,6 +17,7 @@ from hpsearch.data import DataRecipe, Dataset
 from hpsearch.executors.local import execute
 from hpsearch.executors.ray import ray_session
 from hpsearch.runs.records import (
+    PrecisionChoice,
     TrialConfig,
     TrialEvents,
     TrialResult,
@@ -42,7 +43,7 @@ from hpsearch.spec.schema import HalvingSpec, SearchSpec
 from hpsearch.stages.base import Stage, StageTracker
 from hpsearch.training.factory import FactorySource
 from hpsearch.training.populations.plan import shaping_params
-from hpsearch.training.precision import PrecisionChoice, resolved
+from hpsearch.training.precision import resolved
 
 CHECKPOINTS = "checkpoints"  # a halving stage's folder of trial states between rungs
 

@@ -8,14 +8,14 @@ a few timed steps of the stage's first trial in each precision decide: bf16 only
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hpsearch.data import Dataset
-from hpsearch.runs.records import TrialConfig
+from hpsearch.runs.records import PrecisionChoice, TrialConfig
 from hpsearch.spec.choices import Precision
 from hpsearch.training.populations.group import step_seconds
 
@@ -24,51 +24,38 @@ CPUINFO = Path("/proc/cpuinfo")
 FASTER = 1.05  # bf16 must beat fp32 by this much: a tie on a noisy machine is not worth the rounding
 
 
-@dataclass(frozen=True)
-class PrecisionChoice:
-    """What the stage's trials train in, why, and the measured fp32 / bf16 step-time ratio (None
-    where nothing was timed)."""
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's model name (lscpu's "Model name"); "unknown" where /proc/cpuinfo has none."""
+    return _field(cpuinfo, "model name") or "unknown"
 
-    precision: Precision
-    reason: str
-    speedup: float | None = None
-    asked: Precision = Precision.AUTO  # what the spec said: fp32, the default, goes unsaid in the outputs
 
-    @property
-    def said(self) -> bool:
-        """Whether the outputs name it (a stderr line, the tables' title): not for the plain default."""
-        return self.asked is not Precision.FP32
-
-    def line(self) -> str:
-        return f"precision: {self.precision.value} ({self.reason})"
-
-    def document(self) -> dict[str, Any]:
-        return {
-            "precision": self.precision.value,
-            "asked": self.asked.value,
-            "reason": self.reason,
-            "bf16_speedup": self.speedup,
-        }
-
-    @classmethod
-    def from_document(cls, d: dict[str, Any]) -> PrecisionChoice:
-        asked = Precision(d.get("asked", Precision.AUTO.value))
-        return cls(Precision(d["precision"]), str(d["reason"]), d.get("bf16_speedup"), asked)
+def machine() -> dict[str, Any]:
+    """What a speed figure was measured on: the CPU model, its bf16 flags, torch's threads and version."""
+    return {
+        "cpu": cpu_model(),
+        "bf16_flags": sorted(cpu_flags() & set(CPU_BF16_FLAGS)),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
 
 
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
-    """The CPU's feature flags, from /proc/cpuinfo's first `flags` line (an empty set where there is
-    none: another OS, or a CPU that lists none)."""
+    """The CPU's feature flags (an empty set where /proc/cpuinfo lists none: another OS, say)."""
+    return set((_field(cpuinfo, "flags") or _field(cpuinfo, "Features") or "").split())
+
+
+def _field(cpuinfo: str | None, key: str) -> str | None:
+    """The first value of `key` in /proc/cpuinfo's text (read from the file when None)."""
     if cpuinfo is None:
         try:
             cpuinfo = CPUINFO.read_text(errors="replace")
         except OSError:
-            return set()
+            return None
     for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return None
 
 
 def native_bf16(device: torch.device, flags: set[str] | None = None) -> tuple[bool, str]:
